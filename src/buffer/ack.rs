@@ -1,0 +1,111 @@
+//! Delivery acknowledgements that span several sinks.
+//!
+//! A source that must answer its client (forward `chunk` acks, a tail checkpoint) asks for an
+//! [`AckWaiter`]. Every sink copy of the records holds an [`AckRef`]; the waiter resolves when
+//! the last reference is gone, with `true` only if every sink called [`AckRef::complete`]. A
+//! reference dropped without completing (shutdown deadline, a crash of a sink task) counts as a
+//! failure, so an ack is never sent for records that were not delivered.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+struct AckInner {
+    failed: AtomicBool,
+    tx: Mutex<Option<oneshot::Sender<bool>>>,
+}
+
+impl Drop for AckInner {
+    fn drop(&mut self) {
+        let ok = !self.failed.load(Ordering::Acquire);
+        if let Ok(mut tx) = self.tx.lock() {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(ok);
+            }
+        }
+    }
+}
+
+/// One holder's share of an acknowledgement.
+pub struct AckRef {
+    inner: Option<Arc<AckInner>>,
+}
+
+impl AckRef {
+    /// A new acknowledgement with its first reference and the waiter for the result.
+    pub fn new() -> (AckRef, AckWaiter) {
+        let (tx, rx) = oneshot::channel();
+        let inner = Arc::new(AckInner {
+            failed: AtomicBool::new(false),
+            tx: Mutex::new(Some(tx)),
+        });
+        (AckRef { inner: Some(inner) }, AckWaiter { rx })
+    }
+
+    /// This holder delivered its records.
+    pub fn complete(mut self) {
+        self.inner.take();
+    }
+
+    /// This holder could not deliver its records.
+    pub fn fail(mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.failed.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Clone for AckRef {
+    fn clone(&self) -> Self {
+        AckRef {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for AckRef {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.failed.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Resolves to `true` once every holder completed, `false` if any failed.
+pub struct AckWaiter {
+    rx: oneshot::Receiver<bool>,
+}
+
+impl AckWaiter {
+    pub async fn wait(self) -> bool {
+        self.rx.await.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resolves_true_when_all_complete() {
+        let (a, waiter) = AckRef::new();
+        let b = a.clone();
+        a.complete();
+        b.complete();
+        assert!(waiter.wait().await);
+    }
+
+    #[tokio::test]
+    async fn one_failure_or_drop_fails_the_ack() {
+        let (a, waiter) = AckRef::new();
+        let b = a.clone();
+        a.complete();
+        b.fail();
+        assert!(!waiter.wait().await);
+
+        let (a, waiter) = AckRef::new();
+        drop(a);
+        assert!(!waiter.wait().await);
+    }
+}

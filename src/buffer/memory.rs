@@ -1,0 +1,219 @@
+//! A per-sink queue bounded in bytes.
+//!
+//! Space is reserved with a semaphore whose permits are bytes: `send` waits until the batch
+//! fits, so a stalled sink stops its sources instead of growing memory. The reservation travels
+//! inside the [`Batch`] and is given back when the sink is done with it (delivered or failed),
+//! so the bound covers records being sent as well as records waiting.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::ack::AckRef;
+use crate::event::{Event, Tag};
+
+/// The sink's queue was closed (the sink stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the sink's queue is closed")]
+pub struct Closed;
+
+/// Records of one tag travelling from a source to one sink.
+pub struct Batch {
+    pub tag: Tag,
+    pub events: Vec<Event>,
+    /// What the records weighed on the wire where they came from; the unit of the queue bound.
+    pub bytes: usize,
+    ack: Option<AckRef>,
+    reservation: Option<Reservation>,
+}
+
+struct Reservation {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+    records: usize,
+    gauge: Gauge,
+    queued_records: Arc<AtomicUsize>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes as i64);
+        self.queued_records
+            .fetch_sub(self.records, Ordering::Relaxed);
+    }
+}
+
+impl Batch {
+    pub fn new(tag: Tag, events: Vec<Event>, bytes: usize, ack: Option<AckRef>) -> Batch {
+        Batch {
+            tag,
+            events,
+            bytes,
+            ack,
+            reservation: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Every record was delivered: acknowledge upstream and free the queue space.
+    pub fn complete(mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack.complete();
+        }
+    }
+
+    /// The records were not delivered: the upstream acknowledgement fails.
+    pub fn fail(mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack.fail();
+        }
+    }
+
+    /// Splits the batch into its records and a completion handle, for sinks that deliver
+    /// records in several requests and acknowledge when the last one is done.
+    pub fn into_parts(mut self) -> (Vec<Event>, BatchDone) {
+        let events = std::mem::take(&mut self.events);
+        (events, BatchDone { batch: self })
+    }
+}
+
+/// The part of a [`Batch`] that acknowledges and frees queue space once done.
+pub struct BatchDone {
+    batch: Batch,
+}
+
+impl BatchDone {
+    pub fn complete(self) {
+        self.batch.complete()
+    }
+    pub fn fail(self) {
+        self.batch.fail()
+    }
+}
+
+/// The sending half, shared by every source that routes to the sink.
+#[derive(Clone)]
+pub struct QueueSender {
+    tx: mpsc::UnboundedSender<Batch>,
+    permits: Arc<Semaphore>,
+    limit: usize,
+    gauge: Gauge,
+    queued_records: Arc<AtomicUsize>,
+}
+
+/// The receiving half, owned by the sink.
+pub struct QueueReceiver {
+    rx: mpsc::UnboundedReceiver<Batch>,
+    queued_records: Arc<AtomicUsize>,
+}
+
+/// A queue holding at most `limit` bytes of batches. `gauge` tracks the bytes queued.
+pub fn queue(limit: usize, gauge: Gauge) -> (QueueSender, QueueReceiver) {
+    // Semaphore permits are counted in u32 per acquisition; keep the bound representable.
+    let limit = limit.clamp(1, u32::MAX as usize);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued_records = Arc::new(AtomicUsize::new(0));
+    (
+        QueueSender {
+            tx,
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            gauge,
+            queued_records: queued_records.clone(),
+        },
+        QueueReceiver { rx, queued_records },
+    )
+}
+
+impl QueueSender {
+    /// Waits for room, then queues the batch. A batch larger than the whole bound waits for an
+    /// empty queue and then goes alone, so an oversized batch cannot wedge the queue.
+    pub async fn send(&self, mut batch: Batch) -> Result<(), Closed> {
+        let need = batch.bytes.clamp(1, self.limit) as u32;
+        let permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(need)
+            .await
+            .map_err(|_| Closed)?;
+        self.gauge.inc_by(batch.bytes as i64);
+        self.queued_records
+            .fetch_add(batch.events.len(), Ordering::Relaxed);
+        batch.reservation = Some(Reservation {
+            _permit: permit,
+            bytes: batch.bytes,
+            records: batch.events.len(),
+            gauge: self.gauge.clone(),
+            queued_records: self.queued_records.clone(),
+        });
+        self.tx.send(batch).map_err(|_| Closed)
+    }
+}
+
+impl QueueReceiver {
+    /// The next batch; `None` once every sender is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        self.rx.recv().await
+    }
+
+    /// The next batch if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Batch> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Records queued or being delivered right now.
+    pub fn pending_records(&self) -> usize {
+        self.queued_records.load(Ordering::Relaxed)
+    }
+
+    /// A handle that reports the pending count after the receiver moved into a task.
+    pub fn pending_counter(&self) -> Arc<AtomicUsize> {
+        self.queued_records.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventTime, Map};
+    use std::time::Duration;
+
+    fn batch(bytes: usize) -> Batch {
+        let ev = Event::new("t".into(), EventTime::default(), Map::new());
+        Batch::new("t".into(), vec![ev], bytes, None)
+    }
+
+    #[tokio::test]
+    async fn send_waits_while_full_and_resumes_when_space_frees() {
+        let (tx, mut rx) = queue(100, Gauge::default());
+        tx.send(batch(60)).await.unwrap();
+        let blocked = tokio::time::timeout(Duration::from_millis(50), tx.send(batch(60))).await;
+        assert!(
+            blocked.is_err(),
+            "a second 60-byte batch must wait on a 100-byte queue"
+        );
+        let first = rx.recv().await.unwrap();
+        assert_eq!(rx.pending_records(), 1);
+        first.complete();
+        tokio::time::timeout(Duration::from_secs(1), tx.send(batch(60)))
+            .await
+            .expect("space was freed")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversized_batch_goes_alone() {
+        let (tx, mut rx) = queue(10, Gauge::default());
+        tx.send(batch(1000)).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().bytes, 1000);
+    }
+}

@@ -1,0 +1,208 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    let lookup = |name: &str| match name {
+        "STREAM" => Some("app-logs".to_string()),
+        _ => None,
+    };
+    Config::parse(Path::new("test.toml"), text, &lookup)
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(e) => e.problems,
+    }
+}
+
+const GOOD: &str = r#"
+[service]
+grace_period = "10s"
+http_listen = "off"
+
+[[sources]]
+type = "forward"
+listen = "127.0.0.1:0"
+
+[[transforms]]
+type = "record_modifier"
+match = "app.*"
+records = { cluster = "${CLUSTER:-dev}" }
+
+[[sinks]]
+type = "file"
+name = "out"
+match = "*"
+path = "/tmp/logferry-out-${STREAM}.log"
+buffer_limit = "8MiB"
+"#;
+
+#[test]
+fn a_good_config_loads_with_defaults_and_interpolation() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.service.grace_period, Duration::from_secs(10));
+    assert_eq!(config.service.http_addr(), None);
+    assert_eq!(config.sources.len(), 1);
+    assert_eq!(config.sources[0].name, "forward.0");
+    assert_eq!(config.transforms.len(), 1);
+    assert_eq!(config.sinks[0].name, "out");
+    assert_eq!(config.sinks[0].buffer_limit, ByteSize::mib(8));
+    match &config.sinks[0].config {
+        SinkConfig::File(c) => assert_eq!(
+            c.path.as_deref(),
+            Some(Path::new("/tmp/logferry-out-app-logs.log"))
+        ),
+        _ => panic!("expected a file sink"),
+    }
+    let default = ServiceConfig::default();
+    assert_eq!(default.grace_period, Duration::from_secs(30));
+    assert_eq!(default.http_listen, "127.0.0.1:2020");
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let p = problems(
+        r#"
+[[sources]]
+type = "stdin"
+
+[[sinks]]
+type = "stdout"
+match = "*"
+formatt = "json"
+"#,
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].line, Some(8));
+    assert_eq!(p[0].key.as_deref(), Some("formatt"));
+    let line = p[0].to_string();
+    assert!(
+        line.starts_with("test.toml:8: sinks[0] (stdout): `formatt`: unknown key"),
+        "{line}"
+    );
+}
+
+#[test]
+fn wrong_type_is_reported_at_the_value() {
+    let p = problems(
+        r#"
+[[sources]]
+type = "forward"
+buffer_max_size = true
+
+[[sinks]]
+type = "stdout"
+match = "*"
+"#,
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].line, Some(4));
+    assert_eq!(p[0].key.as_deref(), Some("buffer_max_size"));
+}
+
+#[test]
+fn missing_required_options_are_named() {
+    let p = problems(
+        r#"
+[[sources]]
+type = "stdin"
+
+[[sinks]]
+type = "file"
+match = "*"
+
+[[sinks]]
+match = "*"
+"#,
+    );
+    let keys: Vec<_> = p
+        .iter()
+        .map(|p| p.key.clone().unwrap_or_default())
+        .collect();
+    assert!(keys.contains(&"path".to_string()), "{p:?}");
+    assert!(keys.contains(&"type".to_string()), "{p:?}");
+    let missing_match = problems(
+        r#"
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "stdout"
+"#,
+    );
+    assert_eq!(missing_match[0].key.as_deref(), Some("match"));
+    assert_eq!(missing_match[0].line, Some(4));
+}
+
+#[test]
+fn bad_regex_duration_and_size_are_each_reported() {
+    let p = problems(
+        r#"
+[service]
+grace_period = "30 parsecs"
+
+[[sources]]
+type = "stdin"
+
+[[sinks]]
+type = "stdout"
+match_regex = "app.(["
+buffer_limit = "lots"
+"#,
+    );
+    let find = |key: &str| {
+        p.iter()
+            .find(|p| p.key.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("no problem for {key} in {p:?}"))
+    };
+    assert_eq!(find("grace_period").line, Some(3));
+    assert_eq!(find("match_regex").line, Some(10));
+    assert_eq!(find("buffer_limit").line, Some(11));
+}
+
+#[test]
+fn unknown_type_lists_known_types() {
+    let p = problems(
+        r#"
+[[sources]]
+type = "syslog"
+[[sinks]]
+type = "stdout"
+match = "*"
+"#,
+    );
+    assert_eq!(p[0].key.as_deref(), Some("type"));
+    assert!(p[0].message.contains("forward"), "{}", p[0].message);
+}
+
+#[test]
+fn missing_env_var_is_an_error_naming_it() {
+    let p = problems(
+        r#"
+[[sources]]
+type = "stdin"
+tag = "${NOT_SET_ANYWHERE}"
+[[sinks]]
+type = "stdout"
+match = "*"
+"#,
+    );
+    assert_eq!(p[0].line, Some(4));
+    assert!(p[0].message.contains("NOT_SET_ANYWHERE"));
+}
+
+#[test]
+fn invalid_toml_points_at_the_line() {
+    let p = problems("[[sources]]\ntype = \"stdin\"\nthis is not toml\n");
+    assert_eq!(p[0].line, Some(3));
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let p = problems(
+        "[[sources]]\ntype = \"stdin\"\n[[sinks]]\ntype=\"stdout\"\nmatch=\"*\"\n[outputs]\n",
+    );
+    assert_eq!(p[0].key.as_deref(), Some("outputs"));
+    assert_eq!(p[0].line, Some(6));
+}

@@ -1,0 +1,297 @@
+//! JSON written straight from a [`Value`] into a byte vector: no intermediate `serde_json::Value`,
+//! no `String` per field.
+//!
+//! Mapping of the msgpack data model onto JSON:
+//! - `Str` and `Bin` become JSON strings. Their bytes are not guaranteed UTF-8 (Docker splits long
+//!   lines on byte boundaries), so each invalid sequence becomes one U+FFFD, exactly as
+//!   `String::from_utf8_lossy` does; valid text is copied as is. Only `"`, `\` and control
+//!   characters below U+0020 are escaped (`\n`, `\t`, ... or `\u00XX`); other characters,
+//!   non-ASCII included, are written as UTF-8.
+//! - `Float` is written in Rust's shortest round-trip form (`1.5`, `1e300`); NaN and infinities,
+//!   which JSON cannot express, become `null`.
+//! - `Ext` (a msgpack extension other than a time we decoded) becomes its payload in standard
+//!   padded base64, as a string: the type code is lost, but the data reaches the consumer rather
+//!   than vanishing as `null`.
+//! - Map keys are strings, rendered like `Str`.
+
+use base64::Engine;
+
+use crate::event::{Map, Value};
+
+/// What follows a backslash for bytes that must be escaped; 0 = written as is, `u` = `\u00XX`.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+const REPLACEMENT: &str = "\u{FFFD}";
+
+/// Appends `v` as JSON.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    write_value_with(out, v, None);
+}
+
+/// Appends a map as a JSON object.
+pub fn write_map(out: &mut Vec<u8>, map: &Map) {
+    write_map_with(out, map, None);
+}
+
+/// Appends bytes as a quoted, escaped JSON string (invalid UTF-8 replaced, see module docs).
+pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    write_str_body(out, s);
+    out.push(b'"');
+}
+
+/// Like [`write_value`], with every `.` in every map key (at any depth) replaced by `dots`.
+pub(crate) fn write_value_with(out: &mut Vec<u8>, v: &Value, dots: Option<&[u8]>) {
+    match v {
+        Value::Nil => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => write_i64(out, *i),
+        Value::UInt(u) => write_u64(out, *u),
+        Value::Float(f) => write_f64(out, *f),
+        Value::Str(s) | Value::Bin(s) => write_str(out, s),
+        Value::Ext(_, data) => write_base64(out, data),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value_with(out, item, dots);
+            }
+            out.push(b']');
+        }
+        Value::Map(map) => write_map_with(out, map, dots),
+    }
+}
+
+pub(crate) fn write_map_with(out: &mut Vec<u8>, map: &Map, dots: Option<&[u8]>) {
+    out.push(b'{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_key(out, k, dots);
+        out.push(b':');
+        write_value_with(out, v, dots);
+    }
+    out.push(b'}');
+}
+
+/// A quoted key, with `.` replaced by `dots` when given.
+pub(crate) fn write_key(out: &mut Vec<u8>, key: &[u8], dots: Option<&[u8]>) {
+    out.push(b'"');
+    match dots {
+        Some(replacement) if key.contains(&b'.') => {
+            // `.` is ASCII, so splitting on it never cuts a UTF-8 sequence: replacing invalid
+            // bytes per part gives the same result as on the whole key.
+            for (i, part) in key.split(|&b| b == b'.').enumerate() {
+                if i > 0 {
+                    write_str_body(out, replacement);
+                }
+                write_str_body(out, part);
+            }
+        }
+        _ => write_str_body(out, key),
+    }
+    out.push(b'"');
+}
+
+/// The escaped contents of a JSON string, without quotes.
+pub(crate) fn write_str_body(out: &mut Vec<u8>, s: &[u8]) {
+    for chunk in s.utf8_chunks() {
+        write_escaped(out, chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice(REPLACEMENT.as_bytes());
+        }
+    }
+}
+
+/// True when `s` would be changed by [`write_str_body`].
+pub(crate) fn needs_escaping(s: &[u8]) -> bool {
+    s.iter().any(|&b| ESCAPE[b as usize] != 0) || std::str::from_utf8(s).is_err()
+}
+
+/// Escapes valid UTF-8, copying runs of plain bytes in one go.
+fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i]);
+        if esc == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', esc]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+pub(crate) fn write_u64(out: &mut Vec<u8>, mut u: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+pub(crate) fn write_i64(out: &mut Vec<u8>, i: i64) {
+    if i < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, i.unsigned_abs());
+}
+
+fn write_f64(out: &mut Vec<u8>, f: f64) {
+    if f.is_finite() {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{f:?}");
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    out.push(b'"');
+    if let Some(len) = base64::encoded_len(data.len(), true) {
+        let start = out.len();
+        out.resize(start + len, 0);
+        match engine.encode_slice(data, &mut out[start..]) {
+            Ok(written) => out.truncate(start + written),
+            Err(_) => out.truncate(start),
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn json(v: &Value) -> String {
+        let mut out = Vec::new();
+        write_value(&mut out, v);
+        String::from_utf8(out).expect("our JSON is always valid UTF-8")
+    }
+
+    #[test]
+    fn strings_escape_like_serde_json() {
+        let mut all_controls: String = (0u8..0x20).map(char::from).collect();
+        all_controls.push_str("\"\\/\u{7f}é€😀\u{2028}");
+        for s in [
+            "",
+            "plain",
+            "quote\" backslash\\",
+            "tab\tnl\ncr\r",
+            &all_controls,
+        ] {
+            let ours = json(&Value::from(s));
+            // serde_json is an independent escaper; both must read back to the same string.
+            let back: String = serde_json::from_str(&ours).unwrap();
+            assert_eq!(back, s);
+            assert_eq!(ours, serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_one_replacement_per_sequence() {
+        let cases: [&[u8]; 5] = [
+            b"ok\xe2",               // truncated 3-byte char at the end (a Docker split)
+            b"\x82\xacrest",         // its continuation bytes at the start of the next chunk
+            b"a\xffb\xfe\xfdc",      // stray bytes
+            b"\xf0\x9f\x98\x80\xf0", // valid emoji then a lone lead byte
+            b"\xed\xa0\x80",         // an encoded surrogate: invalid in UTF-8
+        ];
+        for bytes in cases {
+            let ours = json(&Value::Str(Bytes::from_static(bytes)));
+            let back: String = serde_json::from_str(&ours).unwrap();
+            assert_eq!(back, String::from_utf8_lossy(bytes), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn every_value_type_parses_back() {
+        let mut nested = Map::new();
+        nested.push(Bytes::from("k\"ey"), Value::Array(vec![Value::Nil]));
+        let mut map = Map::new();
+        map.push(Bytes::from("s"), Value::from("x"));
+        map.push(Bytes::from("t"), Value::Bool(true));
+        map.push(Bytes::from("f"), Value::Bool(false));
+        map.push(Bytes::from("i"), Value::Int(i64::MIN));
+        map.push(Bytes::from("u"), Value::UInt(u64::MAX));
+        map.push(Bytes::from("x"), Value::Float(0.1));
+        map.push(Bytes::from("big"), Value::Float(1e300));
+        map.push(Bytes::from("tiny"), Value::Float(-1e-7));
+        map.push(Bytes::from("nan"), Value::Float(f64::NAN));
+        map.push(Bytes::from("inf"), Value::Float(f64::INFINITY));
+        map.push(Bytes::from("bin"), Value::Bin(Bytes::from_static(b"\x00a")));
+        map.push(
+            Bytes::from("ext"),
+            Value::Ext(5, Bytes::from_static(b"\x01\x02\x03\x04")),
+        );
+        map.push(Bytes::from("m"), Value::Map(nested));
+        let mut out = Vec::new();
+        write_map(&mut out, &map);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let expected = serde_json::json!({
+            "s": "x", "t": true, "f": false, "i": i64::MIN, "u": u64::MAX,
+            "x": 0.1, "big": 1e300, "tiny": -1e-7, "nan": null, "inf": null,
+            "bin": "\u{0}a", "ext": "AQIDBA==", "m": {"k\"ey": [null]}
+        });
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn integers_at_the_edges() {
+        for i in [0i64, 9, 10, -1, i64::MAX, i64::MIN] {
+            assert_eq!(json(&Value::Int(i)), i.to_string());
+        }
+        assert_eq!(json(&Value::UInt(u64::MAX)), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn keys_get_dots_replaced() {
+        let mut out = Vec::new();
+        write_key(&mut out, b"a.b..c", Some(b"_"));
+        assert_eq!(out, br#""a_b__c""#);
+        out.clear();
+        write_key(&mut out, b"a.b", Some(b"\""));
+        assert_eq!(out, br#""a\"b""#);
+    }
+}

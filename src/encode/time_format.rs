@@ -1,0 +1,455 @@
+//! Rendering of a record's time under `time_key` (Kinesis) or `timestamp_key` (Kafka): one enum
+//! for both option styles, compiled once into a [`TimeWriter`].
+//!
+//! Times are always rendered in UTC, as Fluent Bit and its AWS plugins do.
+//!
+//! `Strftime` takes chrono's strftime syntax plus the sub-second conversions the aws-for-fluent-bit
+//! Go plugins (`kinesis`, `firehose`) document: `%L` = milliseconds (3 digits) and `%f` =
+//! microseconds (6 digits, where plain chrono would print nanoseconds), and the ones Fluent Bit's
+//! C plugins (`kinesis_streams`, `firehose`, `s3`) document: `%3N` = milliseconds and `%9N` =
+//! nanoseconds; `%6N` = microseconds and `%N` = nanoseconds (9 digits) are our extensions.
+//! All are zero-padded and truncated, never rounded. Note the C plugins read `%L` as nanoseconds;
+//! we follow the Go plugins' (and Ruby's) milliseconds.
+//! The default format is `%Y-%m-%dT%H:%M:%S`, both AWS plugins' default.
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+
+use super::{json, EncodeError};
+use crate::config::field::FieldError;
+use crate::event::EventTime;
+use crate::msgpack::write;
+
+/// Both AWS plugins' default `time_key_format`.
+pub const DEFAULT_STRFTIME: &str = "%Y-%m-%dT%H:%M:%S";
+
+/// How many fraction-of-a-second digits an ISO 8601 time carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subsecond {
+    None,
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl Subsecond {
+    fn digits(self) -> u32 {
+        match self {
+            Subsecond::None => 0,
+            Subsecond::Millis => 3,
+            Subsecond::Micros => 6,
+            Subsecond::Nanos => 9,
+        }
+    }
+}
+
+/// How a record's time is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// A strftime pattern (see the module docs for the sub-second conversions); a string.
+    Strftime(String),
+    /// `2024-05-14T09:30:01.123456Z`: RFC 3339 in UTC with this many fraction digits; a string.
+    Iso8601(Subsecond),
+    /// Seconds since the epoch with a fraction: in JSON the exact decimal with 9 digits
+    /// (`1715679001.123456789`), in msgpack a float64.
+    Double,
+    /// Whole seconds since the epoch, an integer.
+    Epoch,
+    /// Milliseconds since the epoch, an integer.
+    EpochMillis,
+}
+
+impl Default for TimeFormat {
+    fn default() -> Self {
+        TimeFormat::Strftime(DEFAULT_STRFTIME.to_string())
+    }
+}
+
+impl TimeFormat {
+    /// Parses a Fluent Bit `timestamp_format` / `json_date_format` name (case-insensitive):
+    /// `double`, `epoch`, `epoch_ms`, `iso8601` (microseconds, as Fluent Bit's Kafka and HTTP
+    /// outputs write it), `iso8601_ns` (nanoseconds), and our `iso8601_ms` (milliseconds).
+    /// `key` names the option in the error.
+    pub fn from_name(key: &str, name: &str) -> Result<TimeFormat, FieldError> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "double" => TimeFormat::Double,
+            "epoch" => TimeFormat::Epoch,
+            "epoch_ms" => TimeFormat::EpochMillis,
+            "iso8601" => TimeFormat::Iso8601(Subsecond::Micros),
+            "iso8601_ms" => TimeFormat::Iso8601(Subsecond::Millis),
+            "iso8601_ns" => TimeFormat::Iso8601(Subsecond::Nanos),
+            _ => {
+                return Err(FieldError::new(
+                    key,
+                    format!(
+                        "`{name}` is not a time format; use one of double, epoch, epoch_ms, \
+                         iso8601, iso8601_ms, iso8601_ns"
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+/// One part of a compiled strftime pattern.
+#[derive(Debug)]
+enum Piece {
+    /// Parsed chrono items.
+    Chrono(Vec<Item<'static>>),
+    /// The fraction of the second with this many digits.
+    Fraction(u32),
+}
+
+#[derive(Debug)]
+enum Compiled {
+    Pattern {
+        pieces: Vec<Piece>,
+        /// The pattern refers to the offset (`%z`, `%Z`, `%+`, ...): formatting must go through
+        /// `DateTime<Utc>`, which costs one small allocation per call; otherwise the naive UTC
+        /// time is formatted with no allocation.
+        with_offset: bool,
+    },
+    Double,
+    Epoch,
+    EpochMillis,
+}
+
+/// A [`TimeFormat`] compiled once: patterns parsed and validated up front.
+#[derive(Debug)]
+pub struct TimeWriter {
+    compiled: Compiled,
+}
+
+/// The sub-second conversions we handle ourselves, longest first.
+const FRACTIONS: [(&str, u32); 6] = [
+    ("3N", 3),
+    ("6N", 6),
+    ("9N", 9),
+    ("L", 3),
+    ("f", 6),
+    ("N", 9),
+];
+
+fn parse_chrono(segment: &str, key: &str, whole: &str) -> Result<Vec<Item<'static>>, FieldError> {
+    StrftimeItems::new(segment).parse_to_owned().map_err(|_| {
+        FieldError::new(
+            key,
+            format!(
+                "`{whole}` is not a valid strftime format (unknown or incomplete % conversion); \
+                 write a literal % as %%"
+            ),
+        )
+    })
+}
+
+/// Splits a pattern into chrono segments and our fraction conversions.
+fn compile_pattern(pattern: &str, key: &str) -> Result<Vec<Piece>, FieldError> {
+    let mut pieces = Vec::new();
+    let mut segment = String::new();
+    let mut rest = pattern;
+    while let Some(at) = rest.find('%') {
+        segment.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(escaped) = after.strip_prefix('%') {
+            segment.push_str("%%");
+            rest = escaped;
+            continue;
+        }
+        if let Some((spec, digits)) = FRACTIONS.iter().find(|(spec, _)| after.starts_with(spec)) {
+            if !segment.is_empty() {
+                pieces.push(Piece::Chrono(parse_chrono(&segment, key, pattern)?));
+                segment.clear();
+            }
+            pieces.push(Piece::Fraction(*digits));
+            rest = &after[spec.len()..];
+            continue;
+        }
+        segment.push('%');
+        rest = after;
+    }
+    segment.push_str(rest);
+    if !segment.is_empty() {
+        pieces.push(Piece::Chrono(parse_chrono(&segment, key, pattern)?));
+    }
+    Ok(pieces)
+}
+
+/// Lets chrono write into a byte vector.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn write_fraction(out: &mut Vec<u8>, nanos: u32, digits: u32) {
+    let mut value = nanos / 10u32.pow(9 - digits);
+    let start = out.len();
+    out.resize(start + digits as usize, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+impl TimeWriter {
+    /// Compiles `format`; `key` names the option in errors (`time_key_format`).
+    pub fn new(format: &TimeFormat, key: &str) -> Result<TimeWriter, FieldError> {
+        let compiled = match format {
+            TimeFormat::Strftime(pattern) => {
+                let pieces = compile_pattern(pattern, key)?;
+                Self::pattern(pieces, pattern, key)?
+            }
+            TimeFormat::Iso8601(sub) => {
+                let mut pieces = vec![Piece::Chrono(parse_chrono(
+                    "%Y-%m-%dT%H:%M:%S",
+                    key,
+                    "iso8601",
+                )?)];
+                if *sub != Subsecond::None {
+                    pieces.push(Piece::Chrono(vec![Item::Literal(".")]));
+                    pieces.push(Piece::Fraction(sub.digits()));
+                }
+                pieces.push(Piece::Chrono(vec![Item::Literal("Z")]));
+                Self::pattern(pieces, "iso8601", key)?
+            }
+            TimeFormat::Double => Compiled::Double,
+            TimeFormat::Epoch => Compiled::Epoch,
+            TimeFormat::EpochMillis => Compiled::EpochMillis,
+        };
+        Ok(TimeWriter { compiled })
+    }
+
+    /// Decides between the naive and the offset-aware path by formatting a sample time: the
+    /// naive path fails on conversions that need an offset.
+    fn pattern(pieces: Vec<Piece>, pattern: &str, key: &str) -> Result<Compiled, FieldError> {
+        let sample = EventTime::new(1_715_679_001, 123_456_789);
+        let mut scratch = Vec::new();
+        let mut compiled = Compiled::Pattern {
+            pieces,
+            with_offset: false,
+        };
+        for with_offset in [false, true] {
+            if let Compiled::Pattern {
+                with_offset: flag, ..
+            } = &mut compiled
+            {
+                *flag = with_offset;
+            }
+            scratch.clear();
+            if write_compiled(&compiled, sample, &mut scratch).is_ok() {
+                return Ok(compiled);
+            }
+        }
+        Err(FieldError::new(
+            key,
+            format!("`{pattern}` cannot be formatted for a sample time"),
+        ))
+    }
+
+    /// True when the time is written as a string (patterns), false for numbers.
+    pub fn is_text(&self) -> bool {
+        matches!(self.compiled, Compiled::Pattern { .. })
+    }
+
+    /// Appends the rendering without quotes: the text of a pattern, or the JSON number.
+    pub fn write_bare(&self, t: EventTime, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        write_compiled(&self.compiled, t, out)
+    }
+
+    /// Appends the time as a JSON value.
+    pub fn write_json(&self, t: EventTime, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if !self.is_text() {
+            return self.write_bare(t, out);
+        }
+        out.push(b'"');
+        let start = out.len();
+        if let Err(e) = self.write_bare(t, out) {
+            out.truncate(start - 1);
+            return Err(e);
+        }
+        // Literal text of a pattern may hold quotes or control characters.
+        if json::needs_escaping(&out[start..]) {
+            let raw = out.split_off(start);
+            json::write_str_body(out, &raw);
+        }
+        out.push(b'"');
+        Ok(())
+    }
+
+    /// Appends the time as a msgpack value: `str` for patterns, float64 for `Double`, integers
+    /// for the epoch forms.
+    pub fn write_msgpack(&self, t: EventTime, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self.compiled {
+            Compiled::Pattern { .. } => {
+                let start = out.len();
+                self.write_bare(t, out)?;
+                let len = out.len() - start;
+                // The length is known only now: append the header, then rotate it in front.
+                if let Err(e) = write::write_str_len(out, len) {
+                    out.truncate(start);
+                    return Err(e.into());
+                }
+                let header_len = out.len() - start - len;
+                out[start..].rotate_right(header_len);
+            }
+            Compiled::Double => write::write_f64(out, t.as_f64()),
+            Compiled::Epoch => write::write_int(out, t.secs),
+            Compiled::EpochMillis => write::write_int(out, epoch_millis(t)),
+        }
+        Ok(())
+    }
+}
+
+fn write_compiled(compiled: &Compiled, t: EventTime, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    let result = match compiled {
+        Compiled::Pattern {
+            pieces,
+            with_offset,
+        } => write_pattern(pieces, *with_offset, t, out),
+        Compiled::Double => {
+            write_decimal_seconds(out, t);
+            Ok(())
+        }
+        Compiled::Epoch => {
+            json::write_i64(out, t.secs);
+            Ok(())
+        }
+        Compiled::EpochMillis => {
+            json::write_i64(out, epoch_millis(t));
+            Ok(())
+        }
+    };
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+/// Milliseconds since the epoch, saturating for absurd times rather than overflowing.
+fn epoch_millis(t: EventTime) -> i64 {
+    t.secs
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos / 1_000_000))
+}
+
+/// `secs.nnnnnnnnn`, exact; negative times (whole seconds rounded down, positive nanos) are
+/// written as the signed decimal they stand for.
+fn write_decimal_seconds(out: &mut Vec<u8>, t: EventTime) {
+    let (negative, whole, frac) = match (t.secs < 0, t.nanos) {
+        (false, nanos) => (false, t.secs.unsigned_abs(), nanos),
+        (true, 0) => (true, t.secs.unsigned_abs(), 0),
+        (true, nanos) => (true, (t.secs + 1).unsigned_abs(), 1_000_000_000 - nanos),
+    };
+    if negative {
+        out.push(b'-');
+    }
+    json::write_u64(out, whole);
+    out.push(b'.');
+    write_fraction(out, frac, 9);
+}
+
+fn write_pattern(
+    pieces: &[Piece],
+    with_offset: bool,
+    t: EventTime,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let out_of_range = || EncodeError::TimeOutOfRange { secs: t.secs };
+    let Some(utc) = DateTime::<Utc>::from_timestamp(t.secs, t.nanos) else {
+        return Err(out_of_range());
+    };
+    let naive = utc.naive_utc();
+    for piece in pieces {
+        match piece {
+            Piece::Fraction(digits) => write_fraction(out, t.nanos, *digits),
+            Piece::Chrono(items) => {
+                let written = if with_offset {
+                    utc.format_with_items(items.iter())
+                        .write_to(&mut VecWriter(out))
+                } else {
+                    naive
+                        .format_with_items(items.iter())
+                        .write_to(&mut VecWriter(out))
+                };
+                written.map_err(|_| out_of_range())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(pattern: &str, t: EventTime) -> String {
+        let writer = TimeWriter::new(&TimeFormat::Strftime(pattern.into()), "k").unwrap();
+        let mut out = Vec::new();
+        writer.write_bare(t, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fractions_are_truncated_and_zero_padded() {
+        let t = EventTime::new(0, 1_999_999);
+        assert_eq!(render("%L|%f|%N", t), "001|001999|001999999");
+        assert_eq!(
+            render("%3N%6N%9N", EventTime::new(0, 0)),
+            "000000000000000000"
+        );
+    }
+
+    #[test]
+    fn percent_escapes_are_not_conversions() {
+        let t = EventTime::new(0, 5_000_000);
+        assert_eq!(render("%%L %%f %%%L", t), "%L %f %005");
+        assert_eq!(render("no conversions", t), "no conversions");
+        assert_eq!(render("", t), "");
+    }
+
+    #[test]
+    fn only_patterns_with_an_offset_take_the_allocating_path() {
+        let with_offset =
+            |pattern: &str| match TimeWriter::new(&TimeFormat::Strftime(pattern.into()), "k")
+                .unwrap()
+                .compiled
+            {
+                Compiled::Pattern { with_offset, .. } => with_offset,
+                _ => unreachable!(),
+            };
+        assert!(!with_offset(DEFAULT_STRFTIME));
+        assert!(!with_offset("%s.%L %a %b"));
+        assert!(with_offset("%Y%z"));
+        assert!(with_offset("%Z"));
+        assert!(with_offset("%+"));
+        let iso = TimeWriter::new(&TimeFormat::Iso8601(Subsecond::Nanos), "k").unwrap();
+        assert!(matches!(
+            iso.compiled,
+            Compiled::Pattern {
+                with_offset: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn numbers_for_negative_times() {
+        let writer = TimeWriter::new(&TimeFormat::Double, "k").unwrap();
+        let mut out = Vec::new();
+        for (t, expected) in [
+            (EventTime::new(-2, 500_000_000), -1.5),
+            (EventTime::new(-1, 0), -1.0),
+            (EventTime::new(-1, 999_999_999), -0.000_000_001),
+        ] {
+            out.clear();
+            writer.write_bare(t, &mut out).unwrap();
+            let text = std::str::from_utf8(&out).unwrap();
+            assert_eq!(text.parse::<f64>().unwrap(), expected, "{text}");
+        }
+        assert_eq!(epoch_millis(EventTime::new(i64::MIN, 0)), i64::MIN);
+    }
+}

@@ -1,0 +1,442 @@
+//! The record model: a tag, a timestamp with nanoseconds and an ordered map of values.
+//!
+//! Strings and binaries are [`Bytes`] slices, normally of the very buffer a source read from the
+//! network, so decoding a forward frame copies no field and an encoder can write straight from
+//! the received bytes. A msgpack `str` is kept as bytes rather than `String` on purpose: Docker's
+//! fluentd driver cuts long lines on byte boundaries, so a `str` may hold invalid UTF-8 and must
+//! still pass through intact.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// The tag a record was produced under (`app.web`, `web-firelens-<task id>`). Shared by every
+/// record of one forward message, hence reference counted.
+pub type Tag = Arc<str>;
+
+/// A point in time with nanosecond precision (what the forward protocol's EventTime carries).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventTime {
+    /// Seconds since the Unix epoch.
+    pub secs: i64,
+    /// Nanoseconds within the second, `0..1_000_000_000`.
+    pub nanos: u32,
+}
+
+impl EventTime {
+    /// Builds a time from seconds and nanoseconds, carrying nanoseconds over a full second.
+    pub fn new(secs: i64, nanos: u32) -> Self {
+        EventTime {
+            secs: secs + i64::from(nanos / 1_000_000_000),
+            nanos: nanos % 1_000_000_000,
+        }
+    }
+
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        EventTime {
+            secs: now.as_secs() as i64,
+            nanos: now.subsec_nanos(),
+        }
+    }
+
+    /// From a floating point number of seconds (Fluent's "double" time form).
+    pub fn from_f64(secs: f64) -> Self {
+        if !secs.is_finite() {
+            return EventTime::default();
+        }
+        let whole = secs.floor();
+        let nanos = ((secs - whole) * 1e9).round().clamp(0.0, 999_999_999.0) as u32;
+        EventTime {
+            secs: whole as i64,
+            nanos,
+        }
+    }
+
+    /// From milliseconds since the epoch (CloudWatch Logs' timestamps).
+    pub fn from_millis(ms: i64) -> Self {
+        EventTime {
+            secs: ms.div_euclid(1000),
+            nanos: (ms.rem_euclid(1000) as u32) * 1_000_000,
+        }
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn as_millis(&self) -> i64 {
+        self.secs
+            .saturating_mul(1000)
+            .saturating_add(i64::from(self.nanos / 1_000_000))
+    }
+
+    /// Seconds since the epoch as a float.
+    pub fn as_f64(&self) -> f64 {
+        self.secs as f64 + f64::from(self.nanos) / 1e9
+    }
+}
+
+/// One value of a record: the msgpack data model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Nil,
+    Bool(bool),
+    /// Signed integers (msgpack negative and small positive ints).
+    Int(i64),
+    /// Unsigned integers above `i64::MAX` keep their full range.
+    UInt(u64),
+    Float(f64),
+    /// A msgpack `str`: UTF-8 in the normal case, but not guaranteed (see the module docs).
+    Str(Bytes),
+    Bin(Bytes),
+    Array(Vec<Value>),
+    Map(Map),
+    /// A msgpack extension value other than a timestamp we decoded: type and payload.
+    Ext(i8, Bytes),
+}
+
+impl Value {
+    /// A string value from anything string-like.
+    pub fn string(s: impl Into<Bytes>) -> Value {
+        Value::Str(s.into())
+    }
+
+    /// The bytes of a `str` or `bin` value.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Str(b) | Value::Bin(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The map inside a `Map` value.
+    pub fn as_map(&self) -> Option<&Map> {
+        match self {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// True for `Nil`, empty strings/binaries, arrays and maps.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Value::Nil => true,
+            Value::Str(b) | Value::Bin(b) => b.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Map(m) => m.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Appends a plain-text rendering of the value: strings and binaries as their bytes,
+    /// scalars in their usual decimal form, arrays and maps as JSON. This is what a partition
+    /// key, a message key or a `log_key` in text format uses.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Str(b) | Value::Bin(b) => out.extend_from_slice(b),
+            Value::Nil => {}
+            other => crate::encode::json::write_value(out, other),
+        }
+    }
+
+    /// The plain-text rendering as a (lossily decoded) `String`.
+    pub fn to_text(&self) -> String {
+        let mut out = Vec::new();
+        self.write_text(&mut out);
+        match String::from_utf8(out) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+}
+
+impl From<serde_json::Value> for Value {
+    /// Converts parsed JSON (stdin `format = "json"`, CloudWatch Logs messages). Strings move
+    /// into `Bytes` without copying.
+    fn from(v: serde_json::Value) -> Self {
+        match v {
+            serde_json::Value::Null => Value::Nil,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Value::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    Value::UInt(u)
+                } else {
+                    Value::Float(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            serde_json::Value::String(s) => Value::Str(Bytes::from(s)),
+            serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
+            serde_json::Value::Object(o) => Value::Map(
+                o.into_iter()
+                    .map(|(k, v)| (Bytes::from(k), Value::from(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(Bytes::from(s))
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+
+/// An ordered map with byte-string keys. Records hold a handful of keys, so lookups are linear
+/// scans over a vector: faster than hashing at this size and it keeps the producer's order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Map {
+    entries: Vec<(Bytes, Value)>,
+}
+
+impl Map {
+    pub fn new() -> Self {
+        Map::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Map {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value under `key` (the first one, should a producer have sent a key twice).
+    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
+        self.entries
+            .iter_mut()
+            .find(|(k, _)| k.as_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The value at a nested path (`kubernetes->pod_name`).
+    pub fn get_path(&self, path: &KeyPath) -> Option<&Value> {
+        let (first, rest) = path.parts.split_first()?;
+        let mut current = self.get(first)?;
+        for part in rest {
+            current = current.as_map()?.get(part)?;
+        }
+        Some(current)
+    }
+
+    /// Sets `key`, replacing an existing value in place (keeping its position) or appending.
+    pub fn insert(&mut self, key: impl Into<Bytes>, value: Value) {
+        let key = key.into();
+        match self.get_mut(&key) {
+            Some(slot) => *slot = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// Appends without checking for an existing key: for decoders filling a fresh map.
+    pub fn push(&mut self, key: Bytes, value: Value) {
+        self.entries.push((key, value));
+    }
+
+    /// Sets a nested path, creating intermediate maps (replacing non-map values on the way).
+    pub fn insert_path(&mut self, path: &KeyPath, value: Value) {
+        let Some((last, parents)) = path.parts.split_last() else {
+            return;
+        };
+        let mut current = self;
+        for part in parents {
+            if !matches!(current.get(part), Some(Value::Map(_))) {
+                current.insert(part.clone(), Value::Map(Map::new()));
+            }
+            current = match current.get_mut(part) {
+                Some(Value::Map(m)) => m,
+                _ => return,
+            };
+        }
+        current.insert(last.clone(), value);
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
+        let pos = self.entries.iter().position(|(k, _)| k.as_ref() == key)?;
+        Some(self.entries.remove(pos).1)
+    }
+
+    /// Removes a nested path, returning its value.
+    pub fn remove_path(&mut self, path: &KeyPath) -> Option<Value> {
+        let (last, parents) = path.parts.split_last()?;
+        let mut current = self;
+        for part in parents {
+            current = match current.get_mut(part) {
+                Some(Value::Map(m)) => m,
+                _ => return None,
+            };
+        }
+        current.remove(last)
+    }
+
+    /// Renames `from` to `to` in place. Returns false when `from` is absent.
+    pub fn rename(&mut self, from: &[u8], to: Bytes) -> bool {
+        if from == to.as_ref() {
+            return self.get(from).is_some();
+        }
+        if self.get(from).is_none() {
+            return false;
+        }
+        self.remove(&to);
+        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| k.as_ref() == from) {
+            entry.0 = to;
+        }
+        true
+    }
+
+    /// Keeps the entries for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &Value) -> bool) {
+        self.entries.retain(|(k, v)| keep(k, v));
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Bytes, &Value)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&mut Bytes, &mut Value)> {
+        self.entries.iter_mut().map(|(k, v)| (k, v))
+    }
+}
+
+impl FromIterator<(Bytes, Value)> for Map {
+    fn from_iter<I: IntoIterator<Item = (Bytes, Value)>>(iter: I) -> Self {
+        Map {
+            entries: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// A key path into nested maps, written `a->b->c` in configuration (the Fluent Bit convention).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyPath {
+    parts: Vec<Bytes>,
+    display: String,
+}
+
+impl KeyPath {
+    /// Parses `a->b->c`. Empty parts are kept verbatim so that a key literally named `` still
+    /// works; config validation rejects an empty path.
+    pub fn parse(s: &str) -> KeyPath {
+        KeyPath {
+            parts: s
+                .split("->")
+                .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                .collect(),
+            display: s.to_string(),
+        }
+    }
+
+    /// The first (top-level) key.
+    pub fn first(&self) -> &[u8] {
+        self.parts.first().map(|b| b.as_ref()).unwrap_or_default()
+    }
+
+    pub fn is_nested(&self) -> bool {
+        self.parts.len() > 1
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// One log record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub tag: Tag,
+    pub time: EventTime,
+    pub record: Map,
+}
+
+impl Event {
+    pub fn new(tag: Tag, time: EventTime, record: Map) -> Self {
+        Event { tag, time, record }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::from(v)
+    }
+
+    #[test]
+    fn nested_paths_get_insert_remove() {
+        let mut m = Map::new();
+        let p = KeyPath::parse("kubernetes->pod_name");
+        assert!(m.get_path(&p).is_none());
+        m.insert_path(&p, s("web-1"));
+        assert_eq!(m.get_path(&p), Some(&s("web-1")));
+        m.insert_path(&KeyPath::parse("kubernetes->namespace_name"), s("prod"));
+        assert_eq!(
+            m.get(b"kubernetes").and_then(Value::as_map).map(Map::len),
+            Some(2)
+        );
+        assert_eq!(m.remove_path(&p), Some(s("web-1")));
+        assert!(m.get_path(&p).is_none());
+    }
+
+    #[test]
+    fn insert_replaces_in_place_and_rename_keeps_order() {
+        let mut m = Map::new();
+        m.insert("a", s("1"));
+        m.insert("b", s("2"));
+        m.insert("a", s("3"));
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![Bytes::from("a"), Bytes::from("b")]);
+        assert!(m.rename(b"a", Bytes::from("c")));
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![Bytes::from("c"), Bytes::from("b")]);
+        assert!(!m.rename(b"zzz", Bytes::from("y")));
+    }
+
+    #[test]
+    fn time_conversions() {
+        assert_eq!(EventTime::from_millis(1715679001123).nanos, 123_000_000);
+        assert_eq!(EventTime::from_millis(-1).secs, -1);
+        assert_eq!(EventTime::from_f64(1.5), EventTime::new(1, 500_000_000));
+        assert_eq!(
+            EventTime::new(1, 1_500_000_000),
+            EventTime::new(2, 500_000_000)
+        );
+        assert_eq!(EventTime::new(10, 999_000_000).as_millis(), 10_999);
+    }
+}

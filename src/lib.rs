@@ -1,0 +1,42 @@
+//! logferry ships log records from where they are produced (an ECS task, an EKS pod, a
+//! CloudWatch Logs subscription) to Kinesis Data Streams and Kafka / Amazon MSK.
+//!
+//! The data path, and the module that owns each step:
+//!
+//! ```text
+//! source ──► decode ──► transforms ──► route ──► buffer (per sink) ──► encode ──► sink ──► ack
+//! source/     msgpack/   transform/     pipeline/  buffer/               encode/    sink/     buffer/ack
+//!             source/forward/protocol   route.rs
+//! ```
+//!
+//! - [`event`]: the record model (tag, nanosecond time, ordered map of msgpack values).
+//! - [`config`]: the TOML config, `${ENV}` interpolation, validation with file/line/key.
+//! - [`source`]: forward protocol server (TCP + unix socket), stdin.
+//! - [`transform`]: record_modifier, grep, rename, Docker partial message reassembly.
+//! - [`route`]: Fluent Bit style tag matching.
+//! - [`pipeline`]: wiring, the router, and the shutdown sequence.
+//! - [`buffer`]: byte-bounded queues between router and sinks, delivery acknowledgements.
+//! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
+//! - [`sink`]: stdout and file.
+//! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
+//! - [`shutdown`]: signals and the cancellation token.
+//! - [`loadgen`]: a forward-protocol load generator for benchmarks.
+
+pub mod buffer;
+pub mod config;
+pub mod encode;
+pub mod event;
+pub mod health;
+pub mod http;
+pub mod loadgen;
+pub mod metrics;
+pub mod msgpack;
+pub mod pipeline;
+pub mod route;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod transform;
+
+/// The crate version, as `logferry --version` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,104 @@
+//! Sinks: where records go.
+//!
+//! - [`writer`]: `stdout` and `file`, one encoded record after another.
+//!
+//! Every sink reads its own bounded queue ([`crate::buffer::memory`]), encodes with the shared
+//! [`crate::encode`] module, and completes each batch only once it is delivered, which is what
+//! releases upstream acknowledgements. A sink does not know which source fed it.
+
+pub mod writer;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::buffer::QueueReceiver;
+use crate::config::field::{EntryError, FieldError};
+use crate::health::Health;
+use crate::metrics::ComponentMetrics;
+
+/// A sink's configuration, by `type`.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Stdout(writer::WriterConfig),
+    File(writer::WriterConfig),
+}
+
+/// The `type` values of sinks.
+pub const TYPES: &[&str] = &["stdout", "file"];
+
+impl SinkConfig {
+    /// Deserializes a `[[sinks]]` entry's own options (common keys already removed).
+    pub fn parse(kind: &str, de: toml::Deserializer<'_>) -> Result<SinkConfig, EntryError> {
+        match kind {
+            "stdout" => {
+                let c = writer::WriterConfig::deserialize(de)?;
+                if c.path.is_some() {
+                    return Err(FieldError::new(
+                        "path",
+                        "stdout writes to standard output; use type = \"file\" to write a file",
+                    )
+                    .into());
+                }
+                c.validate()?;
+                Ok(SinkConfig::Stdout(c))
+            }
+            "file" => {
+                let c = writer::WriterConfig::deserialize(de)?;
+                if c.path.is_none() {
+                    return Err(FieldError::new("path", "missing: the file to write to").into());
+                }
+                c.validate()?;
+                Ok(SinkConfig::File(c))
+            }
+            other => Err(EntryError::UnknownType {
+                given: other.to_string(),
+                known: TYPES,
+            }),
+        }
+    }
+
+    /// Opens files and clients. Fails start-up when the sink cannot work at all.
+    pub async fn build(&self, cx: SinkContext) -> Result<Sink, SinkError> {
+        match self {
+            SinkConfig::Stdout(c) | SinkConfig::File(c) => {
+                Ok(Sink::Writer(writer::WriterSink::open(c, cx).await?))
+            }
+        }
+    }
+}
+
+/// What a sink needs from the process.
+#[derive(Clone)]
+pub struct SinkContext {
+    pub name: String,
+    pub metrics: ComponentMetrics,
+    pub health: Arc<Health>,
+}
+
+/// A built sink, ready to run.
+pub enum Sink {
+    Writer(writer::WriterSink),
+}
+
+impl Sink {
+    /// Delivers batches until the queue is closed and empty, then flushes.
+    pub async fn run(self, input: QueueReceiver) {
+        match self {
+            Sink::Writer(s) => s.run(input).await,
+        }
+    }
+}
+
+/// A sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink `{name}`: cannot open {path}: {source}")]
+    Open {
+        name: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("sink `{name}`: {message}")]
+    Setup { name: String, message: String },
+}

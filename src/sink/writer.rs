@@ -1,0 +1,184 @@
+//! The `stdout` and `file` sinks: encoded records written one after another.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::{SinkContext, SinkError};
+use crate::buffer::QueueReceiver;
+use crate::config::field::FieldError;
+use crate::encode::{EncodeOptions, Encoder, Format, TimeFormat};
+use crate::event::KeyPath;
+
+/// Options of `type = "stdout"` and `type = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// `file` only: the file to append to (created when missing).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `json` (default): the record as a JSON object. `msgpack`: the record as a msgpack map,
+    /// bytes intact. `text`: the value of `log_key` as is.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// With `text`: the field to write (default `log`). With `json`/`msgpack`: write only that
+    /// field's value instead of the whole record.
+    #[serde(default)]
+    pub log_key: Option<String>,
+    /// End each record with `\n`. Default true for `json` and `text`, false for `msgpack`.
+    #[serde(default)]
+    pub append_newline: Option<bool>,
+    /// Add the record's time under this key.
+    #[serde(default)]
+    pub time_key: Option<String>,
+    /// strftime format of `time_key` (plus `%L` ms, `%f` µs, `%N` ns), or `iso8601`, `double`,
+    /// `epoch_ms`. Default `%Y-%m-%dT%H:%M:%S.%LZ`.
+    #[serde(default)]
+    pub time_key_format: Option<String>,
+}
+
+fn default_format() -> String {
+    "json".to_string()
+}
+
+impl WriterConfig {
+    /// Checks the options by building the encoder they describe.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        self.encoder().map(|_| ())
+    }
+
+    fn encoder(&self) -> Result<Encoder, Vec<FieldError>> {
+        let format = match self.format.as_str() {
+            "json" => Format::Json,
+            "msgpack" => Format::Msgpack,
+            "text" => Format::Text,
+            other => {
+                return Err(vec![FieldError::new(
+                    "format",
+                    format!("`{other}` is not one of json, msgpack, text"),
+                )])
+            }
+        };
+        let log_key = match (&self.log_key, format) {
+            (Some(k), _) => Some(KeyPath::parse(k)),
+            (None, Format::Text) => Some(KeyPath::parse("log")),
+            (None, _) => None,
+        };
+        let time_format = match &self.time_key_format {
+            Some(f) if f.contains('%') => TimeFormat::Strftime(f.clone()),
+            Some(f) => TimeFormat::from_name("time_key_format", f).map_err(|e| vec![e])?,
+            None => TimeFormat::default(),
+        };
+        let options = EncodeOptions {
+            format,
+            log_key,
+            time_key: self.time_key.clone(),
+            time_format,
+            append_newline: self
+                .append_newline
+                .unwrap_or(!matches!(format, Format::Msgpack)),
+            ..EncodeOptions::default()
+        };
+        Encoder::new(&options).map_err(|e| vec![e])
+    }
+}
+
+/// A running `stdout` or `file` sink.
+pub struct WriterSink {
+    cx: SinkContext,
+    encoder: Encoder,
+    out: Box<dyn AsyncWrite + Send + Unpin>,
+    target: String,
+}
+
+impl WriterSink {
+    /// Opens the output (appending to a file, creating it when missing).
+    pub async fn open(config: &WriterConfig, cx: SinkContext) -> Result<WriterSink, SinkError> {
+        let encoder = config.encoder().map_err(|e| SinkError::Setup {
+            name: cx.name.clone(),
+            message: e
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+        let (out, target): (Box<dyn AsyncWrite + Send + Unpin>, String) = match &config.path {
+            Some(path) => {
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|source| SinkError::Open {
+                        name: cx.name.clone(),
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                (Box::new(file), path.display().to_string())
+            }
+            None => (Box::new(tokio::io::stdout()), "standard output".to_string()),
+        };
+        Ok(WriterSink {
+            cx,
+            encoder,
+            out,
+            target,
+        })
+    }
+
+    pub async fn run(mut self, mut input: QueueReceiver) {
+        let mut buf = Vec::with_capacity(256 * 1024);
+        while let Some(batch) = input.recv().await {
+            buf.clear();
+            let mut encoded = 0u64;
+            for event in &batch.events {
+                let start = buf.len();
+                if let Err(e) = self.encoder.encode(event, &mut buf) {
+                    buf.truncate(start);
+                    self.cx.metrics.dropped("unencodable", 1);
+                    tracing::warn!(sink = %self.cx.name, tag = %event.tag, error = %e,
+                        "record dropped: it cannot be encoded as configured");
+                    continue;
+                }
+                encoded += 1;
+            }
+            self.write(&buf).await;
+            self.cx.metrics.records_out.inc_by(encoded);
+            self.cx.metrics.bytes_out.inc_by(buf.len() as u64);
+            batch.complete();
+        }
+        if let Err(e) = self.out.flush().await {
+            tracing::error!(sink = %self.cx.name, error = %e, "final flush failed");
+        }
+    }
+
+    /// Writes until it succeeds: a full disk pauses the sink (and so, by backpressure, its
+    /// sources) instead of losing records. The sink reports unhealthy meanwhile.
+    async fn write(&mut self, buf: &[u8]) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let result = async {
+                self.out.write_all(buf).await?;
+                self.out.flush().await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    self.cx.health.set_healthy(&self.cx.name);
+                    return;
+                }
+                Err(e) => {
+                    self.cx.metrics.error("write");
+                    let reason = format!("cannot write to {}: {e}; retrying", self.target);
+                    tracing::error!(sink = %self.cx.name, error = %e, target = %self.target,
+                        "write failed; retrying in {delay:?}");
+                    self.cx.health.set_unhealthy(&self.cx.name, reason);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

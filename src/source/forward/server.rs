@@ -1,0 +1,360 @@
+//! Forward protocol listeners and connections.
+//!
+//! Each connection is one task: it reads into a buffer, cuts complete messages off its front
+//! (zero-copy: records keep slices of the received bytes), and hands them to the router. While
+//! the router waits (a sink queue is full) the task does not read, so the kernel's socket
+//! buffers fill and the client slows down: backpressure without unbounded memory.
+//!
+//! Docker's driver sends one message per log line; consecutive messages with the same tag and
+//! no `chunk` are handed over as one batch, so per-batch costs are paid per read, not per line.
+//! A message with `chunk` is routed alone and answered with `{"ack": chunk}` by a writer task
+//! once every sink delivered it, in the order messages arrived.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::protocol::{
+    encode_ack, Decoder, FrameFinder, FrameStatus, Limits, Message, ProtocolError,
+};
+use super::ForwardConfig;
+use crate::buffer::{AckRef, AckWaiter};
+use crate::event::{Event, Tag};
+use crate::source::{SourceContext, SourceError};
+
+/// Records gathered from consecutive messages before they are routed as one batch.
+const MAX_COALESCED: usize = 4096;
+
+/// Binds the configured listeners and returns the task serving them until shutdown.
+pub async fn start(
+    config: ForwardConfig,
+    cx: SourceContext,
+) -> Result<tokio::task::JoinHandle<()>, SourceError> {
+    let tcp = match config.tcp_listen() {
+        Some(addr) => Some(
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| SourceError::Bind {
+                    name: cx.name.clone(),
+                    address: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let unix = match &config.unix_path {
+        Some(path) => Some(bind_unix(path, config.unix_mode(), &cx.name)?),
+        None => None,
+    };
+    if let Some(l) = &tcp {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(source = %cx.name, %addr, "forward input listening on TCP");
+        }
+    }
+    if let Some(path) = &config.unix_path {
+        tracing::info!(source = %cx.name, path = %path.display(), "forward input listening on a unix socket");
+    }
+    let limits = Limits {
+        max_frame_bytes: config.buffer_max_size.as_usize(),
+        max_decompressed_bytes: config.buffer_max_size.as_usize().saturating_mul(4),
+    };
+    let chunk = config.buffer_chunk_size.as_usize().clamp(4096, 16 << 20);
+    let unix_path = config.unix_path.clone();
+    Ok(tokio::spawn(async move {
+        let tracker = TaskTracker::new();
+        let server = Server { cx, limits, chunk };
+        let server = Arc::new(server);
+        tokio::join!(
+            accept_tcp(tcp, server.clone(), &tracker),
+            accept_unix(unix, server.clone(), &tracker),
+        );
+        tracker.close();
+        tracker.wait().await;
+        if let Some(path) = unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }))
+}
+
+/// Binds a unix socket, replacing a stale socket file but never another kind of file.
+fn bind_unix(path: &Path, mode: Option<u32>, name: &str) -> Result<UnixListener, SourceError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let bind_error = |source| SourceError::Bind {
+        name: name.to_string(),
+        address: format!("unix:{}", path.display()),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(bind_error)?;
+        } else {
+            return Err(SourceError::Setup {
+                name: name.to_string(),
+                message: format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
+            });
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+            |source| SourceError::Bind {
+                name: name.to_string(),
+                address: format!("unix:{} (chmod {mode:o})", path.display()),
+                source,
+            },
+        )?;
+    }
+    Ok(listener)
+}
+
+struct Server {
+    cx: SourceContext,
+    limits: Limits,
+    chunk: usize,
+}
+
+async fn accept_tcp(listener: Option<TcpListener>, server: Arc<Server>, tracker: &TaskTracker) {
+    let Some(listener) = listener else { return };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = server.cx.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let server = server.clone();
+                tracker.spawn(async move { server.connection(stream, peer.to_string()).await });
+            }
+            Err(e) => accept_failed(&server, e).await,
+        }
+    }
+}
+
+async fn accept_unix(listener: Option<UnixListener>, server: Arc<Server>, tracker: &TaskTracker) {
+    let Some(listener) = listener else { return };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = server.cx.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let server = server.clone();
+                tracker.spawn(async move { server.connection(stream, "unix".to_string()).await });
+            }
+            Err(e) => accept_failed(&server, e).await,
+        }
+    }
+}
+
+/// Out of file descriptors and the like: wait a little instead of spinning.
+async fn accept_failed(server: &Server, e: std::io::Error) {
+    server.cx.metrics.error("accept");
+    tracing::warn!(source = %server.cx.name, error = %e, "accepting a connection failed");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+/// Records of consecutive messages that share a tag and ask for no ack.
+struct Pending {
+    tag: Option<Tag>,
+    events: Vec<Event>,
+    bytes: usize,
+}
+
+impl Server {
+    async fn connection<S>(&self, stream: S, peer: String)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut reader, writer) = tokio::io::split(stream);
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let ack_writer = tokio::spawn(write_acks(writer, acks_rx));
+        if let Err(e) = self.read_loop(&mut reader, &acks_tx).await {
+            let reason = match e {
+                ProtocolError::FrameTooLarge { .. }
+                | ProtocolError::DecompressedTooLarge { .. } => "frame_too_large",
+                _ => "malformed_frame",
+            };
+            self.cx.metrics.error(reason);
+            tracing::warn!(source = %self.cx.name, %peer, error = %e,
+                "closing a forward connection: bad message");
+        }
+        drop(acks_tx);
+        let _ = ack_writer.await;
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut R,
+        acks: &mpsc::UnboundedSender<(AckWaiter, bytes::Bytes)>,
+    ) -> Result<(), ProtocolError> {
+        let mut buf = BytesMut::with_capacity(self.chunk);
+        let mut finder = FrameFinder::new(&self.limits);
+        let mut decoder = Decoder::new(self.limits);
+        let mut needed = 0usize;
+        let mut pending = Pending {
+            tag: None,
+            events: Vec::new(),
+            bytes: 0,
+        };
+        loop {
+            // Take every complete message already received.
+            let mut failure = None;
+            while !buf.is_empty() && buf.len() >= needed {
+                match finder.find(&buf) {
+                    Ok(FrameStatus::Complete(len)) => {
+                        needed = 0;
+                        let frame = buf.split_to(len).freeze();
+                        match decoder.decode(frame) {
+                            Ok(Message::Keepalive) => {}
+                            Ok(Message::Events { events, chunk, .. }) => {
+                                if !self.take(&mut pending, events, len, chunk, acks).await {
+                                    return Ok(());
+                                }
+                            }
+                            Err(e) => {
+                                failure = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    Ok(FrameStatus::Incomplete { needed: n }) => {
+                        needed = n;
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            // Whatever was good before a bad message is still delivered.
+            if !self.flush(&mut pending).await {
+                return Ok(());
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if self.cx.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            buf.reserve(self.chunk.max(needed.saturating_sub(buf.len())));
+            let read = tokio::select! {
+                r = reader.read_buf(&mut buf) => r,
+                _ = self.cx.shutdown.cancelled() => return Ok(()),
+            };
+            match read {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        self.cx.metrics.error("truncated_frame");
+                        tracing::warn!(source = %self.cx.name, bytes = buf.len(),
+                            "a forward client closed the connection in the middle of a message");
+                    }
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.cx.metrics.bytes_in.inc_by(n as u64);
+                }
+                Err(e) => {
+                    tracing::debug!(source = %self.cx.name, error = %e, "forward connection read error");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Adds a message's records to the pending batch, or routes them with an ack. Returns false
+    /// when the pipeline is shutting down its queues.
+    async fn take(
+        &self,
+        pending: &mut Pending,
+        events: Vec<Event>,
+        bytes: usize,
+        chunk: Option<bytes::Bytes>,
+        acks: &mpsc::UnboundedSender<(AckWaiter, bytes::Bytes)>,
+    ) -> bool {
+        self.cx.metrics.records_in.inc_by(events.len() as u64);
+        let Some(first) = events.first() else {
+            if let Some(chunk) = chunk {
+                let (ack, waiter) = AckRef::new();
+                ack.complete();
+                let _ = acks.send((waiter, chunk));
+            }
+            return true;
+        };
+        let tag = first.tag.clone();
+        if let Some(chunk) = chunk {
+            if !self.flush(pending).await {
+                return false;
+            }
+            let (ack, waiter) = AckRef::new();
+            if self
+                .cx
+                .router
+                .submit(tag, events, bytes, Some(ack))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            let _ = acks.send((waiter, chunk));
+            return true;
+        }
+        if pending.tag.as_ref() != Some(&tag) || pending.events.len() >= MAX_COALESCED {
+            if !self.flush(pending).await {
+                return false;
+            }
+            pending.tag = Some(tag);
+        }
+        if pending.events.is_empty() {
+            pending.events = events;
+        } else {
+            pending.events.extend(events);
+        }
+        pending.bytes += bytes;
+        true
+    }
+
+    async fn flush(&self, pending: &mut Pending) -> bool {
+        if pending.events.is_empty() {
+            return true;
+        }
+        let events = std::mem::take(&mut pending.events);
+        let bytes = std::mem::take(&mut pending.bytes);
+        let Some(tag) = pending.tag.clone() else {
+            return true;
+        };
+        self.cx
+            .router
+            .submit(tag, events, bytes, None)
+            .await
+            .is_ok()
+    }
+}
+
+/// Sends `{"ack": chunk}` for each acknowledged message, in arrival order. A message whose
+/// delivery failed gets no ack, so the client sends it again.
+async fn write_acks<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut acks: mpsc::UnboundedReceiver<(AckWaiter, bytes::Bytes)>,
+) {
+    while let Some((waiter, chunk)) = acks.recv().await {
+        if !waiter.wait().await {
+            tracing::warn!("a forward message was not delivered; not acknowledging it");
+            continue;
+        }
+        if writer.write_all(&encode_ack(&chunk)).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,82 @@
+//! Sources: where records come from.
+//!
+//! - [`forward`]: the Fluent forward protocol server (FireLens, Docker's fluentd driver, Fluent
+//!   Bit / Fluentd forwarders), on TCP and/or a unix socket.
+//! - [`stdin`]: one record per line of standard input.
+//!
+//! A source knows nothing about sinks: it hands records to the [`Router`] and waits when the
+//! router waits (backpressure).
+
+pub mod forward;
+pub mod stdin;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::config::field::EntryError;
+use crate::metrics::ComponentMetrics;
+use crate::pipeline::router::Router;
+use crate::shutdown::CancellationToken;
+
+/// A source's configuration, by `type`.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Forward(forward::ForwardConfig),
+    Stdin(stdin::StdinConfig),
+}
+
+/// The `type` values of sources.
+pub const TYPES: &[&str] = &["forward", "stdin"];
+
+impl SourceConfig {
+    /// Deserializes a `[[sources]]` entry's own options (common keys already removed).
+    pub fn parse(kind: &str, de: toml::Deserializer<'_>) -> Result<SourceConfig, EntryError> {
+        match kind {
+            "forward" => {
+                let c = forward::ForwardConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SourceConfig::Forward(c))
+            }
+            "stdin" => Ok(SourceConfig::Stdin(stdin::StdinConfig::deserialize(de)?)),
+            other => Err(EntryError::UnknownType {
+                given: other.to_string(),
+                known: TYPES,
+            }),
+        }
+    }
+
+    /// Binds what the source listens on (so start-up fails early on a taken port) and returns
+    /// the task that runs it until `cx.shutdown` or the end of its input.
+    pub async fn start(
+        &self,
+        cx: SourceContext,
+    ) -> Result<tokio::task::JoinHandle<()>, SourceError> {
+        match self {
+            SourceConfig::Forward(c) => forward::start(c.clone(), cx).await,
+            SourceConfig::Stdin(c) => Ok(tokio::spawn(stdin::run(c.clone(), cx))),
+        }
+    }
+}
+
+/// What a running source needs.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub name: String,
+    pub router: Arc<Router>,
+    pub shutdown: CancellationToken,
+    pub metrics: ComponentMetrics,
+}
+
+/// A source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source `{name}`: cannot listen on {address}: {source}")]
+    Bind {
+        name: String,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("source `{name}`: {message}")]
+    Setup { name: String, message: String },
+}

@@ -1,0 +1,421 @@
+//! Real stand-in services for integration tests: moto (Kinesis, STS, IAM, CloudWatch Logs),
+//! kinesalite (fast Kinesis) and tansu (Kafka).
+//!
+//! Each one runs as a child process on 127.0.0.1 with a free port, is ready (accepting
+//! connections) when `start()` returns, and is killed and reaped when its handle drops, so a
+//! failing test leaves nothing behind. The tools come from `scripts/setup`; their locations follow
+//! the same environment variables and defaults as `scripts/lib/common.sh`. A missing tool panics
+//! with a pointer to `scripts/setup` instead of skipping, so a test can never pass by not running.
+#![allow(dead_code)] // every test file compiles this module but uses only some of it
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a service may take to accept connections (moto imports a lot of Python).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// A port picked by `free_port` can be taken by a parallel test before our server binds it;
+/// the server then exits at once and we retry with a new port.
+const START_ATTEMPTS: usize = 3;
+
+// --- locations (same variables and defaults as scripts/lib/common.sh) ---------------------------
+
+/// The repository root: this crate's manifest directory, or `LOGFERRY_REPO` when the support
+/// code is compiled from elsewhere.
+pub fn repo_root() -> PathBuf {
+    env_path("LOGFERRY_REPO").unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The Python venv with moto, boto3, confluent-kafka, aws-kinesis-agg, ...
+pub fn venv_dir() -> PathBuf {
+    env_path("LOGFERRY_VENV").unwrap_or_else(|| repo_root().join(".venv"))
+}
+
+/// Cache shared by clones; tansu is built into its `bin/`.
+pub fn cache_dir() -> PathBuf {
+    env_path("LOGFERRY_CACHE").unwrap_or_else(|| {
+        let home = env_path("HOME").unwrap_or_else(|| PathBuf::from("/root"));
+        home.join(".cache").join("logferry")
+    })
+}
+
+/// Folder whose `node_modules` holds kinesalite.
+pub fn kinesalite_dir() -> PathBuf {
+    env_path("LOGFERRY_KINESALITE_DIR").unwrap_or_else(|| repo_root().join(".tools").join("node"))
+}
+
+/// The venv's Python interpreter (panics with a pointer to scripts/setup when missing).
+pub fn python() -> PathBuf {
+    installed(venv_dir().join("bin").join("python"), "the Python venv")
+}
+
+/// The tansu binary (panics with a pointer to scripts/setup when missing).
+pub fn tansu_bin() -> PathBuf {
+    installed(cache_dir().join("bin").join("tansu"), "tansu")
+}
+
+/// A TCP port that was free on 127.0.0.1 a moment ago. Racy by nature: bind it soon.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("no free TCP port on 127.0.0.1")
+}
+
+/// Waits until `addr` accepts TCP connections; false after `timeout`.
+pub fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+}
+
+fn installed(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} is not installed: {} is missing. Run scripts/setup (it installs the test tools; \
+         see scripts/lib/common.sh for the LOGFERRY_* variables that move them)",
+        path.display()
+    );
+    path
+}
+
+// --- a child process bound to a port -------------------------------------------------------------
+
+/// A running server process; killed and reaped on drop. Its stdout/stderr go to a log file
+/// that is shown when it fails to start and removed on drop (kept if `LOGFERRY_KEEP_LOGS` is set).
+struct ServerProcess {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `command_for(port)` on a free port and waits until the port accepts connections.
+    fn start(name: &'static str, mut command_for: impl FnMut(u16) -> Command) -> ServerProcess {
+        let mut last_log = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let log = log_path(name, port);
+            let log_file = File::create(&log)
+                .unwrap_or_else(|err| panic!("cannot create {}: {err}", log.display()));
+            let stderr = log_file.try_clone().expect("cannot clone log file handle");
+            let mut command = command_for(port);
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log_file))
+                .stderr(Stdio::from(stderr));
+            let child = command
+                .spawn()
+                .unwrap_or_else(|err| panic!("cannot start {name} ({command:?}): {err}"));
+            let mut server = ServerProcess {
+                name,
+                child,
+                port,
+                log,
+            };
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(reason) => {
+                    last_log = format!(
+                        "{reason}\n--- {} ---\n{}",
+                        server.log.display(),
+                        server.log_text()
+                    );
+                    // Drop kills it; try again on another port (the usual cause is a port race).
+                }
+            }
+        }
+        panic!("{name} did not start after {START_ATTEMPTS} attempts: {last_log}");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited with {status} before listening",
+                    self.name
+                ));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "{} did not listen on {addr} within {START_TIMEOUT:?}",
+            self.name
+        ))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("LOGFERRY_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+fn log_path(name: &str, port: u16) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "logferry-{name}-{}-{n}-{port}.log",
+        std::process::id()
+    ))
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, body). Enough for the
+/// emulators' control endpoints, so tests need no HTTP client crate.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|err| panic!("cannot connect to {addr}: {err}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set_read_timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .expect("send request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let status_line_end = response
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(response.len());
+    let status_line = String::from_utf8_lossy(&response[..status_line_end]);
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad HTTP status line from {addr}: {status_line:?}"));
+    let body_start = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |i| i + 4);
+    (status, response[body_start..].to_vec())
+}
+
+// --- moto ----------------------------------------------------------------------------------------
+
+/// moto's server: Kinesis, STS, IAM and CloudWatch Logs in one process (`moto_server`).
+/// Auth is off when it starts (any credentials work); see [`Moto::enforce_auth`].
+pub struct Moto {
+    process: ServerProcess,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let moto_server = installed(venv_dir().join("bin").join("moto_server"), "moto");
+        let process = ServerProcess::start("moto", |port| {
+            let mut command = Command::new(&moto_server);
+            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            command
+        });
+        Moto { process }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint URL for every AWS service moto serves.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// `POST /moto-api/reset-auth`: from now on, the first `unauthenticated_requests` requests
+    /// pass unchecked, and every later one has its SigV4 signature recomputed and its IAM
+    /// policies evaluated (403 SignatureDoesNotMatch / AccessDenied, XML bodies).
+    pub fn reset_auth(&self, unauthenticated_requests: u64) {
+        self.post_control(
+            "/moto-api/reset-auth",
+            unauthenticated_requests.to_string().as_bytes(),
+        );
+    }
+
+    /// Turns SigV4 and IAM policy enforcement on now. Set up users, roles and policies first.
+    pub fn enforce_auth(&self) {
+        self.reset_auth(0);
+    }
+
+    /// Turns enforcement off again (moto's default). Needed for unsigned calls such as
+    /// AssumeRoleWithWebIdentity, which crash moto while enforcement is on.
+    pub fn disable_auth(&self) {
+        self.post_control("/moto-api/reset-auth", b"inf");
+    }
+
+    /// `POST /moto-api/reset`: forgets every stream, user, role and log group.
+    pub fn reset(&self) {
+        self.post_control("/moto-api/reset", b"");
+    }
+
+    /// The server's output so far (useful in assertion messages).
+    pub fn log(&self) -> String {
+        self.process.log_text()
+    }
+
+    fn post_control(&self, path: &str, body: &[u8]) {
+        let (status, response) = http_request(self.addr(), "POST", path, body);
+        assert_eq!(
+            status,
+            200,
+            "moto {path} answered {status}: {}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+}
+
+// --- kinesalite ----------------------------------------------------------------------------------
+
+/// kinesalite: in-memory Kinesis, fast enough for volume tests. Streams become ACTIVE at once.
+/// Enforces 500 records and 1 MiB per record, not 5 MiB per request.
+pub struct Kinesalite {
+    process: ServerProcess,
+}
+
+impl Kinesalite {
+    pub fn start() -> Kinesalite {
+        let dir = kinesalite_dir();
+        installed(dir.join("node_modules").join("kinesalite"), "kinesalite");
+        let launcher = support_file("kinesalite.js");
+        let process = ServerProcess::start("kinesalite", |port| {
+            let mut command = Command::new("node");
+            command.arg(&launcher).arg(port.to_string()).arg(&dir);
+            command
+        });
+        Kinesalite { process }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// `http://127.0.0.1:PORT`, the Kinesis endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log_text()
+    }
+}
+
+// --- tansu ---------------------------------------------------------------------------------------
+
+/// tansu: an Apache-Kafka-compatible broker with in-memory storage. No topic auto-creation:
+/// call [`Tansu::create_topic`]. No usable SASL or TLS.
+pub struct Tansu {
+    process: ServerProcess,
+    bin: PathBuf,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = tansu_bin();
+        let process = ServerProcess::start("tansu", |port| {
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut command = Command::new(&bin);
+            command
+                .arg("broker")
+                .args(["--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"]);
+            command
+        });
+        Tansu { process, bin }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.addr().to_string()
+    }
+
+    /// `tcp://127.0.0.1:PORT`, the form tansu's own CLI takes.
+    pub fn url(&self) -> String {
+        format!("tcp://{}", self.addr())
+    }
+
+    /// Creates a topic with `tansu topic create`; panics with the CLI's output when it fails.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let output = self.cli(&[
+            "topic",
+            "create",
+            "--broker",
+            &self.url(),
+            "--partitions",
+            &partitions.to_string(),
+            name,
+        ]);
+        assert!(
+            output.status.success(),
+            "tansu topic create {name} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Runs the tansu CLI with `args` and returns its output (for `topic list`, `cat`, ...).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.bin.display()))
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log_text()
+    }
+}
+
+/// A file under tests/support (helper scripts such as kinesalite.js).
+pub fn support_file(name: &str) -> PathBuf {
+    repo_root().join("tests").join("support").join(name)
+}
