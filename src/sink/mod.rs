@@ -1,11 +1,15 @@
 //! Sinks: where records go.
 //!
 //! - [`writer`]: `stdout` and `file`, one encoded record after another.
+//! - [`kinesis`]: Kinesis Data Streams (PutRecords batching, KPL aggregation).
+//! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
 //!
 //! Every sink reads its own bounded queue ([`crate::buffer::memory`]), encodes with the shared
 //! [`crate::encode`] module, and completes each batch only once it is delivered, which is what
 //! releases upstream acknowledgements. A sink does not know which source fed it.
 
+pub mod backoff;
+pub mod kinesis;
 pub mod writer;
 
 use std::sync::Arc;

@@ -1,0 +1,1257 @@
+//! PutRecords batches: building them within Kinesis' limits, and sorting out what a partial
+//! failure means for each entry.
+//!
+//! Every entry carries an opaque caller token (`T`) so the sink can acknowledge upstream exactly
+//! the records whose entry Kinesis accepted. Only failed entries are handed back for retry:
+//! resending a whole batch after a partial failure duplicates the entries that succeeded.
+//!
+//! With KPL aggregation, [`ShardAggregators`] packs user records into one open container per
+//! predicted shard and hands finished containers over as entries whose token is the list of the
+//! user records' tokens.
+
+use bytes::Bytes;
+
+use super::kpl::{self, AddError, Aggregator, KplError, OuterKeys};
+use super::shard_map::{self, HashKeyError, ShardMap};
+
+/// PutRecords takes at most this many entries per request.
+pub const MAX_ENTRIES: usize = 500;
+/// Request size limit (data + partition keys of all entries) of a standard stream.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
+/// Per-record limit (data + partition key) of a stream whose MaxRecordSize was not raised;
+/// read the stream's own from DescribeStreamSummary.
+pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
+/// Partition keys are 1 to 256 Unicode characters.
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+
+/// One Kinesis record: what a PutRecords entry carries, and what a KPL user record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Bytes,
+}
+
+impl Record {
+    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Record {
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
+    }
+
+    pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
+        self.explicit_hash_key = Some(explicit_hash_key.into());
+        self
+    }
+
+    /// The size Kinesis counts against its record and request limits: data plus partition key
+    /// (UTF-8 bytes; the explicit hash key is not counted).
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// Why a record can never be sent as it is. Each fails the same way on every attempt, so the
+/// record belongs in the dead-letter file, not in a retry loop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error(
+        "record is {size} bytes (data + partition key), over the stream's {max} byte record limit; \
+         shrink the record or raise the stream's MaxRecordSize"
+    )]
+    TooLarge { size: usize, max: usize },
+    #[error("partition key is empty; Kinesis needs 1 to 256 characters")]
+    EmptyPartitionKey,
+    #[error("partition key has {chars} characters; Kinesis accepts at most 256")]
+    PartitionKeyTooLong { chars: usize },
+    #[error("explicit hash key is invalid: {0}")]
+    InvalidExplicitHashKey(#[from] HashKeyError),
+}
+
+impl RejectReason {
+    /// The record is well-formed but too big: count it as `too_large`.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, RejectReason::TooLarge { .. })
+    }
+}
+
+/// Checks everything Kinesis would refuse about a single record, any of which would otherwise
+/// fail the whole PutRecords request. Returns the record's counted size.
+pub fn validate_record(record: &Record, max_record_size: usize) -> Result<usize, RejectReason> {
+    validate_partition_key(&record.partition_key)?;
+    if let Some(explicit) = &record.explicit_hash_key {
+        shard_map::parse_hash_key(explicit)?;
+    }
+    let size = record.size();
+    if size > max_record_size {
+        return Err(RejectReason::TooLarge {
+            size,
+            max: max_record_size,
+        });
+    }
+    Ok(size)
+}
+
+pub(crate) fn validate_partition_key(key: &str) -> Result<(), RejectReason> {
+    if key.is_empty() {
+        return Err(RejectReason::EmptyPartitionKey);
+    }
+    // Counting characters is only needed when the byte length could exceed the limit.
+    if key.len() > MAX_PARTITION_KEY_CHARS {
+        let chars = key.chars().count();
+        if chars > MAX_PARTITION_KEY_CHARS {
+            return Err(RejectReason::PartitionKeyTooLong { chars });
+        }
+    }
+    Ok(())
+}
+
+/// A record on its way to Kinesis with the caller's token for acknowledging it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<T> {
+    pub record: Record,
+    pub token: T,
+}
+
+/// A record that can never be sent, handed back with its token and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record refused: {reason}")]
+pub struct Rejected<T> {
+    pub entry: Entry<T>,
+    pub reason: RejectReason,
+}
+
+/// PutRecords limits a batch respects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Entries per request, at most [`MAX_ENTRIES`].
+    pub max_entries: usize,
+    /// Bytes per request, counting data + partition key of each entry.
+    pub max_request_bytes: usize,
+    /// Bytes per entry (data + partition key): the stream's MaxRecordSize.
+    pub max_record_size: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_entries: MAX_ENTRIES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+        }
+    }
+}
+
+/// Limits that cannot produce a valid request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error("max_entries is {0}; PutRecords takes 1 to 500 entries per request")]
+    Entries(usize),
+    #[error(
+        "record size limit ({record} bytes) is above the request size limit ({request} bytes); \
+         a request must be able to hold at least one record"
+    )]
+    RecordOverRequest { record: usize, request: usize },
+    #[error("record size limit is 0 bytes; use the stream's MaxRecordSize")]
+    ZeroRecordSize,
+}
+
+impl BatchLimits {
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.max_entries == 0 || self.max_entries > MAX_ENTRIES {
+            return Err(LimitsError::Entries(self.max_entries));
+        }
+        if self.max_record_size == 0 {
+            return Err(LimitsError::ZeroRecordSize);
+        }
+        if self.max_record_size > self.max_request_bytes {
+            return Err(LimitsError::RecordOverRequest {
+                record: self.max_record_size,
+                request: self.max_request_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The entries of one PutRecords request, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch<T> {
+    entries: Vec<Entry<T>>,
+    bytes: usize,
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch {
+            entries: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Batch<T> {
+    pub fn entries(&self) -> &[Entry<T>] {
+        &self.entries
+    }
+
+    pub fn into_entries(self) -> Vec<Entry<T>> {
+        self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes Kinesis counts against the request limit (data + partition keys).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Accumulates entries into batches that PutRecords accepts.
+#[derive(Debug)]
+pub struct Batcher<T> {
+    limits: BatchLimits,
+    current: Batch<T>,
+}
+
+impl<T> Batcher<T> {
+    pub fn new(limits: BatchLimits) -> Result<Self, LimitsError> {
+        limits.validate()?;
+        Ok(Batcher {
+            limits,
+            current: Batch::default(),
+        })
+    }
+
+    pub fn limits(&self) -> &BatchLimits {
+        &self.limits
+    }
+
+    /// Adds an entry. Returns a batch when one is complete: either the entry did not fit (the
+    /// returned batch holds the entries before it, the entry starts the next batch) or it filled
+    /// the batch to the entry limit (the returned batch includes it).
+    pub fn push(&mut self, entry: Entry<T>) -> Result<Option<Batch<T>>, Rejected<T>> {
+        let size = match validate_record(&entry.record, self.limits.max_record_size) {
+            Ok(size) => size,
+            Err(reason) => return Err(Rejected { entry, reason }),
+        };
+        let mut full = None;
+        if !self.current.is_empty() && self.current.bytes + size > self.limits.max_request_bytes {
+            full = Some(std::mem::take(&mut self.current));
+        }
+        self.current.entries.push(entry);
+        self.current.bytes += size;
+        if full.is_none() && self.current.len() >= self.limits.max_entries {
+            full = Some(std::mem::take(&mut self.current));
+        }
+        Ok(full)
+    }
+
+    /// Takes the batch in progress, if it has any entry.
+    pub fn flush(&mut self) -> Option<Batch<T>> {
+        (!self.current.is_empty()).then(|| std::mem::take(&mut self.current))
+    }
+
+    pub fn pending_entries(&self) -> usize {
+        self.current.len()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.current.bytes
+    }
+}
+
+/// What PutRecords answered for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryResult {
+    Delivered {
+        sequence_number: String,
+        shard_id: String,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+impl EntryResult {
+    /// Builds a result from the optional fields of a PutRecordsResultEntry. An entry with an
+    /// error code failed; one with neither error code nor sequence number is treated as failed
+    /// (and retried) rather than acknowledged on a guess.
+    pub fn from_parts(
+        sequence_number: Option<String>,
+        shard_id: Option<String>,
+        error_code: Option<String>,
+        error_message: Option<String>,
+    ) -> Self {
+        match (error_code, sequence_number) {
+            (None, Some(sequence_number)) => EntryResult::Delivered {
+                sequence_number,
+                shard_id: shard_id.unwrap_or_default(),
+            },
+            (code, _) => EntryResult::Failed {
+                code: code.unwrap_or_default(),
+                message: error_message
+                    .unwrap_or_else(|| "no sequence number and no error code".into()),
+            },
+        }
+    }
+}
+
+/// Whether sending the same entry again can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling or a transient service fault: retry with backoff.
+    Retryable,
+    /// A configuration problem (permissions, KMS key, missing stream, invalid request) that
+    /// fails the same way until an operator acts: report it loudly, do not retry silently.
+    Fatal,
+}
+
+/// Classifies a Kinesis error code, per entry or for a whole request.
+///
+/// PutRecords documents ProvisionedThroughputExceededException and InternalFailure per entry;
+/// the KMS, permission and validation codes come from the operation's error list. Unknown codes
+/// are retryable: with at-least-once delivery, a bounded retry of an unexpected code is safer
+/// than dropping records.
+pub fn classify(code: &str) -> ErrorClass {
+    const FATAL: &[&str] = &[
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "KMSOptInRequired",
+        "AccessDeniedException",
+        "ResourceNotFoundException",
+        "InvalidArgumentException",
+        "ValidationException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "InvalidClientTokenId",
+        "SerializationException",
+        "NotAuthorized",
+        "OptInRequired",
+    ];
+    if FATAL.contains(&code) {
+        ErrorClass::Fatal
+    } else {
+        // ProvisionedThroughputExceededException, InternalFailure, KMSThrottlingException,
+        // ThrottlingException, ServiceUnavailable, LimitExceededException, ExpiredToken
+        // (credentials refresh), and anything unknown.
+        ErrorClass::Retryable
+    }
+}
+
+/// Classifies a whole-request failure by HTTP status: 5xx and 429 are transient, other 4xx are
+/// the request's or the configuration's fault.
+pub fn classify_status(status: u16) -> ErrorClass {
+    match status {
+        429 | 500..=599 => ErrorClass::Retryable,
+        400..=499 => ErrorClass::Fatal,
+        _ => ErrorClass::Retryable,
+    }
+}
+
+/// An entry Kinesis accepted: acknowledge its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered<T> {
+    pub token: T,
+    pub sequence_number: String,
+    pub shard_id: String,
+}
+
+/// An entry Kinesis refused, with its error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed<T> {
+    pub entry: Entry<T>,
+    pub code: String,
+    pub message: String,
+}
+
+/// A batch's entries sorted by what PutRecords answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<T> {
+    /// Accepted: never send these again.
+    pub delivered: Vec<Delivered<T>>,
+    /// Throttled or transient failures: send again (only these) after a backoff.
+    pub retry: Vec<Failed<T>>,
+    /// Failures that need an operator (see [`ErrorClass::Fatal`]).
+    pub fatal: Vec<Failed<T>>,
+}
+
+impl<T> Outcome<T> {
+    pub fn all_delivered(&self) -> bool {
+        self.retry.is_empty() && self.fatal.is_empty()
+    }
+}
+
+/// The response did not list one result per entry, so which entries succeeded is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "PutRecords answered {results} results for {entries} entries; \
+     treat the whole batch as failed and retry it"
+)]
+pub struct ResultCountMismatch<T> {
+    pub batch: Batch<T>,
+    pub entries: usize,
+    pub results: usize,
+}
+
+/// Pairs each entry of `batch` with its result (PutRecords answers in request order) and sorts
+/// them into delivered, to retry, and fatal.
+pub fn split_results<T>(
+    batch: Batch<T>,
+    results: Vec<EntryResult>,
+) -> Result<Outcome<T>, Box<ResultCountMismatch<T>>> {
+    if results.len() != batch.len() {
+        return Err(Box::new(ResultCountMismatch {
+            entries: batch.len(),
+            results: results.len(),
+            batch,
+        }));
+    }
+    let mut outcome = Outcome {
+        delivered: Vec::with_capacity(batch.len()),
+        retry: Vec::new(),
+        fatal: Vec::new(),
+    };
+    for (entry, result) in batch.entries.into_iter().zip(results) {
+        match result {
+            EntryResult::Delivered {
+                sequence_number,
+                shard_id,
+            } => outcome.delivered.push(Delivered {
+                token: entry.token,
+                sequence_number,
+                shard_id,
+            }),
+            EntryResult::Failed { code, message } => {
+                let failed = Failed {
+                    entry,
+                    code,
+                    message,
+                };
+                match classify(&failed.code) {
+                    ErrorClass::Retryable => outcome.retry.push(failed),
+                    ErrorClass::Fatal => outcome.fatal.push(failed),
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// A user record could not be re-routed out of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RerouteError {
+    #[error("entry does not deaggregate: {0}")]
+    Kpl(#[from] KplError),
+    #[error(
+        "entry holds {records} user records but carries {tokens} tokens; \
+         it was not built by ShardAggregators"
+    )]
+    TokenCount { records: usize, tokens: usize },
+}
+
+/// An entry [`ShardAggregators::reroute`] could not split, handed back untouched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot route the entry's user records again: {error}")]
+pub struct RerouteFailed<T> {
+    pub entry: Entry<Vec<T>>,
+    pub error: RerouteError,
+}
+
+/// The containers being filled for one shard: user records with and without an explicit hash
+/// key are kept apart, because the official Python deaggregator reports the first explicit hash
+/// key of the table for every user record of a container that has one.
+struct Lanes<T> {
+    by_partition_key: Option<Open<T>>,
+    by_explicit_hash_key: Option<Open<T>>,
+}
+
+struct Open<T> {
+    aggregator: Aggregator,
+    tokens: Vec<T>,
+}
+
+impl<T> Open<T> {
+    fn finish(&mut self) -> Option<Entry<Vec<T>>> {
+        let record = self.aggregator.finish()?;
+        Some(Entry {
+            record,
+            token: std::mem::take(&mut self.tokens),
+        })
+    }
+}
+
+/// One open KPL container per predicted shard, so a container never mixes shards.
+///
+/// Finished containers queue up in [`ShardAggregators::drain_ready`]; drain it after adding and
+/// feed the entries to a [`Batcher`]. Each finished entry's token lists the tokens of its user
+/// records in order. A container is sent with the shard's StartingHashKey as explicit hash key
+/// and the shard id as partition key; a container holding a single user record is sent as that
+/// plain record.
+pub struct ShardAggregators<T> {
+    map: ShardMap,
+    max_record_size: usize,
+    lanes: Vec<Lanes<T>>,
+    ready: Vec<Entry<Vec<T>>>,
+}
+
+impl<T> ShardAggregators<T> {
+    /// `max_record_size` bounds each container (data + outer partition key): the stream's
+    /// MaxRecordSize, or a smaller aggregation size to bound memory and latency.
+    pub fn new(map: ShardMap, max_record_size: usize) -> Result<Self, KplError> {
+        check_outer_keys(&map, max_record_size)?;
+        let lanes = empty_lanes(map.len());
+        Ok(ShardAggregators {
+            map,
+            max_record_size,
+            lanes,
+            ready: Vec::new(),
+        })
+    }
+
+    pub fn shard_map(&self) -> &ShardMap {
+        &self.map
+    }
+
+    /// Adds a user record to its shard's container (by explicit hash key if it has one, else by
+    /// partition key). A record whose hash key no listed shard holds is queued as a plain entry
+    /// for Kinesis to route. A record that can never be sent is handed back.
+    pub fn add(&mut self, record: Record, token: T) -> Result<(), Rejected<T>> {
+        let reject = |record, token, reason| Rejected {
+            entry: Entry { record, token },
+            reason,
+        };
+        if let Err(reason) = validate_record(&record, self.max_record_size) {
+            return Err(reject(record, token, reason));
+        }
+        let hash = match shard_map::effective_hash_key(
+            &record.partition_key,
+            record.explicit_hash_key.as_deref(),
+        ) {
+            Ok(hash) => hash,
+            Err(error) => return Err(reject(record, token, error.into())),
+        };
+        let Some(index) = self.map.index_for(hash) else {
+            self.ready.push(Entry {
+                record,
+                token: vec![token],
+            });
+            return Ok(());
+        };
+        let shard = &self.map.shards()[index];
+        let lanes = &mut self.lanes[index];
+        let lane = if record.explicit_hash_key.is_some() {
+            &mut lanes.by_explicit_hash_key
+        } else {
+            &mut lanes.by_partition_key
+        };
+        let open = match lane {
+            Some(open) => open,
+            None => {
+                let outer = OuterKeys {
+                    partition_key: shard.id().to_owned(),
+                    explicit_hash_key: Some(shard.aggregate_hash_key().to_owned()),
+                };
+                let aggregator = match Aggregator::new(self.max_record_size, outer) {
+                    Ok(aggregator) => aggregator,
+                    // Unreachable: checked for every shard when the map was set.
+                    Err(_) => {
+                        let reason = RejectReason::TooLarge {
+                            size: record.size(),
+                            max: self.max_record_size,
+                        };
+                        return Err(reject(record, token, reason));
+                    }
+                };
+                lane.insert(Open {
+                    aggregator,
+                    tokens: Vec::new(),
+                })
+            }
+        };
+        let record = match open.aggregator.try_add(record) {
+            Ok(()) => {
+                open.tokens.push(token);
+                return Ok(());
+            }
+            Err(AddError::Full(record)) => {
+                self.ready.extend(open.finish());
+                record
+            }
+            Err(AddError::Rejected { record, reason }) => {
+                return Err(reject(record, token, reason))
+            }
+        };
+        // An empty container takes every record that passed validation.
+        match open.aggregator.try_add(record) {
+            Ok(()) => {
+                open.tokens.push(token);
+                Ok(())
+            }
+            Err(AddError::Full(record) | AddError::Rejected { record, .. }) => {
+                let reason = RejectReason::TooLarge {
+                    size: record.size(),
+                    max: self.max_record_size,
+                };
+                Err(reject(record, token, reason))
+            }
+        }
+    }
+
+    /// Finished entries, oldest first.
+    pub fn drain_ready(&mut self) -> std::vec::Drain<'_, Entry<Vec<T>>> {
+        self.ready.drain(..)
+    }
+
+    /// Finishes every open container (on a flush interval, or at shutdown) and returns every
+    /// queued entry.
+    pub fn flush_all(&mut self) -> Vec<Entry<Vec<T>>> {
+        for lanes in &mut self.lanes {
+            for open in [&mut lanes.by_partition_key, &mut lanes.by_explicit_hash_key]
+                .into_iter()
+                .flatten()
+            {
+                self.ready.extend(open.finish());
+            }
+        }
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Switches to a new shard listing (after resharding). User records waiting in open
+    /// containers are routed again by the new map, so no container is sent for a closed shard.
+    pub fn replace_shard_map(&mut self, map: ShardMap) -> Result<Vec<Rejected<T>>, KplError> {
+        check_outer_keys(&map, self.max_record_size)?;
+        let old_lanes = std::mem::replace(&mut self.lanes, empty_lanes(map.len()));
+        self.map = map;
+        let mut rejected = Vec::new();
+        for lanes in old_lanes {
+            for mut open in [lanes.by_partition_key, lanes.by_explicit_hash_key]
+                .into_iter()
+                .flatten()
+            {
+                let records = open.aggregator.take_records();
+                for (record, token) in records.into_iter().zip(open.tokens) {
+                    if let Err(refused) = self.add(record, token) {
+                        rejected.push(refused);
+                    }
+                }
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// Routes the user records of an entry this helper built (typically one that failed and is
+    /// about to be retried after the shard map changed) again by the current map. On error the
+    /// entry is handed back untouched.
+    pub fn reroute(
+        &mut self,
+        entry: Entry<Vec<T>>,
+    ) -> Result<Vec<Rejected<T>>, Box<RerouteFailed<T>>> {
+        let fail = |entry, error| Box::new(RerouteFailed { entry, error });
+        let records = match kpl::deaggregate(entry.record.clone()) {
+            Ok(records) => records,
+            Err(error) => return Err(fail(entry, error.into())),
+        };
+        if records.len() != entry.token.len() {
+            let error = RerouteError::TokenCount {
+                records: records.len(),
+                tokens: entry.token.len(),
+            };
+            return Err(fail(entry, error));
+        }
+        let mut rejected = Vec::new();
+        for (record, token) in records.into_iter().zip(entry.token) {
+            if let Err(refused) = self.add(record, token) {
+                rejected.push(refused);
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// User records waiting in open containers.
+    pub fn pending_records(&self) -> usize {
+        self.open_containers().map(|open| open.tokens.len()).sum()
+    }
+
+    /// Bytes waiting in open containers and queued entries (data + partition keys).
+    pub fn pending_bytes(&self) -> usize {
+        let open: usize = self
+            .open_containers()
+            .map(|open| open.aggregator.record_size())
+            .sum();
+        open + self
+            .ready
+            .iter()
+            .map(|entry| entry.record.size())
+            .sum::<usize>()
+    }
+
+    fn open_containers(&self) -> impl Iterator<Item = &Open<T>> {
+        self.lanes.iter().flat_map(|lanes| {
+            [&lanes.by_partition_key, &lanes.by_explicit_hash_key]
+                .into_iter()
+                .flatten()
+        })
+    }
+}
+
+fn empty_lanes<T>(count: usize) -> Vec<Lanes<T>> {
+    (0..count)
+        .map(|_| Lanes {
+            by_partition_key: None,
+            by_explicit_hash_key: None,
+        })
+        .collect()
+}
+
+/// Every shard's container must have room for its outer partition key and the KPL framing.
+fn check_outer_keys(map: &ShardMap, max_record_size: usize) -> Result<(), KplError> {
+    for shard in map.shards() {
+        kpl::check_limit(max_record_size, shard.id())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::kinesis::shard_map::{hash_key, ShardListing};
+
+    fn record(key: &str, size: usize) -> Record {
+        Record::new(key, vec![b'x'; size])
+    }
+
+    fn entry(key: &str, size: usize, token: u32) -> Entry<u32> {
+        Entry {
+            record: record(key, size),
+            token,
+        }
+    }
+
+    fn limits(max_entries: usize, max_request_bytes: usize, max_record_size: usize) -> BatchLimits {
+        BatchLimits {
+            max_entries,
+            max_request_bytes,
+            max_record_size,
+        }
+    }
+
+    /// Pushes everything, then flushes; checks every batch against the limits.
+    fn batches(limits: BatchLimits, entries: Vec<Entry<u32>>) -> Vec<Batch<u32>> {
+        let mut batcher = Batcher::new(limits).unwrap();
+        let mut out = Vec::new();
+        for entry in entries {
+            out.extend(batcher.push(entry).unwrap());
+        }
+        out.extend(batcher.flush());
+        for batch in &out {
+            assert!(!batch.is_empty());
+            assert!(batch.len() <= limits.max_entries);
+            assert!(batch.bytes() <= limits.max_request_bytes);
+            let counted: usize = batch.entries().iter().map(|e| e.record.size()).sum();
+            assert_eq!(batch.bytes(), counted);
+        }
+        out
+    }
+
+    fn tokens(batches: &[Batch<u32>]) -> Vec<Vec<u32>> {
+        batches
+            .iter()
+            .map(|batch| batch.entries().iter().map(|e| e.token).collect())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_kinesis_limits() {
+        let defaults = BatchLimits::default();
+        assert_eq!(defaults.max_entries, 500);
+        assert_eq!(defaults.max_request_bytes, 5 * 1024 * 1024);
+        assert_eq!(defaults.max_record_size, 1024 * 1024);
+        assert!(defaults.validate().is_ok());
+        assert!(limits(501, 10, 10).validate().is_err());
+        assert!(limits(0, 10, 10).validate().is_err());
+        assert!(limits(10, 10, 11).validate().is_err());
+        assert!(limits(10, 10, 0).validate().is_err());
+    }
+
+    #[test]
+    fn splits_at_500_entries() {
+        let entries = (0..1234).map(|i| entry("k", 10, i)).collect();
+        let out = batches(BatchLimits::default(), entries);
+        let sizes: Vec<usize> = out.iter().map(Batch::len).collect();
+        assert_eq!(sizes, [500, 500, 234]);
+        let all: Vec<u32> = tokens(&out).concat();
+        assert_eq!(all, (0..1234).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batch_reaching_the_entry_limit_is_returned_at_once() {
+        let mut batcher = Batcher::new(limits(3, 1000, 100)).unwrap();
+        assert!(batcher.push(entry("k", 1, 0)).unwrap().is_none());
+        assert!(batcher.push(entry("k", 1, 1)).unwrap().is_none());
+        let full = batcher.push(entry("k", 1, 2)).unwrap().unwrap();
+        assert_eq!(full.len(), 3);
+        assert_eq!(batcher.pending_entries(), 0);
+        assert!(batcher.flush().is_none());
+    }
+
+    #[test]
+    fn request_bytes_count_data_and_partition_key_and_fill_exactly() {
+        // 5 MiB request, 1 MiB records: five records of exactly 1 MiB (data + 3-byte key) fill a
+        // request to the byte; the sixth starts the next one.
+        let mib = 1024 * 1024;
+        let entries = (0..11).map(|i| entry("key", mib - 3, i)).collect();
+        let out = batches(BatchLimits::default(), entries);
+        assert_eq!(
+            tokens(&out),
+            [vec![0, 1, 2, 3, 4], vec![5, 6, 7, 8, 9], vec![10]]
+        );
+        assert_eq!(out[0].bytes(), 5 * mib);
+
+        // One byte of partition key more and only four fit.
+        let entries = (0..5).map(|i| entry("key", mib - 3, i)).collect::<Vec<_>>();
+        let mut entries = entries;
+        entries.insert(1, entry("k", 1, 99));
+        let out = batches(BatchLimits::default(), entries);
+        assert_eq!(out[0].len(), 5);
+        assert_eq!(out[0].bytes(), 4 * mib + 2);
+        assert_eq!(out[1].len(), 1);
+    }
+
+    #[test]
+    fn configurable_request_size() {
+        let entries = (0..10).map(|i| entry("kk", 98, i)).collect();
+        let out = batches(limits(500, 350, 100), entries);
+        assert_eq!(
+            tokens(&out),
+            [vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]]
+        );
+    }
+
+    #[test]
+    fn records_over_the_record_limit_are_rejected_as_too_large() {
+        let mut batcher = Batcher::new(limits(500, 1000, 100)).unwrap();
+        assert!(batcher.push(entry("k", 99, 1)).unwrap().is_none()); // 100: at the limit
+        let refused = batcher.push(entry("kk", 99, 2)).unwrap_err(); // 101
+        assert_eq!(refused.entry.token, 2);
+        assert!(refused.reason.is_too_large());
+        assert_eq!(
+            refused.reason,
+            RejectReason::TooLarge {
+                size: 101,
+                max: 100
+            }
+        );
+        // A multi-byte key counts its UTF-8 bytes.
+        let refused = batcher.push(entry("é", 99, 3)).unwrap_err();
+        assert!(refused.reason.is_too_large());
+        assert_eq!(batcher.pending_entries(), 1);
+    }
+
+    #[test]
+    fn invalid_keys_are_rejected_with_their_own_reason() {
+        let mut batcher = Batcher::<u32>::new(BatchLimits::default()).unwrap();
+        let refused = batcher.push(entry("", 1, 0)).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::EmptyPartitionKey);
+        assert!(!refused.reason.is_too_large());
+
+        let long = "日".repeat(257);
+        let refused = batcher.push(entry(&long, 1, 0)).unwrap_err();
+        assert_eq!(
+            refused.reason,
+            RejectReason::PartitionKeyTooLong { chars: 257 }
+        );
+        // 256 characters are fine, even at 768 bytes.
+        assert!(batcher.push(entry(&"日".repeat(256), 1, 0)).is_ok());
+
+        let bad_hash = Entry {
+            record: record("k", 1).with_explicit_hash_key("12a"),
+            token: 0,
+        };
+        let refused = batcher.push(bad_hash).unwrap_err();
+        assert!(matches!(
+            refused.reason,
+            RejectReason::InvalidExplicitHashKey(HashKeyError::NotDecimal(_))
+        ));
+        assert_eq!(batcher.pending_entries(), 1);
+    }
+
+    fn delivered(n: u32) -> EntryResult {
+        EntryResult::Delivered {
+            sequence_number: format!("seq-{n}"),
+            shard_id: "shardId-000000000000".into(),
+        }
+    }
+
+    fn failed(code: &str) -> EntryResult {
+        EntryResult::Failed {
+            code: code.into(),
+            message: format!("{code} happened"),
+        }
+    }
+
+    #[test]
+    fn partial_failure_retries_only_the_failed_entries() {
+        let out = batches(
+            BatchLimits::default(),
+            (0..6).map(|i| entry("k", 5, i)).collect(),
+        );
+        let batch = out.into_iter().next().unwrap();
+        let results = vec![
+            delivered(0),
+            failed("ProvisionedThroughputExceededException"),
+            delivered(2),
+            failed("InternalFailure"),
+            failed("KMSAccessDeniedException"),
+            failed("KMSThrottlingException"),
+        ];
+        let outcome = split_results(batch, results).unwrap();
+        let acked: Vec<(u32, &str)> = outcome
+            .delivered
+            .iter()
+            .map(|d| (d.token, d.sequence_number.as_str()))
+            .collect();
+        assert_eq!(acked, [(0, "seq-0"), (2, "seq-2")]);
+        let retry: Vec<(u32, &str)> = outcome
+            .retry
+            .iter()
+            .map(|f| (f.entry.token, f.code.as_str()))
+            .collect();
+        assert_eq!(
+            retry,
+            [
+                (1, "ProvisionedThroughputExceededException"),
+                (3, "InternalFailure"),
+                (5, "KMSThrottlingException")
+            ]
+        );
+        assert_eq!(outcome.fatal.len(), 1);
+        assert_eq!(outcome.fatal[0].entry.token, 4);
+        assert_eq!(
+            outcome.fatal[0].message,
+            "KMSAccessDeniedException happened"
+        );
+        assert!(!outcome.all_delivered());
+
+        // Retrying the failed entries through a batcher sends exactly those again.
+        let mut batcher = Batcher::new(BatchLimits::default()).unwrap();
+        for failed in outcome.retry {
+            assert!(batcher.push(failed.entry).unwrap().is_none());
+        }
+        let again = batcher.flush().unwrap();
+        assert_eq!(tokens(&[again]), [vec![1, 3, 5]]);
+    }
+
+    #[test]
+    fn all_delivered_and_count_mismatch() {
+        let batch = batches(
+            BatchLimits::default(),
+            (0..2).map(|i| entry("k", 5, i)).collect(),
+        )
+        .remove(0);
+        let outcome = split_results(batch.clone(), vec![delivered(0), delivered(1)]).unwrap();
+        assert!(outcome.all_delivered());
+        let mismatch = split_results(batch.clone(), vec![delivered(0)]).unwrap_err();
+        assert_eq!((mismatch.entries, mismatch.results), (2, 1));
+        assert_eq!(mismatch.batch, batch);
+    }
+
+    #[test]
+    fn classification() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
+            "KMSThrottlingException",
+            "ThrottlingException",
+            "ServiceUnavailable",
+            "SomethingNew",
+            "",
+        ] {
+            assert_eq!(classify(code), ErrorClass::Retryable, "{code}");
+        }
+        for code in [
+            "KMSAccessDeniedException",
+            "KMSDisabledException",
+            "KMSNotFoundException",
+            "KMSInvalidStateException",
+            "KMSOptInRequired",
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+            "ValidationException",
+        ] {
+            assert_eq!(classify(code), ErrorClass::Fatal, "{code}");
+        }
+        assert_eq!(classify_status(500), ErrorClass::Retryable);
+        assert_eq!(classify_status(503), ErrorClass::Retryable);
+        assert_eq!(classify_status(429), ErrorClass::Retryable);
+        assert_eq!(classify_status(400), ErrorClass::Fatal);
+        assert_eq!(classify_status(403), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn entry_result_from_sdk_parts() {
+        assert_eq!(
+            EntryResult::from_parts(Some("1".into()), Some("s".into()), None, None),
+            EntryResult::Delivered {
+                sequence_number: "1".into(),
+                shard_id: "s".into()
+            }
+        );
+        assert_eq!(
+            EntryResult::from_parts(None, None, Some("InternalFailure".into()), None),
+            EntryResult::Failed {
+                code: "InternalFailure".into(),
+                message: "no sequence number and no error code".into()
+            }
+        );
+        let neither = EntryResult::from_parts(None, None, None, None);
+        assert!(matches!(neither, EntryResult::Failed { ref code, .. } if code.is_empty()));
+    }
+
+    // ---- ShardAggregators ----
+
+    const FOUR: [(&str, &str, &str); 4] = [
+        (
+            "shardId-000000000000",
+            "0",
+            "85070591730234615865843651857942052863",
+        ),
+        (
+            "shardId-000000000001",
+            "85070591730234615865843651857942052864",
+            "170141183460469231731687303715884105727",
+        ),
+        (
+            "shardId-000000000002",
+            "170141183460469231731687303715884105728",
+            "255211775190703847597530955573826158591",
+        ),
+        (
+            "shardId-000000000003",
+            "255211775190703847597530955573826158592",
+            "340282366920938463463374607431768211455",
+        ),
+    ];
+
+    fn map(shards: &[(&str, &str, &str)]) -> ShardMap {
+        ShardMap::from_listing(shards.iter().map(|(id, start, end)| ShardListing {
+            shard_id: (*id).into(),
+            starting_hash_key: (*start).into(),
+            ending_hash_key: (*end).into(),
+            closed: false,
+        }))
+        .unwrap()
+    }
+
+    /// Checks an entry from ShardAggregators: all its user records route to one shard of
+    /// `map`, the entry itself routes there too, and the tokens line up with the records.
+    fn check_entry(map: &ShardMap, entry: &Entry<Vec<u32>>, sent: &[(Record, u32)]) -> usize {
+        let users = kpl::deaggregate(entry.record.clone()).unwrap();
+        assert_eq!(users.len(), entry.token.len());
+        let route = |r: &Record| {
+            let hash =
+                shard_map::effective_hash_key(&r.partition_key, r.explicit_hash_key.as_deref())
+                    .unwrap();
+            map.index_for(hash).unwrap()
+        };
+        let shard = route(&entry.record);
+        for (user, token) in users.iter().zip(&entry.token) {
+            assert_eq!(route(user), shard, "user record outside the entry's shard");
+            assert_eq!(&sent[*token as usize].0, user, "token {token}");
+        }
+        if users.len() > 1 {
+            let expected = map.shards()[shard].aggregate_hash_key();
+            assert_eq!(entry.record.explicit_hash_key.as_deref(), Some(expected));
+            assert_eq!(entry.record.partition_key, map.shards()[shard].id());
+            let with_hash = users.iter().filter(|u| u.explicit_hash_key.is_some());
+            assert!(with_hash.count() % users.len() == 0, "mixed lanes");
+        }
+        shard
+    }
+
+    fn sample_records(count: u32) -> Vec<(Record, u32)> {
+        (0..count)
+            .map(|i| {
+                let mut record = Record::new(format!("pod-{}", i % 37), vec![i as u8; 50]);
+                if i % 5 == 0 {
+                    // An explicit hash key in a shard other than the key's own.
+                    let hash = hash_key(&record.partition_key).wrapping_add(1u128 << 126);
+                    record = record.with_explicit_hash_key(hash.to_string());
+                }
+                (record, i)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn containers_never_mix_shards_and_carry_all_tokens() {
+        let map = map(&FOUR);
+        let sent = sample_records(600);
+        let mut aggregators = ShardAggregators::new(map.clone(), 1000).unwrap();
+        let mut entries = Vec::new();
+        for (record, token) in sent.clone() {
+            aggregators.add(record, token).unwrap();
+            entries.extend(aggregators.drain_ready());
+        }
+        assert!(aggregators.pending_records() > 0);
+        entries.extend(aggregators.flush_all());
+        assert_eq!(aggregators.pending_records(), 0);
+        assert_eq!(aggregators.pending_bytes(), 0);
+
+        let mut seen: Vec<u32> = Vec::new();
+        let mut shards_used = std::collections::BTreeSet::new();
+        for entry in &entries {
+            assert!(entry.record.size() <= 1000);
+            shards_used.insert(check_entry(&map, entry, &sent));
+            seen.extend(&entry.token);
+        }
+        assert_eq!(shards_used.len(), 4);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..600).collect::<Vec<_>>());
+        // Aggregation did happen: far fewer entries than records.
+        assert!(entries.len() < 600 / 5, "{} entries", entries.len());
+        // And every entry goes through the batcher.
+        let mut batcher = Batcher::new(limits(500, 5000, 1000)).unwrap();
+        for entry in entries {
+            batcher.push(entry).unwrap();
+        }
+    }
+
+    /// The official deaggregator (aws-kinesis-agg) reads every entry back into exactly the user
+    /// records its tokens name, explicit hash keys included (lanes keep it from misreporting).
+    #[test]
+    fn official_deaggregator_reads_shard_containers_back() {
+        let sent = sample_records(500);
+        let mut aggregators = ShardAggregators::new(map(&FOUR), 2_000).unwrap();
+        for (record, token) in sent.clone() {
+            aggregators.add(record, token).unwrap();
+        }
+        let entries = aggregators.flush_all();
+        let records: Vec<Record> = entries.iter().map(|e| e.record.clone()).collect();
+        let expected: Vec<Vec<Record>> = entries
+            .iter()
+            .map(|e| {
+                e.token
+                    .iter()
+                    .map(|t| sent[*t as usize].0.clone())
+                    .collect()
+            })
+            .collect();
+        assert!(expected.iter().any(|members| members.len() > 1));
+        kpl::tests::assert_official_roundtrip(&records, &expected);
+    }
+
+    #[test]
+    fn lone_record_goes_plain_and_unlisted_hash_goes_plain() {
+        // Only the lower half of the key space is listed.
+        let half = map(&FOUR[..2]);
+        let mut aggregators = ShardAggregators::new(half, 1000).unwrap();
+        let low = Record::new("a", "lone").with_explicit_hash_key("5");
+        let high = Record::new("b", "high").with_explicit_hash_key(u128::MAX.to_string());
+        aggregators.add(low.clone(), 1).unwrap();
+        aggregators.add(high.clone(), 2).unwrap();
+        let ready: Vec<_> = aggregators.drain_ready().collect();
+        assert_eq!(
+            ready,
+            [Entry {
+                record: high,
+                token: vec![2]
+            }]
+        );
+        let flushed = aggregators.flush_all();
+        assert_eq!(
+            flushed,
+            [Entry {
+                record: low,
+                token: vec![1]
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_and_oversized_records_are_handed_back() {
+        let mut aggregators = ShardAggregators::new(map(&FOUR), 100).unwrap();
+        let refused = aggregators.add(record("k", 100), 7).unwrap_err();
+        assert!(refused.reason.is_too_large());
+        assert_eq!(refused.entry.token, 7);
+        let refused = aggregators.add(record("", 1), 8).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::EmptyPartitionKey);
+        // A record too big to aggregate but small enough to send alone goes out plain.
+        aggregators.add(record("k", 99), 9).unwrap();
+        aggregators.add(record("k", 10), 10).unwrap();
+        let ready: Vec<_> = aggregators.drain_ready().collect();
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].record, record("k", 99));
+        assert_eq!(ready[0].token, [9]);
+        assert!(ShardAggregators::<u32>::new(map(&FOUR), 30).is_err());
+    }
+
+    #[test]
+    fn resharding_reroutes_open_containers_and_retried_entries() {
+        let one = map(&[(
+            "shardId-000000000000",
+            "0",
+            "340282366920938463463374607431768211455",
+        )]);
+        let sent = sample_records(40);
+        let mut aggregators = ShardAggregators::new(one, 100_000).unwrap();
+        for (record, token) in sent.clone() {
+            aggregators.add(record, token).unwrap();
+        }
+        // A container built for the old single shard, failed and waiting for retry.
+        let old_entries = aggregators.flush_all();
+        assert_eq!(old_entries.len(), 2); // one per lane
+        for (record, token) in sent.iter().take(20).cloned() {
+            aggregators.add(record, token).unwrap();
+        }
+        let four = map(&FOUR);
+        assert!(aggregators
+            .replace_shard_map(four.clone())
+            .unwrap()
+            .is_empty());
+        for entry in old_entries {
+            assert!(aggregators.reroute(entry).unwrap().is_empty());
+        }
+        let entries = aggregators.flush_all();
+        let mut seen: Vec<u32> = Vec::new();
+        for entry in &entries {
+            check_entry(&four, entry, &sent);
+            seen.extend(&entry.token);
+        }
+        seen.sort_unstable();
+        let mut expected: Vec<u32> = (0..40).chain(0..20).collect();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn reroute_refuses_foreign_entries() {
+        let mut aggregators = ShardAggregators::new(map(&FOUR), 1000).unwrap();
+        let entry = Entry {
+            record: record("k", 5),
+            token: vec![1, 2],
+        };
+        let failed = aggregators.reroute(entry.clone()).unwrap_err();
+        assert_eq!(failed.entry, entry);
+        assert_eq!(
+            failed.error,
+            RerouteError::TokenCount {
+                records: 1,
+                tokens: 2
+            }
+        );
+    }
+}

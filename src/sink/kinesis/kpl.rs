@@ -1,0 +1,1152 @@
+//! KPL aggregated records: many user records packed into one Kinesis record, in the format the
+//! KCL, the KPL and the aws-kinesis-agg libraries read.
+//!
+//! Data layout: magic `F3 89 9A C2`, a protobuf `AggregatedRecord`, then the 16-byte MD5 of the
+//! protobuf bytes.
+//!
+//! ```text
+//! AggregatedRecord { repeated string partition_key_table = 1;
+//!                    repeated string explicit_hash_key_table = 2;
+//!                    repeated Record records = 3; }
+//! Record { required uint64 partition_key_index = 1; optional uint64 explicit_hash_key_index = 2;
+//!          required bytes data = 3; repeated Tag tags = 4; }
+//! Tag    { required string key = 1; optional string value = 2; }
+//! ```
+//!
+//! The encoder is written by hand: it must know a container's exact size before each user record
+//! goes in (to fill a container right up to the record limit and never over), it writes the
+//! protobuf straight into the output buffer (each data byte is copied once, no intermediate
+//! message), and its key tables keep the partition key strings they are given instead of
+//! copying them into a message. The prost-derived messages are used to decode, where a
+//! well-tested parser matters more (Lambda forwarder input is untrusted), and in tests as an
+//! independent oracle of the encoding and its size.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::Message;
+
+use super::batch::{self, Record, RejectReason};
+use super::shard_map::{self, HashKeyError};
+
+/// First bytes of every aggregated record's data.
+pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+const DIGEST_LEN: usize = 16;
+/// Magic plus digest: what a container costs before any protobuf byte.
+pub const FRAMING_LEN: usize = MAGIC.len() + DIGEST_LEN;
+
+// Protobuf field keys: field number << 3 | wire type (0 = varint, 2 = length-delimited).
+// All field numbers are below 16, so every key is one byte.
+const PARTITION_KEY_TABLE: u8 = 1 << 3 | 2;
+const EXPLICIT_HASH_KEY_TABLE: u8 = 2 << 3 | 2;
+const RECORDS: u8 = 3 << 3 | 2;
+const RECORD_PARTITION_KEY_INDEX: u8 = 1 << 3;
+const RECORD_EXPLICIT_HASH_KEY_INDEX: u8 = 2 << 3;
+const RECORD_DATA: u8 = 3 << 3 | 2;
+
+/// The KPL messages, for decoding (and as the tests' oracle).
+mod wire {
+    use bytes::Bytes;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AggregatedRecord {
+        #[prost(string, repeated, tag = "1")]
+        pub partition_key_table: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub explicit_hash_key_table: Vec<String>,
+        #[prost(message, repeated, tag = "3")]
+        pub records: Vec<UserRecord>,
+    }
+
+    /// `Record` in the KPL's .proto.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct UserRecord {
+        #[prost(uint64, required, tag = "1")]
+        pub partition_key_index: u64,
+        #[prost(uint64, optional, tag = "2")]
+        pub explicit_hash_key_index: Option<u64>,
+        #[prost(bytes = "bytes", required, tag = "3")]
+        pub data: Bytes,
+        #[prost(message, repeated, tag = "4")]
+        pub tags: Vec<Tag>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Tag {
+        #[prost(string, required, tag = "1")]
+        pub key: String,
+        #[prost(string, optional, tag = "2")]
+        pub value: Option<String>,
+    }
+}
+
+/// What went wrong building or reading an aggregated record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KplError {
+    #[error(
+        "aggregated record is corrupt: its MD5 digest does not match its contents \
+         (it was truncated or altered after the producer wrote it)"
+    )]
+    DigestMismatch,
+    #[error("aggregated record is corrupt: its protobuf body does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error(
+        "aggregated record is corrupt: user record {position} refers to {table} #{index}, \
+         but the table has {len} entries"
+    )]
+    KeyIndex {
+        position: usize,
+        table: &'static str,
+        index: u64,
+        len: usize,
+    },
+    #[error(
+        "record size limit of {max_record_size} bytes leaves no room to aggregate: the outer \
+         partition key and KPL framing alone take {needed} bytes; raise the limit"
+    )]
+    LimitTooSmall {
+        max_record_size: usize,
+        needed: usize,
+    },
+    #[error("outer partition key of aggregated records is invalid: {0}")]
+    OuterPartitionKey(RejectReason),
+    #[error("outer explicit hash key of aggregated records is invalid: {0}")]
+    OuterExplicitHashKey(HashKeyError),
+}
+
+/// Checks that containers sent with `outer_partition_key` under `max_record_size` can hold user
+/// records at all.
+pub fn check_limit(max_record_size: usize, outer_partition_key: &str) -> Result<(), KplError> {
+    batch::validate_partition_key(outer_partition_key).map_err(KplError::OuterPartitionKey)?;
+    let needed = outer_partition_key.len() + FRAMING_LEN;
+    if max_record_size <= needed {
+        return Err(KplError::LimitTooSmall {
+            max_record_size,
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// The keys an aggregated record is sent with. The explicit hash key decides the shard (use one
+/// inside the shard all its user records map to); the partition key then only counts toward the
+/// record size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OuterKeys {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+}
+
+/// Why [`Aggregator::try_add`] did not take a record; the record is handed back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddError {
+    /// The container has no room left: finish it, then add the record to the fresh one.
+    #[error("aggregated record is full")]
+    Full(Record),
+    /// The record can never be sent, aggregated or not.
+    #[error("user record refused: {reason}")]
+    Rejected {
+        record: Record,
+        reason: RejectReason,
+    },
+}
+
+/// Distinct keys of one container in first-seen order, so each user record keeps its own key
+/// and the output is deterministic.
+#[derive(Debug, Default)]
+struct KeyTable {
+    keys: Vec<String>,
+    positions: HashMap<String, u64>,
+}
+
+/// Where a user record's key goes in a table.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Existing(u64),
+    New(u64),
+}
+
+impl Slot {
+    fn index(self) -> u64 {
+        match self {
+            Slot::Existing(index) | Slot::New(index) => index,
+        }
+    }
+}
+
+impl KeyTable {
+    fn slot(&self, key: &str) -> Slot {
+        match self.positions.get(key) {
+            Some(&index) => Slot::Existing(index),
+            None => Slot::New(self.keys.len() as u64),
+        }
+    }
+
+    /// Records a key that [`KeyTable::slot`] reported as new.
+    fn push(&mut self, key: String) {
+        self.positions.insert(key.clone(), self.keys.len() as u64);
+        self.keys.push(key);
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.positions.clear();
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    partition_key_index: u64,
+    explicit_hash_key_index: Option<u64>,
+    data: Bytes,
+}
+
+impl Pending {
+    fn body_len(&self) -> usize {
+        record_body_len(
+            self.partition_key_index,
+            self.explicit_hash_key_index,
+            self.data.len(),
+        )
+    }
+}
+
+/// Bytes of a length-delimited field with a one-byte key.
+fn delimited_len(payload: usize) -> usize {
+    1 + encoded_len_varint(payload as u64) + payload
+}
+
+/// Bytes of an embedded `Record` message's body (without its own key and length).
+fn record_body_len(
+    partition_key_index: u64,
+    explicit_hash_key_index: Option<u64>,
+    data_len: usize,
+) -> usize {
+    1 + encoded_len_varint(partition_key_index)
+        + explicit_hash_key_index.map_or(0, |index| 1 + encoded_len_varint(index))
+        + delimited_len(data_len)
+}
+
+fn put_delimited(buf: &mut Vec<u8>, key: u8, payload: &[u8]) {
+    buf.push(key);
+    encode_varint(payload.len() as u64, buf);
+    buf.extend_from_slice(payload);
+}
+
+/// Where a user record would go and what it would cost.
+struct Placement {
+    partition_key: Slot,
+    explicit_hash_key: Option<Slot>,
+    added_len: usize,
+}
+
+/// One aggregated record being filled.
+///
+/// Its size is tracked exactly as records go in, so it is filled to the record limit (data +
+/// outer partition key) and never over it. A container holding one user record is sent as that
+/// plain record, so any record Kinesis would accept alone is accepted into an empty container.
+/// The aggregator is reused after [`Aggregator::finish`], keeping its allocations.
+///
+/// Mixing user records with and without an explicit hash key in one container is valid (the KCL
+/// reads it right), but aws-kinesis-agg's deaggregator then reports the table's first explicit
+/// hash key for the records that had none; [`super::batch::ShardAggregators`] keeps them apart.
+#[derive(Debug)]
+pub struct Aggregator {
+    max_record_size: usize,
+    outer: OuterKeys,
+    partition_keys: KeyTable,
+    explicit_hash_keys: KeyTable,
+    records: Vec<Pending>,
+    /// Length of the aggregated form: magic + protobuf + digest.
+    aggregated_len: usize,
+}
+
+impl Aggregator {
+    pub fn new(max_record_size: usize, outer: OuterKeys) -> Result<Self, KplError> {
+        check_limit(max_record_size, &outer.partition_key)?;
+        if let Some(explicit) = &outer.explicit_hash_key {
+            shard_map::parse_hash_key(explicit).map_err(KplError::OuterExplicitHashKey)?;
+        }
+        Ok(Aggregator {
+            max_record_size,
+            outer,
+            partition_keys: KeyTable::default(),
+            explicit_hash_keys: KeyTable::default(),
+            records: Vec::new(),
+            aggregated_len: FRAMING_LEN,
+        })
+    }
+
+    pub fn outer_keys(&self) -> &OuterKeys {
+        &self.outer
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Length of the data [`Aggregator::finish`] would produce now: 0 when empty, the user
+    /// record's own data when it holds one, else the aggregated bytes.
+    pub fn data_len(&self) -> usize {
+        match self.records.as_slice() {
+            [] => 0,
+            [only] => only.data.len(),
+            _ => self.aggregated_len,
+        }
+    }
+
+    /// What Kinesis would count for the record [`Aggregator::finish`] would produce now: its
+    /// data plus its partition key.
+    pub fn record_size(&self) -> usize {
+        match self.records.as_slice() {
+            [] => 0,
+            [only] => only.data.len() + self.partition_keys.keys[0].len(),
+            _ => self.aggregated_len + self.outer.partition_key.len(),
+        }
+    }
+
+    /// Whether [`Aggregator::try_add`] would take `record` now.
+    pub fn would_fit(&self, record: &Record) -> bool {
+        batch::validate_record(record, self.max_record_size).is_ok()
+            && (self.is_empty() || self.fits(self.place(record).added_len))
+    }
+
+    /// Adds a user record, unless it would push the container over the record limit.
+    pub fn try_add(&mut self, record: Record) -> Result<(), AddError> {
+        if let Err(reason) = batch::validate_record(&record, self.max_record_size) {
+            return Err(AddError::Rejected { record, reason });
+        }
+        let placement = self.place(&record);
+        if !self.is_empty() && !self.fits(placement.added_len) {
+            return Err(AddError::Full(record));
+        }
+        if let Slot::New(_) = placement.partition_key {
+            self.partition_keys.push(record.partition_key);
+        }
+        if let (Some(Slot::New(_)), Some(key)) =
+            (placement.explicit_hash_key, record.explicit_hash_key)
+        {
+            self.explicit_hash_keys.push(key);
+        }
+        self.records.push(Pending {
+            partition_key_index: placement.partition_key.index(),
+            explicit_hash_key_index: placement.explicit_hash_key.map(Slot::index),
+            data: record.data,
+        });
+        self.aggregated_len += placement.added_len;
+        Ok(())
+    }
+
+    /// Produces the record to send and empties the container: `None` when empty; the user record
+    /// itself (own key, own explicit hash key, data untouched) when it holds one; else the
+    /// aggregated bytes with the outer keys.
+    pub fn finish(&mut self) -> Option<Record> {
+        let record = match self.records.len() {
+            0 => return None,
+            1 => {
+                let only = self.records.pop()?;
+                Record {
+                    partition_key: std::mem::take(&mut self.partition_keys.keys[0]),
+                    explicit_hash_key: only
+                        .explicit_hash_key_index
+                        .map(|_| std::mem::take(&mut self.explicit_hash_keys.keys[0])),
+                    data: only.data,
+                }
+            }
+            _ => Record {
+                partition_key: self.outer.partition_key.clone(),
+                explicit_hash_key: self.outer.explicit_hash_key.clone(),
+                data: self.encode(),
+            },
+        };
+        self.clear();
+        Some(record)
+    }
+
+    /// Empties the container, handing back its user records in order (to route them again).
+    pub fn take_records(&mut self) -> Vec<Record> {
+        let records = self
+            .records
+            .drain(..)
+            .map(|pending| Record {
+                partition_key: self.partition_keys.keys[pending.partition_key_index as usize]
+                    .clone(),
+                explicit_hash_key: pending
+                    .explicit_hash_key_index
+                    .map(|index| self.explicit_hash_keys.keys[index as usize].clone()),
+                data: pending.data,
+            })
+            .collect();
+        self.clear();
+        records
+    }
+
+    fn clear(&mut self) {
+        self.partition_keys.clear();
+        self.explicit_hash_keys.clear();
+        self.records.clear();
+        self.aggregated_len = FRAMING_LEN;
+    }
+
+    fn fits(&self, added_len: usize) -> bool {
+        self.aggregated_len + added_len + self.outer.partition_key.len() <= self.max_record_size
+    }
+
+    fn place(&self, record: &Record) -> Placement {
+        let mut added_len = 0;
+        let partition_key = self.partition_keys.slot(&record.partition_key);
+        if let Slot::New(_) = partition_key {
+            added_len += delimited_len(record.partition_key.len());
+        }
+        let explicit_hash_key = record.explicit_hash_key.as_deref().map(|key| {
+            let slot = self.explicit_hash_keys.slot(key);
+            if let Slot::New(_) = slot {
+                added_len += delimited_len(key.len());
+            }
+            slot
+        });
+        let body = record_body_len(
+            partition_key.index(),
+            explicit_hash_key.map(Slot::index),
+            record.data.len(),
+        );
+        added_len += delimited_len(body);
+        Placement {
+            partition_key,
+            explicit_hash_key,
+            added_len,
+        }
+    }
+
+    /// Writes magic, protobuf and digest into one buffer of exactly the predicted size.
+    fn encode(&self) -> Bytes {
+        let mut buf = Vec::with_capacity(self.aggregated_len);
+        buf.extend_from_slice(&MAGIC);
+        for key in &self.partition_keys.keys {
+            put_delimited(&mut buf, PARTITION_KEY_TABLE, key.as_bytes());
+        }
+        for key in &self.explicit_hash_keys.keys {
+            put_delimited(&mut buf, EXPLICIT_HASH_KEY_TABLE, key.as_bytes());
+        }
+        for record in &self.records {
+            buf.push(RECORDS);
+            encode_varint(record.body_len() as u64, &mut buf);
+            buf.push(RECORD_PARTITION_KEY_INDEX);
+            encode_varint(record.partition_key_index, &mut buf);
+            if let Some(index) = record.explicit_hash_key_index {
+                buf.push(RECORD_EXPLICIT_HASH_KEY_INDEX);
+                encode_varint(index, &mut buf);
+            }
+            put_delimited(&mut buf, RECORD_DATA, &record.data);
+        }
+        let digest = Md5::digest(&buf[MAGIC.len()..]);
+        buf.extend_from_slice(&digest);
+        debug_assert_eq!(buf.len(), self.aggregated_len);
+        Bytes::from(buf)
+    }
+}
+
+/// Whether `data` is framed as an aggregated record (magic, at least one protobuf byte, digest).
+pub fn is_aggregated(data: &[u8]) -> bool {
+    data.len() > FRAMING_LEN && data.starts_with(&MAGIC)
+}
+
+/// Splits a Kinesis record into its user records; a record that is not aggregated comes back
+/// alone, untouched. User record data are slices of the input (no copy).
+///
+/// Unlike the KCL and aws-kinesis-agg, which pass a record with the magic but a wrong digest
+/// through as plain data, this reports it: no log line starts with those bytes (they are not
+/// UTF-8), so it is a damaged aggregate, and forwarding its raw bytes would hide the damage.
+pub fn deaggregate(record: Record) -> Result<Vec<Record>, KplError> {
+    if !is_aggregated(&record.data) {
+        return Ok(vec![record]);
+    }
+    let data = record.data;
+    let digest_at = data.len() - DIGEST_LEN;
+    let body = data.slice(MAGIC.len()..digest_at);
+    if Md5::digest(&body)[..] != data[digest_at..] {
+        return Err(KplError::DigestMismatch);
+    }
+    let wire::AggregatedRecord {
+        partition_key_table,
+        explicit_hash_key_table,
+        records,
+    } = wire::AggregatedRecord::decode(body)?;
+    let key = |table: &[String], name, position, index: u64| {
+        table
+            .get(usize::try_from(index).unwrap_or(usize::MAX))
+            .cloned()
+            .ok_or(KplError::KeyIndex {
+                position,
+                table: name,
+                index,
+                len: table.len(),
+            })
+    };
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(position, user)| {
+            Ok(Record {
+                partition_key: key(
+                    &partition_key_table,
+                    "partition key",
+                    position,
+                    user.partition_key_index,
+                )?,
+                explicit_hash_key: user
+                    .explicit_hash_key_index
+                    .map(|index| {
+                        key(
+                            &explicit_hash_key_table,
+                            "explicit hash key",
+                            position,
+                            index,
+                        )
+                    })
+                    .transpose()?,
+                data: user.data,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use serde::Deserialize;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/kpl/aggregated.json"
+    );
+
+    #[derive(Deserialize)]
+    struct Case {
+        name: String,
+        max_size: usize,
+        input: Vec<FixtureRecord>,
+        aggregated_records: Vec<FixtureAggregate>,
+    }
+
+    #[derive(Deserialize)]
+    struct FixtureRecord {
+        partition_key: String,
+        explicit_hash_key: Option<String>,
+        data_b64: String,
+    }
+
+    #[derive(Deserialize)]
+    struct FixtureAggregate {
+        outer_partition_key: String,
+        outer_explicit_hash_key: Option<String>,
+        data_b64: String,
+        size: usize,
+        user_records: Vec<FixtureRecord>,
+    }
+
+    impl FixtureRecord {
+        fn record(&self) -> Record {
+            Record {
+                partition_key: self.partition_key.clone(),
+                explicit_hash_key: self.explicit_hash_key.clone(),
+                data: BASE64.decode(&self.data_b64).unwrap().into(),
+            }
+        }
+    }
+
+    /// Records aggregated by aws-kinesis-agg 1.2.3, in the shared folder beside the repository.
+    fn fixture() -> Vec<Case> {
+        let text = std::fs::read_to_string(FIXTURE)
+            .unwrap_or_else(|error| panic!("read {FIXTURE}: {error}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn outer(partition_key: &str, explicit_hash_key: Option<&str>) -> OuterKeys {
+        OuterKeys {
+            partition_key: partition_key.into(),
+            explicit_hash_key: explicit_hash_key.map(str::to_owned),
+        }
+    }
+
+    /// Feeds records through one aggregator the way a sink does: finish when full, add again.
+    fn aggregate_all(
+        max_record_size: usize,
+        outer: OuterKeys,
+        records: &[Record],
+    ) -> Vec<(Record, Vec<Record>)> {
+        let mut aggregator = Aggregator::new(max_record_size, outer).unwrap();
+        let mut out = Vec::new();
+        let mut members = Vec::new();
+        for record in records {
+            match aggregator.try_add(record.clone()) {
+                Ok(()) => {}
+                Err(AddError::Full(record)) => {
+                    let predicted = aggregator.data_len();
+                    let finished = aggregator.finish().unwrap();
+                    assert_eq!(finished.data.len(), predicted);
+                    out.push((finished, std::mem::take(&mut members)));
+                    aggregator.try_add(record).unwrap();
+                }
+                Err(other) => panic!("{other}"),
+            }
+            members.push(record.clone());
+        }
+        let predicted = aggregator.data_len();
+        if let Some(finished) = aggregator.finish() {
+            assert_eq!(finished.data.len(), predicted);
+            out.push((finished, members));
+        }
+        out
+    }
+
+    /// The container as prost would encode it, built from user records independently of
+    /// [`Aggregator`]: key tables deduplicated in first-seen order.
+    fn oracle_message(records: &[Record]) -> wire::AggregatedRecord {
+        fn index(table: &mut Vec<String>, key: &str) -> u64 {
+            match table.iter().position(|known| known == key) {
+                Some(position) => position as u64,
+                None => {
+                    table.push(key.to_owned());
+                    table.len() as u64 - 1
+                }
+            }
+        }
+        let mut message = wire::AggregatedRecord::default();
+        for record in records {
+            let partition_key_index =
+                index(&mut message.partition_key_table, &record.partition_key);
+            let explicit_hash_key_index = record
+                .explicit_hash_key
+                .as_deref()
+                .map(|key| index(&mut message.explicit_hash_key_table, key));
+            message.records.push(wire::UserRecord {
+                partition_key_index,
+                explicit_hash_key_index,
+                data: record.data.clone(),
+                tags: Vec::new(),
+            });
+        }
+        message
+    }
+
+    fn oracle_len(records: &[Record]) -> usize {
+        FRAMING_LEN + oracle_message(records).encoded_len()
+    }
+
+    #[test]
+    fn fixtures_deaggregate_into_their_user_records() {
+        for case in fixture() {
+            let mut all = Vec::new();
+            for aggregate in &case.aggregated_records {
+                let record = Record {
+                    partition_key: aggregate.outer_partition_key.clone(),
+                    explicit_hash_key: aggregate.outer_explicit_hash_key.clone(),
+                    data: BASE64.decode(&aggregate.data_b64).unwrap().into(),
+                };
+                assert_eq!(record.data.len(), aggregate.size, "{}", case.name);
+                let users = deaggregate(record).unwrap();
+                let expected: Vec<Record> =
+                    aggregate.user_records.iter().map(|r| r.record()).collect();
+                assert_eq!(users, expected, "{}", case.name);
+                all.extend(users);
+            }
+            let inputs: Vec<Record> = case.input.iter().map(|r| r.record()).collect();
+            assert_eq!(all, inputs, "{}", case.name);
+        }
+    }
+
+    /// The fixture's `max_size` bounds the data only (aws-kinesis-agg does not count the outer
+    /// partition key); ours bounds data + outer partition key, as Kinesis does. With the limit
+    /// raised by the outer key's length both split at the same points, and the bytes match.
+    #[test]
+    fn aggregating_fixture_inputs_reproduces_the_official_bytes() {
+        for case in fixture() {
+            let first = &case.aggregated_records[0];
+            let outer_keys = outer(
+                &first.outer_partition_key,
+                first.outer_explicit_hash_key.as_deref(),
+            );
+            let inputs: Vec<Record> = case.input.iter().map(|r| r.record()).collect();
+            let max = case.max_size + first.outer_partition_key.len();
+            let ours = aggregate_all(max, outer_keys, &inputs);
+            assert_eq!(ours.len(), case.aggregated_records.len(), "{}", case.name);
+            for ((record, _), theirs) in ours.iter().zip(&case.aggregated_records) {
+                assert_eq!(record.data.len(), theirs.size, "{}", case.name);
+                assert_eq!(
+                    BASE64.encode(&record.data),
+                    theirs.data_b64,
+                    "{}",
+                    case.name
+                );
+                assert_eq!(record.partition_key, theirs.outer_partition_key);
+                assert_eq!(record.explicit_hash_key, theirs.outer_explicit_hash_key);
+            }
+        }
+    }
+
+    #[test]
+    fn fixture_split_is_tight() {
+        // The 4 KiB case splits after 5 records: a sixth would not have fitted.
+        let case = fixture()
+            .into_iter()
+            .find(|case| case.name == "split-at-4KiB-limit")
+            .unwrap();
+        let inputs: Vec<Record> = case.input.iter().map(|r| r.record()).collect();
+        assert!(oracle_len(&inputs[..5]) <= case.max_size);
+        assert!(oracle_len(&inputs[..6]) > case.max_size);
+    }
+
+    fn random_key(rng: &mut StdRng, pool: usize) -> String {
+        const STEMS: [&str; 4] = ["pod-", "ключ-", "日本-", "🚀"];
+        let n = rng.random_range(0..pool);
+        format!("{}{n}", STEMS[n % STEMS.len()])
+    }
+
+    fn random_record(rng: &mut StdRng, key_pool: usize) -> Record {
+        // Sizes around the varint boundaries of the data length and of the record body.
+        let data_len = match rng.random_range(0..6) {
+            0 => rng.random_range(0..8),
+            1 => rng.random_range(110..140),
+            2 => rng.random_range(16_370..16_400),
+            3 => rng.random_range(0..3000),
+            _ => rng.random_range(0..300),
+        };
+        let mut data = vec![0u8; data_len];
+        rng.fill(&mut data[..]);
+        let mut record = Record::new(random_key(rng, key_pool), data);
+        if rng.random_bool(0.3) {
+            let hash: u128 = match rng.random_range(0..3) {
+                0 => rng.random_range(0..200),
+                1 => u128::MAX - rng.random_range(0..200),
+                _ => rng.random(),
+            };
+            record.explicit_hash_key = Some(hash.to_string());
+        }
+        record
+    }
+
+    /// Random records into containers of random limits: every `try_add` decision agrees with
+    /// the prost oracle's size, every finished record has exactly the predicted length, never
+    /// exceeds the limit, and decodes back to its user records.
+    #[test]
+    fn size_accounting_is_exact() {
+        let mut rng = StdRng::seed_from_u64(0x6b706c);
+        for round in 0..36 {
+            let max = match round % 3 {
+                0 => rng.random_range(200..2_000),
+                1 => rng.random_range(2_000..40_000),
+                _ => rng.random_range(40_000..300_000),
+            };
+            let key_pool = [3, 40, 400][round % 3];
+            let outer_keys = outer(&random_key(&mut rng, 10), Some("12345"));
+            let outer_len = outer_keys.partition_key.len();
+            let mut aggregator = Aggregator::new(max, outer_keys.clone()).unwrap();
+            let mut members: Vec<Record> = Vec::new();
+            let mut finished = Vec::new();
+            let mut most_keys = 0;
+            for _ in 0..250 {
+                let mut record = random_record(&mut rng, key_pool);
+                if round % 3 == 2 {
+                    // Small records, many keys: key indices past one varint byte.
+                    record.data.truncate(64);
+                }
+                if record.size() > max {
+                    assert!(matches!(
+                        aggregator.try_add(record),
+                        Err(AddError::Rejected { reason, .. }) if reason.is_too_large()
+                    ));
+                    continue;
+                }
+                let mut with = members.clone();
+                with.push(record.clone());
+                let oracle_fits = with.len() == 1 || oracle_len(&with) + outer_len <= max;
+                assert_eq!(aggregator.would_fit(&record), oracle_fits);
+                match aggregator.try_add(record.clone()) {
+                    Ok(()) => {
+                        assert!(oracle_fits);
+                        members = with;
+                    }
+                    Err(AddError::Full(back)) => {
+                        assert!(!oracle_fits);
+                        assert_eq!(back, record);
+                        let predicted = aggregator.data_len();
+                        let done = aggregator.finish().unwrap();
+                        assert_eq!(done.data.len(), predicted);
+                        let done_members = std::mem::replace(&mut members, vec![record.clone()]);
+                        check_finished(&done, &done_members, &outer_keys, max);
+                        finished.push(done);
+                        aggregator.try_add(record).unwrap();
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+                most_keys = most_keys.max(oracle_message(&members).partition_key_table.len());
+                if members.len() > 1 {
+                    assert_eq!(aggregator.data_len(), oracle_len(&members));
+                    assert_eq!(aggregator.record_size(), oracle_len(&members) + outer_len);
+                }
+            }
+            let predicted = aggregator.data_len();
+            let last = aggregator.finish().unwrap();
+            assert_eq!(last.data.len(), predicted);
+            check_finished(&last, &members, &outer_keys, max);
+            assert!(aggregator.finish().is_none());
+            assert!(finished.len() > 1 || round % 3 == 2, "round {round}");
+            assert!(
+                most_keys > 128 || round % 3 != 2,
+                "round {round}: {most_keys} keys"
+            );
+        }
+    }
+
+    fn check_finished(record: &Record, members: &[Record], outer_keys: &OuterKeys, max: usize) {
+        assert!(record.size() <= max);
+        if let [only] = members {
+            assert_eq!(record, only);
+            return;
+        }
+        assert_eq!(record.partition_key, outer_keys.partition_key);
+        assert_eq!(record.explicit_hash_key, outer_keys.explicit_hash_key);
+        assert_eq!(record.data.len(), oracle_len(members));
+        // Byte for byte what prost encodes for the same message.
+        let body = oracle_message(members).encode_to_vec();
+        assert_eq!(&record.data[4..record.data.len() - 16], &body[..]);
+        assert_eq!(deaggregate(record.clone()).unwrap(), members);
+    }
+
+    #[test]
+    fn fills_exactly_to_the_limit() {
+        let outer_keys = outer("o", None);
+        let first = Record::new("k", vec![1u8; 100]);
+        for second_len in [0usize, 1, 100, 127, 128, 129, 5000] {
+            let second = Record::new("k", vec![2u8; second_len]);
+            let exact = oracle_len(&[first.clone(), second.clone()]) + 1;
+            let mut at_limit = Aggregator::new(exact, outer_keys.clone()).unwrap();
+            at_limit.try_add(first.clone()).unwrap();
+            at_limit.try_add(second.clone()).unwrap();
+            assert_eq!(at_limit.record_size(), exact);
+            let out = at_limit.finish().unwrap();
+            assert_eq!(out.size(), exact);
+
+            let mut below = Aggregator::new(exact - 1, outer_keys.clone()).unwrap();
+            below.try_add(first.clone()).unwrap();
+            assert!(!below.would_fit(&second));
+            assert_eq!(below.try_add(second.clone()), Err(AddError::Full(second)));
+        }
+    }
+
+    #[test]
+    fn a_record_too_big_to_aggregate_still_goes_alone() {
+        // 60 bytes of data + 2 of key = 62 <= 62, but aggregated it would need 20 + 4 + 66 + 1.
+        let mut aggregator = Aggregator::new(62, outer("o", None)).unwrap();
+        let big = Record::new("kk", vec![7u8; 60]).with_explicit_hash_key("99");
+        aggregator.try_add(big.clone()).unwrap();
+        assert_eq!(aggregator.record_size(), 62);
+        let small = Record::new("k", "x");
+        assert!(matches!(aggregator.try_add(small), Err(AddError::Full(_))));
+        assert_eq!(aggregator.finish(), Some(big));
+        // Over the limit even alone: refused as too large, whatever the container holds.
+        let too_big = Record::new("kk", vec![7u8; 61]);
+        assert!(matches!(
+            aggregator.try_add(too_big),
+            Err(AddError::Rejected {
+                reason: RejectReason::TooLarge { size: 63, max: 62 },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn key_table_keeps_first_seen_order_and_each_records_own_key() {
+        let keys = ["zeta", "alpha", "zeta", "mid", "alpha", "zeta", "omega"];
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Record::new(*key, format!("line {i}")))
+            .collect();
+        let (aggregate, _) = aggregate_all(1 << 20, outer("o", Some("0")), &records).remove(0);
+        let data = aggregate.data.clone();
+        let message = wire::AggregatedRecord::decode(&data[4..data.len() - 16]).unwrap();
+        assert_eq!(
+            message.partition_key_table,
+            ["zeta", "alpha", "mid", "omega"]
+        );
+        let indices: Vec<u64> = message
+            .records
+            .iter()
+            .map(|r| r.partition_key_index)
+            .collect();
+        assert_eq!(indices, [0, 1, 0, 2, 1, 0, 3]);
+        assert_eq!(deaggregate(aggregate).unwrap(), records);
+    }
+
+    #[test]
+    fn single_record_container_is_the_plain_record() {
+        let record = Record::new("own-key", "payload").with_explicit_hash_key("42");
+        let mut aggregator = Aggregator::new(1000, outer("outer", Some("7"))).unwrap();
+        aggregator.try_add(record.clone()).unwrap();
+        assert_eq!(aggregator.data_len(), 7);
+        let plain = aggregator.finish().unwrap();
+        assert_eq!(plain, record);
+        assert_eq!(plain.data.as_ptr(), record.data.as_ptr(), "data copied");
+        // The aggregator is reusable and starts clean.
+        aggregator.try_add(Record::new("a", "1")).unwrap();
+        aggregator.try_add(Record::new("b", "2")).unwrap();
+        let users = deaggregate(aggregator.finish().unwrap()).unwrap();
+        assert_eq!(users, [Record::new("a", "1"), Record::new("b", "2")]);
+    }
+
+    #[test]
+    fn take_records_hands_back_the_user_records() {
+        let records = [
+            Record::new("a", "1").with_explicit_hash_key("5"),
+            Record::new("b", "2"),
+            Record::new("a", "3"),
+        ];
+        let mut aggregator = Aggregator::new(1000, outer("o", None)).unwrap();
+        for record in &records {
+            aggregator.try_add(record.clone()).unwrap();
+        }
+        assert_eq!(aggregator.take_records(), records);
+        assert!(aggregator.is_empty());
+        assert_eq!(aggregator.record_size(), 0);
+    }
+
+    #[test]
+    fn invalid_configuration_is_refused() {
+        assert!(matches!(
+            Aggregator::new(21, outer("o", None)),
+            Err(KplError::LimitTooSmall { needed: 21, .. })
+        ));
+        assert!(Aggregator::new(22, outer("o", None)).is_ok());
+        assert!(matches!(
+            Aggregator::new(1000, outer("", None)),
+            Err(KplError::OuterPartitionKey(RejectReason::EmptyPartitionKey))
+        ));
+        assert!(matches!(
+            Aggregator::new(1000, outer("o", Some("01"))),
+            Err(KplError::OuterExplicitHashKey(_))
+        ));
+    }
+
+    fn framed(body: &[u8]) -> Bytes {
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(body);
+        data.extend_from_slice(&Md5::digest(body));
+        data.into()
+    }
+
+    #[test]
+    fn deaggregate_passes_plain_records_through() {
+        for data in [
+            &b""[..],
+            b"plain log line",
+            &MAGIC,
+            &[0x1f, 0x8b, 8, 0],
+            &framed(b"")[..], // magic + digest, nothing inside: not an aggregate
+        ] {
+            let record = Record::new("pk", data.to_vec()).with_explicit_hash_key("3");
+            assert_eq!(deaggregate(record.clone()).unwrap(), [record]);
+        }
+    }
+
+    #[test]
+    fn deaggregate_reports_damage() {
+        let mut aggregator = Aggregator::new(1000, outer("o", None)).unwrap();
+        aggregator.try_add(Record::new("a", "one")).unwrap();
+        aggregator.try_add(Record::new("b", "two")).unwrap();
+        let good = aggregator.finish().unwrap();
+
+        let mut flipped = good.data.to_vec();
+        flipped[10] ^= 1;
+        let damaged = Record::new("o", flipped);
+        assert_eq!(deaggregate(damaged), Err(KplError::DigestMismatch));
+
+        let truncated = Record::new("o", good.data.slice(..good.data.len() - 1));
+        assert_eq!(deaggregate(truncated), Err(KplError::DigestMismatch));
+
+        // Valid digest over a body that is not protobuf (field 3 claims 100 bytes).
+        let garbage = Record::new("o", framed(&[RECORDS, 100, 1, 2]));
+        assert!(matches!(deaggregate(garbage), Err(KplError::Decode(_))));
+
+        let dangling = wire::AggregatedRecord {
+            partition_key_table: vec!["a".into()],
+            explicit_hash_key_table: vec![],
+            records: vec![wire::UserRecord {
+                partition_key_index: 0,
+                explicit_hash_key_index: Some(0),
+                data: Bytes::from_static(b"x"),
+                tags: vec![],
+            }],
+        };
+        let dangling = Record::new("o", framed(&dangling.encode_to_vec()));
+        assert_eq!(
+            deaggregate(dangling),
+            Err(KplError::KeyIndex {
+                position: 0,
+                table: "explicit hash key",
+                index: 0,
+                len: 0
+            })
+        );
+    }
+
+    #[test]
+    fn deaggregate_ignores_tags_and_does_not_copy_data() {
+        let message = wire::AggregatedRecord {
+            partition_key_table: vec!["a".into(), "b".into()],
+            explicit_hash_key_table: vec!["9".into()],
+            records: vec![
+                wire::UserRecord {
+                    partition_key_index: 1,
+                    explicit_hash_key_index: None,
+                    data: Bytes::from_static(b"first"),
+                    tags: vec![wire::Tag {
+                        key: "env".into(),
+                        value: Some("prod".into()),
+                    }],
+                },
+                wire::UserRecord {
+                    partition_key_index: 0,
+                    explicit_hash_key_index: Some(0),
+                    data: Bytes::from_static(b"second"),
+                    tags: vec![],
+                },
+            ],
+        };
+        let data = framed(&message.encode_to_vec());
+        let range = data.as_ptr_range();
+        let users = deaggregate(Record::new("outer", data.clone())).unwrap();
+        assert_eq!(
+            users,
+            [
+                Record::new("b", "first"),
+                Record::new("a", "second").with_explicit_hash_key("9")
+            ]
+        );
+        for user in &users {
+            assert!(range.contains(&user.data.as_ptr()), "data was copied");
+        }
+    }
+
+    // ---- the official deaggregator (aws-kinesis-agg) ----
+
+    /// A user record as the official deaggregator reports it.
+    #[derive(Debug, Deserialize, PartialEq)]
+    pub(crate) struct Official {
+        pub partition_key: String,
+        pub explicit_hash_key: Option<String>,
+        pub data_b64: String,
+        pub aggregated: bool,
+        pub source_index: usize,
+    }
+
+    /// Runs tests/support/kpl_deaggregate.py (aws-kinesis-agg 1.2.3) over `records`, written to
+    /// a temporary file and fed on stdin. The interpreter is `LOGFERRY_PYTHON` (default
+    /// `python3`); it must have aws-kinesis-agg installed.
+    pub(crate) fn official_deaggregate(records: &[Record]) -> Vec<Official> {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/kpl_deaggregate.py"
+        );
+        let python = std::env::var("LOGFERRY_PYTHON").unwrap_or_else(|_| "python3".into());
+        let input: Vec<serde_json::Value> = records
+            .iter()
+            .map(|record| {
+                serde_json::json!({
+                    "partition_key": record.partition_key,
+                    "explicit_hash_key": record.explicit_hash_key,
+                    "data_b64": BASE64.encode(&record.data),
+                })
+            })
+            .collect();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        serde_json::to_writer(&mut file, &input).unwrap();
+        file.flush().unwrap();
+        let output = Command::new(&python)
+            .arg(script)
+            .stdin(Stdio::from(file.reopen().unwrap()))
+            .output()
+            .unwrap_or_else(|error| {
+                panic!("cannot run {python} (set LOGFERRY_PYTHON to a Python with aws-kinesis-agg==1.2.3): {error}")
+            });
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stderr.trim().is_empty(),
+            "{python} {script} failed (needs aws-kinesis-agg==1.2.3; set LOGFERRY_PYTHON): {stderr}"
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// Asserts the official deaggregator turns `sent` into exactly the user records of each
+    /// entry, keys included, and recognises every multi-record entry as aggregated.
+    pub(crate) fn assert_official_roundtrip(sent: &[Record], expected: &[Vec<Record>]) {
+        let official = official_deaggregate(sent);
+        let mut position = 0;
+        for (index, members) in expected.iter().enumerate() {
+            for member in members {
+                let got = &official[position];
+                position += 1;
+                assert_eq!(got.source_index, index);
+                assert_eq!(got.aggregated, members.len() > 1, "record {index}");
+                assert_eq!(got.partition_key, member.partition_key, "record {index}");
+                assert_eq!(
+                    got.explicit_hash_key, member.explicit_hash_key,
+                    "record {index}"
+                );
+                assert_eq!(got.data_b64, BASE64.encode(&member.data), "record {index}");
+            }
+        }
+        assert_eq!(position, official.len(), "extra user records");
+    }
+
+    #[test]
+    fn official_deaggregator_reads_back_exactly_what_we_aggregated() {
+        let mut rng = StdRng::seed_from_u64(0xa55);
+        let mut sent = Vec::new();
+        let mut expected = Vec::new();
+        // Without explicit hash keys, with them on every record, and with many distinct keys
+        // (indices past one varint byte); limits small enough to split often and leave lone
+        // records that go out plain.
+        for (count, with_hash, key_pool, max) in [
+            (300, false, 40, 4_000),
+            (200, true, 10, 3_000),
+            (400, false, 400, 1_000_000),
+            (30, false, 5, 200),
+        ] {
+            let records: Vec<Record> = (0..count)
+                .map(|_| {
+                    let mut record = random_record(&mut rng, key_pool);
+                    record.data.truncate(rng.random_range(0..150));
+                    if with_hash {
+                        record.explicit_hash_key = Some(rng.random::<u128>().to_string());
+                    } else {
+                        record.explicit_hash_key = None;
+                    }
+                    record
+                })
+                .collect();
+            for (record, members) in
+                aggregate_all(max, outer("outer-pk", Some("123456789")), &records)
+            {
+                sent.push(record);
+                expected.push(members);
+            }
+        }
+        assert!(expected.iter().any(|members| members.len() == 1));
+        assert!(expected.iter().any(|members| members.len() > 100));
+        assert_official_roundtrip(&sent, &expected);
+    }
+}
