@@ -564,6 +564,8 @@ class Proxy:
         self.publish_stats()
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            pass  # the proxy is shutting down; end quietly
         finally:
             conn.close()
 
@@ -583,6 +585,7 @@ class Connection:
         self.principal: str | None = None
         self.session_expires_at: float | None = None  # epoch seconds; None: no limit
         self.pending_api_versions: dict[int, int] = {}  # correlation id -> request version
+        self.relayed = 0
 
     async def run(self) -> None:
         try:
@@ -598,11 +601,16 @@ class Connection:
             while True:
                 payload = await read_frame(self.client_r)
                 if payload is None:
+                    log(f"{self.name}: client closed the connection ({self.describe()})")
                     return
                 if not await self.on_client_frame(payload):
                     return
         except (ConnectionError, Truncated, asyncio.IncompleteReadError) as e:
-            log(f"{self.name}: closed ({type(e).__name__})")
+            log(f"{self.name}: connection lost: {type(e).__name__} ({self.describe()})")
+
+    def describe(self) -> str:
+        who = f"authenticated as {self.principal}" if self.principal else "not authenticated"
+        return f"{who}, {self.relayed} requests relayed"
 
     def close(self) -> None:
         if self.pump is not None:
@@ -648,6 +656,7 @@ class Connection:
             )
             return False
         self.stats.requests_relayed += 1
+        self.relayed += 1
         return await self.relay(payload)
 
     async def relay(self, payload: bytes) -> bool:
@@ -777,8 +786,9 @@ class Connection:
                 if version is not None:
                     payload = add_sasl_to_api_versions(payload, version)
                 await self.send_client(frame(payload))
-        except (ConnectionError, Truncated, asyncio.IncompleteReadError):
-            pass
+            log(f"{self.name}: upstream closed the connection ({self.describe()})")
+        except (ConnectionError, Truncated, asyncio.IncompleteReadError) as e:
+            log(f"{self.name}: upstream connection lost: {type(e).__name__} ({self.describe()})")
         finally:
             self.client_w.close()
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import calendar
 import json
+import logging
+import logging.handlers
 import os
 import shutil
 import socket
@@ -367,6 +369,15 @@ class Client:
     def error_cb(self, err):
         self.errors.append(err)
 
+    @staticmethod
+    def logger() -> logging.Logger:
+        """librdkafka's log lines (one per refused reconnect) go to a buffer shown on failure."""
+        log = logging.getLogger("librdkafka")
+        log.propagate = False
+        if not log.handlers:
+            log.addHandler(logging.handlers.BufferingHandler(capacity=10_000))
+        return log
+
     def config(self, **extra) -> dict:
         return {
             "bootstrap.servers": f"127.0.0.1:{self.stack.proxy_port}",
@@ -375,6 +386,7 @@ class Client:
             "oauth_cb": self.oauth_cb,
             "error_cb": self.error_cb,
             "reconnect.backoff.ms": 200,
+            "logger": self.logger(),
             **extra,
         }
 
@@ -429,11 +441,12 @@ def test_e2e_produce_and_consume_through_the_proxy(tmp: Path):
         assert stats["auth_failed"] == 0 and stats["unauthenticated_requests"] == 0, stats
         assert stats["requests_relayed"] > 0 and stats["principals"] == [AKID], stats
         assert not client.auth_errors(), client.errors
+        return stats
     finally:
         stack.close()
 
 
-def _assert_refused(stack: Stack, client: Client, reason: str) -> None:
+def _assert_refused(stack: Stack, client: Client, reason: str) -> dict:
     delivered = produce(client, "logs", [b"never"], timeout=4)
     assert delivered and all(err is not None for err, _ in delivered), delivered
     stats = stack.stats()
@@ -445,13 +458,14 @@ def _assert_refused(stack: Stack, client: Client, reason: str) -> None:
     log = stack.proxy_log.read_text()
     assert f"REFUSED ({reason})" in log, log
     assert SECRET not in log and "wrong-secret" not in log, "secret in the proxy log"
+    return stats
 
 
 def test_e2e_wrong_secret_is_refused(tmp: Path):
     stack = Stack(tmp, [], secret="wrong-secret")
     try:
         stack.create_topic("logs")
-        _assert_refused(stack, Client(stack), "signature_mismatch")
+        return _assert_refused(stack, Client(stack), "signature_mismatch")
     finally:
         stack.close()
 
@@ -460,7 +474,7 @@ def test_e2e_expired_token_is_refused(tmp: Path):
     stack = Stack(tmp, ["--clock-offset", "1000"])  # the proxy lives 1000 s ahead: 900 s tokens are stale
     try:
         stack.create_topic("logs")
-        _assert_refused(stack, Client(stack), "token_expired")
+        return _assert_refused(stack, Client(stack), "token_expired")
     finally:
         stack.close()
 
@@ -504,6 +518,8 @@ def test_e2e_client_reauthenticates_busy_and_idle(tmp: Path):
         assert client.oauth_calls >= 3, client.oauth_calls
         assert stats["connections"] <= 4, stats  # re-authenticated in place, not reconnected
         assert not client.errors, client.errors
+        stats["oauth_cb_calls"] = client.oauth_calls
+        return stats
     finally:
         stack.close()
 
@@ -524,28 +540,40 @@ def main() -> int:
     tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_") and callable(fn)]
     only = sys.argv[1:]
     passed = failed = 0
-    with tempfile.TemporaryDirectory(prefix="msk-iam-proxy-test-") as tmp:
+    keep = os.environ.get("MSK_IAM_PROXY_TEST_DIR")  # keep logs and stats there for debugging
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="msk-iam-proxy-test-", dir=keep) as tmp:
         for name, fn in tests:
             if only and not any(o in name for o in only):
                 continue
             started = time.monotonic()
+            librdkafka_log = Client.logger().handlers[0]
+            librdkafka_log.flush()
             try:
                 if fn.__code__.co_argcount:
                     case_dir = Path(tmp) / name
                     case_dir.mkdir()
-                    fn(case_dir)
+                    summary = fn(case_dir)
                 else:
-                    fn()
+                    summary = fn()
             except Exception:  # noqa: BLE001 - report every failure and go on
                 failed += 1
                 print(f"FAIL {name} ({time.monotonic() - started:.1f} s)")
                 traceback.print_exc(file=sys.stdout)
                 for log in sorted(Path(tmp, name).glob("proxy-*.log")) if Path(tmp, name).exists() else []:
                     print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+                lines = [r.getMessage() for r in librdkafka_log.buffer[-15:]]
+                if lines:
+                    print("--- librdkafka log (tail)\n" + "\n".join(lines))
             else:
                 passed += 1
                 print(f"PASS {name} ({time.monotonic() - started:.1f} s)")
+                if summary:
+                    print(f"     proxy stats: {json.dumps(summary)}")
             sys.stdout.flush()
+        if keep:
+            shutil.copytree(tmp, Path(keep) / "last", dirs_exist_ok=True)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
 
