@@ -157,16 +157,28 @@ fn health_and_metrics_endpoints() {
     );
     let (code, body) = lf.health();
     assert_eq!((code, body.as_str()), (200, "{\"status\":\"ok\"}"));
+    let url = format!("http://{}/health", lf.http);
+    assert!(logferry(&["healthcheck", "--url", &url]).status.success());
     support::process::loadgen(&lf.forward.to_string(), &["--records", "10"]);
     support::process::wait_for_lines(&lf.path("o"), 10, std::time::Duration::from_secs(10));
-    let m = lf.metrics();
-    assert!(
-        m.contains("logferry_records_in_total{component=\"forward.0\",kind=\"source\"} 10"),
-        "{m}"
-    );
-    assert!(
-        m.contains("logferry_records_out_total{component=\"file.0\",kind=\"sink\"} 10"),
-        "{m}"
-    );
+    // The sink counts a batch right after writing it: poll briefly.
+    let want = [
+        "logferry_records_in_total{component=\"forward.0\",kind=\"source\"} 10",
+        "logferry_records_out_total{component=\"file.0\",kind=\"sink\"} 10",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut m = lf.metrics();
+    while !want.iter().all(|w| m.contains(w)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        m = lf.metrics();
+    }
+    for w in want {
+        assert!(m.contains(w), "{w} missing from:\n{m}");
+    }
     assert!(lf.terminate().success());
+    // Nothing listens any more: the healthcheck fails.
+    assert_eq!(
+        logferry(&["healthcheck", "--url", &url]).status.code(),
+        Some(1)
+    );
 }
