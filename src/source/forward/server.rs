@@ -130,35 +130,41 @@ struct Server {
 
 async fn accept_tcp(listener: Option<TcpListener>, server: Arc<Server>, tracker: &TaskTracker) {
     let Some(listener) = listener else { return };
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = server.cx.shutdown.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let server = server.clone();
-                tracker.spawn(async move { server.connection(stream, peer.to_string()).await });
-            }
-            Err(e) => accept_failed(&server, e).await,
-        }
-    }
+    accept_loop(&server, tracker, || async {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer.to_string()))
+    })
+    .await
 }
 
 async fn accept_unix(listener: Option<UnixListener>, server: Arc<Server>, tracker: &TaskTracker) {
     let Some(listener) = listener else { return };
+    accept_loop(&server, tracker, || async {
+        let (stream, _) = listener.accept().await?;
+        Ok((stream, "unix".to_string()))
+    })
+    .await
+}
+
+/// Accepts connections until shutdown, one task each.
+async fn accept_loop<S, F, Fut>(server: &Arc<Server>, tracker: &TaskTracker, mut accept: F)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<(S, String)>>,
+{
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = accept() => a,
             _ = server.cx.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let server = server.clone();
-                tracker.spawn(async move { server.connection(stream, "unix".to_string()).await });
+                tracker.spawn(async move { server.connection(stream, peer).await });
             }
-            Err(e) => accept_failed(&server, e).await,
+            Err(e) => accept_failed(server, e).await,
         }
     }
 }
