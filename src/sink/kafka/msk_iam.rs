@@ -417,7 +417,10 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/msk_iam/tokens.json");
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/msk_iam/tokens.json"
+    );
 
     /// A case of the golden vectors made by the official signer
     /// (aws-msk-iam-sasl-signer-python 1.0.2).
