@@ -321,6 +321,9 @@ class Cursor:
     def int32(self) -> int:
         return int.from_bytes(self.take(4), "big", signed=True)
 
+    def int64(self) -> int:
+        return int.from_bytes(self.take(8), "big", signed=True)
+
     def uvarint(self) -> int:
         shift = result = 0
         while True:
@@ -545,6 +548,7 @@ class Proxy:
         self.config = config
         self.stats = Stats()
         self.next_conn_id = 0
+        self.open_connections: set[Connection] = set()
 
     def publish_stats(self) -> None:
         if not self.config.stats_file:
@@ -560,11 +564,19 @@ class Proxy:
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.next_conn_id += 1
         conn = Connection(self, self.next_conn_id, client_r, client_w)
+        self.open_connections.add(conn)
         self.stats.connections += 1
         self.publish_stats()
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            pass  # the proxy is shutting down; end quietly
         finally:
+            conn.close()
+            self.open_connections.discard(conn)
+
+    def close_all(self) -> None:
+        for conn in list(self.open_connections):
             conn.close()
 
 
@@ -583,6 +595,7 @@ class Connection:
         self.principal: str | None = None
         self.session_expires_at: float | None = None  # epoch seconds; None: no limit
         self.pending_api_versions: dict[int, int] = {}  # correlation id -> request version
+        self.relayed = 0
 
     async def run(self) -> None:
         try:
@@ -598,11 +611,16 @@ class Connection:
             while True:
                 payload = await read_frame(self.client_r)
                 if payload is None:
+                    log(f"{self.name}: client closed the connection ({self.describe()})")
                     return
                 if not await self.on_client_frame(payload):
                     return
         except (ConnectionError, Truncated, asyncio.IncompleteReadError) as e:
-            log(f"{self.name}: closed ({type(e).__name__})")
+            log(f"{self.name}: connection lost: {type(e).__name__} ({self.describe()})")
+
+    def describe(self) -> str:
+        who = f"authenticated as {self.principal}" if self.principal else "not authenticated"
+        return f"{who}, {self.relayed} requests relayed"
 
     def close(self) -> None:
         if self.pump is not None:
@@ -648,6 +666,7 @@ class Connection:
             )
             return False
         self.stats.requests_relayed += 1
+        self.relayed += 1
         return await self.relay(payload)
 
     async def relay(self, payload: bytes) -> bool:
@@ -676,7 +695,10 @@ class Connection:
         self.handshake_version = header.api_version
         if self.session_expires_at is not None and self.config.now() >= self.session_expires_at:
             self.stats.late_reauths += 1
-            log(f"{self.name}: re-authentication of {self.principal} started after its session expired")
+            late_ms = (self.config.now() - self.session_expires_at) * 1000
+            log(
+                f"{self.name}: re-authentication of {self.principal} started {late_ms:.0f} ms after its session expired"
+            )
         self.proxy.publish_stats()
         await self.send_client(sasl_handshake_response(header.correlation_id, ERR_NONE))
         return True
@@ -777,8 +799,9 @@ class Connection:
                 if version is not None:
                     payload = add_sasl_to_api_versions(payload, version)
                 await self.send_client(frame(payload))
-        except (ConnectionError, Truncated, asyncio.IncompleteReadError):
-            pass
+            log(f"{self.name}: upstream closed the connection ({self.describe()})")
+        except (ConnectionError, Truncated, asyncio.IncompleteReadError) as e:
+            log(f"{self.name}: upstream connection lost: {type(e).__name__} ({self.describe()})")
         finally:
             self.client_w.close()
 
@@ -840,8 +863,10 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     print(json.dumps({"listening": f"{host}:{port}"}), flush=True)
     log(f"listening on {host}:{port}, relaying to {args.upstream}")
-    async with server:
-        await stop
+    await stop
+    server.close()
+    proxy.close_all()
+    await server.wait_closed()
     proxy.dump_stats()
     proxy.publish_stats()
 

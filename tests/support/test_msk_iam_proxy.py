@@ -11,7 +11,7 @@ integration tests rely on it.
    session lifetimes the client re-authenticates several times, busy and idle, with fresh tokens.
 
 Needs: python with `confluent-kafka` and `aws-msk-iam-sasl-signer-python`; the tansu binary
-(env TANSU_BIN, else ~/.cache/logferry/bin/tansu, else `tansu` on PATH); the fixtures in
+(env TANSU_BIN, else $LOGFERRY_CACHE/bin/tansu, else ~/.cache/logferry/bin/tansu, else on PATH); the fixtures in
 $LOGFERRY_SHARED (default: ../shared beside the repo, or /work/shared).
 Prints `PASS`/`FAIL` per test and a final `N passed, N failed` line; exits 1 on any failure.
 """
@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import calendar
 import json
+import logging
+import logging.handlers
 import os
 import shutil
 import socket
@@ -238,6 +240,7 @@ def free_port() -> int:
 def find_tansu() -> str:
     for candidate in (
         os.environ.get("TANSU_BIN"),
+        os.environ.get("LOGFERRY_CACHE") and str(Path(os.environ["LOGFERRY_CACHE"]) / "bin" / "tansu"),
         str(Path.home() / ".cache" / "logferry" / "bin" / "tansu"),
         shutil.which("tansu"),
     ):
@@ -260,9 +263,10 @@ class Stack:
     """tansu behind one proxy; tansu advertises the proxy's address so every client connection,
     bootstrap or not, goes through the proxy."""
 
-    def __init__(self, tmp: Path, proxy_args: list[str], secret: str = SECRET):
+    def __init__(self, tmp: Path, proxy_args: list[str], secret: str = SECRET, more_credentials=None):
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
+        self.log_files = []
         self.proxy_port = free_port()
         self.broker_port = free_port()
         self.stats_file = tmp / f"stats-{self.proxy_port}.json"
@@ -281,11 +285,12 @@ class Stack:
                     "memory://tansu/",
                 ],
                 stdout=subprocess.DEVNULL,
-                stderr=open(tmp / f"tansu-{self.broker_port}.log", "wb"),
+                stderr=self.log_file(tmp / f"tansu-{self.broker_port}.log"),
             )
         )
         wait_port(self.broker_port)
-        env = dict(os.environ, MSK_IAM_PROXY_CREDENTIALS=json.dumps({AKID: secret}))
+        credentials = {AKID: secret, **(more_credentials or {})}
+        env = dict(os.environ, MSK_IAM_PROXY_CREDENTIALS=json.dumps(credentials))
         proxy = subprocess.Popen(
             [
                 sys.executable,
@@ -302,7 +307,7 @@ class Stack:
             ],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=open(self.proxy_log, "wb"),
+            stderr=self.log_file(self.proxy_log),
             text=True,
         )
         self.procs.append(proxy)
@@ -310,6 +315,11 @@ class Stack:
         if not line.startswith("{"):
             raise RuntimeError(f"proxy did not start: {self.proxy_log.read_text()}")
         assert json.loads(line)["listening"] == f"127.0.0.1:{self.proxy_port}"
+
+    def log_file(self, path: Path):
+        f = open(path, "wb")
+        self.log_files.append(f)
+        return f
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         subprocess.run(
@@ -342,6 +352,8 @@ class Stack:
                     proc.wait()
             if proc.stdout:
                 proc.stdout.close()
+        for f in self.log_files:
+            f.close()
 
 
 class Client:
@@ -367,6 +379,15 @@ class Client:
     def error_cb(self, err):
         self.errors.append(err)
 
+    @staticmethod
+    def logger() -> logging.Logger:
+        """librdkafka's log lines (one per refused reconnect) go to a buffer shown on failure."""
+        log = logging.getLogger("librdkafka")
+        log.propagate = False
+        if not log.handlers:
+            log.addHandler(logging.handlers.BufferingHandler(capacity=10_000))
+        return log
+
     def config(self, **extra) -> dict:
         return {
             "bootstrap.servers": f"127.0.0.1:{self.stack.proxy_port}",
@@ -375,6 +396,7 @@ class Client:
             "oauth_cb": self.oauth_cb,
             "error_cb": self.error_cb,
             "reconnect.backoff.ms": 200,
+            "logger": self.logger(),
             **extra,
         }
 
@@ -429,11 +451,12 @@ def test_e2e_produce_and_consume_through_the_proxy(tmp: Path):
         assert stats["auth_failed"] == 0 and stats["unauthenticated_requests"] == 0, stats
         assert stats["requests_relayed"] > 0 and stats["principals"] == [AKID], stats
         assert not client.auth_errors(), client.errors
+        return stats
     finally:
         stack.close()
 
 
-def _assert_refused(stack: Stack, client: Client, reason: str) -> None:
+def _assert_refused(stack: Stack, client: Client, reason: str) -> dict:
     delivered = produce(client, "logs", [b"never"], timeout=4)
     assert delivered and all(err is not None for err, _ in delivered), delivered
     stats = stack.stats()
@@ -445,13 +468,14 @@ def _assert_refused(stack: Stack, client: Client, reason: str) -> None:
     log = stack.proxy_log.read_text()
     assert f"REFUSED ({reason})" in log, log
     assert SECRET not in log and "wrong-secret" not in log, "secret in the proxy log"
+    return stats
 
 
 def test_e2e_wrong_secret_is_refused(tmp: Path):
     stack = Stack(tmp, [], secret="wrong-secret")
     try:
         stack.create_topic("logs")
-        _assert_refused(stack, Client(stack), "signature_mismatch")
+        return _assert_refused(stack, Client(stack), "signature_mismatch")
     finally:
         stack.close()
 
@@ -460,13 +484,13 @@ def test_e2e_expired_token_is_refused(tmp: Path):
     stack = Stack(tmp, ["--clock-offset", "1000"])  # the proxy lives 1000 s ahead: 900 s tokens are stale
     try:
         stack.create_topic("logs")
-        _assert_refused(stack, Client(stack), "token_expired")
+        return _assert_refused(stack, Client(stack), "token_expired")
     finally:
         stack.close()
 
 
 def test_e2e_client_reauthenticates_busy_and_idle(tmp: Path):
-    stack = Stack(tmp, ["--max-reauth-ms", "2000"])
+    stack = Stack(tmp, ["--max-reauth-ms", "3000"])
     try:
         stack.create_topic("logs")
         from confluent_kafka import Producer
@@ -479,13 +503,13 @@ def test_e2e_client_reauthenticates_busy_and_idle(tmp: Path):
             producer.produce("logs", value, on_delivery=lambda err, msg: delivered.append(err))
 
         sent = 0
-        busy_until = time.monotonic() + 6
+        busy_until = time.monotonic() + 7
         while time.monotonic() < busy_until:  # busy: a record every 0.3 s
             send(f"busy-{sent}".encode())
             sent += 1
             producer.poll(0.3)
         busy_stats = stack.stats()
-        idle_until = time.monotonic() + 6
+        idle_until = time.monotonic() + 7
         while time.monotonic() < idle_until:  # idle: nothing to send, callbacks still served
             producer.poll(0.2)
         idle_stats = stack.stats()
@@ -504,7 +528,197 @@ def test_e2e_client_reauthenticates_busy_and_idle(tmp: Path):
         assert client.oauth_calls >= 3, client.oauth_calls
         assert stats["connections"] <= 4, stats  # re-authenticated in place, not reconnected
         assert not client.errors, client.errors
+        stats["oauth_cb_calls"] = client.oauth_calls
+        return stats
     finally:
+        stack.close()
+
+
+class RawKafka:
+    """A hand-built Kafka client for the protocol corners librdkafka does not show: requests
+    before authentication, other mechanisms, SaslHandshake v0, SaslAuthenticate v0-v2, a client
+    that does not re-authenticate, and a principal change on re-authentication."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.correlation_id = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send_frame(self, payload: bytes) -> None:
+        self.sock.sendall(proxy_mod.frame(payload))
+
+    def recv_frame(self) -> bytes | None:
+        """A response frame, or None when the proxy closed the connection."""
+        size = self._recv_exactly(4)
+        if size is None:
+            return None
+        body = self._recv_exactly(int.from_bytes(size, "big"))
+        assert body is not None, "connection closed mid-frame"
+        return body
+
+    def _recv_exactly(self, n: int) -> bytes | None:
+        data = b""
+        while len(data) < n:
+            try:
+                chunk = self.sock.recv(n - len(data))
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                assert not data, "connection closed mid-frame"
+                return None
+            data += chunk
+        return data
+
+    def request(self, api_key: int, version: int, body: bytes, flexible: bool = False) -> bytes | None:
+        """Sends a request; returns the response after the correlation id (and header tags)."""
+        e = proxy_mod
+        self.correlation_id += 1
+        header = e.enc_int16(api_key) + e.enc_int16(version) + e.enc_int32(self.correlation_id)
+        header += e.enc_string("raw-test") + (e.enc_uvarint(0) if flexible else b"")
+        self.send_frame(header + body)
+        response = self.recv_frame()
+        if response is None:
+            return None
+        cur = e.Cursor(response)
+        assert cur.int32() == self.correlation_id
+        if flexible and api_key != proxy_mod.API_API_VERSIONS:
+            cur.skip_tagged_fields()
+        return response[cur.pos :]
+
+    def handshake(self, mechanism: str = "OAUTHBEARER", version: int = 1) -> int:
+        response = self.request(17, version, proxy_mod.enc_string(mechanism))
+        assert response is not None, "closed on SaslHandshake"
+        cur = proxy_mod.Cursor(response)
+        error = cur.int16()
+        assert cur.int32() == 1 and cur.nullable_string() == "OAUTHBEARER"
+        return error
+
+    def authenticate(self, token: str, version: int = 1) -> tuple[int, str | None, int] | None:
+        e = proxy_mod
+        message = f"n,,\x01auth=Bearer {token}\x01\x01".encode()
+        if version >= 2:
+            body = e.enc_uvarint(len(message) + 1) + message + e.enc_uvarint(0)
+        else:
+            body = e.enc_int32(len(message)) + message
+        response = self.request(36, version, body, flexible=version >= 2)
+        if response is None:
+            return None
+        cur = e.Cursor(response)
+        error = cur.int16()
+        if version >= 2:
+            n = cur.uvarint()
+            text = None if n == 0 else cur.take(n - 1).decode()
+            assert cur.uvarint() == 1, "non-empty auth bytes"
+        else:
+            text = cur.nullable_string()
+            assert cur.int32() == 0, "non-empty auth bytes"
+        lifetime = cur.int64() if version >= 1 else 0
+        if version >= 2:
+            cur.skip_tagged_fields()
+        assert cur.pos == len(response), "trailing bytes"
+        return error, text, lifetime
+
+    def metadata(self) -> bytes | None:
+        return self.request(3, 1, proxy_mod.enc_int32(-1))  # v1, all topics
+
+
+def official_token(access_key_id: str = AKID, secret: str = SECRET) -> str:
+    from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+    saved = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = access_key_id, secret
+    try:
+        return MSKAuthTokenProvider.generate_auth_token(REGION)[0]
+    finally:
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = saved
+
+
+def test_e2e_protocol_corners(tmp: Path):
+    other_key, other_secret = "AKIAOTHERPRINCIPAL01", "other-secret"
+    stack = Stack(tmp, ["--max-reauth-ms", "1500"], more_credentials={other_key: other_secret})
+    clients = []
+
+    def connect() -> RawKafka:
+        clients.append(RawKafka(stack.proxy_port))
+        return clients[-1]
+
+    try:
+        token = official_token()
+        # A request before authentication closes the connection.
+        assert connect().metadata() is None
+        assert stack.stats()["unauthenticated_requests"] == 1
+
+        # ApiVersions comes from the broker, with the SASL APIs added; other mechanisms are refused.
+        c = connect()
+        software = proxy_mod.enc_compact_nullable_string("raw-test")
+        for version in (0, 3):
+            body = software + software + proxy_mod.enc_uvarint(0) if version >= 3 else b""
+            response = c.request(18, version, body, flexible=version >= 3)
+            apis, _ = _api_versions_entries(proxy_mod.enc_int32(0) + response, version)
+            assert apis[17] == (0, 1) and apis[36] == (0, 2), apis
+            assert 0 in apis and 3 in apis, "the broker's APIs are missing"
+        assert c.handshake("PLAIN") == proxy_mod.ERR_UNSUPPORTED_SASL_MECHANISM
+        assert c.metadata() is None
+        assert stack.stats()["handshake_refused"] == 1
+
+        # SaslAuthenticate v0, v1, v2 all work and relay afterwards.
+        for version in (0, 1, 2):
+            c = connect()
+            assert c.handshake() == 0
+            error, text, lifetime = c.authenticate(token, version)
+            assert (error, text) == (0, None), text
+            assert (0 < lifetime <= 1500) if version >= 1 else lifetime == 0, lifetime
+            assert c.metadata() is not None
+
+        # SaslHandshake v0: the token follows as a bare frame, and so does the (empty) answer.
+        c = connect()
+        assert c.handshake(version=0) == 0
+        c.send_frame(f"n,,\x01auth=Bearer {token}\x01\x01".encode())
+        assert c.recv_frame() == b""
+        assert c.metadata() is not None
+
+        # SaslAuthenticate without SaslHandshake is an illegal state.
+        assert connect().authenticate(token)[0] == proxy_mod.ERR_ILLEGAL_SASL_STATE
+
+        # Re-authentication in place; then a client that lets its session lapse is cut off.
+        c = connect()
+        assert c.handshake() == 0 and c.authenticate(token)[0] == 0
+        before = stack.stats()["reauth_ok"]
+        assert c.handshake() == 0 and c.authenticate(token)[0] == 0
+        assert stack.stats()["reauth_ok"] == before + 1
+        assert c.metadata() is not None
+        time.sleep(1.6)
+        assert c.metadata() is None
+        assert stack.stats()["sessions_expired"] == 1
+
+        # Re-authenticating as somebody else is refused with SASL_AUTHENTICATION_FAILED.
+        c = connect()
+        assert c.handshake() == 0 and c.authenticate(token, 2)[0] == 0
+        assert c.handshake() == 0
+        error, text, _ = c.authenticate(official_token(other_key, other_secret), 2)
+        assert error == proxy_mod.ERR_SASL_AUTHENTICATION_FAILED and "re-authentication" in text, text
+        assert c.metadata() is None
+
+        # A garbage token gets a readable error, not a hang.
+        c = connect()
+        assert c.handshake() == 0
+        error, text, _ = c.authenticate("bm90LWEtdXJs")
+        assert error == proxy_mod.ERR_SASL_AUTHENTICATION_FAILED and "MSK IAM" in text, text
+
+        stats = stack.stats()
+        assert stats["failures_by_reason"] == {
+            "illegal_sasl_state": 1,
+            "principal_changed": 1,
+            "malformed_token": 1,
+        }, stats
+        log = stack.proxy_log.read_text()
+        assert token not in log and SECRET not in log and other_secret not in log
+        return stats
+    finally:
+        for c in clients:
+            c.close()
         stack.close()
 
 
@@ -524,28 +738,40 @@ def main() -> int:
     tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_") and callable(fn)]
     only = sys.argv[1:]
     passed = failed = 0
-    with tempfile.TemporaryDirectory(prefix="msk-iam-proxy-test-") as tmp:
+    keep = os.environ.get("MSK_IAM_PROXY_TEST_DIR")  # keep logs and stats there for debugging
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="msk-iam-proxy-test-", dir=keep) as tmp:
         for name, fn in tests:
             if only and not any(o in name for o in only):
                 continue
             started = time.monotonic()
+            librdkafka_log = Client.logger().handlers[0]
+            librdkafka_log.flush()
             try:
                 if fn.__code__.co_argcount:
                     case_dir = Path(tmp) / name
                     case_dir.mkdir()
-                    fn(case_dir)
+                    summary = fn(case_dir)
                 else:
-                    fn()
+                    summary = fn()
             except Exception:  # noqa: BLE001 - report every failure and go on
                 failed += 1
                 print(f"FAIL {name} ({time.monotonic() - started:.1f} s)")
                 traceback.print_exc(file=sys.stdout)
                 for log in sorted(Path(tmp, name).glob("proxy-*.log")) if Path(tmp, name).exists() else []:
                     print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+                lines = [r.getMessage() for r in librdkafka_log.buffer[-15:]]
+                if lines:
+                    print("--- librdkafka log (tail)\n" + "\n".join(lines))
             else:
                 passed += 1
                 print(f"PASS {name} ({time.monotonic() - started:.1f} s)")
+                if summary:
+                    print(f"     proxy stats: {json.dumps(summary)}")
             sys.stdout.flush()
+        if keep:
+            shutil.copytree(tmp, Path(keep) / "last", dirs_exist_ok=True)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
 

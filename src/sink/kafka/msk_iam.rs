@@ -92,7 +92,8 @@ impl MskTarget {
 ///
 /// `brokers` entries are `host:port` strings; an entry may itself be a comma-separated list as
 /// in librdkafka's `bootstrap.servers`. The cluster is taken as Serverless when any broker host is
-/// a `kafka-serverless` endpoint.
+/// a `kafka-serverless` endpoint; the ARN is not used for that, as no documented ARN form tells
+/// Serverless clusters apart.
 pub fn resolve_target<S: AsRef<str>>(
     cluster_arn: Option<&str>,
     brokers: &[S],
@@ -311,7 +312,10 @@ impl MskIamSigner {
         credentials: &Credentials,
         signing_time: SystemTime,
     ) -> Result<MskIamToken, MskIamError> {
-        let signed_until = millis_since_epoch(signing_time + TOKEN_VALIDITY);
+        // The URL carries X-Amz-Date in whole seconds and the broker counts from there, so the
+        // token dies up to a second before `signing_time + 900 s`.
+        let signed_until = (millis_since_epoch(signing_time) / 1000) * 1000
+            + i64::try_from(TOKEN_VALIDITY.as_millis()).unwrap_or(i64::MAX);
         let expiry_ms = match credentials.expiry().map(millis_since_epoch) {
             Some(expired_at_ms) if expired_at_ms <= millis_since_epoch(signing_time) => {
                 return Err(MskIamError::CredentialsExpired {
@@ -585,6 +589,23 @@ mod tests {
             .unwrap();
         assert_ne!(a.token(), later.token());
         assert_eq!(later.expiry_ms(), a.expiry_ms() + 1000);
+    }
+
+    #[test]
+    fn expiry_counts_from_the_whole_second_in_x_amz_date() {
+        let case = &golden_cases()[0];
+        let time = parse_rfc3339(&case.signing_time) + Duration::from_millis(999);
+        let token = signer(&case.region)
+            .sign(&credentials(case, None), time)
+            .unwrap();
+        assert_eq!(token.expiry_ms(), case.expiry_ms);
+        let (_, params) = decode_token(token.token());
+        let signature = &params
+            .iter()
+            .find(|(k, _)| k == "X-Amz-Signature")
+            .unwrap()
+            .1;
+        assert_eq!(signature, &case.signature);
     }
 
     #[test]
