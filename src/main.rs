@@ -40,6 +40,12 @@ enum Command {
     /// Print an Amazon MSK IAM (SASL/OAUTHBEARER) token as JSON {"token", "expiry_ms",
     /// "region"}, signed with credentials from the AWS default chain, for other Kafka tools.
     MskToken(logferry::sink::kafka::MskTokenArgs),
+    /// Exit 0 when a running logferry's /health answers 200 (for container HEALTHCHECKs).
+    Healthcheck {
+        /// The health URL (plain HTTP on a local address).
+        #[arg(long, default_value = "http://127.0.0.1:2020/health")]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +91,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Healthcheck { url } => match healthcheck(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Loadgen(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -155,4 +168,34 @@ fn init_logging(service: &ServiceConfig) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// One `GET` of the health URL over plain HTTP/1.0; 200 is healthy.
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} resolves to no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {host}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(())
 }

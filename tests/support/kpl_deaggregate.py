@@ -11,6 +11,7 @@ stdout: JSON list of the user records aws_kinesis_agg.deaggregator yields, in or
 Records are fed in the Lambda event shape (deaggregate_records), the form the Lambda
 forwarder and most consumers use. Requires: pip install aws-kinesis-agg==1.2.3
 """
+
 import base64
 import json
 import sys
@@ -42,13 +43,15 @@ def main():
                 data = data.decode("ascii")
             # Round-trip through base64 so both branches give the canonical encoding.
             data = base64.b64encode(base64.b64decode(data)).decode("ascii")
-            out.append({
-                "partition_key": kinesis["partitionKey"],
-                "explicit_hash_key": kinesis.get("explicitHashKey"),
-                "data_b64": data,
-                "aggregated": bool(kinesis.get("aggregated", False)),
-                "source_index": index,
-            })
+            out.append(
+                {
+                    "partition_key": kinesis["partitionKey"],
+                    "explicit_hash_key": kinesis.get("explicitHashKey"),
+                    "data_b64": data,
+                    "aggregated": bool(kinesis.get("aggregated", False)),
+                    "source_index": index,
+                }
+            )
     json.dump(out, sys.stdout)
 
 

@@ -401,6 +401,18 @@ impl Tansu {
         );
     }
 
+    /// `tansu topic list` output: a JSON array of Metadata topics (name, partitions, ...).
+    pub fn list_topics_json(&self) -> String {
+        let output = self.cli(&["topic", "list", "--broker", &self.url()]);
+        assert!(
+            output.status.success(),
+            "tansu topic list failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Runs the tansu CLI with `args` and returns its output (for `topic list`, `cat`, ...).
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(&self.bin)

@@ -1054,14 +1054,16 @@ pub(crate) mod tests {
     }
 
     /// Runs tests/support/kpl_deaggregate.py (aws-kinesis-agg 1.2.3) over `records`, written to
-    /// a temporary file and fed on stdin. The interpreter is `LOGFERRY_PYTHON` (default
-    /// `python3`); it must have aws-kinesis-agg installed.
+    /// a temporary file and fed on stdin. The interpreter is the project venv's
+    /// (`$LOGFERRY_VENV`, default `<repo>/.venv`, made by scripts/setup).
     pub(crate) fn official_deaggregate(records: &[Record]) -> Vec<Official> {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/kpl_deaggregate.py"
         );
-        let python = std::env::var("LOGFERRY_PYTHON").unwrap_or_else(|_| "python3".into());
+        let venv = std::env::var("LOGFERRY_VENV")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").to_string());
+        let python = format!("{venv}/bin/python");
         let input: Vec<serde_json::Value> = records
             .iter()
             .map(|record| {
@@ -1080,12 +1082,12 @@ pub(crate) mod tests {
             .stdin(Stdio::from(file.reopen().unwrap()))
             .output()
             .unwrap_or_else(|error| {
-                panic!("cannot run {python} (set LOGFERRY_PYTHON to a Python with aws-kinesis-agg==1.2.3): {error}")
+                panic!("cannot run {python} (run scripts/setup: it installs aws-kinesis-agg==1.2.3 into the venv): {error}")
             });
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             output.status.success() && stderr.trim().is_empty(),
-            "{python} {script} failed (needs aws-kinesis-agg==1.2.3; set LOGFERRY_PYTHON): {stderr}"
+            "{python} {script} failed (needs aws-kinesis-agg==1.2.3; run scripts/setup): {stderr}"
         );
         serde_json::from_slice(&output.stdout).unwrap()
     }

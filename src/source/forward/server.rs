@@ -9,6 +9,10 @@
 //! no `chunk` are handed over as one batch, so per-batch costs are paid per read, not per line.
 //! A message with `chunk` is routed alone and answered with `{"ack": chunk}` by a writer task
 //! once every sink delivered it, in the order messages arrived.
+//!
+//! On shutdown the listeners stop accepting, but open connections are read until the client
+//! closes them or stays quiet for a second: when ECS stops a task, the app containers stop
+//! first and Docker's driver flushes its queue to the log router, which must still take it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +33,9 @@ use crate::source::{SourceContext, SourceError};
 
 /// Records gathered from consecutive messages before they are routed as one batch.
 const MAX_COALESCED: usize = 4096;
+
+/// While shutting down, a connection that sends nothing for this long is closed.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Binds the configured listeners and returns the task serving them until shutdown.
 pub async fn start(
@@ -123,35 +130,41 @@ struct Server {
 
 async fn accept_tcp(listener: Option<TcpListener>, server: Arc<Server>, tracker: &TaskTracker) {
     let Some(listener) = listener else { return };
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = server.cx.shutdown.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let server = server.clone();
-                tracker.spawn(async move { server.connection(stream, peer.to_string()).await });
-            }
-            Err(e) => accept_failed(&server, e).await,
-        }
-    }
+    accept_loop(&server, tracker, || async {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer.to_string()))
+    })
+    .await
 }
 
 async fn accept_unix(listener: Option<UnixListener>, server: Arc<Server>, tracker: &TaskTracker) {
     let Some(listener) = listener else { return };
+    accept_loop(&server, tracker, || async {
+        let (stream, _) = listener.accept().await?;
+        Ok((stream, "unix".to_string()))
+    })
+    .await
+}
+
+/// Accepts connections until shutdown, one task each.
+async fn accept_loop<S, F, Fut>(server: &Arc<Server>, tracker: &TaskTracker, mut accept: F)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<(S, String)>>,
+{
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = accept() => a,
             _ = server.cx.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let server = server.clone();
-                tracker.spawn(async move { server.connection(stream, "unix".to_string()).await });
+                tracker.spawn(async move { server.connection(stream, peer).await });
             }
-            Err(e) => accept_failed(&server, e).await,
+            Err(e) => accept_failed(server, e).await,
         }
     }
 }
@@ -244,13 +257,19 @@ impl Server {
             if let Some(e) = failure {
                 return Err(e);
             }
-            if self.cx.shutdown.is_cancelled() {
-                return Ok(());
-            }
             buf.reserve(self.chunk.max(needed.saturating_sub(buf.len())));
-            let read = tokio::select! {
-                r = reader.read_buf(&mut buf) => r,
-                _ = self.cx.shutdown.cancelled() => return Ok(()),
+            let read = if self.cx.shutdown.is_cancelled() {
+                // Draining: what clients already sent (Docker's driver flushing its queue as
+                // the task stops) is still read, until they close or go quiet.
+                match tokio::time::timeout(DRAIN_IDLE, reader.read_buf(&mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                tokio::select! {
+                    r = reader.read_buf(&mut buf) => r,
+                    _ = self.cx.shutdown.cancelled() => continue,
+                }
             };
             match read {
                 Ok(0) => {
