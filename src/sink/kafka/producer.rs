@@ -8,6 +8,7 @@
 use std::error::Error;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;
@@ -225,6 +226,9 @@ pub struct KafkaContext {
     shared: Arc<Shared>,
     retries: mpsc::UnboundedSender<Retry>,
     tokens: Option<Arc<MskTokenProvider>>,
+    /// The last global error seen, to drop the immediate repeat: rdkafka 0.39's producer poll
+    /// hands every error event to [`ClientContext::error`] twice.
+    last_error: Mutex<Option<(String, Instant)>>,
 }
 
 impl KafkaContext {
@@ -237,7 +241,21 @@ impl KafkaContext {
             shared,
             retries,
             tokens,
+            last_error: Mutex::new(None),
         }
+    }
+
+    /// True when this exact error was just reported (the duplicate delivery of one event).
+    fn is_repeat(&self, error: &KafkaError, reason: &str) -> bool {
+        let Ok(mut last) = self.last_error.lock() else {
+            return false;
+        };
+        let text = format!("{error}|{reason}");
+        let now = Instant::now();
+        let repeat = matches!(&*last, Some((previous, at))
+            if *previous == text && now.duration_since(*at) < Duration::from_millis(50));
+        *last = Some((text, now));
+        repeat
     }
 }
 
@@ -266,6 +284,9 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if self.is_repeat(&error, reason) {
+            return;
+        }
         let sink = &self.shared.name;
         match error.rdkafka_error_code() {
             Some(
@@ -297,8 +318,9 @@ impl ClientContext for KafkaContext {
             }
             Some(RDKafkaErrorCode::BrokerTransportFailure) => {
                 // A single connection dropping is routine (idle timeouts, broker restarts);
-                // librdkafka reconnects. All brokers down is reported separately.
-                tracing::warn!(sink = %sink, "Kafka connection problem: {reason}");
+                // librdkafka reconnects and logs it itself. All brokers down is reported
+                // separately.
+                tracing::debug!(sink = %sink, "Kafka connection problem: {reason}");
             }
             _ => {
                 self.shared.metrics.error("kafka");
