@@ -272,8 +272,9 @@ async fn produce(
                         "librdkafka's local queue has been full for {full_attempts} attempts: \
                          the brokers do not take records as fast as they come; records wait"
                     );
-                    tracing::warn!(sink = %shared.name, "{reason}");
-                    shared.set_problem(Problem::QueueFull, reason);
+                    if shared.set_problem(Problem::QueueFull, reason.clone()) {
+                        tracing::warn!(sink = %shared.name, "{reason}");
+                    }
                 }
             }
             Err((error, back)) if producer::classify(&error) == producer::Failure::TooLarge => {
@@ -289,8 +290,9 @@ async fn produce(
                 shared.metrics.error("produce");
                 let reason =
                     format!("cannot queue a record for topic `{topic}`: {error}; retrying");
-                tracing::warn!(sink = %shared.name, "{reason}");
-                shared.set_problem(Problem::Delivery, reason);
+                if shared.set_problem(Problem::Delivery, reason.clone()) {
+                    tracing::warn!(sink = %shared.name, "{reason}");
+                }
                 tokio::time::sleep(RETRY_BACKOFF.cap()).await;
             }
         }

@@ -140,8 +140,11 @@ impl Shared {
     }
 
     /// Records a problem (replacing an earlier one of the same kind) and reports unhealthy.
-    pub fn set_problem(&self, kind: Problem, reason: String) {
-        self.update(|p| *slot(p, kind) = Some(reason));
+    /// True when no problem of this kind was set before (worth a log line).
+    pub fn set_problem(&self, kind: Problem, reason: String) -> bool {
+        let mut new = false;
+        self.update(|p| new = slot(p, kind).replace(reason).is_none());
+        new
     }
 
     /// Clears problems of these kinds; healthy again when none is left.
@@ -332,8 +335,18 @@ impl ClientContext for KafkaContext {
     fn stats_raw(&self, statistics: &[u8]) {
         // A broker in state UP has an open, authenticated connection: whatever kept the sink
         // from connecting or authenticating is over, even if no records flow to prove it.
-        if any_broker_up(statistics) {
-            self.shared.clear(&[Problem::Auth, Problem::Brokers]);
+        match any_broker_up(statistics) {
+            Some(true) => self.shared.clear(&[Problem::Auth, Problem::Brokers]),
+            Some(false) if self.shared.inflight_batches() > 0 => {
+                let reason = "no connection to any Kafka broker is up; records wait in the buffer";
+                if self
+                    .shared
+                    .set_problem(Problem::Brokers, reason.to_string())
+                {
+                    tracing::error!(sink = %self.shared.name, "{reason}");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -412,12 +425,20 @@ impl ProducerContext for KafkaContext {
                 }
                 Failure::Retry => {
                     self.shared.metrics.error("delivery");
+                    let purged = matches!(
+                        error.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                    );
                     let reason = format!(
                         "delivery to topic `{}` failed: {error}; retrying",
                         message.topic()
                     );
-                    tracing::warn!(sink = %self.shared.name, "{reason}");
-                    self.shared.set_problem(Problem::Delivery, reason);
+                    // Purges come from replacing or stopping the producer, not from Kafka.
+                    if !purged && self.shared.set_problem(Problem::Delivery, reason.clone()) {
+                        tracing::warn!(sink = %self.shared.name, "{reason}");
+                    } else {
+                        tracing::debug!(sink = %self.shared.name, "{reason}");
+                    }
                     let retry = Retry {
                         topic: message.topic().to_string(),
                         key: message.key().map(<[u8]>::to_vec),
@@ -432,8 +453,8 @@ impl ProducerContext for KafkaContext {
     }
 }
 
-/// True when librdkafka's statistics JSON lists a broker in state `UP`.
-fn any_broker_up(statistics: &[u8]) -> bool {
+/// Whether librdkafka's statistics JSON lists a broker in state `UP` (`None`: unreadable).
+fn any_broker_up(statistics: &[u8]) -> Option<bool> {
     #[derive(serde::Deserialize)]
     struct Stats {
         #[serde(default)]
@@ -444,8 +465,8 @@ fn any_broker_up(statistics: &[u8]) -> bool {
         state: String,
     }
     serde_json::from_slice::<Stats>(statistics)
+        .ok()
         .map(|s| s.brokers.values().any(|b| b.state == "UP"))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -523,8 +544,8 @@ mod tests {
         let up = br#"{"name":"x","brokers":{"127.0.0.1:9092/1":{"state":"UP","nodeid":1}}}"#;
         let down =
             br#"{"brokers":{"127.0.0.1:9092/bootstrap":{"state":"AUTH_HANDSHAKE","nodeid":-1}}}"#;
-        assert!(any_broker_up(up));
-        assert!(!any_broker_up(down));
-        assert!(!any_broker_up(b"not json"));
+        assert_eq!(any_broker_up(up), Some(true));
+        assert_eq!(any_broker_up(down), Some(false));
+        assert_eq!(any_broker_up(b"not json"), None);
     }
 }
