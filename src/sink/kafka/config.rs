@@ -502,7 +502,11 @@ impl KafkaConfig {
                     super::msk_iam::MskIamError::InvalidRegion(_) => "region",
                     _ => "aws_msk_iam",
                 };
-                problems.push(FieldError::new(key, e.to_string()));
+                let mut message = e.to_string();
+                if matches!(e, super::msk_iam::MskIamError::NoRegion) {
+                    message.push_str(" with `region = \"<region>\"`");
+                }
+                problems.push(FieldError::new(key, message));
                 return None;
             }
         };
