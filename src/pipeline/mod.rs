@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::buffer::memory::queue;
+use crate::buffer::disk::DiskError;
+use crate::buffer::open_queue;
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error("sink `{name}`: {source}")]
+    Buffer { name: String, source: DiskError },
     #[error("cannot serve HTTP on {address}: {source}; change [service] http_listen or set it to \"off\"")]
     Http {
         address: String,
@@ -86,7 +89,18 @@ pub async fn start(
     let mut routes = Vec::new();
     for entry in config.sinks {
         let component = metrics.component(&entry.name, "sink");
-        let (tx, rx) = queue(entry.buffer_limit.as_usize(), component.queue_bytes.clone());
+        let (tx, rx) = open_queue(
+            &entry.name,
+            &entry.buffer,
+            entry.buffer_limit.as_usize(),
+            &metrics,
+            &component,
+            health.clone(),
+        )
+        .map_err(|source| PipelineError::Buffer {
+            name: entry.name.clone(),
+            source,
+        })?;
         let cx = SinkContext {
             name: entry.name.clone(),
             metrics: component,
