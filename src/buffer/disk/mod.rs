@@ -241,6 +241,9 @@ impl Shared {
             collect_deletable(&mut st)
         };
         self.delete(deletable);
+        // The reader may be waiting at the end of the sealed segment: it moves on (and closes
+        // it, so its space is freed once deleted).
+        self.data.notify_one();
         Ok(())
     }
 
