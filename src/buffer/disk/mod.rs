@@ -124,6 +124,8 @@ struct State {
     inflight_base: u64,
     /// Write time of a frame read but waiting for memory room (for the age metric).
     pending_ms: Option<u64>,
+    /// Tokens of in-flight frames the sink failed, due for another delivery.
+    retry: VecDeque<u64>,
 }
 
 struct Writer {
@@ -260,7 +262,7 @@ impl Shared {
     }
 
     /// Marks the frame of `token` acknowledged (or failed) and moves the ack position.
-    fn acknowledge(&self, token: u64, ok: bool) {
+    fn acknowledge(self: &Arc<Self>, token: u64, ok: bool) {
         let (advanced, deletable) = {
             let mut st = lock(&self.state);
             let Some(idx) = token.checked_sub(st.inflight_base) else {
@@ -270,7 +272,8 @@ impl Shared {
                 Some(entry) if ok => entry.done = true,
                 Some(entry) => {
                     tracing::warn!(sink = %self.name, segment = entry.seg,
-                        "a batch from the disk buffer was not delivered; it stays on disk and is replayed on the next start");
+                        "a batch from the disk buffer was not delivered; it is delivered again in 1 s (or after a restart)");
+                    self.schedule_retry(token);
                     return;
                 }
                 None => return,
@@ -298,6 +301,22 @@ impl Shared {
             self.delete(deletable);
             self.space.notify_waiters();
         }
+    }
+
+    /// Hands a failed frame to the sink again after a pause. Without a runtime (shutting down)
+    /// the frame simply stays unacknowledged and is replayed on the next start.
+    fn schedule_retry(self: &Arc<Self>, token: u64) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        handle.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(s) = weak.upgrade() {
+                lock(&s.state).retry.push_back(token);
+                s.data.notify_one();
+            }
+        });
     }
 
     /// Writes the ack position to `ack.tmp` and renames it over `ack`.
@@ -606,6 +625,7 @@ pub fn open(
             inflight: VecDeque::new(),
             inflight_base: 0,
             pending_ms: None,
+            retry: VecDeque::new(),
         }),
         writer: Mutex::new(Writer {
             file: None,
@@ -764,6 +784,8 @@ struct Frame {
     len: u64,
     written_ms: u64,
     payload: Vec<u8>,
+    /// A redelivery of the in-flight frame with this token.
+    retry_of: Option<u64>,
 }
 
 impl DiskReceiver {
@@ -820,7 +842,9 @@ impl DiskReceiver {
         let bytes = frame.payload.len();
         let decoded = frame::decode(Bytes::from(frame.payload));
         let records = decoded.as_ref().map(|(_, e)| e.len() as u64).unwrap_or(0);
-        let token = {
+        let token = if let Some(token) = frame.retry_of {
+            token
+        } else {
             let mut st = lock(&self.shared.state);
             let token = st.inflight_base + st.inflight.len() as u64;
             st.inflight.push_back(Inflight {
@@ -860,6 +884,9 @@ impl DiskReceiver {
 
     /// Reads the next committed frame, moving across sealed segments. `None` when caught up.
     fn read_next(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.read_retry() {
+            return Some(frame);
+        }
         loop {
             let (size, sealed, next) = {
                 let st = lock(&self.shared.state);
@@ -903,6 +930,46 @@ impl DiskReceiver {
         }
     }
 
+    /// A failed in-flight frame due for redelivery, read again from its segment.
+    fn read_retry(&mut self) -> Option<Frame> {
+        loop {
+            let (token, seg, start, end) = {
+                let mut st = lock(&self.shared.state);
+                let token = st.retry.pop_front()?;
+                let Some(e) = token
+                    .checked_sub(st.inflight_base)
+                    .and_then(|i| st.inflight.get(i as usize))
+                else {
+                    continue;
+                };
+                (token, e.seg, e.end - e.bytes, e.end)
+            };
+            let read = File::open(seg_path(&self.shared.dir, seg))
+                .map_err(|e| e.to_string())
+                .and_then(|mut f| {
+                    f.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
+                    read_one(&mut f, start, end)
+                });
+            match read {
+                Ok((header, payload)) => {
+                    return Some(Frame {
+                        seg,
+                        end,
+                        len: end - start,
+                        written_ms: header.written_ms,
+                        payload,
+                        retry_of: Some(token),
+                    })
+                }
+                Err(e) => {
+                    self.shared.component.error("buffer_read");
+                    tracing::error!(sink = %self.shared.name, segment = seg, error = %e,
+                        "cannot read a batch again for redelivery; it is replayed on the next start");
+                }
+            }
+        }
+    }
+
     fn read_frame(&mut self, size: u64) -> Result<Frame, String> {
         if self.file.is_none() {
             let mut f =
@@ -914,28 +981,36 @@ impl DiskReceiver {
         let Some(file) = self.file.as_mut() else {
             return Err("no open segment".to_string());
         };
-        let mut h = [0u8; frame::HEADER];
-        file.read_exact(&mut h).map_err(|e| e.to_string())?;
-        let header = frame::Header::parse(&h)?;
+        let (header, payload) = read_one(file, self.off, size)?;
         let len = (frame::HEADER + header.len) as u64;
-        if self.off + len > size {
-            return Err("a frame runs past the committed end".to_string());
-        }
-        let mut payload = vec![0u8; header.len];
-        file.read_exact(&mut payload).map_err(|e| e.to_string())?;
-        if !header.verify(&payload) {
-            return Err("checksum mismatch".to_string());
-        }
         let frame = Frame {
             seg: self.seg,
             end: self.off + len,
             len,
             written_ms: header.written_ms,
             payload,
+            retry_of: None,
         };
         self.off += len;
         Ok(frame)
     }
+}
+
+/// Reads and verifies the frame at `off` (where `file` is positioned); it must end by `size`.
+fn read_one(file: &mut File, off: u64, size: u64) -> Result<(frame::Header, Vec<u8>), String> {
+    let mut h = [0u8; frame::HEADER];
+    file.read_exact(&mut h).map_err(|e| e.to_string())?;
+    let header = frame::Header::parse(&h)?;
+    let len = (frame::HEADER + header.len) as u64;
+    if off + len > size {
+        return Err("a frame runs past the committed end".to_string());
+    }
+    let mut payload = vec![0u8; header.len];
+    file.read_exact(&mut payload).map_err(|e| e.to_string())?;
+    if !header.verify(&payload) {
+        return Err("checksum mismatch".to_string());
+    }
+    Ok((header, payload))
 }
 
 /// Acknowledges one frame of the disk buffer when its batch completes.

@@ -336,3 +336,46 @@ async fn runtime_write_failures_hold_the_sender_and_mark_it_unhealthy() {
     assert!(q.health.problems().is_empty());
     assert_eq!(seqs(&recv(&mut q).await), vec![1]);
 }
+
+#[tokio::test]
+async fn a_failed_batch_is_delivered_again_and_then_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let mut q = open_q(&s).unwrap();
+    for i in 0..3 {
+        send(&q, i, 1, 10).await;
+    }
+    let b0 = recv(&mut q).await;
+    let b1 = recv(&mut q).await;
+    b0.fail();
+    b1.complete();
+    let b2 = recv(&mut q).await;
+    assert_eq!(seqs(&b2), vec![2]);
+    b2.complete();
+    // The ack position waits for 0; it comes again after a pause, and then everything is done.
+    assert_eq!(q.metrics.buffer("s").disk_records.get(), 3);
+    let again = recv(&mut q).await;
+    assert_eq!(seqs(&again), vec![0]);
+    again.complete();
+    assert_eq!(q.metrics.buffer("s").disk_records.get(), 0);
+    drop(q);
+    let mut q = open_q(&s).unwrap();
+    drop(q.tx);
+    assert!(q.rx.recv().await.is_none(), "nothing is left to replay");
+}
+
+#[tokio::test]
+async fn fsync_always_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    s.fsync = FsyncPolicy::Always;
+    let mut q = open_q(&s).unwrap();
+    for i in 0..3 {
+        send(&q, i * 5, 5, 10).await;
+    }
+    for i in 0..3 {
+        let b = recv(&mut q).await;
+        assert_eq!(seqs(&b), (i * 5..i * 5 + 5).collect::<Vec<_>>());
+        b.complete();
+    }
+}
