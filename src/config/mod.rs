@@ -358,6 +358,22 @@ impl<'t> Loader<'t> {
                 format!("`{name}` names more than one source or sink; names must be unique"),
             );
         }
+        let mut paths = std::collections::HashMap::new();
+        for sink in sinks {
+            if let BufferKind::Disk(d) = &sink.buffer {
+                if let Some(other) = paths.insert(d.path.clone(), sink.name.clone()) {
+                    self.problem(
+                        None,
+                        Some(&sink.name),
+                        Some("buffer_path"),
+                        format!(
+                            "{} is also the disk buffer of `{other}`; give each sink its own directory",
+                            d.path.display()
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// Interpolates `${VAR}` in every string value, recording problems with the key's path.

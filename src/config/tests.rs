@@ -293,3 +293,28 @@ buffer = "tape"
         );
     }
 }
+
+#[test]
+fn two_sinks_cannot_share_a_disk_buffer() {
+    let p = problems(
+        r#"
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "disk"
+buffer_path = "/var/lib/logferry/b"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "disk"
+buffer_path = "/var/lib/logferry/b"
+"#,
+    );
+    assert!(
+        p.iter().any(|p| p.key.as_deref() == Some("buffer_path")
+            && p.message.contains("also the disk buffer of `stdout.0`")),
+        "{p:?}"
+    );
+}

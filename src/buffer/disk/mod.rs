@@ -146,6 +146,8 @@ struct Shared {
     data: Notify,
     space: Notify,
     closed: AtomicBool,
+    /// Holds the directory's lock for as long as the buffer is open.
+    _lock: File,
     /// Records handed to the sink and not yet completed.
     queued: Arc<AtomicUsize>,
     metrics: BufferMetrics,
@@ -539,6 +541,23 @@ pub fn open(
         move |source: io::Error| DiskError { path, what, source }
     };
     fs::create_dir_all(&dir).map_err(err("cannot create the directory"))?;
+    // One process per buffer: a second logferry on the same directory would corrupt it.
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(err("cannot create its lock file"))?;
+    if let Err(e) = lock_file.try_lock() {
+        let source = match e {
+            fs::TryLockError::WouldBlock => io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "another process (a second logferry?) holds its lock",
+            ),
+            fs::TryLockError::Error(e) => e,
+        };
+        return Err(err("cannot lock it")(source));
+    }
     let probe = dir.join(".probe");
     fs::write(&probe, b"probe").map_err(err("cannot write a file in it"))?;
     let _ = fs::remove_file(&probe);
@@ -637,6 +656,7 @@ pub fn open(
         data: Notify::new(),
         space: Notify::new(),
         closed: AtomicBool::new(false),
+        _lock: lock_file,
         queued: queued_records.clone(),
         metrics,
         component,
@@ -696,10 +716,17 @@ fn spawn_ticker(shared: Weak<Shared>) {
             s.metrics
                 .memory_records
                 .set(s.queued.load(Ordering::Relaxed) as i64);
-            if matches!(s.settings.fsync, FsyncPolicy::Interval(_)) {
-                let s2 = s.clone();
-                drop(s);
-                let _ = tokio::task::spawn_blocking(move || s2.sync_if_dirty()).await;
+            let interval = matches!(s.settings.fsync, FsyncPolicy::Interval(_));
+            // Never hold the buffer across an await: closing it must release it (and its lock).
+            drop(s);
+            if interval {
+                let weak = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(s) = weak.upgrade() {
+                        s.sync_if_dirty();
+                    }
+                })
+                .await;
             }
         }
     });

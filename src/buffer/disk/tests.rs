@@ -23,7 +23,19 @@ struct Q {
     health: Arc<Health>,
 }
 
+/// Opens the queue; waits briefly for a previous queue on the directory to let go of its lock
+/// (its background ticker may hold it for a moment after the halves are dropped).
 fn open_q(s: &DiskSettings) -> Result<Q, DiskError> {
+    for _ in 0..100 {
+        match open_q_once(s) {
+            Err(e) if e.what == "cannot lock it" => std::thread::sleep(Duration::from_millis(20)),
+            other => return other,
+        }
+    }
+    open_q_once(s)
+}
+
+fn open_q_once(s: &DiskSettings) -> Result<Q, DiskError> {
     let metrics = Arc::new(Metrics::new());
     let component = metrics.component("s", "sink");
     let health = Arc::new(Health::default());
@@ -378,4 +390,15 @@ async fn fsync_always_round_trip() {
         assert_eq!(seqs(&b), (i * 5..i * 5 + 5).collect::<Vec<_>>());
         b.complete();
     }
+}
+
+#[tokio::test]
+async fn a_buffer_directory_is_used_by_one_queue_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let q = open_q(&s).unwrap();
+    let e = open_q_once(&s).err().expect("the directory is locked");
+    assert!(e.to_string().contains("holds its lock"), "{e}");
+    drop(q);
+    open_q(&s).expect("free again once closed");
 }
