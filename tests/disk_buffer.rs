@@ -229,7 +229,7 @@ fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_record() {
             lf.metric("logferry_buffer_disk_records{component=\"file.0\"")
                 .unwrap_or(0.0)
                 + pipe.delivered() as f64
-                >= (total / 2) as f64
+                >= (total / 2 + 10 * batch) as f64
                 || client.is_finished()
         },
     );
@@ -283,7 +283,7 @@ fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_record() {
         dup_acked + dup_resent
     );
     assert!(
-        acked >= 100_000,
+        acked >= total / 2,
         "only {acked} acknowledged before the kill"
     );
     assert!(
