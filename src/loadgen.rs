@@ -103,39 +103,48 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadReport> {
     let mut message = Vec::with_capacity(args.batch * (args.size + 16) + 64);
     let mut entries = Vec::with_capacity(args.batch * (args.size + 16));
     let mut reply = Vec::with_capacity(64);
-    let mut seq = args.start_seq;
-    let end = args.start_seq + args.records;
-    while seq < end {
-        let n = ((end - seq) as usize).min(args.batch);
-        entries.clear();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        for i in 0..n as u64 {
-            write_entry(&mut entries, now, seq + i, &padding)?;
-        }
-        let chunk = args.ack.then(|| format!("lg-{seq}"));
-        message.clear();
-        write_message(&mut message, &args.tag, &entries, n, chunk.as_deref())?;
-        stream.write_all(&message).await.context("sending")?;
-        report.bytes += message.len() as u64;
-        report.messages += 1;
-        report.records += n as u64;
-        seq += n as u64;
-        if let Some(chunk) = chunk {
-            read_ack(&mut stream, &mut reply, &chunk).await?;
-            report.acked_messages += 1;
-        }
-        if args.rate > 0 {
-            let due = Duration::from_secs_f64(report.records as f64 / args.rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
+    // On failure the error carries what was sent and acknowledged so far (fault tests need
+    // the count of acknowledged records when the server is killed mid-stream).
+    let sent = async {
+        let mut seq = args.start_seq;
+        let end = args.start_seq + args.records;
+        while seq < end {
+            let n = ((end - seq) as usize).min(args.batch);
+            entries.clear();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            for i in 0..n as u64 {
+                write_entry(&mut entries, now, seq + i, &padding)?;
+            }
+            let chunk = args.ack.then(|| format!("lg-{seq}"));
+            message.clear();
+            write_message(&mut message, &args.tag, &entries, n, chunk.as_deref())?;
+            stream.write_all(&message).await.context("sending")?;
+            report.bytes += message.len() as u64;
+            report.messages += 1;
+            report.records += n as u64;
+            seq += n as u64;
+            if let Some(chunk) = chunk {
+                read_ack(&mut stream, &mut reply, &chunk).await?;
+                report.acked_messages += 1;
+            }
+            if args.rate > 0 {
+                let due = Duration::from_secs_f64(report.records as f64 / args.rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
+        stream.flush().await?;
+        Ok::<(), anyhow::Error>(())
     }
-    stream.flush().await?;
+    .await;
     report.elapsed = started.elapsed();
-    Ok(report)
+    match sent {
+        Ok(()) => Ok(report),
+        Err(e) => Err(e.context(format!("after sending {report}"))),
+    }
 }
 
 fn write_entry(out: &mut Vec<u8>, now: Duration, seq: u64, padding: &str) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 //! the hot path. Drops and errors carry a `reason` label and are looked up when they happen,
 //! which is rare by design.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
@@ -36,6 +37,23 @@ pub struct Metrics {
     queue_bytes: Family<ComponentLabels, Gauge>,
     errors: Family<ReasonLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
+    buffer_disk_bytes: Family<ComponentLabels, Gauge>,
+    buffer_disk_records: Family<ComponentLabels, Gauge>,
+    buffer_memory_records: Family<ComponentLabels, Gauge>,
+    buffer_oldest_unacked: Family<ComponentLabels, Gauge<f64, AtomicU64>>,
+}
+
+/// A disk buffer's gauges (memory bytes are the sink's `queue_bytes`).
+#[derive(Clone, Debug, Default)]
+pub struct BufferMetrics {
+    /// Bytes of unacknowledged frames on disk.
+    pub disk_bytes: Gauge,
+    /// Unacknowledged records on disk.
+    pub disk_records: Gauge,
+    /// Records read back into memory and not yet delivered.
+    pub memory_records: Gauge,
+    /// Age of the oldest unacknowledged record that was read back, in seconds (0 when none).
+    pub oldest_unacked_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -56,6 +74,10 @@ impl Metrics {
             queue_bytes: Family::default(),
             errors: Family::default(),
             dropped: Family::default(),
+            buffer_disk_bytes: Family::default(),
+            buffer_disk_records: Family::default(),
+            buffer_memory_records: Family::default(),
+            buffer_oldest_unacked: Family::default(),
         };
         registry.register(
             "records_in",
@@ -87,6 +109,26 @@ impl Metrics {
             "dropped_records",
             "Records a component dropped, by reason",
             m.dropped.clone(),
+        );
+        registry.register(
+            "buffer_disk_bytes",
+            "Bytes of unacknowledged records in a sink's disk buffer",
+            m.buffer_disk_bytes.clone(),
+        );
+        registry.register(
+            "buffer_disk_records",
+            "Unacknowledged records in a sink's disk buffer",
+            m.buffer_disk_records.clone(),
+        );
+        registry.register(
+            "buffer_memory_records",
+            "Records of a disk buffer read back into memory and not yet delivered",
+            m.buffer_memory_records.clone(),
+        );
+        registry.register(
+            "buffer_oldest_unacked_seconds",
+            "Age of the oldest record a sink's disk buffer handed out and is still waiting for",
+            m.buffer_oldest_unacked.clone(),
         );
         if let Ok(mut slot) = m.registry.lock() {
             *slot = registry;
@@ -122,6 +164,20 @@ impl Metrics {
             queue_bytes: self.queue_bytes.get_or_create(&labels).clone(),
             errors: self.errors.clone(),
             dropped: self.dropped.clone(),
+        }
+    }
+
+    /// The disk buffer gauges of one sink.
+    pub fn buffer(&self, name: &str) -> BufferMetrics {
+        let labels = ComponentLabels {
+            component: name.to_string(),
+            kind: "sink".to_string(),
+        };
+        BufferMetrics {
+            disk_bytes: self.buffer_disk_bytes.get_or_create(&labels).clone(),
+            disk_records: self.buffer_disk_records.get_or_create(&labels).clone(),
+            memory_records: self.buffer_memory_records.get_or_create(&labels).clone(),
+            oldest_unacked_seconds: self.buffer_oldest_unacked.get_or_create(&labels).clone(),
         }
     }
 

@@ -27,14 +27,36 @@ pub struct Batch {
     pub bytes: usize,
     ack: Option<AckRef>,
     reservation: Option<Reservation>,
+    /// Disk buffer mode: marks the batch's frame acknowledged on completion.
+    disk: Option<super::disk::DiskAck>,
 }
 
-struct Reservation {
+pub(crate) struct Reservation {
     _permit: OwnedSemaphorePermit,
     bytes: usize,
     records: usize,
     gauge: Gauge,
     queued_records: Arc<AtomicUsize>,
+}
+
+impl Reservation {
+    pub(crate) fn new(
+        permit: OwnedSemaphorePermit,
+        bytes: usize,
+        records: usize,
+        gauge: Gauge,
+        queued_records: Arc<AtomicUsize>,
+    ) -> Reservation {
+        gauge.inc_by(bytes as i64);
+        queued_records.fetch_add(records, Ordering::Relaxed);
+        Reservation {
+            _permit: permit,
+            bytes,
+            records,
+            gauge,
+            queued_records,
+        }
+    }
 }
 
 impl Drop for Reservation {
@@ -53,6 +75,25 @@ impl Batch {
             bytes,
             ack,
             reservation: None,
+            disk: None,
+        }
+    }
+
+    /// A batch read back from the disk buffer.
+    pub(crate) fn from_disk(
+        tag: Tag,
+        events: Vec<Event>,
+        bytes: usize,
+        reservation: Reservation,
+        disk: super::disk::DiskAck,
+    ) -> Batch {
+        Batch {
+            tag,
+            events,
+            bytes,
+            ack: None,
+            reservation: Some(reservation),
+            disk: Some(disk),
         }
     }
 
@@ -69,12 +110,18 @@ impl Batch {
         if let Some(ack) = self.ack.take() {
             ack.complete();
         }
+        if let Some(disk) = self.disk.take() {
+            disk.complete();
+        }
     }
 
     /// The records were not delivered: the upstream acknowledgement fails.
     pub fn fail(mut self) {
         if let Some(ack) = self.ack.take() {
             ack.fail();
+        }
+        if let Some(disk) = self.disk.take() {
+            disk.fail();
         }
     }
 
@@ -100,9 +147,21 @@ impl BatchDone {
     }
 }
 
-/// The sending half, shared by every source that routes to the sink.
+/// The sending half, shared by every source that routes to the sink: an in-memory queue or
+/// the disk buffer ([`super::disk`]) behind the same API.
 #[derive(Clone)]
 pub struct QueueSender {
+    inner: SenderInner,
+}
+
+#[derive(Clone)]
+enum SenderInner {
+    Memory(MemorySender),
+    Disk(super::disk::DiskSender),
+}
+
+#[derive(Clone)]
+struct MemorySender {
     tx: mpsc::UnboundedSender<Batch>,
     permits: Arc<Semaphore>,
     limit: usize,
@@ -112,8 +171,13 @@ pub struct QueueSender {
 
 /// The receiving half, owned by the sink.
 pub struct QueueReceiver {
-    rx: mpsc::UnboundedReceiver<Batch>,
+    inner: ReceiverInner,
     queued_records: Arc<AtomicUsize>,
+}
+
+enum ReceiverInner {
+    Memory(mpsc::UnboundedReceiver<Batch>),
+    Disk(Box<super::disk::DiskReceiver>),
 }
 
 /// A queue holding at most `limit` bytes of batches. `gauge` tracks the bytes queued.
@@ -124,20 +188,53 @@ pub fn queue(limit: usize, gauge: Gauge) -> (QueueSender, QueueReceiver) {
     let queued_records = Arc::new(AtomicUsize::new(0));
     (
         QueueSender {
-            tx,
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-            gauge,
-            queued_records: queued_records.clone(),
+            inner: SenderInner::Memory(MemorySender {
+                tx,
+                permits: Arc::new(Semaphore::new(limit)),
+                limit,
+                gauge,
+                queued_records: queued_records.clone(),
+            }),
         },
-        QueueReceiver { rx, queued_records },
+        QueueReceiver {
+            inner: ReceiverInner::Memory(rx),
+            queued_records,
+        },
+    )
+}
+
+/// Wraps the halves of a disk buffer.
+pub(crate) fn disk_queue(
+    tx: super::disk::DiskSender,
+    rx: super::disk::DiskReceiver,
+    queued_records: Arc<AtomicUsize>,
+) -> (QueueSender, QueueReceiver) {
+    (
+        QueueSender {
+            inner: SenderInner::Disk(tx),
+        },
+        QueueReceiver {
+            inner: ReceiverInner::Disk(Box::new(rx)),
+            queued_records,
+        },
     )
 }
 
 impl QueueSender {
+    /// Waits for room, then queues the batch (memory), or appends it to the disk buffer and
+    /// acknowledges it upstream once it is durable (disk).
+    pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
+        match &self.inner {
+            SenderInner::Memory(m) => m.send(batch).await,
+            SenderInner::Disk(d) => d.send(batch).await,
+        }
+    }
+}
+
+impl MemorySender {
     /// Waits for room, then queues the batch. A batch larger than the whole bound waits for an
     /// empty queue and then goes alone, so an oversized batch cannot wedge the queue.
-    pub async fn send(&self, mut batch: Batch) -> Result<(), Closed> {
+    async fn send(&self, mut batch: Batch) -> Result<(), Closed> {
         let need = batch.bytes.clamp(1, self.limit) as u32;
         let permit = self
             .permits
@@ -162,12 +259,18 @@ impl QueueSender {
 impl QueueReceiver {
     /// The next batch; `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Batch> {
-        self.rx.recv().await
+        match &mut self.inner {
+            ReceiverInner::Memory(rx) => rx.recv().await,
+            ReceiverInner::Disk(d) => d.recv().await,
+        }
     }
 
     /// The next batch if one is ready now.
     pub fn try_recv(&mut self) -> Option<Batch> {
-        self.rx.try_recv().ok()
+        match &mut self.inner {
+            ReceiverInner::Memory(rx) => rx.try_recv().ok(),
+            ReceiverInner::Disk(d) => d.try_recv(),
+        }
     }
 
     /// Records queued or being delivered right now.

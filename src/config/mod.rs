@@ -21,6 +21,8 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::buffer::disk::{DiskSettings, FsyncPolicy, WhenFull};
+use crate::buffer::BufferKind;
 use crate::route::TagMatcher;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
@@ -126,6 +128,9 @@ pub struct SinkEntry {
     pub matcher: TagMatcher,
     /// Bytes of records that may wait in this sink's queue before sources are paused.
     pub buffer_limit: ByteSize,
+    /// `buffer` (`memory` or `disk`) with the disk buffer's `buffer_path`, `buffer_max_size`,
+    /// `fsync` and `when_full`.
+    pub buffer: BufferKind,
     pub config: SinkConfig,
 }
 
@@ -352,6 +357,22 @@ impl<'t> Loader<'t> {
                 Some("name"),
                 format!("`{name}` names more than one source or sink; names must be unique"),
             );
+        }
+        let mut paths = std::collections::HashMap::new();
+        for sink in sinks {
+            if let BufferKind::Disk(d) = &sink.buffer {
+                if let Some(other) = paths.insert(d.path.clone(), sink.name.clone()) {
+                    self.problem(
+                        None,
+                        Some(&sink.name),
+                        Some("buffer_path"),
+                        format!(
+                            "{} is also the disk buffer of `{other}`; give each sink its own directory",
+                            d.path.display()
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -586,6 +607,7 @@ impl<'t> Loader<'t> {
             },
             None => Some(DEFAULT_BUFFER_LIMIT),
         };
+        let buffer = self.buffer_kind(&mut entry, &label);
         let span = entry.span();
         let lines = KeyLines::of(entry.get_ref());
         let result = SinkConfig::parse(&kind, entry.into_deserializer());
@@ -594,8 +616,133 @@ impl<'t> Loader<'t> {
             name,
             matcher: matcher?,
             buffer_limit: buffer_limit?,
+            buffer: buffer?,
             config,
         })
+    }
+
+    /// Takes the disk buffer keys (`buffer`, `buffer_path`, `buffer_max_size`, `fsync`,
+    /// `when_full`) off a sink entry.
+    fn buffer_kind(&mut self, entry: &mut Spanned<DeTable<'_>>, label: &str) -> Option<BufferKind> {
+        let span = entry.span();
+        let kind = self.take_string(entry.get_mut(), "buffer", label);
+        let path = self.take_string(entry.get_mut(), "buffer_path", label);
+        let max_size = self.take_string(entry.get_mut(), "buffer_max_size", label);
+        let fsync = self.take_string(entry.get_mut(), "fsync", label);
+        let when_full = self.take_string(entry.get_mut(), "when_full", label);
+        let disk = match &kind {
+            None => false,
+            Some((k, _)) if k == "memory" => false,
+            Some((k, _)) if k == "disk" => true,
+            Some((k, at)) => {
+                self.problem(
+                    Some(at.clone()),
+                    Some(label),
+                    Some("buffer"),
+                    format!("`{k}` is not one of memory, disk"),
+                );
+                return None;
+            }
+        };
+        if !disk {
+            let mut ok = true;
+            for (key, value) in [
+                ("buffer_path", &path),
+                ("buffer_max_size", &max_size),
+                ("fsync", &fsync),
+                ("when_full", &when_full),
+            ] {
+                if let Some((_, at)) = value {
+                    self.problem(
+                        Some(at.clone()),
+                        Some(label),
+                        Some(key),
+                        "applies to the disk buffer only: add buffer = \"disk\"",
+                    );
+                    ok = false;
+                }
+            }
+            return ok.then_some(BufferKind::Memory);
+        }
+        let path = match path {
+            Some((p, _)) => Some(PathBuf::from(p)),
+            None => {
+                let at = kind.as_ref().map(|(_, at)| at.clone()).unwrap_or(span);
+                self.problem(
+                    Some(at),
+                    Some(label),
+                    Some("buffer_path"),
+                    "missing: the directory of this sink's disk buffer (one directory per sink)",
+                );
+                None
+            }
+        };
+        let max_size = match max_size {
+            None => Some(crate::buffer::disk::DEFAULT_MAX_SIZE),
+            Some((text, at)) => match text.parse::<ByteSize>() {
+                Ok(size) if size.bytes() > 0 => Some(size.bytes()),
+                Ok(_) => {
+                    self.problem(
+                        Some(at),
+                        Some(label),
+                        Some("buffer_max_size"),
+                        "must be > 0",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.problem(Some(at), Some(label), Some("buffer_max_size"), e);
+                    None
+                }
+            },
+        };
+        let fsync = match fsync {
+            None => Some(FsyncPolicy::Interval(
+                crate::buffer::disk::DEFAULT_FSYNC_INTERVAL,
+            )),
+            Some((text, _)) if text == "always" => Some(FsyncPolicy::Always),
+            Some((text, at)) => match text.parse::<Duration>() {
+                Ok(d) if !d.get().is_zero() => Some(FsyncPolicy::Interval(d.get())),
+                Ok(_) => {
+                    self.problem(
+                        Some(at),
+                        Some(label),
+                        Some("fsync"),
+                        "must be \"always\" or an interval > 0 such as \"200ms\"",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.problem(
+                        Some(at),
+                        Some(label),
+                        Some("fsync"),
+                        format!("{e}; or write \"always\""),
+                    );
+                    None
+                }
+            },
+        };
+        let when_full = match when_full {
+            None => Some(WhenFull::Block),
+            Some((text, _)) if text == "block" => Some(WhenFull::Block),
+            Some((text, _)) if text == "drop_newest" => Some(WhenFull::DropNewest),
+            Some((text, at)) => {
+                self.problem(
+                    Some(at),
+                    Some(label),
+                    Some("when_full"),
+                    format!("`{text}` is not one of block, drop_newest"),
+                );
+                None
+            }
+        };
+        Some(BufferKind::Disk(DiskSettings {
+            path: path?,
+            max_size: max_size?,
+            fsync: fsync?,
+            when_full: when_full?,
+        }))
     }
 
     fn entry_result<T>(

@@ -206,3 +206,115 @@ fn unknown_top_level_key() {
     assert_eq!(p[0].key.as_deref(), Some("outputs"));
     assert_eq!(p[0].line, Some(6));
 }
+
+#[test]
+fn disk_buffer_keys_are_common_sink_keys() {
+    use crate::buffer::disk::{DiskSettings, FsyncPolicy, WhenFull};
+    use crate::buffer::BufferKind;
+    let config = parse(
+        r#"
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "disk"
+buffer_path = "/var/lib/logferry/out"
+buffer_max_size = "2GiB"
+fsync = "always"
+when_full = "drop_newest"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "disk"
+buffer_path = "/var/lib/logferry/two"
+[[sinks]]
+type = "stdout"
+match = "*"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.sinks[0].buffer,
+        BufferKind::Disk(DiskSettings {
+            path: "/var/lib/logferry/out".into(),
+            max_size: 2 << 30,
+            fsync: FsyncPolicy::Always,
+            when_full: WhenFull::DropNewest,
+        })
+    );
+    match &config.sinks[1].buffer {
+        BufferKind::Disk(d) => {
+            assert_eq!(
+                d.fsync,
+                FsyncPolicy::Interval(std::time::Duration::from_millis(200))
+            );
+            assert_eq!(d.when_full, WhenFull::Block);
+            assert_eq!(d.max_size, 1 << 30);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(config.sinks[2].buffer, BufferKind::Memory);
+
+    let p = problems(
+        r#"
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "disk"
+fsync = "sometimes"
+when_full = "panic"
+[[sinks]]
+type = "stdout"
+match = "*"
+fsync = "always"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "tape"
+"#,
+    );
+    let keys: Vec<_> = p
+        .iter()
+        .map(|p| (p.key.clone().unwrap_or_default(), p.line))
+        .collect();
+    for (key, line) in [
+        ("buffer_path", Some(7)),
+        ("fsync", Some(8)),
+        ("when_full", Some(9)),
+        ("fsync", Some(13)),
+        ("buffer", Some(17)),
+    ] {
+        assert!(
+            keys.contains(&(key.to_string(), line)),
+            "no problem for {key} at {line:?} in {p:?}"
+        );
+    }
+}
+
+#[test]
+fn two_sinks_cannot_share_a_disk_buffer() {
+    let p = problems(
+        r#"
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "disk"
+buffer_path = "/var/lib/logferry/b"
+[[sinks]]
+type = "stdout"
+match = "*"
+buffer = "disk"
+buffer_path = "/var/lib/logferry/b"
+"#,
+    );
+    assert!(
+        p.iter().any(|p| p.key.as_deref() == Some("buffer_path")
+            && p.message.contains("also the disk buffer of `stdout.0`")),
+        "{p:?}"
+    );
+}

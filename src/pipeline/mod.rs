@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::buffer::memory::queue;
+use crate::buffer::disk::DiskError;
+use crate::buffer::open_queue;
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error("sink `{name}`: {source}")]
+    Buffer { name: String, source: DiskError },
     #[error("cannot serve HTTP on {address}: {source}; change [service] http_listen or set it to \"off\"")]
     Http {
         address: String,
@@ -82,18 +85,31 @@ pub async fn start(
     let shutdown = CancellationToken::new();
 
     let mut sink_tasks = Vec::new();
-    let mut pending: Vec<(String, Arc<AtomicUsize>)> = Vec::new();
+    // Per sink: records not yet delivered, and whether they are safe in a disk buffer.
+    let mut pending: Vec<(String, Arc<AtomicUsize>, bool)> = Vec::new();
     let mut routes = Vec::new();
     for entry in config.sinks {
         let component = metrics.component(&entry.name, "sink");
-        let (tx, rx) = queue(entry.buffer_limit.as_usize(), component.queue_bytes.clone());
+        let (tx, rx) = open_queue(
+            &entry.name,
+            &entry.buffer,
+            entry.buffer_limit.as_usize(),
+            &metrics,
+            &component,
+            health.clone(),
+        )
+        .map_err(|source| PipelineError::Buffer {
+            name: entry.name.clone(),
+            source,
+        })?;
         let cx = SinkContext {
             name: entry.name.clone(),
             metrics: component,
             health: health.clone(),
         };
         let sink = entry.config.build(cx).await?;
-        pending.push((entry.name.clone(), rx.pending_counter()));
+        let on_disk = matches!(entry.buffer, crate::buffer::BufferKind::Disk(_));
+        pending.push((entry.name.clone(), rx.pending_counter(), on_disk));
         sink_tasks.push(tokio::spawn(sink.run(rx)));
         routes.push(SinkRoute {
             name: entry.name,
@@ -195,8 +211,13 @@ pub async fn start(
         http_shutdown.cancel();
         let mut undelivered = 0;
         if sinks_done.is_err() {
-            for (name, counter) in &pending {
+            for (name, counter, on_disk) in &pending {
                 let n = counter.load(Ordering::Relaxed);
+                if *on_disk {
+                    tracing::warn!(sink = %name,
+                        "grace period over: whatever this sink has not delivered stays in its disk buffer and is delivered after a restart");
+                    continue;
+                }
                 if n > 0 {
                     tracing::error!(sink = %name, records = n,
                         "grace period over: records not delivered");
@@ -204,8 +225,12 @@ pub async fn start(
                 undelivered += n;
             }
         }
-        if undelivered == 0 {
+        if sinks_done.is_ok() {
             tracing::info!("stopped cleanly: every accepted record was delivered");
+        } else if undelivered == 0 {
+            tracing::info!(
+                "stopped: every accepted record was delivered or is persisted in a disk buffer"
+            );
         }
         RunReport {
             undelivered,
