@@ -34,7 +34,7 @@ pub struct WriterConfig {
     #[serde(default)]
     pub time_key: Option<String>,
     /// strftime format of `time_key` (plus `%L` ms, `%f` µs, `%N` ns), or `iso8601`, `double`,
-    /// `epoch_ms`. Default `%Y-%m-%dT%H:%M:%S.%LZ`.
+    /// `epoch_ms`. Default `%Y-%m-%dT%H:%M:%S` (UTC, whole seconds).
     #[serde(default)]
     pub time_key_format: Option<String>,
 }
