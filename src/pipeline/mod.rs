@@ -81,41 +81,11 @@ pub async fn start(
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
 
-    let mut sink_tasks = Vec::new();
-    let mut pending: Vec<(String, Arc<AtomicUsize>)> = Vec::new();
-    let mut routes = Vec::new();
-    for entry in config.sinks {
-        let component = metrics.component(&entry.name, "sink");
-        let (tx, rx) = queue(entry.buffer_limit.as_usize(), component.queue_bytes.clone());
-        let cx = SinkContext {
-            name: entry.name.clone(),
-            metrics: component,
-            health: health.clone(),
-        };
-        let sink = entry.config.build(cx).await?;
-        pending.push((entry.name.clone(), rx.pending_counter()));
-        sink_tasks.push(tokio::spawn(sink.run(rx)));
-        routes.push(SinkRoute {
-            name: entry.name,
-            matcher: entry.matcher,
-            queue: tx,
-        });
-    }
-    let stages = config
-        .transforms
-        .into_iter()
-        .map(|t| TransformStage {
-            metrics: metrics.component(&t.name, "transform"),
-            name: t.name,
-            matcher: t.matcher,
-            transform: t.transform,
-        })
-        .collect();
-    let router = Arc::new(Router::new(
-        stages,
-        routes,
-        metrics.component("router", "router"),
-    ));
+    let Built {
+        router,
+        sink_tasks,
+        pending,
+    } = build(config.sinks, config.transforms, &metrics, &health).await?;
 
     let http_shutdown = CancellationToken::new();
     let http_addr = match config.service.http_addr() {
@@ -218,6 +188,65 @@ pub async fn start(
         health,
         http_addr,
         task,
+    })
+}
+
+/// The delivery half of a pipeline: the router with its transforms, and the running sinks.
+pub struct Built {
+    /// Where sources submit records; dropping the last reference closes the sink queues.
+    pub router: Arc<Router>,
+    /// One task per sink; each ends once its queue is closed and drained.
+    pub sink_tasks: Vec<JoinHandle<()>>,
+    /// Per sink: its name and the count of records waiting in its queue.
+    pub pending: Vec<(String, Arc<AtomicUsize>)>,
+}
+
+/// Builds and starts every sink and the router in front of them. The sidecar ([`start`]) and
+/// the Lambda forwarder (`logferry-lambda`) share it, so delivery is written once.
+pub async fn build(
+    sinks: Vec<crate::config::SinkEntry>,
+    transforms: Vec<crate::config::TransformEntry>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> Result<Built, SinkError> {
+    let mut sink_tasks = Vec::new();
+    let mut pending: Vec<(String, Arc<AtomicUsize>)> = Vec::new();
+    let mut routes = Vec::new();
+    for entry in sinks {
+        let component = metrics.component(&entry.name, "sink");
+        let (tx, rx) = queue(entry.buffer_limit.as_usize(), component.queue_bytes.clone());
+        let cx = SinkContext {
+            name: entry.name.clone(),
+            metrics: component,
+            health: health.clone(),
+        };
+        let sink = entry.config.build(cx).await?;
+        pending.push((entry.name.clone(), rx.pending_counter()));
+        sink_tasks.push(tokio::spawn(sink.run(rx)));
+        routes.push(SinkRoute {
+            name: entry.name,
+            matcher: entry.matcher,
+            queue: tx,
+        });
+    }
+    let stages = transforms
+        .into_iter()
+        .map(|t| TransformStage {
+            metrics: metrics.component(&t.name, "transform"),
+            name: t.name,
+            matcher: t.matcher,
+            transform: t.transform,
+        })
+        .collect();
+    let router = Arc::new(Router::new(
+        stages,
+        routes,
+        metrics.component("router", "router"),
+    ));
+    Ok(Built {
+        router,
+        sink_tasks,
+        pending,
     })
 }
 
