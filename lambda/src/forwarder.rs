@@ -97,11 +97,7 @@ impl Forwarder {
         }
     }
 
-    async fn awslogs(
-        &self,
-        decoded: Decoded,
-        deadline: Instant,
-    ) -> Result<Value, InvocationError> {
+    async fn awslogs(&self, decoded: Decoded, deadline: Instant) -> Result<Value, InvocationError> {
         self.count_control(decoded.control_messages);
         let records = decoded.events.len();
         if records == 0 {

@@ -22,6 +22,7 @@ pub const VARIABLES: &[&str] = &[
     "LOGFERRY_MAX_DECOMPRESSED_SIZE",
     "LOGFERRY_BUFFER_LIMIT",
     "LOGFERRY_TIME_KEY",
+    "LOGFERRY_TIME_KEY_FORMAT",
     "LOGFERRY_FORMAT",
     "LOGFERRY_PATH",
     "LOGFERRY_STREAM",
@@ -212,6 +213,7 @@ pub fn toml_from_env(
             put(t, "region", get("LOGFERRY_REGION"));
             put(t, "role_arn", get("LOGFERRY_ROLE_ARN"));
             put(t, "time_key", get("LOGFERRY_TIME_KEY"));
+            put(t, "time_key_format", get("LOGFERRY_TIME_KEY_FORMAT"));
             if let Some(v) = get("LOGFERRY_AGGREGATION") {
                 let b = boolean("LOGFERRY_AGGREGATION", &v)?;
                 t.push_str(&format!("aggregation = {b}\n"));
@@ -227,6 +229,7 @@ pub fn toml_from_env(
             );
             put(t, "format", get("LOGFERRY_FORMAT"));
             put(t, "timestamp_key", get("LOGFERRY_TIME_KEY"));
+            put(t, "timestamp_format", get("LOGFERRY_TIME_KEY_FORMAT"));
             put(t, "region", get("LOGFERRY_REGION"));
             put(t, "role_arn", get("LOGFERRY_ROLE_ARN"));
             let cluster = get("LOGFERRY_MSK_IAM_CLUSTER_ARN");
@@ -245,10 +248,12 @@ pub fn toml_from_env(
             put(t, "path", Some(required("LOGFERRY_PATH")?));
             put(t, "format", get("LOGFERRY_FORMAT"));
             put(t, "time_key", get("LOGFERRY_TIME_KEY"));
+            put(t, "time_key_format", get("LOGFERRY_TIME_KEY_FORMAT"));
         }
         "stdout" => {
             put(t, "format", get("LOGFERRY_FORMAT"));
             put(t, "time_key", get("LOGFERRY_TIME_KEY"));
+            put(t, "time_key_format", get("LOGFERRY_TIME_KEY_FORMAT"));
         }
         other => {
             return Err(SettingsError::Env(format!(
@@ -292,14 +297,15 @@ mod tests {
         ])
         .unwrap();
         assert!(text.contains("type = \"kinesis\"\n"), "{text}");
-        assert!(text.contains("stream = 'logs \"main\"'\n") || text.contains("stream = \"logs \\\"main\\\"\"\n"), "{text}");
+        assert!(
+            text.contains("stream = 'logs \"main\"'\n")
+                || text.contains("stream = \"logs \\\"main\\\"\"\n"),
+            "{text}"
+        );
         assert!(text.contains("partition_key = \"logStream\"\n"), "{text}");
         assert!(text.contains("aggregation = true\n"), "{text}");
         let parsed: toml::Table = text.parse().unwrap();
-        assert_eq!(
-            parsed["sinks"][0]["stream"].as_str(),
-            Some("logs \"main\"")
-        );
+        assert_eq!(parsed["sinks"][0]["stream"].as_str(), Some("logs \"main\""));
     }
 
     #[test]
@@ -334,18 +340,29 @@ mod tests {
             e.to_string(),
             "LOGFERRY_STREAM is required with LOGFERRY_SINK=kinesis"
         );
-        let e = generate(&[("LOGFERRY_SINK", "kafka"), ("LOGFERRY_BROKERS", "b:9092")])
-            .unwrap_err();
-        assert_eq!(e.to_string(), "LOGFERRY_TOPIC is required with LOGFERRY_SINK=kafka");
+        let e =
+            generate(&[("LOGFERRY_SINK", "kafka"), ("LOGFERRY_BROKERS", "b:9092")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "LOGFERRY_TOPIC is required with LOGFERRY_SINK=kafka"
+        );
         let e = generate(&[("LOGFERRY_SINK", "s3")]).unwrap_err();
-        assert!(e.to_string().starts_with("LOGFERRY_SINK=`s3` is not one of"), "{e}");
-        let e = generate(&[("LOGFERRY_SINK", "stdout"), ("LOGFERRY_STRAEM", "x")]).unwrap_err();
         assert!(
-            e.to_string().starts_with("unknown variable(s) LOGFERRY_STRAEM;"),
+            e.to_string()
+                .starts_with("LOGFERRY_SINK=`s3` is not one of"),
             "{e}"
         );
-        let e = generate(&[("LOGFERRY_SINK", "stdout"), ("LOGFERRY_PARSE_JSON", "maybe")])
-            .unwrap_err();
+        let e = generate(&[("LOGFERRY_SINK", "stdout"), ("LOGFERRY_STRAEM", "x")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("unknown variable(s) LOGFERRY_STRAEM;"),
+            "{e}"
+        );
+        let e = generate(&[
+            ("LOGFERRY_SINK", "stdout"),
+            ("LOGFERRY_PARSE_JSON", "maybe"),
+        ])
+        .unwrap_err();
         assert!(e.to_string().contains("not a boolean"), "{e}");
         assert!(matches!(load_env(&[]), Err(SettingsError::Missing)));
     }
@@ -391,7 +408,8 @@ mod tests {
             panic!("a stdin source was accepted")
         };
         assert!(
-            e.to_string().contains("exactly one [[sources]] entry with type = \"cloudwatch_logs\""),
+            e.to_string()
+                .contains("exactly one [[sources]] entry with type = \"cloudwatch_logs\""),
             "{e}"
         );
         std::fs::write(
