@@ -340,3 +340,107 @@ pub fn fixture(name: &str) -> Vec<u8> {
     .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
+
+// --- moto and the Python tools (the venv from scripts/setup) ------------------------------------
+
+/// The repository root (this crate's parent).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv's `bin/` folder: `LOGFERRY_VENV`, else `<repo>/.venv`. Panics with a pointer to
+/// scripts/setup when it is missing: a test never passes by not running.
+pub fn venv_bin(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("LOGFERRY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv"));
+    let path = venv.join("bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (or set LOGFERRY_VENV to a venv that has moto, boto3 \
+         and aws-kinesis-agg)",
+        path.display()
+    );
+    path
+}
+
+/// moto_server on a free loopback port, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let server = venv_bin("moto_server");
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Moto {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile: retry with another
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("moto_server did not start");
+    }
+
+    /// Runs lambda/tests/support/kinesis_tool.py against this moto; returns its stdout.
+    pub fn tool(&self, args: &[&str]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kinesis_tool.py");
+        let out = Command::new(venv_bin("python"))
+            .arg(script)
+            .args(args)
+            .envs(self.aws_env())
+            .output()
+            .expect("run kinesis_tool.py");
+        assert!(
+            out.status.success(),
+            "kinesis_tool.py {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The variables pointing an AWS SDK (or boto3) at this moto with fake credentials.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_SESSION_TOKEN", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
