@@ -317,10 +317,19 @@ pub fn awslogs_event(json: &[u8]) -> Vec<u8> {
 pub fn data_message(n: usize, size: usize) -> Vec<u8> {
     let events: Vec<Value> = (0..n)
         .map(|i| {
+            // Pseudo-random hex after a prefix: compresses about as poorly as real log text
+            // with ids and numbers in it (roughly 2:1), not like a run of one letter.
             let mut message = format!("line {i:08} ");
+            let mut x = (i as u64)
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             while message.len() < size {
-                message.push('x');
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                message.push_str(&format!("{:016x}", x >> 1));
             }
+            message.truncate(size);
             serde_json::json!({"id": format!("ev-{i}"), "timestamp": 1715679001000u64 + i as u64,
                 "message": message})
         })
