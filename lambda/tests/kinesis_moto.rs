@@ -38,15 +38,27 @@ fn kinesis_function(
     Function::start(dir, &env)
 }
 
-/// Every user record in `stream`: (partition key, parsed JSON data).
-fn read_stream(moto: &Moto, stream: &str) -> Vec<(String, Value)> {
+/// Every user record in `stream` (deaggregated by aws-kinesis-agg): (partition key, whether
+/// it came out of an aggregated record, parsed JSON data).
+fn read_stream_records(moto: &Moto, stream: &str) -> Vec<(String, bool, Value)> {
     moto.tool(&["read-stream", stream])
         .lines()
         .map(|l| {
             let r: Value = serde_json::from_str(l).unwrap();
             let data: Value = serde_json::from_str(r["data"].as_str().unwrap()).unwrap();
-            (r["partition_key"].as_str().unwrap().to_string(), data)
+            (
+                r["partition_key"].as_str().unwrap().to_string(),
+                r["aggregated"].as_bool().unwrap_or(false),
+                data,
+            )
         })
+        .collect()
+}
+
+fn read_stream(moto: &Moto, stream: &str) -> Vec<(String, Value)> {
+    read_stream_records(moto, stream)
+        .into_iter()
+        .map(|(k, _, d)| (k, d))
         .collect()
 }
 
@@ -67,9 +79,15 @@ fn data_message_into_kinesis(aggregation: &str) {
         "{}",
         f.log_text()
     );
-    let got = read_stream(&moto, "out");
+    let got = read_stream_records(&moto, "out");
     assert_eq!(got.len(), 5, "{got:?}");
-    for ((key, record), message) in got.iter().zip(messages()) {
+    let aggregated = got.iter().filter(|(_, a, _)| *a).count();
+    if aggregation == "true" {
+        assert_eq!(aggregated, 5, "all 5 fit one aggregated record");
+    } else {
+        assert_eq!(aggregated, 0);
+    }
+    for ((key, _, record), message) in got.iter().zip(messages()) {
         assert_eq!(key, "web/app/0123");
         assert_eq!(record["message"], json!(message));
         assert_eq!(record["logGroup"], "/ecs/web");

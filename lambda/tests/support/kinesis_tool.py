@@ -51,9 +51,19 @@ def shard_records(name):
 
 
 def read_stream(name):
-    for rec in iter_deaggregate_records(shard_records(name), data_format="Boto3"):
-        print(json.dumps({"partition_key": rec["PartitionKey"],
-                          "data": rec["Data"].decode("utf-8", "replace")}))
+    # The Lambda event shape (base64 data in, base64 data out) for both plain and aggregated.
+    lambda_records = [{"kinesis": {"kinesisSchemaVersion": "1.0",
+                                   "partitionKey": r["PartitionKey"],
+                                   "sequenceNumber": r["SequenceNumber"],
+                                   "approximateArrivalTimestamp":
+                                       r["ApproximateArrivalTimestamp"].timestamp(),
+                                   "data": base64.b64encode(r["Data"]).decode()}}
+                      for r in shard_records(name)]
+    for rec in iter_deaggregate_records(lambda_records):
+        data = base64.b64decode(rec["kinesis"]["data"])
+        print(json.dumps({"partition_key": rec["kinesis"]["partitionKey"],
+                          "aggregated": rec["kinesis"].get("aggregated", False),
+                          "data": data.decode("utf-8", "replace")}))
 
 
 def cwl_chain(stream, messages):
