@@ -453,3 +453,115 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+// --- tansu (Kafka) -------------------------------------------------------------------------------
+
+/// The tansu binary scripts/setup builds: `LOGFERRY_CACHE/bin/tansu`, else
+/// `~/.cache/logferry/bin/tansu`.
+pub fn tansu_bin() -> PathBuf {
+    let cache = std::env::var_os("LOGFERRY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/logferry")
+        });
+    let bin = cache.join("bin/tansu");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/setup",
+        bin.display()
+    );
+    bin
+}
+
+/// A tansu broker with in-memory storage on a free loopback port, killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub bootstrap: String,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = tansu_bin();
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut child = Command::new(&bin)
+                .arg("broker")
+                .args(["--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start tansu");
+            let until = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < until {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Tansu {
+                        child,
+                        bootstrap: format!("127.0.0.1:{port}"),
+                    };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("tansu did not start");
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu_bin())
+            .args(["topic", "create", "--broker"])
+            .arg(format!("tcp://{}", self.bootstrap))
+            .args(["--partitions", &partitions.to_string(), name])
+            .output()
+            .expect("run tansu topic create");
+        assert!(
+            out.status.success(),
+            "tansu topic create {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `count` messages of `topic` as (key, value), read with confluent-kafka.
+    pub fn consume(&self, topic: &str, count: usize) -> Vec<(String, String)> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kafka_consume.py");
+        let out = Command::new(venv_bin("python"))
+            .arg(script)
+            .args([&self.bootstrap, topic, &count.to_string(), "30"])
+            .output()
+            .expect("run kafka_consume.py");
+        assert!(
+            out.status.success(),
+            "kafka_consume.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["key"].as_str().unwrap().to_string(),
+                    v["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
