@@ -36,6 +36,41 @@ fn init_logging(level: &str, json: bool) {
     }
 }
 
+/// Tells the Runtime API why init failed (`POST /runtime/init/error`), so the invocation that
+/// started this container fails with that message instead of a bare exit status. Best effort:
+/// the process exits with an error either way.
+fn report_init_error(error_type: &str, message: &str) {
+    use std::io::{Read, Write};
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let body = serde_json::json!({"errorType": error_type, "errorMessage": message}).to_string();
+    let request = format!(
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\n\
+         Lambda-Runtime-Function-Error-Type: {error_type}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let timeout = std::time::Duration::from_secs(2);
+    let sent = (|| -> std::io::Result<()> {
+        use std::net::ToSocketAddrs;
+        let addr = api
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        conn.set_write_timeout(Some(timeout))?;
+        conn.write_all(request.as_bytes())?;
+        let mut reply = [0u8; 256];
+        let _ = conn.read(&mut reply)?;
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        eprintln!("logferry-lambda: cannot report the init error to the Runtime API at {api}: {e}");
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -61,6 +96,7 @@ async fn run(started: Instant) -> std::process::ExitCode {
         Err(e) => {
             // Logging is not set up yet (its level is in the config): plain standard error.
             eprintln!("logferry-lambda: configuration error: {e}");
+            report_init_error("logferry.ConfigError", &format!("configuration error: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -82,7 +118,7 @@ async fn run(started: Instant) -> std::process::ExitCode {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the sinks");
-                eprintln!("logferry-lambda: {e}");
+                report_init_error("logferry.SinkError", &e.to_string());
                 return std::process::ExitCode::FAILURE;
             }
         };

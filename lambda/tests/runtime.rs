@@ -307,3 +307,27 @@ fn bench_init_and_one_mib_batch() {
     );
     assert_eq!(lines(&out).len(), 5 * 4096);
 }
+
+#[test]
+fn a_configuration_error_is_reported_as_an_init_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (error, status) = Function::start_failing(dir.path(), &[("LOGFERRY_SINK", "kinesis")]);
+    assert!(!status.success());
+    assert_eq!(
+        error,
+        json!({
+            "errorType": "logferry.ConfigError",
+            "errorMessage": "configuration error: LOGFERRY_STREAM is required with LOGFERRY_SINK=kinesis"
+        })
+    );
+    // A problem the shared loader finds names the key.
+    let (error, _) = Function::start_failing(
+        dir.path(),
+        &[
+            ("LOGFERRY_SINK", "stdout"),
+            ("LOGFERRY_SAFETY_MARGIN", "soon"),
+        ],
+    );
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("`safety_margin`"), "{message}");
+}

@@ -288,6 +288,41 @@ impl Function {
         self.api.invoke(body, budget)
     }
 
+    /// Starts a function whose init must fail; returns what it posted to `/runtime/init/error`
+    /// and its exit status.
+    pub fn start_failing(dir: &Path, env: &[(&str, &str)]) -> (Value, std::process::ExitStatus) {
+        let api = RuntimeApi::start();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry-lambda"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "logferry")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("LAMBDA_TASK_ROOT", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start logferry-lambda");
+        let until = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("logferry-lambda did not exit after a failed init");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let error = api.state.inner.lock().unwrap().init_error.clone();
+        (error.expect("no POST to /runtime/init/error"), status)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
