@@ -517,13 +517,29 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
+        Tansu::start_on(None)
+    }
+
+    /// The port the broker listens on.
+    pub fn port(&self) -> u16 {
+        self.bootstrap
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Starts on `port` (e.g. to bring a stopped broker back), or a free one.
+    pub fn start_on(port: Option<u16>) -> Tansu {
         let bin = tansu_bin();
         for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = port.unwrap_or_else(|| {
+                TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            });
             let url = format!("tcp://127.0.0.1:{port}");
             let mut child = Command::new(&bin)
                 .arg("broker")
