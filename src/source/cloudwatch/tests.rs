@@ -534,3 +534,48 @@ fn config_validation() {
     assert_eq!(problems.len(), 3);
     assert!(CloudwatchConfig::default().validate().is_ok());
 }
+
+#[test]
+fn the_config_loader_accepts_the_source_and_names_bad_keys() {
+    use crate::config::Config;
+    use std::path::Path;
+    let ok = "[[sources]]\ntype = \"cloudwatch_logs\"\nparse_json = true\nsafety_margin = \"2s\"\n\
+              [[sinks]]\ntype = \"stdout\"\nmatch = \"*\"\n";
+    let config = Config::parse(Path::new("t.toml"), ok, &|_| None).unwrap();
+    let crate::source::SourceConfig::CloudwatchLogs(c) = &config.sources[0].config else {
+        panic!("not a cloudwatch_logs source")
+    };
+    assert!(c.parse_json);
+    assert_eq!(c.safety_margin.get(), std::time::Duration::from_secs(2));
+
+    let bad = "[[sources]]\ntype = \"cloudwatch_logs\"\nparse_jsn = true\n\
+               [[sinks]]\ntype = \"stdout\"\nmatch = \"*\"\n";
+    let Err(e) = Config::parse(Path::new("t.toml"), bad, &|_| None) else {
+        panic!("an unknown key was accepted")
+    };
+    let text = e.to_string();
+    assert!(text.contains("parse_jsn"), "{text}");
+    assert!(text.starts_with("t.toml:"), "{text}");
+}
+
+#[tokio::test]
+async fn the_sidecar_refuses_to_run_a_cloudwatch_logs_source() {
+    let cx_name = "cloudwatch_logs.0".to_string();
+    let config = crate::source::SourceConfig::CloudwatchLogs(CloudwatchConfig::default());
+    let metrics = crate::metrics::Metrics::new();
+    let router = std::sync::Arc::new(crate::pipeline::router::Router::new(
+        Vec::new(),
+        Vec::new(),
+        metrics.component("router", "router"),
+    ));
+    let cx = crate::source::SourceContext {
+        name: cx_name,
+        router,
+        shutdown: crate::shutdown::CancellationToken::new(),
+        metrics: metrics.component("cloudwatch_logs.0", "source"),
+    };
+    let Err(e) = config.start(cx).await else {
+        panic!("the sidecar started a cloudwatch_logs source")
+    };
+    assert!(e.to_string().contains("logferry-lambda"), "{e}");
+}
