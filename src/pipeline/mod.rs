@@ -84,54 +84,11 @@ pub async fn start(
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
 
-    let mut sink_tasks = Vec::new();
-    // Per sink: records not yet delivered, and whether they are safe in a disk buffer.
-    let mut pending: Vec<(String, Arc<AtomicUsize>, bool)> = Vec::new();
-    let mut routes = Vec::new();
-    for entry in config.sinks {
-        let component = metrics.component(&entry.name, "sink");
-        let (tx, rx) = open_queue(
-            &entry.name,
-            &entry.buffer,
-            entry.buffer_limit.as_usize(),
-            &metrics,
-            &component,
-            health.clone(),
-        )
-        .map_err(|source| PipelineError::Buffer {
-            name: entry.name.clone(),
-            source,
-        })?;
-        let cx = SinkContext {
-            name: entry.name.clone(),
-            metrics: component,
-            health: health.clone(),
-        };
-        let sink = entry.config.build(cx).await?;
-        let on_disk = matches!(entry.buffer, crate::buffer::BufferKind::Disk(_));
-        pending.push((entry.name.clone(), rx.pending_counter(), on_disk));
-        sink_tasks.push(tokio::spawn(sink.run(rx)));
-        routes.push(SinkRoute {
-            name: entry.name,
-            matcher: entry.matcher,
-            queue: tx,
-        });
-    }
-    let stages = config
-        .transforms
-        .into_iter()
-        .map(|t| TransformStage {
-            metrics: metrics.component(&t.name, "transform"),
-            name: t.name,
-            matcher: t.matcher,
-            transform: t.transform,
-        })
-        .collect();
-    let router = Arc::new(Router::new(
-        stages,
-        routes,
-        metrics.component("router", "router"),
-    ));
+    let Built {
+        router,
+        sink_tasks,
+        pending,
+    } = build(config.sinks, config.transforms, &metrics, &health).await?;
 
     let http_shutdown = CancellationToken::new();
     let http_addr = match config.service.http_addr() {
@@ -243,6 +200,79 @@ pub async fn start(
         health,
         http_addr,
         task,
+    })
+}
+
+/// The delivery half of a pipeline: the router with its transforms, and the running sinks.
+pub struct Built {
+    /// Where sources submit records; dropping the last reference closes the sink queues.
+    pub router: Arc<Router>,
+    /// One task per sink; each ends once its queue is closed and drained.
+    pub sink_tasks: Vec<JoinHandle<()>>,
+    /// Per sink: its name, the count of records waiting in its queue, and whether those
+    /// records are safe in a disk buffer.
+    pub pending: Vec<(String, Arc<AtomicUsize>, bool)>,
+}
+
+/// Builds and starts every sink and the router in front of them. The sidecar ([`start`]) and
+/// the Lambda forwarder (`logferry-lambda`) share it, so delivery is written once.
+pub async fn build(
+    sinks: Vec<crate::config::SinkEntry>,
+    transforms: Vec<crate::config::TransformEntry>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> Result<Built, PipelineError> {
+    let mut sink_tasks = Vec::new();
+    // Per sink: records not yet delivered, and whether they are safe in a disk buffer.
+    let mut pending: Vec<(String, Arc<AtomicUsize>, bool)> = Vec::new();
+    let mut routes = Vec::new();
+    for entry in sinks {
+        let component = metrics.component(&entry.name, "sink");
+        let (tx, rx) = open_queue(
+            &entry.name,
+            &entry.buffer,
+            entry.buffer_limit.as_usize(),
+            metrics,
+            &component,
+            health.clone(),
+        )
+        .map_err(|source| PipelineError::Buffer {
+            name: entry.name.clone(),
+            source,
+        })?;
+        let cx = SinkContext {
+            name: entry.name.clone(),
+            metrics: component,
+            health: health.clone(),
+        };
+        let sink = entry.config.build(cx).await?;
+        let on_disk = matches!(entry.buffer, crate::buffer::BufferKind::Disk(_));
+        pending.push((entry.name.clone(), rx.pending_counter(), on_disk));
+        sink_tasks.push(tokio::spawn(sink.run(rx)));
+        routes.push(SinkRoute {
+            name: entry.name,
+            matcher: entry.matcher,
+            queue: tx,
+        });
+    }
+    let stages = transforms
+        .into_iter()
+        .map(|t| TransformStage {
+            metrics: metrics.component(&t.name, "transform"),
+            name: t.name,
+            matcher: t.matcher,
+            transform: t.transform,
+        })
+        .collect();
+    let router = Arc::new(Router::new(
+        stages,
+        routes,
+        metrics.component("router", "router"),
+    ));
+    Ok(Built {
+        router,
+        sink_tasks,
+        pending,
     })
 }
 

@@ -3,10 +3,13 @@
 //! - [`forward`]: the Fluent forward protocol server (FireLens, Docker's fluentd driver, Fluent
 //!   Bit / Fluentd forwarders), on TCP and/or a unix socket.
 //! - [`stdin`]: one record per line of standard input.
+//! - [`cloudwatch`]: CloudWatch Logs subscription payloads, read by `logferry-lambda` (the
+//!   Lambda forwarder) from its invocations; the `logferry` binary cannot run it.
 //!
 //! A source knows nothing about sinks: it hands records to the [`Router`] and waits when the
 //! router waits (backpressure).
 
+pub mod cloudwatch;
 pub mod forward;
 pub mod stdin;
 
@@ -24,10 +27,11 @@ use crate::shutdown::CancellationToken;
 pub enum SourceConfig {
     Forward(forward::ForwardConfig),
     Stdin(stdin::StdinConfig),
+    CloudwatchLogs(cloudwatch::CloudwatchConfig),
 }
 
 /// The `type` values of sources.
-pub const TYPES: &[&str] = &["forward", "stdin"];
+pub const TYPES: &[&str] = &["forward", "stdin", "cloudwatch_logs"];
 
 impl SourceConfig {
     /// Deserializes a `[[sources]]` entry's own options (common keys already removed).
@@ -39,6 +43,11 @@ impl SourceConfig {
                 Ok(SourceConfig::Forward(c))
             }
             "stdin" => Ok(SourceConfig::Stdin(stdin::StdinConfig::deserialize(de)?)),
+            "cloudwatch_logs" => {
+                let c = cloudwatch::CloudwatchConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SourceConfig::CloudwatchLogs(c))
+            }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -55,6 +64,12 @@ impl SourceConfig {
         match self {
             SourceConfig::Forward(c) => forward::start(c.clone(), cx).await,
             SourceConfig::Stdin(c) => Ok(tokio::spawn(stdin::run(c.clone(), cx))),
+            SourceConfig::CloudwatchLogs(_) => Err(SourceError::Setup {
+                name: cx.name,
+                message: "a cloudwatch_logs source receives Lambda invocations: deploy this \
+                          config with logferry-lambda (see docs/lambda.md), not logferry"
+                    .to_string(),
+            }),
         }
     }
 }

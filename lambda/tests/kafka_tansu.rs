@@ -1,0 +1,52 @@
+//! The forwarder into a Kafka topic on tansu.
+//!
+//! This needs the Kafka sink (`type = "kafka"`), which is on the kafka-sink branch: it is ignored
+//! until that is merged. After the merge, remove the `#[ignore]` line.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{fixture, Function, Tansu};
+
+#[test]
+#[ignore = "needs the kafka sink (kafka-sink branch): remove after the merge"]
+fn data_message_into_a_kafka_topic_on_tansu() {
+    let tansu = Tansu::start();
+    tansu.create_topic("logs", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let f = Function::start(
+        dir.path(),
+        &[
+            ("LOGFERRY_SINK", "kafka"),
+            ("LOGFERRY_BROKERS", &tansu.bootstrap),
+            ("LOGFERRY_TOPIC", "logs"),
+        ],
+    );
+    let reply = f
+        .invoke(
+            &fixture("lambda-data-message-realistic.json"),
+            Duration::from_secs(30),
+        )
+        .response();
+    assert_eq!(
+        reply,
+        json!({"records": 5, "control_messages": 0}),
+        "{}",
+        f.log_text()
+    );
+    let decoded: Value =
+        serde_json::from_slice(&fixture("lambda-data-message-realistic.decoded.json")).unwrap();
+    let events = decoded["logEvents"].as_array().unwrap();
+    let got = tansu.consume("logs", 5);
+    assert_eq!(got.len(), 5);
+    for ((key, value), event) in got.iter().zip(events) {
+        assert_eq!(key, "web/app/0123", "message key = logStream by default");
+        let record: Value = serde_json::from_str(value).unwrap();
+        assert_eq!(record["message"], event["message"]);
+        assert_eq!(record["id"], event["id"]);
+        assert_eq!(record["logGroup"], "/ecs/web");
+        assert_eq!(record["subscriptionFilters"], json!(["to-logferry"]));
+    }
+}
