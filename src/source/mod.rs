@@ -3,12 +3,14 @@
 //! - [`forward`]: the Fluent forward protocol server (FireLens, Docker's fluentd driver, Fluent
 //!   Bit / Fluentd forwarders), on TCP and/or a unix socket.
 //! - [`stdin`]: one record per line of standard input.
+//! - [`tail`]: follows log files (rotation, checkpoints, docker / cri / json / regex parsers).
 //!
 //! A source knows nothing about sinks: it hands records to the [`Router`] and waits when the
 //! router waits (backpressure).
 
 pub mod forward;
 pub mod stdin;
+pub mod tail;
 
 use std::sync::Arc;
 
@@ -24,10 +26,11 @@ use crate::shutdown::CancellationToken;
 pub enum SourceConfig {
     Forward(forward::ForwardConfig),
     Stdin(stdin::StdinConfig),
+    Tail(Box<tail::TailConfig>),
 }
 
 /// The `type` values of sources.
-pub const TYPES: &[&str] = &["forward", "stdin"];
+pub const TYPES: &[&str] = &["forward", "stdin", "tail"];
 
 impl SourceConfig {
     /// Deserializes a `[[sources]]` entry's own options (common keys already removed).
@@ -39,6 +42,11 @@ impl SourceConfig {
                 Ok(SourceConfig::Forward(c))
             }
             "stdin" => Ok(SourceConfig::Stdin(stdin::StdinConfig::deserialize(de)?)),
+            "tail" => {
+                let c = tail::TailConfig::deserialize(de)?;
+                c.compile()?;
+                Ok(SourceConfig::Tail(Box::new(c)))
+            }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -55,6 +63,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Forward(c) => forward::start(c.clone(), cx).await,
             SourceConfig::Stdin(c) => Ok(tokio::spawn(stdin::run(c.clone(), cx))),
+            SourceConfig::Tail(c) => tail::start((**c).clone(), cx).await,
         }
     }
 }
