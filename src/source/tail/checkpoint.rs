@@ -169,7 +169,11 @@ struct Tracked {
 }
 
 /// Runs until the reader drops its sender, then writes the final state.
-pub async fn run(path: PathBuf, mut rx: mpsc::UnboundedReceiver<Message>, metrics: ComponentMetrics) {
+pub async fn run(
+    path: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    metrics: ComponentMetrics,
+) {
     let mut files: HashMap<u64, Tracked> = HashMap::new();
     let mut dirty = false;
     let mut last_write = tokio::time::Instant::now();

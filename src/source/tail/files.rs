@@ -3,7 +3,7 @@
 //! a rotated file again (by inode) or the copy `copytruncate` made (by fingerprint).
 
 use std::fs::File;
-use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -40,7 +40,11 @@ pub struct Fingerprint {
 
 impl std::fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Fingerprint({:?})", String::from_utf8_lossy(self.bytes()))
+        write!(
+            f,
+            "Fingerprint({:?})",
+            String::from_utf8_lossy(self.bytes())
+        )
     }
 }
 
@@ -119,7 +123,9 @@ pub fn scan(include: &[glob::Pattern], exclude: &[glob::Pattern]) -> ScanResult 
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => out.files.push((path, FileId::of(&meta), meta.len())),
                 Ok(_) => {}
-                Err(e) => out.problems.push((path.display().to_string(), e.to_string())),
+                Err(e) => out
+                    .problems
+                    .push((path.display().to_string(), e.to_string())),
             }
         }
     }
@@ -143,10 +149,8 @@ const MAX_SEARCH: usize = 10_000;
 /// Finds the file with identity `id` in `dir` (a rotated file renamed next to its old name).
 pub fn find_by_id(dir: &Path, id: FileId) -> Option<PathBuf> {
     let entries = std::fs::read_dir(dir).ok()?;
+    // `DirEntry::ino` is not used: on overlayfs it may differ from the inode `stat` reports.
     for entry in entries.take(MAX_SEARCH).flatten() {
-        if entry.ino() != id.ino {
-            continue;
-        }
         let path = entry.path();
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
             if meta.is_file() && FileId::of(&meta) == id {
@@ -160,7 +164,12 @@ pub fn find_by_id(dir: &Path, id: FileId) -> Option<PathBuf> {
 /// Finds the copy `copytruncate` made of a file we had read up to `offset`: another regular
 /// file in `dir`, at least `offset` long, holding `fp` just before `offset`. The most recently
 /// modified one wins. Only meaningful with a non-empty fingerprint.
-pub fn find_copy(dir: &Path, not: FileId, offset: u64, fp: &Fingerprint) -> Option<(PathBuf, File)> {
+pub fn find_copy(
+    dir: &Path,
+    not: FileId,
+    offset: u64,
+    fp: &Fingerprint,
+) -> Option<(PathBuf, File)> {
     if fp.is_empty() || offset < fp.len() as u64 {
         return None;
     }
@@ -235,7 +244,10 @@ mod tests {
     #[test]
     fn tag_expansion_like_fluent_bit() {
         let p = Path::new("/var/log/containers/a_b_c-1.log");
-        assert_eq!(expand_tag("kube.*", p), "kube.var.log.containers.a_b_c-1.log");
+        assert_eq!(
+            expand_tag("kube.*", p),
+            "kube.var.log.containers.a_b_c-1.log"
+        );
         assert_eq!(expand_tag("app", p), "app");
     }
 

@@ -311,14 +311,17 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Compiled, Vec<FieldError>> {
-        let c: TailConfig = toml::from_str(text).map_err(|e| {
-            vec![FieldError::new("toml", e.to_string())]
-        })?;
+        let c: TailConfig =
+            toml::from_str(text).map_err(|e| vec![FieldError::new("toml", e.to_string())])?;
         c.compile()
     }
 
     fn keys(r: Result<Compiled, Vec<FieldError>>) -> Vec<String> {
-        r.err().unwrap_or_default().into_iter().map(|e| e.key).collect()
+        r.err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.key)
+            .collect()
     }
 
     #[test]
@@ -352,11 +355,15 @@ mod tests {
             ["regex"]
         );
         assert_eq!(
-            keys(parse("path = \"/a\"\nparser = \"none\"\nmultiline = \"cri\"")),
+            keys(parse(
+                "path = \"/a\"\nparser = \"none\"\nmultiline = \"cri\""
+            )),
             ["multiline"]
         );
         assert_eq!(
-            keys(parse("path = \"/a\"\nparser = \"cri\"\ntime_format = \"%s\"")),
+            keys(parse(
+                "path = \"/a\"\nparser = \"cri\"\ntime_format = \"%s\""
+            )),
             ["time_format"]
         );
         assert_eq!(

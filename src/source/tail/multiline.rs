@@ -123,8 +123,10 @@ impl Joiner {
         g.record
             .insert(self.text_key.clone(), Value::Str(g.text.freeze()));
         if self.mode == Mode::Cri && complete {
-            g.record
-                .insert(Bytes::from_static(PARTIAL), Value::Str(Bytes::from_static(b"F")));
+            g.record.insert(
+                Bytes::from_static(PARTIAL),
+                Value::Str(Bytes::from_static(b"F")),
+            );
         }
         (g.record, g.time)
     }
@@ -169,7 +171,11 @@ mod tests {
         let mut out = Vec::new();
         let now = Instant::now();
         for (i, l) in lines.iter().enumerate() {
-            let p = parser.parse(Bytes::copy_from_slice(l.as_bytes()), &key, EventTime::default());
+            let p = parser.parse(
+                Bytes::copy_from_slice(l.as_bytes()),
+                &key,
+                EventTime::default(),
+            );
             j.push(p, i as u64 * 100, Fingerprint::default, now, &mut out);
         }
         (out, j)
@@ -197,7 +203,11 @@ mod tests {
         assert_eq!(text(&out[0], b"log"), "err line");
         assert_eq!(text(&out[1], b"log"), "hello world");
         assert_eq!(text(&out[1], b"_p"), "F");
-        assert_eq!(out[1].1, EventTime::new(1715679001, 0), "first piece's time");
+        assert_eq!(
+            out[1].1,
+            EventTime::new(1715679001, 0),
+            "first piece's time"
+        );
         assert_eq!(j.held_from().map(|h| h.0), Some(400));
     }
 
@@ -247,7 +257,11 @@ mod tests {
         j.push(p, 0, Fingerprint::default, t0, &mut out);
         j.flush(t0, Duration::from_secs(5), &mut out);
         assert!(out.is_empty());
-        j.flush(t0 + Duration::from_secs(5), Duration::from_secs(5), &mut out);
+        j.flush(
+            t0 + Duration::from_secs(5),
+            Duration::from_secs(5),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert!(!j.is_holding());
     }

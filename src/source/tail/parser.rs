@@ -89,7 +89,9 @@ impl TimeParse {
             let t = DateTime::parse_from_str(text, &self.format).ok()?;
             (t.timestamp(), t.timestamp_subsec_nanos())
         } else {
-            let t = NaiveDateTime::parse_from_str(text, &self.format).ok()?.and_utc();
+            let t = NaiveDateTime::parse_from_str(text, &self.format)
+                .ok()?
+                .and_utc();
             (t.timestamp(), t.timestamp_subsec_nanos())
         };
         Some(EventTime::new(secs, nanos))
@@ -138,7 +140,8 @@ impl Parser {
                         .get(TIME)
                         .and_then(Value::as_bytes)
                         .and_then(parse_rfc3339);
-                    let partial = matches!(record.get(LOG), Some(Value::Str(s)) if !s.ends_with(b"\n"));
+                    let partial =
+                        matches!(record.get(LOG), Some(Value::Str(s)) if !s.ends_with(b"\n"));
                     Parsed {
                         record,
                         time: time.unwrap_or(now),
@@ -251,7 +254,10 @@ fn parse_cri(line: Bytes, key: &Bytes, now: EventTime) -> Parsed {
         Bytes::new()
     };
     let mut record = Map::with_capacity(4);
-    record.push(Bytes::from_static(TIME), Value::Str(line.slice(..time.len())));
+    record.push(
+        Bytes::from_static(TIME),
+        Value::Str(line.slice(..time.len())),
+    );
     let s = time.len() + 1;
     record.push(
         Bytes::from_static(STREAM),
@@ -305,7 +311,10 @@ mod tests {
             NOW,
         );
         assert_eq!(p.time, EventTime::new(1715671801, 250_000_000));
-        assert!(p.record.get(b"ts").is_none(), "time_keep = false removes it");
+        assert!(
+            p.record.get(b"ts").is_none(),
+            "time_keep = false removes it"
+        );
         assert_eq!(s(p.record.get(b"msg").unwrap()), b"hi");
         assert_eq!(p.record.get(b"n"), Some(&Value::Int(3)));
 
@@ -314,11 +323,8 @@ mod tests {
             format: None,
             keep: false,
         };
-        let p = Parser::Json(plain.clone()).parse(
-            Bytes::from_static(br#"{"time":"x"}"#),
-            &key(),
-            NOW,
-        );
+        let p =
+            Parser::Json(plain.clone()).parse(Bytes::from_static(br#"{"time":"x"}"#), &key(), NOW);
         assert_eq!(p.time, NOW);
         assert!(p.record.get(b"time").is_some());
 
@@ -377,7 +383,11 @@ mod tests {
             NOW,
         );
         assert!(empty.error.is_none());
-        for bad in [&b"garbage"[..], b"notatime stdout F x", b"2024-05-14T09:30:01Z stdout X x"] {
+        for bad in [
+            &b"garbage"[..],
+            b"notatime stdout F x",
+            b"2024-05-14T09:30:01Z stdout X x",
+        ] {
             let p = Parser::Cri.parse(Bytes::copy_from_slice(bad), &key(), NOW);
             assert_eq!(p.error, Some("invalid_cri"), "{bad:?}");
             assert_eq!(s(p.record.get(b"log").unwrap()), bad);

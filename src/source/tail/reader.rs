@@ -91,7 +91,11 @@ pub async fn start(
         Some((tx, task)) => (Some(tx), Some(task)),
         None => (None, None),
     };
-    let window = config.buffer_max_size.as_usize().saturating_add(1).max(64 * 1024);
+    let window = config
+        .buffer_max_size
+        .as_usize()
+        .saturating_add(1)
+        .max(64 * 1024);
     let reader = Reader {
         max_line: config.buffer_max_size.as_usize(),
         tag_template: config.tag.clone(),
@@ -315,7 +319,14 @@ impl Reader {
                     tracing::info!(source = %self.name, was = %e.path.display(), now = %found.display(),
                         "a checkpointed file was rotated while logferry was down; reading its end");
                     let orig = e.path.clone();
-                    self.track_as(found, orig, e.id, size, Start::Checkpoint(e.offset, e.fp), true);
+                    self.track_as(
+                        found,
+                        orig,
+                        e.id,
+                        size,
+                        Start::Checkpoint(e.offset, e.fp),
+                        true,
+                    );
                 }
             }
             self.first_scan = false;
@@ -569,7 +580,8 @@ impl Reader {
             Ok(n) => n,
             Err(e) => {
                 let key = format!("read {}: {e}", t.path.display());
-                let (name, metrics, path) = (self.name.clone(), self.metrics.clone(), t.path.clone());
+                let (name, metrics, path) =
+                    (self.name.clone(), self.metrics.clone(), t.path.clone());
                 self.warn_once(key, || {
                     metrics.error("read");
                     tracing::warn!(source = %name, path = %path.display(), error = %e, "reading a file failed");
@@ -937,7 +949,15 @@ struct LineCx<'a> {
 
 impl LineCx<'_> {
     /// One complete line `buf[from..to]` (without its newline).
-    fn line(&mut self, t: &mut Tracked, buf: &Bytes, start: u64, from: usize, to: usize, out: &mut Vec<Output>) {
+    fn line(
+        &mut self,
+        t: &mut Tracked,
+        buf: &Bytes,
+        start: u64,
+        from: usize,
+        to: usize,
+        out: &mut Vec<Output>,
+    ) {
         let mut to = to;
         if to > from && buf[to - 1] == b'\r' {
             to -= 1;
@@ -963,7 +983,15 @@ impl LineCx<'_> {
     }
 
     /// Parses `buf[from..to]` as one line.
-    fn piece(&mut self, t: &mut Tracked, buf: &Bytes, start: u64, from: usize, to: usize, out: &mut Vec<Output>) {
+    fn piece(
+        &mut self,
+        t: &mut Tracked,
+        buf: &Bytes,
+        start: u64,
+        from: usize,
+        to: usize,
+        out: &mut Vec<Output>,
+    ) {
         let parsed = self.parser.parse(buf.slice(from..to), self.key, self.now);
         if let Some(e) = parsed.error {
             self.metrics.error(e);
