@@ -621,6 +621,9 @@ fn bad_files_are_reported_and_do_not_disturb_good_ones() {
     assert_eq!(logs_of("before vanishing").len(), 1);
     assert!(logs_of("hidden").is_empty());
     let err = lf.stderr();
+    if std::env::var_os("TAIL_TEST_VERBOSE").is_some() {
+        eprintln!("{err}");
+    }
     assert!(!err.contains("panicked"), "{err}");
     assert!(
         err.contains("skipping a line longer than buffer_max_size"),
@@ -793,4 +796,40 @@ fn open_files_under(pid: u32, dir: &Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+#[test]
+fn restart_with_db_resumes_and_reads_files_created_while_down_from_their_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let db = dir.path().join("tail.db");
+    append(&logs.join("a.log"), b"before first start\n");
+    let config = format!(
+        "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\ndb = \"{}\"\n{FAST}{}",
+        logs.display(),
+        db.display(),
+        sink(&out)
+    );
+    let mut first = Tail::start(dir.path(), "first", &config, Run::default());
+    std::thread::sleep(Duration::from_millis(300));
+    append(&logs.join("a.log"), b"a 0\n");
+    wait_for_lines(&out, 1, Duration::from_secs(10));
+    assert!(first.signal("-TERM").success());
+    // While logferry is down: more lines, and a new file.
+    append(&logs.join("a.log"), b"a 1\na 2\n");
+    std::thread::sleep(Duration::from_millis(20));
+    append(&logs.join("b.log"), b"b 0\nb 1\n");
+    let mut second = Tail::start(dir.path(), "second", &config, Run::default());
+    wait_for_lines(&out, 5, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(second.signal("-TERM").success());
+    let logs: Vec<String> = read_jsonl(&out)
+        .iter()
+        .map(|r| r["log"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = logs.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["a 0", "a 1", "a 2", "b 0", "b 1"], "{logs:?}");
 }

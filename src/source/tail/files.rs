@@ -80,11 +80,20 @@ impl Fingerprint {
     }
 }
 
+/// A file a scan found.
+pub struct Found {
+    pub path: PathBuf,
+    pub id: FileId,
+    pub size: u64,
+    /// When it was created (its modification time where the file system keeps no birth time).
+    pub born: std::time::SystemTime,
+}
+
 /// What the configured globs matched in one scan.
 #[derive(Default)]
 pub struct ScanResult {
     /// Regular files, in glob order, each path once.
-    pub files: Vec<(PathBuf, FileId, u64)>,
+    pub files: Vec<Found>,
     /// Paths (or patterns) that could not be read, with the reason.
     pub problems: Vec<(String, String)>,
 }
@@ -121,7 +130,15 @@ pub fn scan(include: &[glob::Pattern], exclude: &[glob::Pattern]) -> ScanResult 
                 continue;
             }
             match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => out.files.push((path, FileId::of(&meta), meta.len())),
+                Ok(meta) if meta.is_file() => out.files.push(Found {
+                    id: FileId::of(&meta),
+                    size: meta.len(),
+                    born: meta
+                        .created()
+                        .or_else(|_| meta.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                    path,
+                }),
                 Ok(_) => {}
                 Err(e) => out
                     .problems

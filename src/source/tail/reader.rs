@@ -65,7 +65,9 @@ pub async fn start(
     })?;
     let mut resume = HashMap::new();
     let mut checkpointer = None;
+    let mut db_written_at = None;
     if let Some(db) = &config.db {
+        db_written_at = std::fs::metadata(db).and_then(|m| m.modified()).ok();
         let entries = match checkpoint::load(db) {
             Ok(e) => e,
             Err(e @ checkpoint::DbError::Invalid { .. }) => {
@@ -75,6 +77,7 @@ pub async fn start(
                 tracing::error!(source = %cx.name, error = %e, moved_to = %PathBuf::from(&aside).display(),
                     "ignoring the checkpoint db: files are read as if it did not exist");
                 cx.metrics.error("db_invalid");
+                db_written_at = None;
                 Vec::new()
             }
             Err(e) => return Err(setup(e.to_string())),
@@ -117,12 +120,20 @@ pub async fn start(
         warned: HashSet::new(),
         window,
         stopped: false,
+        db_written_at,
     };
     let (done_tx, done_rx) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(format!("tail:{}", cx.name))
         .spawn(move || {
-            reader.run();
+            let name = reader.name.clone();
+            let metrics = reader.metrics.clone();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.run())).is_err() {
+                metrics.error("reader_crashed");
+                tracing::error!(source = %name,
+                    "the tail reader stopped on an internal error (a bug: please report it); \
+                     this source reads nothing more until logferry restarts");
+            }
             let _ = done_tx.send(());
         })
         .map_err(|e| setup(format!("cannot start the reader thread: {e}")))?;
@@ -159,6 +170,8 @@ struct Tracked {
     last_active: Instant,
     /// An open failure was already reported.
     open_warned: bool,
+    /// A split long line was already reported.
+    split_warned: bool,
 }
 
 struct Reader {
@@ -185,6 +198,8 @@ struct Reader {
     tag_template: String,
     /// The router is closed or shutdown came while waiting: stop reading.
     stopped: bool,
+    /// When the db found at start-up was last written (None without db or on a first run).
+    db_written_at: Option<std::time::SystemTime>,
 }
 
 /// How reading a window ended.
@@ -279,7 +294,13 @@ impl Reader {
             });
         }
         let first = self.first_scan;
-        for (path, id, size) in result.files {
+        for files::Found {
+            path,
+            id,
+            size,
+            born,
+        } in result.files
+        {
             match self.by_id.get(&id).copied() {
                 Some(uid) => {
                     if let Some(t) = self.files.get_mut(&uid) {
@@ -298,6 +319,9 @@ impl Reader {
                 None => {
                     let start = match self.resume.remove(&id) {
                         Some(e) => Start::Checkpoint(e.offset, e.fp),
+                        // Created after the db's last write: it appeared while logferry was
+                        // down, and all of it is new.
+                        None if self.db_written_at.is_some_and(|t| born >= t) => Start::Head,
                         None if first && !self.config.read_from_head => Start::End,
                         None => Start::Head,
                     };
@@ -392,6 +416,7 @@ impl Reader {
             rotated_at: rotated.then(Instant::now),
             last_active: Instant::now(),
             open_warned: false,
+            split_warned: false,
         };
         self.by_id.insert(id, uid);
         self.files.insert(uid, t);
@@ -658,7 +683,7 @@ impl Reader {
                             pos = buf.len();
                             break;
                         }
-                        self.metrics.error("long_line_split");
+                        cx.long_line_split(t, rest);
                         while buf.len() - pos > max {
                             cx.piece(t, &buf, start, pos, pos + max, &mut out);
                             pos += max;
@@ -970,7 +995,7 @@ impl LineCx<'_> {
                 self.long_line_skipped(to - from);
                 return;
             }
-            self.metrics.error("long_line_split");
+            self.long_line_split(t, to - from);
             let mut p = from;
             while p < to {
                 let e = (p + self.max).min(to);
@@ -1004,6 +1029,16 @@ impl LineCx<'_> {
             self.now_i,
             out,
         );
+    }
+
+    fn long_line_split(&mut self, t: &mut Tracked, len: usize) {
+        self.metrics.error("long_line_split");
+        if !t.split_warned {
+            t.split_warned = true;
+            tracing::warn!(source = %self.name, path = %self.path.display(), at_least = len, max = self.max,
+                "splitting a line longer than buffer_max_size into pieces (reported once per file; \
+                 see logferry_errors_total{{reason=\"long_line_split\"}})");
+        }
     }
 
     fn long_line_skipped(&mut self, len: usize) {
