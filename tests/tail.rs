@@ -38,7 +38,12 @@ impl Tail {
         )
         .unwrap();
         let stderr = dir.join(format!("{name}.stderr"));
-        let mut cmd = Command::new(logferry_bin());
+        let bin = if run.as_nobody {
+            binary_for_nobody(dir)
+        } else {
+            logferry_bin()
+        };
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"])
             .arg(&path)
             .stdin(Stdio::null())
@@ -513,7 +518,8 @@ fn kill_9_mid_file_and_restart_with_db_loses_nothing() {
 
 #[test]
 fn bad_files_are_reported_and_do_not_disturb_good_ones() {
-    let dir = tempfile::tempdir().unwrap();
+    // Under /tmp (world-traversable) rather than $TMPDIR, which nobody may not reach.
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
     let root = dir.path();
     let logs = root.join("logs");
     for sub in ["good", "weird", "locked"] {
@@ -633,6 +639,24 @@ fn bad_files_are_reported_and_do_not_disturb_good_ones() {
             "no warning about the unreadable file:\n{err}"
         );
     }
+}
+
+/// The binary, or a copy in `dir` when `nobody` cannot reach it where cargo built it (a
+/// checkout under /root).
+fn binary_for_nobody(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = logferry_bin();
+    let reachable = bin.ancestors().skip(1).all(|d| {
+        d.as_os_str().is_empty()
+            || std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    }) && std::fs::metadata(&bin).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    if reachable {
+        return bin;
+    }
+    let copy = dir.join("logferry");
+    std::fs::copy(&bin, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
 }
 
 /// True when the tests run as root (then permission tests run logferry as nobody).
