@@ -649,7 +649,8 @@ fn binary_for_nobody(dir: &Path) -> PathBuf {
     let reachable = bin.ancestors().skip(1).all(|d| {
         d.as_os_str().is_empty()
             || std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    }) && std::fs::metadata(&bin).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    }) && std::fs::metadata(&bin)
+        .is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
     if reachable {
         return bin;
     }

@@ -230,7 +230,14 @@ pub fn expand_tag(template: &str, path: &Path) -> String {
 /// Kubernetes metadata from a container log file name
 /// `<pod>_<namespace>_<container>-<64 hex container id>.log` (the kubelet's
 /// `/var/log/containers` naming): `{pod_name, namespace_name, container_name, container_id}`.
+///
+/// Also `/var/log/pods/<namespace>_<pod>_<pod uid>/<container>/<restart>.log` (what the
+/// `/var/log/containers` links point to): `{namespace_name, pod_name, pod_id, container_name}`.
 pub fn kubernetes_metadata(path: &Path) -> Option<Map> {
+    container_log_name(path).or_else(|| pod_log_path(path))
+}
+
+fn container_log_name(path: &Path) -> Option<Map> {
     let name = path.file_name()?.to_str()?;
     let stem = name.strip_suffix(".log")?;
     let (rest, id) = stem.rsplit_once('-')?;
@@ -248,6 +255,33 @@ pub fn kubernetes_metadata(path: &Path) -> Option<Map> {
         ("namespace_name", namespace),
         ("container_name", container),
         ("container_id", id),
+    ] {
+        m.push(Bytes::from_static(k.as_bytes()), Value::from(v));
+    }
+    Some(m)
+}
+
+fn pod_log_path(path: &Path) -> Option<Map> {
+    let name = path.file_name()?.to_str()?;
+    let restart = name.strip_suffix(".log")?;
+    if restart.is_empty() || !restart.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let container_dir = path.parent()?;
+    let container = container_dir.file_name()?.to_str()?;
+    let pod_dir = container_dir.parent()?.file_name()?.to_str()?;
+    let mut parts = pod_dir.splitn(3, '_');
+    let (namespace, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    let uuid_like = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if namespace.is_empty() || pod.is_empty() || container.is_empty() || !uuid_like {
+        return None;
+    }
+    let mut m = Map::with_capacity(4);
+    for (k, v) in [
+        ("namespace_name", namespace),
+        ("pod_name", pod),
+        ("pod_id", uid),
+        ("container_name", container),
     ] {
         m.push(Bytes::from_static(k.as_bytes()), Value::from(v));
     }
@@ -281,6 +315,16 @@ mod tests {
         assert_eq!(get(b"container_name"), "nginx-proxy");
         assert_eq!(get(b"container_id"), id);
         assert!(kubernetes_metadata(Path::new("/var/log/app.log")).is_none());
+        let m = kubernetes_metadata(Path::new(
+            "/var/log/pods/prod_web-7d9f8-abcde_1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718/nginx/0.log",
+        ))
+        .unwrap();
+        let get = |k: &[u8]| m.get(k).unwrap().to_text();
+        assert_eq!(get(b"namespace_name"), "prod");
+        assert_eq!(get(b"pod_name"), "web-7d9f8-abcde");
+        assert_eq!(get(b"pod_id"), "1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718");
+        assert_eq!(get(b"container_name"), "nginx");
+        assert!(kubernetes_metadata(Path::new("/var/log/pods/x/nginx/0.log")).is_none());
         assert!(kubernetes_metadata(Path::new("/x/a_b_c-1234.log")).is_none());
     }
 
