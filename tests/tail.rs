@@ -929,3 +929,37 @@ fn seqs_fast(path: &Path) -> Vec<u64> {
         })
         .collect()
 }
+
+#[test]
+fn a_file_rotated_while_logferry_was_down_is_finished_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let db = dir.path().join("tail.db");
+    let config = format!(
+        "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\nrotate_wait = \"300ms\"\ndb = \"{}\"\n{FAST}{}",
+        logs.display(),
+        db.display(),
+        sink(&out)
+    );
+    let app = logs.join("app.log");
+    append(&app, b"line 0\nline 1\n");
+    let mut first = Tail::start(dir.path(), "first", &config, Run::default());
+    wait_for_lines(&out, 2, Duration::from_secs(10));
+    assert!(first.signal("-TERM").success());
+    // While down: the file gets more lines, is rotated away, and a new one starts.
+    append(&app, b"line 2\nline 3\n");
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&app, b"line 4\n");
+    let mut second = Tail::start(dir.path(), "second", &config, Run::default());
+    wait_lines_soft(&out, 5, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(second.signal("-TERM").success());
+    exactly_once(&seqs(&read_jsonl(&out), "log", "line "), 5);
+    assert!(
+        second.stderr().contains("rotated while logferry was down"),
+        "{}",
+        second.stderr()
+    );
+}

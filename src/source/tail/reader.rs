@@ -420,6 +420,18 @@ impl Reader {
         };
         self.by_id.insert(id, uid);
         self.files.insert(uid, t);
+        // Open at once while under the limit: a file deleted before it is read is then still
+        // read to its end.
+        if rotated {
+            if let Some(t) = self.files.get_mut(&uid) {
+                match File::open(&t.path) {
+                    Ok(f) if f.metadata().is_ok_and(|m| FileId::of(&m) == id) => t.file = Some(f),
+                    _ => {}
+                }
+            }
+        } else if self.open_active < self.config.max_open_files {
+            self.ensure_open(uid);
+        }
     }
 
     /// Looks at each followed path: growth, truncation, rotation, deletion.
