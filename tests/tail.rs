@@ -963,3 +963,56 @@ fn a_file_rotated_while_logferry_was_down_is_finished_after_restart() {
         second.stderr()
     );
 }
+
+#[test]
+fn an_unwritable_db_stops_start_up_with_a_clear_error_and_a_corrupt_one_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let config = |db: &Path| {
+        format!(
+            "[service]\nhttp_listen = \"off\"\n[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\ndb = \"{}\"\n{}",
+            logs.display(),
+            db.display(),
+            sink(&out)
+        )
+    };
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config(&dir.path().join("missing/dir/tail.db"))).unwrap();
+    let run = Command::new(logferry_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("cannot write the checkpoint db"), "{err}");
+
+    // A corrupt db: logged, moved aside, and the source runs as if there were none.
+    let db = dir.path().join("tail.db");
+    std::fs::write(&db, b"{not json").unwrap();
+    append(&logs.join("a.log"), b"line 0\n");
+    let mut lf = Tail::start(
+        dir.path(),
+        "lf",
+        &format!(
+            "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\ndb = \"{}\"\n{FAST}{}",
+            logs.display(),
+            db.display(),
+            sink(&out)
+        ),
+        Run::default(),
+    );
+    wait_for_lines(&out, 1, Duration::from_secs(10));
+    assert!(lf.signal("-TERM").success());
+    assert!(
+        lf.stderr().contains("ignoring the checkpoint db"),
+        "{}",
+        lf.stderr()
+    );
+    assert!(dir.path().join("tail.db.invalid").exists());
+    assert!(std::fs::read_to_string(&db)
+        .unwrap()
+        .contains("\"offset\": 7"));
+}

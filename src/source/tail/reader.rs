@@ -930,14 +930,17 @@ enum Start {
     Checkpoint(u64, Fingerprint),
 }
 
+/// Bytes looked at from the end of a file read from its end.
+const END_PROBE: usize = 64 * 1024;
+
 /// The start of the line being written at the end of the file (after the last newline among
-/// its last `max` bytes), with the fingerprint before it.
+/// its last bytes, at most `max` and [`END_PROBE`]), with the fingerprint before it.
 fn start_at_end(path: &Path, size: u64, max: usize) -> std::io::Result<(u64, Fingerprint)> {
     if size == 0 {
         return Ok((0, Fingerprint::default()));
     }
     let file = File::open(path)?;
-    let take = (size as usize).min(max.max(FP_LEN));
+    let take = (size as usize).min(max.min(END_PROBE).max(FP_LEN));
     let from = size - take as u64;
     let mut buf = vec![0u8; take];
     let n = read_fully_at(&file, &mut buf, from)?;
