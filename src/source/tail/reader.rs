@@ -940,7 +940,7 @@ fn start_at_end(path: &Path, size: u64, max: usize) -> std::io::Result<(u64, Fin
         return Ok((0, Fingerprint::default()));
     }
     let file = File::open(path)?;
-    let take = (size as usize).min(max.min(END_PROBE).max(FP_LEN));
+    let take = (size as usize).min(max.clamp(FP_LEN, END_PROBE));
     let from = size - take as u64;
     let mut buf = vec![0u8; take];
     let n = read_fully_at(&file, &mut buf, from)?;
