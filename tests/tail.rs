@@ -71,6 +71,14 @@ impl Tail {
         t
     }
 
+    /// Waits until `n` files are followed (the first scan is done, so a file present before it
+    /// was read from its end, and what is appended now is new).
+    fn wait_following(&self, n: usize) {
+        wait_until("files to be followed", Duration::from_secs(10), || {
+            self.stderr().matches("following file").count() >= n
+        });
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
@@ -182,7 +190,7 @@ fn appended_lines_arrive_in_order_per_file_and_old_content_is_skipped() {
         ),
         Run::default(),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    lf.wait_following(1);
     // Lines appended over time, to the old file and to one created later (read from its start),
     // with a line written in two parts.
     for round in 0..10u64 {
@@ -431,6 +439,10 @@ fn copytruncate_under_continuous_writes_delivers_every_line_once() {
             .unwrap()
             .set_len(0)
             .unwrap();
+        // Two copytruncates before the reader looks would lose the middle generation whatever
+        // the reader does (it is in no file the reader can know of); real rotations are
+        // minutes apart, this keeps a slow CI machine from hitting that.
+        std::thread::sleep(Duration::from_millis(50));
     });
 }
 
@@ -832,7 +844,7 @@ fn restart_with_db_resumes_and_reads_files_created_while_down_from_their_start()
         sink(&out)
     );
     let mut first = Tail::start(dir.path(), "first", &config, Run::default());
-    std::thread::sleep(Duration::from_millis(300));
+    first.wait_following(1);
     append(&logs.join("a.log"), b"a 0\n");
     wait_for_lines(&out, 1, Duration::from_secs(10));
     assert!(first.signal("-TERM").success());
