@@ -17,6 +17,7 @@ use support::services::{free_port, wait_port};
 struct Tail {
     child: Option<Child>,
     stderr: PathBuf,
+    http: std::net::SocketAddr,
 }
 
 /// Options for [`Tail::start`].
@@ -56,9 +57,10 @@ impl Tail {
         let mut t = Tail {
             child: Some(cmd.spawn().expect("spawn logferry")),
             stderr,
+            http: http.parse().unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !wait_port(http.parse().unwrap(), Duration::from_millis(100)) {
+        while !wait_port(t.http, Duration::from_millis(100)) {
             if let Some(status) = t.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("logferry exited early with {status}:\n{}", t.stderr());
             }
@@ -77,6 +79,17 @@ impl Tail {
         wait_until("files to be followed", Duration::from_secs(10), || {
             self.stderr().matches("following file").count() >= n
         });
+    }
+
+    /// The value of the first metric line starting with `prefix` (0 when absent).
+    fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = support::services::http_request(self.http, "GET", "/metrics", b"");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     fn pid(&self) -> u32 {
@@ -747,33 +760,73 @@ fn shipped_tail_examples_validate() {
 }
 
 #[test]
-fn sink_backpressure_pauses_reading_without_loss() {
-    // A tiny queue: the reader must wait for the sink, never drop or buffer without bound.
+fn a_stalled_sink_pauses_reading_and_nothing_is_lost_when_it_resumes() {
+    // The file sink writes into a FIFO that the test opens but does not read: once the pipe and
+    // the sink's small queue are full, the sink stalls, and the tail source must stop reading
+    // (not buffer the file in memory, not drop lines). Then the test reads everything.
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let out = dir.path().join("out.jsonl");
-    let n = 100_000u64;
+    let fifo = dir.path().join("out.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // O_NONBLOCK: opening for reading must not wait for the writer.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000)
+        .open(&fifo)
+        .unwrap();
+    let n = 200_000u64;
+    let mut size = 0;
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(logs.join("a.log")).unwrap());
         for seq in 0..n {
-            writeln!(f, "line {seq}").unwrap();
+            let line = format!("line {seq} {}\n", "p".repeat(40));
+            size += line.len();
+            f.write_all(line.as_bytes()).unwrap();
         }
     }
-    let mut lf = Tail::start(
+    let lf = Tail::start(
         dir.path(),
         "lf",
         &format!(
-            "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\nbuffer_max_size = \"4KiB\"\n{FAST}\
-             [[sinks]]\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\nbuffer_limit = \"64KiB\"\n",
+            "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\nbuffer_max_size = \"16KiB\"\n{FAST}\
+             [[sinks]]\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\nbuffer_limit = \"256KiB\"\n",
             logs.display(),
-            out.display()
+            fifo.display()
         ),
         Run::default(),
     );
-    wait_for_lines(&out, n as usize, Duration::from_secs(30));
-    assert!(lf.signal("-TERM").success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let read_so_far = lf.metric("logferry_bytes_in_total{component=\"tail.0\"");
+    assert!(
+        read_so_far > 0.0 && read_so_far < (size / 4) as f64,
+        "{read_so_far} of {size} bytes read while the sink was stalled"
+    );
+    // Now drain the FIFO: every line arrives, once.
+    let mut text = Vec::new();
+    let mut lines = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines < n as usize {
+        assert!(Instant::now() < deadline, "the sink did not resume");
+        match reader.read(&mut chunk) {
+            Ok(k) if k > 0 => {
+                lines += chunk[..k].iter().filter(|&&c| c == b'\n').count();
+                text.extend_from_slice(&chunk[..k]);
+            }
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    let out = dir.path().join("drained.jsonl");
+    std::fs::write(&out, &text).unwrap();
     exactly_once(&seqs_fast(&out), n);
+    drop(lf);
 }
 
 #[test]
