@@ -149,7 +149,10 @@ pub async fn start(
             // delivers once its queue closes (which happens after the sources stopped) must
             // not hold the shutdown: past this bound the checkpointer finishes on its own if
             // there is still time, and a restart reads the rest again (at-least-once).
-            if tokio::time::timeout(FINAL_CHECKPOINT_WAIT, task).await.is_err() {
+            if tokio::time::timeout(FINAL_CHECKPOINT_WAIT, task)
+                .await
+                .is_err()
+            {
                 tracing::info!(source = %name,
                     "records are still being delivered; the checkpoint db is updated as they are");
             }
