@@ -3,8 +3,9 @@
 # Build: docker build -t logferry .   (the release build is the one scripts/demo performs)
 
 FROM rust:1.95-bookworm AS build
+# libcurl4-openssl-dev: only its header, which librdkafka 2.12.1's cmake build includes (see scripts/setup).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev zlib1g-dev \
+ && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

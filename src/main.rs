@@ -37,6 +37,9 @@ enum Command {
     },
     /// Load-test a running logferry (or any forward server) with PackedForward messages.
     Loadgen(logferry::loadgen::LoadgenArgs),
+    /// Print an Amazon MSK IAM (SASL/OAUTHBEARER) token as JSON {"token", "expiry_ms",
+    /// "region"}, signed with credentials from the AWS default chain, for other Kafka tools.
+    MskToken(logferry::sink::kafka::MskTokenArgs),
     /// Exit 0 when a running logferry's /health answers 200 (for container HEALTHCHECKs).
     Healthcheck {
         /// The health URL (plain HTTP on a local address).
@@ -68,6 +71,25 @@ fn main() -> ExitCode {
             };
             init_logging(&config.service);
             run(config)
+        }
+        Command::MskToken(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(logferry::sink::kafka::msk_token_command(&args)) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("msk-token failed: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Healthcheck { url } => match healthcheck(&url) {
             Ok(()) => ExitCode::SUCCESS,

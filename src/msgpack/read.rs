@@ -477,11 +477,20 @@ impl Reader {
         self.ensure_room(head.child_count())
     }
 
-    /// A map key: `str` and `bin` as they are, anything else rendered as its JSON text (so a
-    /// producer's integer key `1` becomes the key `1`).
+    /// A map key: `str` and `bin` as they are, other scalars rendered as their JSON text (so a
+    /// producer's integer key `1` becomes the key `1`). Arrays and maps as keys are refused:
+    /// no log producer sends them, and rendering nested container keys re-escapes the text at
+    /// every level, which a hostile client could make grow exponentially (found by fuzzing).
     fn key(&mut self, depth: usize) -> Result<Bytes, ReadError> {
         if let Some(bytes) = self.read_str_or_bin()? {
             return Ok(bytes);
+        }
+        let start = self.position();
+        if matches!(self.peek()?, Head::Array(_) | Head::Map(_)) {
+            return Err(ReadError::malformed(
+                start,
+                "a map key is an array or a map; keys must be strings or scalars",
+            ));
         }
         let value = self.value(depth)?;
         let mut text = Vec::new();
@@ -696,13 +705,44 @@ mod tests {
 
     #[test]
     fn non_string_keys_become_their_text() {
-        // {1: "a", nil: "b", [true]: "c"}
-        let b = [
-            0x83, 0x01, 0xa1, b'a', 0xc0, 0xa1, b'b', 0x91, 0xc3, 0xa1, b'c',
-        ];
+        // {1: "a", nil: "b", true: "c"}
+        let b = [0x83, 0x01, 0xa1, b'a', 0xc0, 0xa1, b'b', 0xc3, 0xa1, b'c'];
         let map = Reader::new(Bytes::copy_from_slice(&b)).read_map().unwrap();
         let keys: Vec<&[u8]> = map.iter().map(|(k, _)| k.as_ref()).collect();
-        assert_eq!(keys, vec![&b"1"[..], b"null", b"[true]"]);
+        assert_eq!(keys, vec![&b"1"[..], b"null", b"true"]);
+    }
+
+    #[test]
+    fn container_keys_are_refused() {
+        // {[true]: "c"} and {{"a": 1}: "c"}
+        for b in [
+            &[0x81, 0x91, 0xc3, 0xa1, b'c'][..],
+            &[0x81, 0x81, 0xa1, b'a', 0x01, 0xa1, b'c'],
+        ] {
+            let err = Reader::new(Bytes::copy_from_slice(b))
+                .read_map()
+                .unwrap_err();
+            assert!(
+                matches!(err, ReadError::Malformed { offset: 1, .. }),
+                "{err:?}"
+            );
+        }
+    }
+
+    /// Regression (fuzzing, forward_frame): keys nested in keys re-escaped at every level took
+    /// seconds for a 1.5 KB frame. 40 levels of `{{...}: 1}` are refused at the first nested
+    /// key, before any of them is read or rendered.
+    #[test]
+    fn deeply_nested_container_keys_fail_fast() {
+        // Maps of one entry whose key is the next map, then the innermost entry, then values.
+        let mut b = vec![0x81u8; 40];
+        b.extend_from_slice(&[0xa1, b'"', 0x01]);
+        b.extend(std::iter::repeat_n(0x01u8, 39));
+        let err = Reader::new(Bytes::from(b)).read_map().unwrap_err();
+        assert!(
+            matches!(err, ReadError::Malformed { offset: 1, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

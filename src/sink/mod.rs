@@ -2,6 +2,7 @@
 //!
 //! - [`writer`]: `stdout` and `file`, one encoded record after another.
 //! - [`kinesis`]: Kinesis Data Streams (PutRecords batching, KPL aggregation).
+//! - [`kafka`]: Kafka / Amazon MSK (rdkafka producer, MSK IAM tokens).
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
 //!
 //! Every sink reads its own bounded queue ([`crate::buffer::memory`]), encodes with the shared
@@ -9,6 +10,7 @@
 //! releases upstream acknowledgements. A sink does not know which source fed it.
 
 pub mod backoff;
+pub mod kafka;
 pub mod kinesis;
 pub mod writer;
 
@@ -26,10 +28,11 @@ use crate::metrics::ComponentMetrics;
 pub enum SinkConfig {
     Stdout(writer::WriterConfig),
     File(writer::WriterConfig),
+    Kafka(Box<kafka::config::KafkaConfig>),
 }
 
 /// The `type` values of sinks.
-pub const TYPES: &[&str] = &["stdout", "file"];
+pub const TYPES: &[&str] = &["stdout", "file", "kafka"];
 
 impl SinkConfig {
     /// Deserializes a `[[sinks]]` entry's own options (common keys already removed).
@@ -55,6 +58,11 @@ impl SinkConfig {
                 c.validate()?;
                 Ok(SinkConfig::File(c))
             }
+            "kafka" => {
+                let c = kafka::config::KafkaConfig::deserialize(de)?;
+                c.settings()?;
+                Ok(SinkConfig::Kafka(Box::new(c)))
+            }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -68,6 +76,7 @@ impl SinkConfig {
             SinkConfig::Stdout(c) | SinkConfig::File(c) => {
                 Ok(Sink::Writer(writer::WriterSink::open(c, cx).await?))
             }
+            SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::open(c, cx).await?)),
         }
     }
 }
@@ -83,6 +92,7 @@ pub struct SinkContext {
 /// A built sink, ready to run.
 pub enum Sink {
     Writer(writer::WriterSink),
+    Kafka(kafka::KafkaSink),
 }
 
 impl Sink {
@@ -90,6 +100,7 @@ impl Sink {
     pub async fn run(self, input: QueueReceiver) {
         match self {
             Sink::Writer(s) => s.run(input).await,
+            Sink::Kafka(s) => s.run(input).await,
         }
     }
 }

@@ -1,0 +1,725 @@
+//! Options of `type = "kafka"` (names follow Fluent Bit's `out_kafka`), their validation, and
+//! the librdkafka properties they turn into.
+//!
+//! Validation happens at config load, so every problem is reported with its file, line and key:
+//! topic names, formats, the MSK region (from the cluster ARN, the broker host names or
+//! `region`), and every `[sinks.rdkafka]` property, which is checked by librdkafka itself.
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+use super::msk_iam::{resolve_target, MskTarget};
+use crate::config::field::FieldError;
+use crate::encode::{EncodeOptions, Format, Subsecond, TimeFormat};
+use crate::event::KeyPath;
+
+/// `type = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`: a comma-separated string or an array. Required unless
+    /// `rdkafka."bootstrap.servers"` is given.
+    #[serde(default)]
+    pub brokers: Option<StringList>,
+    /// Topic(s) to write to: one name, a comma-separated list, or an array. The first one is the
+    /// default topic. Required.
+    #[serde(default)]
+    pub topics: Option<StringList>,
+    /// Record key (nested paths as `a->b`) whose value names the topic of that record. A value
+    /// that is not one of `topics` (or a record without the key) goes to the first topic, unless
+    /// `dynamic_topic` is true. Default: none (every record goes to the first topic).
+    #[serde(default)]
+    pub topic_key: Option<String>,
+    /// With `topic_key`: write to whatever topic the record names, even one not listed in
+    /// `topics` (it must exist, or the broker must auto-create it). Default false.
+    #[serde(default)]
+    pub dynamic_topic: bool,
+    /// A static message key for every record. Default: none (records are spread over
+    /// partitions by librdkafka's partitioner).
+    #[serde(default)]
+    pub message_key: Option<String>,
+    /// Record key (nested paths as `a->b`) whose value is the message key; records without it
+    /// use `message_key`. Records with the same key go to the same partition, in order.
+    #[serde(default)]
+    pub message_key_field: Option<String>,
+    /// `json` (default): the record as a JSON object. `msgpack`: the record as a msgpack map.
+    /// `raw`: the value of `log_key` alone, as is.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// With `raw`: the field to send (default `log`). With `json`/`msgpack`: send only that
+    /// field's value instead of the whole record.
+    #[serde(default)]
+    pub log_key: Option<String>,
+    /// Key under which the record's time is added (`json` and `msgpack`). Default
+    /// `@timestamp`, as Fluent Bit; `""` adds no time.
+    #[serde(default = "default_timestamp_key")]
+    pub timestamp_key: String,
+    /// How `timestamp_key` is written: `double` (default: seconds with a fraction), `iso8601`
+    /// (`2024-05-14T09:30:01.123Z`, UTC, milliseconds), `epoch_ms` (integer milliseconds); also
+    /// `epoch`, `iso8601_ns`.
+    #[serde(default = "default_timestamp_format")]
+    pub timestamp_format: String,
+    /// How many times in a row (about one second apart) the sink may find librdkafka's local
+    /// queue full before it reports itself unhealthy. Records are never dropped for a full queue:
+    /// the sink keeps waiting, and its own buffer pauses the sources. `0`: never report. Default 10.
+    #[serde(default = "default_queue_full_retries")]
+    pub queue_full_retries: u32,
+    /// librdkafka properties, passed through as given; they override logferry's defaults.
+    /// `[sinks.rdkafka]` with quoted names: `"compression.type" = "zstd"`.
+    #[serde(default)]
+    pub rdkafka: toml::Table,
+    /// Authenticate to Amazon MSK with IAM (SASL/OAUTHBEARER with SigV4-signed tokens). Default
+    /// false.
+    #[serde(default)]
+    pub aws_msk_iam: bool,
+    /// The MSK cluster's ARN: the region tokens are signed for is read from it.
+    #[serde(default)]
+    pub aws_msk_iam_cluster_arn: Option<String>,
+    /// The cluster's AWS region, when neither the cluster ARN nor the broker host names tell it.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A role to assume (STS AssumeRole) for MSK IAM, with a session name that stays the same
+    /// across refreshes. Default: the credentials of the default chain are used directly.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// STS endpoint URL for `role_arn` (VPC endpoints, tests). Default: the regional endpoint.
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+}
+
+fn default_format() -> String {
+    "json".to_string()
+}
+
+fn default_timestamp_key() -> String {
+    "@timestamp".to_string()
+}
+
+fn default_timestamp_format() -> String {
+    "double".to_string()
+}
+
+fn default_queue_full_retries() -> u32 {
+    10
+}
+
+/// One string, a comma-separated string, or an array of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringList {
+    /// The non-empty items, trimmed, commas splitting every string.
+    pub fn items(&self) -> Vec<String> {
+        let parts: Vec<&str> = match self {
+            StringList::One(s) => s.split(',').collect(),
+            StringList::Many(v) => v.iter().flat_map(|s| s.split(',')).collect(),
+        };
+        parts
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// librdkafka defaults chosen to not lose data; every one can be overridden in `[sinks.rdkafka]`.
+///
+/// - `acks = all` and `enable.idempotence = true`: a record counts as delivered only once every
+///   in-sync replica has it, and librdkafka's retries cannot duplicate or reorder it.
+/// - `message.timeout.ms = 0`: librdkafka retries without a time limit, so records wait through
+///   a broker outage instead of failing; the sink's bounded buffer pauses the sources meanwhile.
+/// - `compression.type = lz4`, `linger.ms = 10`: cheap compression, small batching delay.
+/// - `statistics.interval.ms = 5000`: lets the sink notice that brokers are reachable again
+///   (and clear its unhealthy state) even when no records flow.
+pub const DEFAULT_PROPERTIES: &[(&str, &str)] = &[
+    ("client.id", "logferry"),
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("message.timeout.ms", "0"),
+    ("compression.type", "lz4"),
+    ("linger.ms", "10"),
+    ("statistics.interval.ms", "5000"),
+];
+
+/// librdkafka's alternative names for properties logferry sets, so that a user setting either
+/// name replaces the default (librdkafka would otherwise see both, in no defined order).
+const ALIASES: &[(&str, &str)] = &[
+    ("acks", "request.required.acks"),
+    ("compression.type", "compression.codec"),
+    ("linger.ms", "queue.buffering.max.ms"),
+    ("bootstrap.servers", "metadata.broker.list"),
+    ("sasl.mechanism", "sasl.mechanisms"),
+];
+
+/// The canonical name of a property (its first name in [`ALIASES`], or itself).
+fn canonical(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(canonical, alias)| name == *canonical || name == *alias)
+        .map(|(canonical, _)| *canonical)
+        .unwrap_or(name)
+}
+
+/// Properties that would break MSK IAM when set together with `aws_msk_iam = true`.
+const MSK_IAM_CONFLICTS: &[(&str, &str)] = &[
+    (
+        "sasl.oauthbearer.method",
+        "MSK IAM tokens are made by logferry, not by librdkafka's OIDC client",
+    ),
+    (
+        "enable.sasl.oauthbearer.unsecure.jwt",
+        "MSK IAM needs signed tokens, not librdkafka's unsecured test JWTs",
+    ),
+    (
+        "sasl.oauthbearer.config",
+        "MSK IAM tokens are made by logferry and take no librdkafka token config",
+    ),
+];
+
+/// The longest legal Kafka topic name.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// True for names Kafka accepts as topics: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn is_valid_topic(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TOPIC_LEN
+        && name != b"."
+        && name != b".."
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// What MSK IAM needs at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MskIamSettings {
+    pub target: MskTarget,
+    pub role_arn: Option<String>,
+    pub sts_endpoint: Option<String>,
+}
+
+/// The validated sink settings.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Every topic in `topics`; the first is the default.
+    pub topics: Vec<String>,
+    pub topic_key: Option<KeyPath>,
+    pub dynamic_topic: bool,
+    pub message_key: Option<Vec<u8>>,
+    pub message_key_field: Option<KeyPath>,
+    pub encode: EncodeOptions,
+    pub queue_full_retries: u32,
+    /// Final librdkafka properties: defaults, then `brokers`, then MSK IAM, then `rdkafka`.
+    pub properties: Vec<(String, String)>,
+    pub msk_iam: Option<MskIamSettings>,
+    /// Things the operator should know at start-up (logged when the sink is built).
+    pub warnings: Vec<String>,
+}
+
+impl KafkaSettings {
+    /// The librdkafka client configuration.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The value of a property as it will be given to librdkafka (any alias).
+    pub fn property(&self, name: &str) -> Option<&str> {
+        let name = canonical(name);
+        self.properties
+            .iter()
+            .find(|(k, _)| canonical(k) == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl KafkaConfig {
+    /// Checks every option; all problems are reported, not just the first.
+    pub fn settings(&self) -> Result<KafkaSettings, Vec<FieldError>> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+
+        let topics = self
+            .topics
+            .as_ref()
+            .map(StringList::items)
+            .unwrap_or_default();
+        if topics.is_empty() {
+            problems.push(FieldError::new(
+                "topics",
+                "missing: name the topic(s) to write to, e.g. topics = \"logs\"",
+            ));
+        }
+        for topic in &topics {
+            if !is_valid_topic(topic.as_bytes()) {
+                problems.push(FieldError::new(
+                    "topics",
+                    format!(
+                        "`{topic}` is not a valid Kafka topic name (1 to {MAX_TOPIC_LEN} of \
+                         a-z A-Z 0-9 . _ -)"
+                    ),
+                ));
+            }
+        }
+        let topic_key = self.path_option("topic_key", &self.topic_key, &mut problems);
+        if self.dynamic_topic && topic_key.is_none() {
+            problems.push(FieldError::new(
+                "dynamic_topic",
+                "needs topic_key: the record key that names each record's topic",
+            ));
+        }
+        let message_key_field =
+            self.path_option("message_key_field", &self.message_key_field, &mut problems);
+
+        let encode = match self.encode_options() {
+            Ok(options) => match crate::encode::Encoder::new(&options) {
+                Ok(_) => Some(options),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            },
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+
+        let user = self.user_properties(&mut problems);
+        let brokers = self
+            .brokers
+            .as_ref()
+            .map(StringList::items)
+            .unwrap_or_default();
+        let user_bootstrap = user
+            .iter()
+            .find(|(k, _)| canonical(k) == "bootstrap.servers")
+            .map(|(_, v)| v.clone());
+        if brokers.is_empty() && user_bootstrap.is_none() {
+            problems.push(FieldError::new(
+                "brokers",
+                "missing: the bootstrap brokers, e.g. brokers = \"b-1.example:9098,b-2.example:9098\"",
+            ));
+        }
+
+        let msk_iam = if self.aws_msk_iam {
+            self.msk_iam_settings(&brokers, user_bootstrap.as_deref(), &mut problems)
+        } else {
+            for (key, value) in [
+                ("aws_msk_iam_cluster_arn", &self.aws_msk_iam_cluster_arn),
+                ("role_arn", &self.role_arn),
+                ("sts_endpoint", &self.sts_endpoint),
+            ] {
+                if value.is_some() {
+                    problems.push(FieldError::new(
+                        key,
+                        "only applies with aws_msk_iam = true; set that too, or remove this",
+                    ));
+                }
+            }
+            None
+        };
+
+        let mut properties: Vec<(String, String)> = DEFAULT_PROPERTIES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !brokers.is_empty() {
+            properties.push(("bootstrap.servers".into(), brokers.join(",")));
+        }
+        if msk_iam.is_some() {
+            properties.push(("security.protocol".into(), "SASL_SSL".into()));
+            properties.push(("sasl.mechanism".into(), "OAUTHBEARER".into()));
+            for (key, value) in &user {
+                match canonical(key) {
+                    "security.protocol" => warnings.push(format!(
+                        "rdkafka.\"{key}\" = \"{value}\" overrides SASL_SSL, which MSK IAM \
+                         always uses in AWS; only do this for local tests"
+                    )),
+                    "sasl.mechanism" if !value.eq_ignore_ascii_case("OAUTHBEARER") => problems
+                        .push(FieldError::new(
+                            "rdkafka",
+                            format!(
+                                "\"{key}\" = \"{value}\" conflicts with aws_msk_iam, which \
+                                 authenticates with OAUTHBEARER; remove it"
+                            ),
+                        )),
+                    name => {
+                        if let Some((_, why)) = MSK_IAM_CONFLICTS.iter().find(|(k, _)| *k == name) {
+                            problems.push(FieldError::new(
+                                "rdkafka",
+                                format!("\"{key}\" conflicts with aws_msk_iam: {why}; remove it"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (key, value) in user {
+            let name = canonical(&key).to_string();
+            properties.retain(|(k, _)| canonical(k) != name);
+            properties.push((key, value));
+        }
+
+        // librdkafka knows its properties best: let it check names and values now, so that a
+        // typo is a config error with a line number rather than a failure at start-up.
+        let mut probe = ClientConfig::new();
+        for (key, value) in &properties {
+            probe.set(key, value);
+        }
+        if let Err(e) = probe.create_native_config() {
+            problems.push(FieldError::new(
+                "rdkafka",
+                format!("librdkafka refused the configuration: {e}"),
+            ));
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let Some(encode) = encode else {
+            return Err(problems);
+        };
+        Ok(KafkaSettings {
+            topics,
+            topic_key,
+            dynamic_topic: self.dynamic_topic,
+            message_key: self
+                .message_key
+                .as_ref()
+                .filter(|k| !k.is_empty())
+                .map(|k| k.as_bytes().to_vec()),
+            message_key_field,
+            encode,
+            queue_full_retries: self.queue_full_retries,
+            properties,
+            msk_iam,
+            warnings,
+        })
+    }
+
+    fn path_option(
+        &self,
+        key: &str,
+        value: &Option<String>,
+        problems: &mut Vec<FieldError>,
+    ) -> Option<KeyPath> {
+        let value = value.as_ref()?;
+        if value.is_empty() || value.split("->").any(str::is_empty) {
+            problems.push(FieldError::new(
+                key,
+                "must name a record key (nested keys as `a->b`)",
+            ));
+            return None;
+        }
+        Some(KeyPath::parse(value))
+    }
+
+    fn encode_options(&self) -> Result<EncodeOptions, FieldError> {
+        let format = match self.format.as_str() {
+            "json" => Format::Json,
+            "msgpack" => Format::Msgpack,
+            "raw" => Format::Text,
+            other => {
+                return Err(FieldError::new(
+                    "format",
+                    format!("`{other}` is not one of json, msgpack, raw"),
+                ))
+            }
+        };
+        let log_key = match (&self.log_key, format) {
+            (Some(k), _) => Some(KeyPath::parse(k)),
+            (None, Format::Text) => Some(KeyPath::parse("log")),
+            (None, _) => None,
+        };
+        let time_format = timestamp_format(&self.timestamp_format)?;
+        let time_key = match (self.timestamp_key.as_str(), format, &log_key) {
+            ("", _, _) | (_, Format::Text, _) | (_, _, Some(_)) => None,
+            (key, _, None) => Some(key.to_string()),
+        };
+        Ok(EncodeOptions {
+            format,
+            log_key,
+            time_key,
+            time_format,
+            append_newline: false,
+            ..EncodeOptions::default()
+        })
+    }
+
+    /// `[sinks.rdkafka]` as (name, value) strings, in file order.
+    fn user_properties(&self, problems: &mut Vec<FieldError>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (key, value) in &self.rdkafka {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    problems.push(FieldError::new(
+                        "rdkafka",
+                        format!(
+                            "\"{key}\" must be a string, number or boolean (librdkafka \
+                             properties are flat; quote dotted names: \"{key}\" = ...)"
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            out.push((key.clone(), text));
+        }
+        out
+    }
+
+    fn msk_iam_settings(
+        &self,
+        brokers: &[String],
+        user_bootstrap: Option<&str>,
+        problems: &mut Vec<FieldError>,
+    ) -> Option<MskIamSettings> {
+        let mut hosts: Vec<&str> = brokers.iter().map(String::as_str).collect();
+        hosts.extend(user_bootstrap);
+        let target = match resolve_target(
+            self.aws_msk_iam_cluster_arn.as_deref(),
+            &hosts,
+            self.region.as_deref(),
+        ) {
+            Ok(target) => target,
+            Err(e) => {
+                let key = match &e {
+                    super::msk_iam::MskIamError::InvalidClusterArn { .. } => {
+                        "aws_msk_iam_cluster_arn"
+                    }
+                    super::msk_iam::MskIamError::InvalidRegion(_) => "region",
+                    _ => "aws_msk_iam",
+                };
+                let mut message = e.to_string();
+                if matches!(e, super::msk_iam::MskIamError::NoRegion) {
+                    message.push_str(" with `region = \"<region>\"`");
+                }
+                problems.push(FieldError::new(key, message));
+                return None;
+            }
+        };
+        if let Some(arn) = &self.role_arn {
+            if !arn.starts_with("arn:") || !arn.contains(":role/") {
+                problems.push(FieldError::new(
+                    "role_arn",
+                    format!("`{arn}` is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
+                ));
+            }
+        }
+        if let Some(endpoint) = &self.sts_endpoint {
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                problems.push(FieldError::new(
+                    "sts_endpoint",
+                    format!("`{endpoint}` is not a URL (https://sts.<region>.amazonaws.com)"),
+                ));
+            }
+            if self.role_arn.is_none() {
+                problems.push(FieldError::new(
+                    "sts_endpoint",
+                    "only applies with role_arn (the role to assume through STS)",
+                ));
+            }
+        }
+        Some(MskIamSettings {
+            target,
+            role_arn: self.role_arn.clone(),
+            sts_endpoint: self.sts_endpoint.clone(),
+        })
+    }
+}
+
+/// `timestamp_format`: as [`TimeFormat::from_name`], except that `iso8601` carries milliseconds
+/// (the Kafka sink's contract), where Fluent Bit writes microseconds.
+fn timestamp_format(name: &str) -> Result<TimeFormat, FieldError> {
+    if name.eq_ignore_ascii_case("iso8601") {
+        return Ok(TimeFormat::Iso8601(Subsecond::Millis));
+    }
+    TimeFormat::from_name("timestamp_format", name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<KafkaSettings, Vec<FieldError>> {
+        let config: KafkaConfig =
+            toml::from_str(text).map_err(|e| vec![FieldError::new("<parse>", e.to_string())])?;
+        config.settings()
+    }
+
+    fn keys(e: &[FieldError]) -> Vec<&str> {
+        e.iter().map(|f| f.key.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_favour_not_losing_data() {
+        let s = parse("brokers = \"a:9092, b:9092\"\ntopics = \"logs\"").unwrap();
+        assert_eq!(s.property("bootstrap.servers"), Some("a:9092,b:9092"));
+        assert_eq!(s.property("acks"), Some("all"));
+        assert_eq!(s.property("enable.idempotence"), Some("true"));
+        assert_eq!(s.property("compression.type"), Some("lz4"));
+        assert_eq!(s.property("message.timeout.ms"), Some("0"));
+        assert_eq!(s.property("linger.ms"), Some("10"));
+        assert_eq!(s.property("security.protocol"), None);
+        assert_eq!(s.topics, vec!["logs"]);
+        assert_eq!(s.encode.format, Format::Json);
+        assert_eq!(s.encode.time_key.as_deref(), Some("@timestamp"));
+        assert_eq!(s.encode.time_format, TimeFormat::Double);
+        assert!(!s.encode.append_newline);
+        assert_eq!(s.queue_full_retries, 10);
+        assert!(s.msk_iam.is_none());
+    }
+
+    #[test]
+    fn rdkafka_entries_override_defaults_and_aliases_replace_them() {
+        let s = parse(
+            r#"
+            brokers = ["a:9092"]
+            topics = ["logs", "audit"]
+            [rdkafka]
+            "compression.codec" = "zstd"
+            "queue.buffering.max.ms" = 50
+            "enable.idempotence" = false
+            "acks" = "1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.property("compression.type"), Some("zstd"));
+        assert_eq!(s.property("linger.ms"), Some("50"));
+        assert_eq!(s.property("enable.idempotence"), Some("false"));
+        assert_eq!(s.property("acks"), Some("1"));
+        // Exactly one entry per property, whatever name the user chose.
+        let compression: Vec<_> = s
+            .properties
+            .iter()
+            .filter(|(k, _)| canonical(k) == "compression.type")
+            .collect();
+        assert_eq!(compression.len(), 1);
+        assert_eq!(s.topics, vec!["logs", "audit"]);
+    }
+
+    #[test]
+    fn unknown_or_invalid_rdkafka_properties_are_config_errors() {
+        let e =
+            parse("brokers = \"a:1\"\ntopics = \"t\"\n[rdkafka]\n\"compresion.type\" = \"lz4\"")
+                .unwrap_err();
+        assert_eq!(keys(&e), vec!["rdkafka"]);
+        assert!(e[0].message.contains("compresion.type"), "{}", e[0].message);
+        let e =
+            parse("brokers = \"a:1\"\ntopics = \"t\"\n[rdkafka]\n\"compression.type\" = \"lz5\"")
+                .unwrap_err();
+        assert_eq!(keys(&e), vec!["rdkafka"]);
+        let e = parse("brokers = \"a:1\"\ntopics = \"t\"\n[rdkafka]\n\"x\" = [1]").unwrap_err();
+        assert!(e[0].message.contains("string, number or boolean"));
+    }
+
+    #[test]
+    fn required_options_and_topic_rules() {
+        let e = parse("").unwrap_err();
+        assert_eq!(keys(&e), vec!["topics", "brokers"]);
+        let e = parse("brokers = \"a:1\"\ntopics = \"bad topic\"").unwrap_err();
+        assert_eq!(keys(&e), vec!["topics"]);
+        let e = parse("brokers = \"a:1\"\ntopics = \"t\"\ndynamic_topic = true").unwrap_err();
+        assert_eq!(keys(&e), vec!["dynamic_topic"]);
+        let s = parse("topics = \"t\"\n[rdkafka]\n\"metadata.broker.list\" = \"x:1\"").unwrap();
+        assert_eq!(s.property("bootstrap.servers"), Some("x:1"));
+        let e = parse("brokers = \"a:1\"\ntopics = \"t\"\ntopic_key = \"a->\"").unwrap_err();
+        assert_eq!(keys(&e), vec!["topic_key"]);
+    }
+
+    #[test]
+    fn formats_and_timestamps() {
+        let s = parse("brokers = \"a:1\"\ntopics = \"t\"\nformat = \"raw\"").unwrap();
+        assert_eq!(s.encode.format, Format::Text);
+        assert_eq!(s.encode.log_key.as_ref().map(KeyPath::as_str), Some("log"));
+        assert_eq!(s.encode.time_key, None);
+        let s = parse(
+            "brokers = \"a:1\"\ntopics = \"t\"\nformat = \"msgpack\"\ntimestamp_format = \"iso8601\"",
+        )
+        .unwrap();
+        assert_eq!(s.encode.time_format, TimeFormat::Iso8601(Subsecond::Millis));
+        let s = parse("brokers = \"a:1\"\ntopics = \"t\"\ntimestamp_format = \"epoch_ms\"\ntimestamp_key = \"ts\"").unwrap();
+        assert_eq!(s.encode.time_format, TimeFormat::EpochMillis);
+        assert_eq!(s.encode.time_key.as_deref(), Some("ts"));
+        let s = parse("brokers = \"a:1\"\ntopics = \"t\"\ntimestamp_key = \"\"").unwrap();
+        assert_eq!(s.encode.time_key, None);
+        let e = parse("brokers = \"a:1\"\ntopics = \"t\"\nformat = \"gelf\"").unwrap_err();
+        assert_eq!(keys(&e), vec!["format"]);
+        let e = parse("brokers = \"a:1\"\ntopics = \"t\"\ntimestamp_format = \"rfc\"").unwrap_err();
+        assert_eq!(keys(&e), vec!["timestamp_format"]);
+    }
+
+    #[test]
+    fn msk_iam_defaults_and_region_resolution() {
+        let s = parse(
+            "brokers = \"b-1.logs.abc.c2.kafka.eu-west-1.amazonaws.com:9098\"\ntopics = \"t\"\naws_msk_iam = true",
+        )
+        .unwrap();
+        assert_eq!(s.property("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(s.property("sasl.mechanism"), Some("OAUTHBEARER"));
+        assert_eq!(s.msk_iam.as_ref().unwrap().target.region, "eu-west-1");
+        assert!(s.warnings.is_empty());
+
+        let s = parse(
+            "brokers = \"127.0.0.1:1\"\ntopics = \"t\"\naws_msk_iam = true\n\
+             aws_msk_iam_cluster_arn = \"arn:aws:kafka:us-west-2:123456789012:cluster/c/u-1\"\n\
+             [rdkafka]\n\"security.protocol\" = \"SASL_PLAINTEXT\"",
+        )
+        .unwrap();
+        assert_eq!(s.msk_iam.as_ref().unwrap().target.region, "us-west-2");
+        assert_eq!(s.property("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(s.warnings.len(), 1);
+
+        let s = parse("brokers = \"127.0.0.1:1\"\ntopics = \"t\"\naws_msk_iam = true\nregion = \"ap-south-1\"").unwrap();
+        assert_eq!(s.msk_iam.as_ref().unwrap().target.region, "ap-south-1");
+
+        let e = parse("brokers = \"127.0.0.1:1\"\ntopics = \"t\"\naws_msk_iam = true").unwrap_err();
+        assert_eq!(keys(&e), vec!["aws_msk_iam"]);
+        assert!(e[0].message.contains("region"), "{}", e[0].message);
+
+        let e = parse(
+            "brokers = \"127.0.0.1:1\"\ntopics = \"t\"\naws_msk_iam = true\nregion = \"us-east-1\"\n\
+             [rdkafka]\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.oauthbearer.method\" = \"oidc\"",
+        )
+        .unwrap_err();
+        assert!(keys(&e).iter().all(|k| *k == "rdkafka"), "{e:?}");
+        assert_eq!(
+            e.iter()
+                .filter(|f| f.message.contains("conflicts with aws_msk_iam"))
+                .count(),
+            2,
+            "{e:?}"
+        );
+
+        let e = parse("brokers = \"a:1\"\ntopics = \"t\"\nrole_arn = \"arn:aws:iam::1:role/r\"")
+            .unwrap_err();
+        assert_eq!(keys(&e), vec!["role_arn"]);
+        let e = parse(
+            "brokers = \"a:1\"\ntopics = \"t\"\naws_msk_iam = true\nregion = \"us-east-1\"\n\
+             role_arn = \"nope\"\nsts_endpoint = \"sts.local\"",
+        )
+        .unwrap_err();
+        assert_eq!(keys(&e), vec!["role_arn", "sts_endpoint"]);
+    }
+
+    #[test]
+    fn topic_name_rules() {
+        assert!(is_valid_topic(b"logs.app-1_x"));
+        assert!(!is_valid_topic(b""));
+        assert!(!is_valid_topic(b".."));
+        assert!(!is_valid_topic(b"a/b"));
+        assert!(!is_valid_topic(&[b'a'; 250]));
+    }
+}

@@ -1,0 +1,448 @@
+//! The Kafka / Amazon MSK sink (`type = "kafka"`).
+//!
+//! - [`config`]: options (Fluent Bit `out_kafka` names), validation, librdkafka properties.
+//! - [`producer`]: the librdkafka context: delivery reports, errors, health, token refresh.
+//! - [`auth`]: AWS credentials and MSK IAM tokens at run time; `logferry msk-token`.
+//! - [`msk_iam`]: the MSK IAM token itself (a SigV4 presigned URL) and region resolution.
+//!
+//! Delivery: each record of a batch is handed to librdkafka with a reference to the batch's
+//! [`producer::BatchTracker`]; the batch is completed (acknowledged upstream, its queue space
+//! freed) only when every record's delivery report says the broker has it (`acks=all`), or the
+//! record was dropped for a counted reason (`too_large`, `unencodable`). A full local queue
+//! makes the sink wait, never drop; records whose delivery fails for another reason are
+//! produced again after a backoff. With `message.timeout.ms = 0` librdkafka itself keeps
+//! retrying through broker outages, so records simply wait, bounded by the sink's buffer.
+
+pub mod auth;
+pub mod config;
+pub mod msk_iam;
+pub mod producer;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use tokio::sync::mpsc;
+
+use super::backoff::Backoff;
+use super::{SinkContext, SinkError};
+use crate::buffer::{Batch, QueueReceiver};
+use crate::encode::Encoder;
+use crate::event::{Event, Value};
+use auth::MskTokenProvider;
+use config::{is_valid_topic, KafkaConfig, KafkaSettings};
+use producer::{BatchTracker, KafkaContext, Problem, Retry, Shared};
+
+/// How long the sink waits for librdkafka to make room when its local queue is full, before
+/// counting one `queue_full_retries` attempt.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(1);
+
+/// Backoff of records produced again after a failed delivery.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+
+/// How often the run loop wakes up without input (fatal-error check, drain check).
+const TICK: Duration = Duration::from_millis(200);
+
+/// How long librdkafka gets to flush at the end, after every batch is settled.
+const FINAL_FLUSH: Duration = Duration::from_secs(10);
+
+type KafkaProducer = ThreadedProducer<KafkaContext>;
+
+/// A running Kafka sink.
+pub struct KafkaSink {
+    settings: Box<KafkaSettings>,
+    encoder: Encoder,
+    shared: Arc<Shared>,
+    producer: KafkaProducer,
+    tokens: Option<Arc<MskTokenProvider>>,
+    retry_tx: mpsc::UnboundedSender<Retry>,
+    retries: mpsc::UnboundedReceiver<Retry>,
+    /// Scratch buffers reused for every record.
+    payload: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl KafkaSink {
+    /// Creates the producer. Brokers are contacted in the background: an unreachable cluster
+    /// does not stop start-up; records wait and the sink reports unhealthy.
+    pub async fn open(config: &KafkaConfig, cx: SinkContext) -> Result<KafkaSink, SinkError> {
+        let setup = |message: String| SinkError::Setup {
+            name: cx.name.clone(),
+            message,
+        };
+        let settings = config.settings().map_err(|problems| {
+            setup(
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        for warning in &settings.warnings {
+            tracing::warn!(sink = %cx.name, "{warning}");
+        }
+        let encoder = Encoder::new(&settings.encode).map_err(|e| setup(e.to_string()))?;
+        let tokens = match &settings.msk_iam {
+            Some(msk) => Some(Arc::new(
+                MskTokenProvider::load(msk, &cx.name)
+                    .await
+                    .map_err(|e| setup(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let shared = Shared::new(cx.name.clone(), cx.metrics.clone(), cx.health.clone());
+        let (retry_tx, retries) = mpsc::unbounded_channel();
+        let producer = create_producer(&settings, &shared, &retry_tx, &tokens)
+            .map_err(|e| setup(format!("cannot create the Kafka producer: {e}")))?;
+        tracing::info!(sink = %cx.name, brokers = settings.property("bootstrap.servers").unwrap_or(""),
+            topics = ?settings.topics, msk_iam = settings.msk_iam.is_some(), "kafka sink ready");
+        Ok(KafkaSink {
+            settings: Box::new(settings),
+            encoder,
+            shared,
+            producer,
+            tokens,
+            retry_tx,
+            retries,
+            payload: Vec::with_capacity(4096),
+            key: Vec::with_capacity(64),
+        })
+    }
+
+    /// Delivers batches until the queue is closed and every batch is settled.
+    pub async fn run(mut self, mut input: QueueReceiver) {
+        let mut input_open = true;
+        let mut retry_attempt = 0u32;
+        let mut delivered_at_last_retry = 0u64;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.shared.fatal.swap(false, Ordering::AcqRel) {
+                self.replace_producer().await;
+            }
+            tokio::select! {
+                biased;
+                Some(retry) = self.retries.recv() => {
+                    let delivered = self.shared.delivered.load(Ordering::Relaxed);
+                    if delivered != delivered_at_last_retry {
+                        retry_attempt = 0;
+                        delivered_at_last_retry = delivered;
+                    }
+                    tokio::time::sleep(RETRY_BACKOFF.delay(retry_attempt)).await;
+                    retry_attempt = retry_attempt.saturating_add(1);
+                    self.produce_retry(retry).await;
+                    while let Ok(retry) = self.retries.try_recv() {
+                        self.produce_retry(retry).await;
+                    }
+                }
+                batch = input.recv(), if input_open => match batch {
+                    Some(batch) => self.send_batch(batch).await,
+                    None => input_open = false,
+                },
+                _ = tick.tick() => {}
+            }
+            if !input_open && self.shared.inflight_batches() == 0 {
+                break;
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn finish(self) {
+        let KafkaSink {
+            producer, shared, ..
+        } = self;
+        // Every batch is settled; the flush only waits for librdkafka's own bookkeeping. It
+        // runs off the async threads: flushing polls, and polling may call back into us.
+        let flushed = tokio::task::spawn_blocking(move || {
+            let result = producer.flush(FINAL_FLUSH);
+            drop(producer);
+            result
+        })
+        .await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(sink = %shared.name, error = %e, "final flush of the Kafka producer failed");
+        }
+    }
+
+    /// Replaces a producer that hit a fatal error (idempotence state lost). Records still in
+    /// the old one are purged by its drop and come back through the retry channel.
+    async fn replace_producer(&mut self) {
+        match create_producer(&self.settings, &self.shared, &self.retry_tx, &self.tokens) {
+            Ok(new) => {
+                let old = std::mem::replace(&mut self.producer, new);
+                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+                tracing::warn!(sink = %self.shared.name, "replaced the Kafka producer after a fatal error");
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.shared.name, error = %e,
+                    "cannot create a new Kafka producer after a fatal error; retrying");
+                self.shared.fatal.store(true, Ordering::Release);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn send_batch(&mut self, batch: Batch) {
+        let (events, done) = batch.into_parts();
+        let tracker = BatchTracker::new(done, events.len(), self.shared.clone());
+        for event in &events {
+            self.payload.clear();
+            if let Err(e) = self.encoder.encode(event, &mut self.payload) {
+                self.shared.metrics.dropped("unencodable", 1);
+                tracing::warn!(sink = %self.shared.name, tag = %event.tag, error = %e,
+                    "record dropped: it cannot be encoded as configured");
+                tracker.settle();
+                continue;
+            }
+            let has_key = select_key(&self.settings, event, &mut self.key);
+            let topic = select_topic(&self.settings, event, &self.shared);
+            let key = has_key.then_some(self.key.as_slice());
+            produce(
+                &self.producer,
+                &self.shared,
+                self.settings.queue_full_retries,
+                topic,
+                key,
+                &self.payload,
+                tracker.clone(),
+            )
+            .await;
+        }
+        self.shared.metrics.records_in.inc_by(events.len() as u64);
+        tracker.settle();
+    }
+
+    async fn produce_retry(&mut self, retry: Retry) {
+        let Retry {
+            topic,
+            key,
+            payload,
+            tracker,
+        } = retry;
+        produce(
+            &self.producer,
+            &self.shared,
+            self.settings.queue_full_retries,
+            &topic,
+            key.as_deref(),
+            &payload,
+            tracker,
+        )
+        .await;
+    }
+}
+
+/// Hands one record to librdkafka, waiting while its local queue is full.
+async fn produce(
+    producer: &KafkaProducer,
+    shared: &Shared,
+    queue_full_retries: u32,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    tracker: Arc<BatchTracker>,
+) {
+    let mut record = BaseRecord::with_opaque_to(topic, tracker).payload(payload);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    let mut full_attempts = 0u32;
+    loop {
+        // Register interest before trying, so a delivery in between is not missed.
+        let progress = shared.progress.notified();
+        match producer.send(record) {
+            Ok(()) => {
+                if full_attempts > 0 {
+                    shared.clear(&[Problem::QueueFull]);
+                }
+                return;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                let _ = tokio::time::timeout(QUEUE_FULL_WAIT, progress).await;
+                full_attempts = full_attempts.saturating_add(1);
+                if queue_full_retries > 0 && full_attempts == queue_full_retries {
+                    shared.metrics.error("queue_full");
+                    let reason = format!(
+                        "librdkafka's local queue has been full for {full_attempts} attempts: \
+                         the brokers do not take records as fast as they come; records wait"
+                    );
+                    if shared.set_problem(Problem::QueueFull, reason.clone()) {
+                        tracing::warn!(sink = %shared.name, "{reason}");
+                    }
+                }
+            }
+            Err((error, back)) if producer::classify(&error) == producer::Failure::TooLarge => {
+                shared.metrics.dropped("too_large", 1);
+                tracing::warn!(sink = %shared.name, topic, bytes = payload.len(), error = %error,
+                    "record dropped: larger than message.max.bytes allows");
+                back.delivery_opaque.settle();
+                return;
+            }
+            Err((error, back)) => {
+                // Refused before queueing (e.g. a topic known not to exist): wait and retry.
+                record = back;
+                shared.metrics.error("produce");
+                let reason =
+                    format!("cannot queue a record for topic `{topic}`: {error}; retrying");
+                if shared.set_problem(Problem::Delivery, reason.clone()) {
+                    tracing::warn!(sink = %shared.name, "{reason}");
+                }
+                tokio::time::sleep(RETRY_BACKOFF.cap()).await;
+            }
+        }
+    }
+}
+
+/// The record's topic: the value of `topic_key` when it names one of `topics` (or any valid
+/// topic with `dynamic_topic`), else the first topic.
+fn select_topic<'a>(settings: &'a KafkaSettings, event: &'a Event, shared: &Shared) -> &'a str {
+    let default = settings.topics.first().map(String::as_str).unwrap_or("");
+    let Some(path) = &settings.topic_key else {
+        return default;
+    };
+    let Some(value) = event.record.get_path(path).and_then(Value::as_bytes) else {
+        return default;
+    };
+    if let Some(listed) = settings.topics.iter().find(|t| t.as_bytes() == value) {
+        return listed;
+    }
+    if settings.dynamic_topic {
+        if is_valid_topic(value) {
+            if let Ok(topic) = std::str::from_utf8(value) {
+                return topic;
+            }
+        }
+        shared.metrics.error("invalid_topic");
+        tracing::debug!(sink = %shared.name, "topic_key value is not a valid topic name; using the first topic");
+    }
+    default
+}
+
+/// Writes the record's message key into `key`; false when the record gets no key.
+fn select_key(settings: &KafkaSettings, event: &Event, key: &mut Vec<u8>) -> bool {
+    key.clear();
+    if let Some(path) = &settings.message_key_field {
+        if let Some(value) = event.record.get_path(path) {
+            if !matches!(value, Value::Nil) {
+                value.write_text(key);
+                return true;
+            }
+        }
+    }
+    match &settings.message_key {
+        Some(static_key) => {
+            key.extend_from_slice(static_key);
+            true
+        }
+        None => false,
+    }
+}
+
+fn create_producer(
+    settings: &KafkaSettings,
+    shared: &Arc<Shared>,
+    retry_tx: &mpsc::UnboundedSender<Retry>,
+    tokens: &Option<Arc<MskTokenProvider>>,
+) -> Result<KafkaProducer, KafkaError> {
+    let mut client_config = settings.client_config();
+    let level = if settings.property("debug").is_some() {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Info
+    };
+    client_config.set_log_level(level);
+    let context = KafkaContext::new(shared.clone(), retry_tx.clone(), tokens.clone());
+    client_config.create_with_context(context)
+}
+
+/// `logferry msk-token`.
+pub use auth::{msk_token_command, MskTokenArgs};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventTime, KeyPath, Map};
+    use crate::health::Health;
+    use crate::metrics::ComponentMetrics;
+    use bytes::Bytes;
+
+    fn settings(extra: &str) -> KafkaSettings {
+        let text = format!("brokers = \"127.0.0.1:1\"\ntopics = \"logs,audit\"\n{extra}");
+        toml::from_str::<KafkaConfig>(&text)
+            .unwrap()
+            .settings()
+            .unwrap()
+    }
+
+    fn event(pairs: &[(&str, Value)]) -> Event {
+        let mut map = Map::new();
+        for (k, v) in pairs {
+            map.push(Bytes::copy_from_slice(k.as_bytes()), v.clone());
+        }
+        Event::new("t".into(), EventTime::new(1, 0), map)
+    }
+
+    fn shared() -> Arc<Shared> {
+        Shared::new(
+            "k".into(),
+            ComponentMetrics::detached("k", "sink"),
+            Arc::new(Health::default()),
+        )
+    }
+
+    #[test]
+    fn topic_selection() {
+        let shared = shared();
+        let s = settings("topic_key = \"route->to\"");
+        let mut nested = Map::new();
+        nested.push(Bytes::from("to"), Value::from("audit"));
+        let routed = event(&[("route", Value::Map(nested))]);
+        assert_eq!(select_topic(&s, &routed, &shared), "audit");
+        let mut other = Map::new();
+        other.push(Bytes::from("to"), Value::from("elsewhere"));
+        let unlisted = event(&[("route", Value::Map(other))]);
+        assert_eq!(select_topic(&s, &unlisted, &shared), "logs");
+        assert_eq!(select_topic(&s, &event(&[]), &shared), "logs");
+
+        let s = settings("topic_key = \"t\"\ndynamic_topic = true");
+        let e = event(&[("t", Value::from("new-topic"))]);
+        assert_eq!(select_topic(&s, &e, &shared), "new-topic");
+        let e = event(&[("t", Value::from("bad topic!"))]);
+        assert_eq!(select_topic(&s, &e, &shared), "logs");
+        assert_eq!(s.topic_key, Some(KeyPath::parse("t")));
+    }
+
+    #[test]
+    fn message_key_field_falls_back_to_message_key() {
+        let mut key = Vec::new();
+        let s = settings("message_key_field = \"user\"\nmessage_key = \"static\"");
+        assert!(select_key(
+            &s,
+            &event(&[("user", Value::from("alice"))]),
+            &mut key
+        ));
+        assert_eq!(key, b"alice");
+        assert!(select_key(
+            &s,
+            &event(&[("user", Value::Int(42))]),
+            &mut key
+        ));
+        assert_eq!(key, b"42");
+        assert!(select_key(&s, &event(&[]), &mut key));
+        assert_eq!(key, b"static");
+        let s = settings("message_key_field = \"user\"");
+        assert!(!select_key(&s, &event(&[]), &mut key));
+        let s = settings("");
+        assert!(!select_key(
+            &s,
+            &event(&[("user", Value::from("x"))]),
+            &mut key
+        ));
+    }
+}

@@ -1,0 +1,551 @@
+//! The librdkafka side of the sink: the producer context (delivery reports, errors, logs,
+//! statistics, MSK IAM token refresh), per-batch delivery tracking, and the sink's health.
+//!
+//! Every callback here runs on the `ThreadedProducer`'s polling thread. That thread polls every
+//! 100 ms whether or not records flow, which is what keeps OAUTHBEARER tokens refreshed on an
+//! idle producer.
+
+use std::error::Error;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use tokio::sync::{mpsc, Notify};
+
+use super::auth::MskTokenProvider;
+use crate::buffer::memory::BatchDone;
+use crate::health::Health;
+use crate::metrics::ComponentMetrics;
+
+/// Counts the records of one batch still waiting for their delivery report; completes the batch
+/// (acknowledging upstream and freeing queue space) when the last one is settled.
+pub struct BatchTracker {
+    remaining: AtomicUsize,
+    done: Mutex<Option<BatchDone>>,
+    shared: Arc<Shared>,
+}
+
+impl BatchTracker {
+    /// A tracker for `records` records plus one guard count, which the sink releases with
+    /// [`BatchTracker::settle`] once it has handed every record to librdkafka, so that early
+    /// reports cannot complete a batch that is still being produced.
+    pub fn new(done: BatchDone, records: usize, shared: Arc<Shared>) -> Arc<BatchTracker> {
+        shared.inflight_batches.fetch_add(1, Ordering::AcqRel);
+        Arc::new(BatchTracker {
+            remaining: AtomicUsize::new(records + 1),
+            done: Mutex::new(Some(done)),
+            shared,
+        })
+    }
+
+    /// One record is settled: delivered, or dropped for a reason that was counted.
+    pub fn settle(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let done = self.done.lock().ok().and_then(|mut d| d.take());
+            if let Some(done) = done {
+                done.complete();
+            }
+            self.shared.inflight_batches.fetch_sub(1, Ordering::AcqRel);
+            self.shared.progress.notify_waiters();
+        }
+    }
+}
+
+impl Drop for BatchTracker {
+    fn drop(&mut self) {
+        // Dropped unsettled (the sink stopped before delivery): the batch fails, so no
+        // upstream acknowledgement is sent for records that were not delivered.
+        let done = self.done.get_mut().ok().and_then(Option::take);
+        if let Some(done) = done {
+            done.fail();
+            self.shared.inflight_batches.fetch_sub(1, Ordering::AcqRel);
+            self.shared.progress.notify_waiters();
+        }
+    }
+}
+
+/// A record whose delivery failed for a reason worth retrying, back to the sink task.
+pub struct Retry {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub tracker: Arc<BatchTracker>,
+}
+
+/// What the sink knows is wrong, by kind; the sink is healthy when all are clear.
+#[derive(Default)]
+struct Problems {
+    token: Option<String>,
+    auth: Option<String>,
+    brokers: Option<String>,
+    delivery: Option<String>,
+    queue_full: Option<String>,
+}
+
+/// Which problem a report is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// No MSK IAM token could be signed; cleared by the next successful signing.
+    Token,
+    /// A broker refused authentication; cleared once a broker is up or a record is delivered.
+    Auth,
+    Brokers,
+    Delivery,
+    QueueFull,
+}
+
+/// State shared by the sink task and the producer context.
+pub struct Shared {
+    pub name: String,
+    pub metrics: ComponentMetrics,
+    health: Arc<Health>,
+    problems: Mutex<Problems>,
+    /// Signalled whenever a batch completes or a record is delivered.
+    pub progress: Notify,
+    pub inflight_batches: AtomicUsize,
+    /// Records delivered so far (the retry backoff restarts when this moves).
+    pub delivered: AtomicU64,
+    pub token_refreshes: AtomicU64,
+    pub auth_errors: AtomicU64,
+    /// Some problem is set (read on every delivery report, so kept outside the mutex).
+    any_problem: AtomicBool,
+    /// librdkafka raised a fatal error: the producer must be replaced.
+    pub fatal: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(name: String, metrics: ComponentMetrics, health: Arc<Health>) -> Arc<Shared> {
+        Arc::new(Shared {
+            name,
+            metrics,
+            health,
+            problems: Mutex::new(Problems::default()),
+            progress: Notify::new(),
+            inflight_batches: AtomicUsize::new(0),
+            delivered: AtomicU64::new(0),
+            token_refreshes: AtomicU64::new(0),
+            auth_errors: AtomicU64::new(0),
+            any_problem: AtomicBool::new(false),
+            fatal: AtomicBool::new(false),
+        })
+    }
+
+    pub fn inflight_batches(&self) -> usize {
+        self.inflight_batches.load(Ordering::Acquire)
+    }
+
+    /// Records a problem (replacing an earlier one of the same kind) and reports unhealthy.
+    /// True when no problem of this kind was set before (worth a log line).
+    pub fn set_problem(&self, kind: Problem, reason: String) -> bool {
+        let mut new = false;
+        self.update(|p| new = slot(p, kind).replace(reason).is_none());
+        new
+    }
+
+    /// Clears problems of these kinds; healthy again when none is left.
+    pub fn clear(&self, kinds: &[Problem]) {
+        self.update(|p| {
+            for kind in kinds {
+                *slot(p, *kind) = None;
+            }
+        });
+    }
+
+    /// True while any problem is set.
+    pub fn any_problem(&self) -> bool {
+        self.any_problem.load(Ordering::Acquire)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Problems)) {
+        let Ok(mut problems) = self.problems.lock() else {
+            return;
+        };
+        let before = summary(&problems);
+        change(&mut problems);
+        let after = summary(&problems);
+        self.any_problem.store(after.is_some(), Ordering::Release);
+        if before == after {
+            return;
+        }
+        match after {
+            Some(reason) => self.health.set_unhealthy(&self.name, reason),
+            None => {
+                tracing::info!(sink = %self.name, "kafka sink is healthy again");
+                self.health.set_healthy(&self.name);
+            }
+        }
+    }
+}
+
+fn slot(p: &mut Problems, kind: Problem) -> &mut Option<String> {
+    match kind {
+        Problem::Token => &mut p.token,
+        Problem::Auth => &mut p.auth,
+        Problem::Brokers => &mut p.brokers,
+        Problem::Delivery => &mut p.delivery,
+        Problem::QueueFull => &mut p.queue_full,
+    }
+}
+
+fn summary(p: &Problems) -> Option<String> {
+    let parts: Vec<&str> = [&p.token, &p.auth, &p.brokers, &p.delivery, &p.queue_full]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// How a failed delivery is handled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The record can never be accepted (too large for the broker): dropped and counted.
+    TooLarge,
+    /// The broker refuses the record itself (e.g. no key on a compacted topic): dropped and
+    /// counted as `invalid_record`.
+    Invalid,
+    /// Anything else (unknown topic, authorization, purged by a producer restart, a timeout
+    /// when the user set `message.timeout.ms`): produced again after a backoff.
+    Retry,
+}
+
+pub fn classify(error: &KafkaError) -> Failure {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge) => {
+            Failure::TooLarge
+        }
+        Some(RDKafkaErrorCode::InvalidRecord) => Failure::Invalid,
+        _ => Failure::Retry,
+    }
+}
+
+/// The producer's context: librdkafka calls it back from the polling thread.
+pub struct KafkaContext {
+    shared: Arc<Shared>,
+    retries: mpsc::UnboundedSender<Retry>,
+    tokens: Option<Arc<MskTokenProvider>>,
+    /// The last global error seen, to drop the immediate repeat: rdkafka 0.39's producer poll
+    /// hands every error event to [`ClientContext::error`] twice.
+    last_error: Mutex<Option<(String, Instant)>>,
+}
+
+impl KafkaContext {
+    pub fn new(
+        shared: Arc<Shared>,
+        retries: mpsc::UnboundedSender<Retry>,
+        tokens: Option<Arc<MskTokenProvider>>,
+    ) -> Self {
+        KafkaContext {
+            shared,
+            retries,
+            tokens,
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// True when this exact error was just reported (the duplicate delivery of one event).
+    fn is_repeat(&self, error: &KafkaError, reason: &str) -> bool {
+        let Ok(mut last) = self.last_error.lock() else {
+            return false;
+        };
+        let text = format!("{error}|{reason}");
+        let now = Instant::now();
+        let repeat = matches!(&*last, Some((previous, at))
+            if *previous == text && now.duration_since(*at) < Duration::from_millis(50));
+        *last = Some((text, now));
+        repeat
+    }
+}
+
+impl ClientContext for KafkaContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let sink = &self.shared.name;
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", sink = %sink, facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", sink = %sink, facility, "{message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", sink = %sink, facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", sink = %sink, facility, "{message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.is_repeat(&error, reason) {
+            return;
+        }
+        let sink = &self.shared.name;
+        match error.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed,
+            ) => {
+                self.shared.auth_errors.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.error("auth");
+                tracing::error!(sink = %sink, error = %error, "Kafka authentication failed: {reason}");
+                self.shared.set_problem(
+                    Problem::Auth,
+                    format!("cannot authenticate to Kafka: {reason}"),
+                );
+            }
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                self.shared.metrics.error("brokers_down");
+                tracing::error!(sink = %sink, "all Kafka brokers are down: {reason}; records wait in the buffer");
+                self.shared.set_problem(
+                    Problem::Brokers,
+                    format!("all Kafka brokers are down: {reason}"),
+                );
+            }
+            Some(RDKafkaErrorCode::Fatal) => {
+                self.shared.metrics.error("fatal");
+                tracing::error!(sink = %sink, "fatal producer error: {reason}; replacing the producer");
+                self.shared.fatal.store(true, Ordering::Release);
+            }
+            Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+                // A single connection dropping is routine (idle timeouts, broker restarts);
+                // librdkafka reconnects and logs it itself. All brokers down is reported
+                // separately.
+                tracing::debug!(sink = %sink, "Kafka connection problem: {reason}");
+            }
+            _ => {
+                self.shared.metrics.error("kafka");
+                tracing::error!(sink = %sink, error = %error, "Kafka client error: {reason}");
+            }
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        // A broker in state UP has an open, authenticated connection: whatever kept the sink
+        // from connecting or authenticating is over, even if no records flow to prove it.
+        match any_broker_up(statistics) {
+            Some(true) => self.shared.clear(&[Problem::Auth, Problem::Brokers]),
+            Some(false) if self.shared.inflight_batches() > 0 => {
+                let reason = "no connection to any Kafka broker is up; records wait in the buffer";
+                if self
+                    .shared
+                    .set_problem(Problem::Brokers, reason.to_string())
+                {
+                    tracing::error!(sink = %self.shared.name, "{reason}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn Error>> {
+        let sink = &self.shared.name;
+        let Some(tokens) = &self.tokens else {
+            return Err(
+                "OAUTHBEARER is configured but aws_msk_iam is not enabled: set \
+                        aws_msk_iam = true, or configure sasl.oauthbearer.* in [sinks.rdkafka]"
+                    .into(),
+            );
+        };
+        match tokens.token_blocking() {
+            Ok(issued) => {
+                self.shared.token_refreshes.fetch_add(1, Ordering::Relaxed);
+                self.shared.clear(&[Problem::Token]);
+                tracing::info!(sink = %sink, region = %tokens.target().region,
+                    signed_at = issued.token.amz_date(), lifetime_ms = issued.lifetime_ms,
+                    "MSK IAM token refreshed");
+                Ok(OAuthToken {
+                    token: issued.token.token().to_string(),
+                    principal_name: "logferry".to_string(),
+                    lifetime_ms: issued.lifetime_ms,
+                })
+            }
+            Err(e) => {
+                self.shared.metrics.error("auth");
+                tracing::error!(sink = %sink, error = %e,
+                    "cannot create an MSK IAM token; librdkafka retries in 10 s");
+                self.shared.set_problem(
+                    Problem::Token,
+                    format!("cannot create an MSK IAM token: {e}"),
+                );
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl ProducerContext for KafkaContext {
+    type DeliveryOpaque = Arc<BatchTracker>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<BatchTracker>) {
+        match result {
+            Ok(message) => {
+                let metrics = &self.shared.metrics;
+                metrics.records_out.inc();
+                metrics.bytes_out.inc_by(message.payload_len() as u64);
+                self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                if self.shared.any_problem() {
+                    self.shared
+                        .clear(&[Problem::Auth, Problem::Brokers, Problem::Delivery]);
+                }
+                tracker.settle();
+                self.shared.progress.notify_waiters();
+            }
+            Err((error, message)) => match classify(error) {
+                Failure::TooLarge => {
+                    self.shared.metrics.dropped("too_large", 1);
+                    tracing::warn!(sink = %self.shared.name, topic = message.topic(),
+                        bytes = message.payload_len(), error = %error,
+                        "record dropped: the broker refuses it as too large; raise the topic's \
+                         max.message.bytes or send smaller records");
+                    tracker.settle();
+                }
+                Failure::Invalid => {
+                    self.shared.metrics.dropped("invalid_record", 1);
+                    tracing::warn!(sink = %self.shared.name, topic = message.topic(),
+                        error = %error,
+                        "record dropped: the broker refuses it as invalid (a compacted topic \
+                         needs a message key)");
+                    tracker.settle();
+                }
+                Failure::Retry => {
+                    self.shared.metrics.error("delivery");
+                    let purged = matches!(
+                        error.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                    );
+                    let reason = format!(
+                        "delivery to topic `{}` failed: {error}; retrying",
+                        message.topic()
+                    );
+                    // Purges come from replacing or stopping the producer, not from Kafka.
+                    if !purged && self.shared.set_problem(Problem::Delivery, reason.clone()) {
+                        tracing::warn!(sink = %self.shared.name, "{reason}");
+                    } else {
+                        tracing::debug!(sink = %self.shared.name, "{reason}");
+                    }
+                    let retry = Retry {
+                        topic: message.topic().to_string(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        tracker,
+                    };
+                    // If the sink task is gone, the tracker drops here and the batch fails.
+                    let _ = self.retries.send(retry);
+                }
+            },
+        }
+    }
+}
+
+/// Whether librdkafka's statistics JSON lists a broker in state `UP` (`None`: unreadable).
+fn any_broker_up(statistics: &[u8]) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        #[serde(default)]
+        brokers: std::collections::HashMap<String, Broker>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Broker {
+        state: String,
+    }
+    serde_json::from_slice::<Stats>(statistics)
+        .ok()
+        .map(|s| s.brokers.values().any(|b| b.state == "UP"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::AckRef;
+    use crate::buffer::Batch;
+
+    fn shared() -> (Arc<Shared>, Arc<Health>) {
+        let health = Arc::new(Health::default());
+        (
+            Shared::new(
+                "kafka.test".into(),
+                ComponentMetrics::detached("kafka.test", "sink"),
+                health.clone(),
+            ),
+            health,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_completes_after_its_last_record_and_the_guard() {
+        let (shared, _) = shared();
+        let (ack, waiter) = AckRef::new();
+        let batch = Batch::new("t".into(), Vec::new(), 10, Some(ack));
+        let (_, done) = batch.into_parts();
+        let tracker = BatchTracker::new(done, 2, shared.clone());
+        assert_eq!(shared.inflight_batches(), 1);
+        tracker.settle();
+        tracker.settle();
+        assert_eq!(shared.inflight_batches(), 1, "the guard is still held");
+        tracker.settle();
+        assert_eq!(shared.inflight_batches(), 0);
+        assert!(waiter.wait().await);
+    }
+
+    #[tokio::test]
+    async fn an_unsettled_batch_fails_when_dropped() {
+        let (shared, _) = shared();
+        let (ack, waiter) = AckRef::new();
+        let (_, done) = Batch::new("t".into(), Vec::new(), 10, Some(ack)).into_parts();
+        let tracker = BatchTracker::new(done, 1, shared.clone());
+        tracker.settle();
+        drop(tracker);
+        assert_eq!(shared.inflight_batches(), 0);
+        assert!(!waiter.wait().await);
+    }
+
+    #[test]
+    fn health_follows_problems() {
+        let (shared, health) = shared();
+        shared.set_problem(Problem::Auth, "cannot authenticate".into());
+        shared.set_problem(Problem::Brokers, "all brokers down".into());
+        let (code, body) = health.report();
+        assert_eq!(code, 503);
+        assert!(body.contains("cannot authenticate") && body.contains("all brokers down"));
+        shared.clear(&[Problem::Auth]);
+        assert_eq!(health.report().0, 503);
+        shared.clear(&[Problem::Brokers]);
+        assert_eq!(health.report().0, 200);
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(classify(&too_large), Failure::TooLarge);
+        let unknown = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopicOrPartition);
+        assert_eq!(classify(&unknown), Failure::Retry);
+        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
+        assert_eq!(classify(&purged), Failure::Retry);
+    }
+
+    #[test]
+    fn statistics_tell_when_a_broker_is_up() {
+        let up = br#"{"name":"x","brokers":{"127.0.0.1:9092/1":{"state":"UP","nodeid":1}}}"#;
+        let down =
+            br#"{"brokers":{"127.0.0.1:9092/bootstrap":{"state":"AUTH_HANDSHAKE","nodeid":-1}}}"#;
+        assert_eq!(any_broker_up(up), Some(true));
+        assert_eq!(any_broker_up(down), Some(false));
+        assert_eq!(any_broker_up(b"not json"), None);
+    }
+}
