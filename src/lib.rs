@@ -11,7 +11,7 @@
 //!
 //! - [`event`]: the record model (tag, nanosecond time, ordered map of msgpack values).
 //! - [`config`]: the TOML config, `${ENV}` interpolation, validation with file/line/key.
-//! - [`source`]: forward protocol server (TCP + unix socket), stdin.
+//! - [`source`]: forward protocol server (TCP + unix socket), stdin, tail (log files).
 //! - [`transform`]: record_modifier, grep, rename, Docker partial message reassembly.
 //! - [`route`]: Fluent Bit style tag matching.
 //! - [`pipeline`]: wiring, the router, and the shutdown sequence.

@@ -5,6 +5,7 @@
 //! - [`stdin`]: one record per line of standard input.
 //! - [`cloudwatch`]: CloudWatch Logs subscription payloads, read by `logferry-lambda` (the
 //!   Lambda forwarder) from its invocations; the `logferry` binary cannot run it.
+//! - [`tail`]: follows log files (rotation, checkpoints, docker / cri / json / regex parsers).
 //!
 //! A source knows nothing about sinks: it hands records to the [`Router`] and waits when the
 //! router waits (backpressure).
@@ -12,6 +13,7 @@
 pub mod cloudwatch;
 pub mod forward;
 pub mod stdin;
+pub mod tail;
 
 use std::sync::Arc;
 
@@ -28,10 +30,11 @@ pub enum SourceConfig {
     Forward(forward::ForwardConfig),
     Stdin(stdin::StdinConfig),
     CloudwatchLogs(cloudwatch::CloudwatchConfig),
+    Tail(Box<tail::TailConfig>),
 }
 
 /// The `type` values of sources.
-pub const TYPES: &[&str] = &["forward", "stdin", "cloudwatch_logs"];
+pub const TYPES: &[&str] = &["forward", "stdin", "tail", "cloudwatch_logs"];
 
 impl SourceConfig {
     /// Deserializes a `[[sources]]` entry's own options (common keys already removed).
@@ -47,6 +50,11 @@ impl SourceConfig {
                 let c = cloudwatch::CloudwatchConfig::deserialize(de)?;
                 c.validate()?;
                 Ok(SourceConfig::CloudwatchLogs(c))
+            }
+            "tail" => {
+                let c = tail::TailConfig::deserialize(de)?;
+                c.compile()?;
+                Ok(SourceConfig::Tail(Box::new(c)))
             }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
@@ -70,6 +78,7 @@ impl SourceConfig {
                           config with logferry-lambda (see docs/lambda.md), not logferry"
                     .to_string(),
             }),
+            SourceConfig::Tail(c) => tail::start((**c).clone(), cx).await,
         }
     }
 }
