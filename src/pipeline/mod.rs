@@ -91,6 +91,7 @@ pub async fn start(
             name: entry.name.clone(),
             metrics: component,
             health: health.clone(),
+            registry: metrics.clone(),
         };
         let sink = entry.config.build(cx).await?;
         pending.push((entry.name.clone(), rx.pending_counter()));

@@ -19,17 +19,18 @@ use serde::Deserialize;
 use crate::buffer::QueueReceiver;
 use crate::config::field::{EntryError, FieldError};
 use crate::health::Health;
-use crate::metrics::ComponentMetrics;
+use crate::metrics::{ComponentMetrics, Metrics};
 
 /// A sink's configuration, by `type`.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
     Stdout(writer::WriterConfig),
     File(writer::WriterConfig),
+    Kinesis(Box<kinesis::KinesisConfig>),
 }
 
 /// The `type` values of sinks.
-pub const TYPES: &[&str] = &["stdout", "file"];
+pub const TYPES: &[&str] = &["stdout", "file", "kinesis"];
 
 impl SinkConfig {
     /// Deserializes a `[[sinks]]` entry's own options (common keys already removed).
@@ -55,6 +56,11 @@ impl SinkConfig {
                 c.validate()?;
                 Ok(SinkConfig::File(c))
             }
+            "kinesis" => {
+                let c = kinesis::KinesisConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SinkConfig::Kinesis(Box::new(c)))
+            }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -68,6 +74,7 @@ impl SinkConfig {
             SinkConfig::Stdout(c) | SinkConfig::File(c) => {
                 Ok(Sink::Writer(writer::WriterSink::open(c, cx).await?))
             }
+            SinkConfig::Kinesis(c) => Ok(Sink::Kinesis(kinesis::KinesisSink::build(c, cx).await?)),
         }
     }
 }
@@ -78,11 +85,15 @@ pub struct SinkContext {
     pub name: String,
     pub metrics: ComponentMetrics,
     pub health: Arc<Health>,
+    /// The process registry, for sink-specific metrics ([`Metrics::shared`]).
+    pub registry: Arc<Metrics>,
 }
 
-/// A built sink, ready to run.
+/// A built sink, ready to run (one per configured sink, so variant sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Sink {
     Writer(writer::WriterSink),
+    Kinesis(kinesis::KinesisSink),
 }
 
 impl Sink {
@@ -90,6 +101,7 @@ impl Sink {
     pub async fn run(self, input: QueueReceiver) {
         match self {
             Sink::Writer(s) => s.run(input).await,
+            Sink::Kinesis(s) => s.run(input).await,
         }
     }
 }
