@@ -41,6 +41,7 @@ pub fn aws_env(command: &mut Command) {
         .env("AWS_REGION", REGION)
         .env("AWS_DEFAULT_REGION", REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_COLOR", "1")
         .env("AWS_CONFIG_FILE", "/nonexistent/logferry-test-config")
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",
@@ -159,34 +160,11 @@ pub fn read_stream(endpoint: &str, stream: &str) -> StreamContents {
     serde_json::from_slice(&tool(endpoint, &["read", stream])).expect("kinesis_tool read output")
 }
 
-/// The hash key Kinesis computes for a partition key (MD5, big-endian), computed here
-/// independently of the crate.
+/// The hash key Kinesis computes for a partition key (MD5, big-endian), computed here with
+/// the md-5 crate directly rather than the sink's own shard_map code.
 pub fn md5_hash_key(key: &str) -> u128 {
-    let digest = md5_digest(key.as_bytes());
-    u128::from_be_bytes(digest)
-}
-
-fn md5_digest(data: &[u8]) -> [u8; 16] {
-    // Use Python's hashlib to stay independent of the crate's md-5 dependency.
-    let output = Command::new(python())
-        .args([
-            "-c",
-            "import hashlib,sys; sys.stdout.write(hashlib.md5(sys.stdin.buffer.read()).hexdigest())",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child.stdin.take().unwrap().write_all(data)?;
-            child.wait_with_output()
-        })
-        .expect("python md5");
-    let hex = String::from_utf8(output.stdout).unwrap();
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
+    use md5::Digest;
+    u128::from_be_bytes(md5::Md5::digest(key.as_bytes()).into())
 }
 
 // --- the logferry binary ------------------------------------------------------------------------
@@ -254,7 +232,12 @@ impl Logferry {
 
     /// Sends `records` records of ~`size` bytes with `logferry loadgen`, starting at `seq`.
     pub fn loadgen(&self, start_seq: u64, records: u64, size: usize) {
-        loadgen(self.forward, start_seq, records, size, 500);
+        loadgen(self.forward, start_seq, records, size, 500, true);
+    }
+
+    /// Like [`Logferry::loadgen`] without waiting for acks (for sinks that cannot deliver).
+    pub fn loadgen_no_ack(&self, start_seq: u64, records: u64, size: usize) {
+        loadgen(self.forward, start_seq, records, size, 500, false);
     }
 
     /// `GET /health`: (status, body).
@@ -336,7 +319,14 @@ pub fn metric_value(metrics: &str, prefix: &str) -> f64 {
 }
 
 /// Runs `logferry loadgen` against `target`.
-pub fn loadgen(target: SocketAddr, start_seq: u64, records: u64, size: usize, batch: usize) {
+pub fn loadgen(
+    target: SocketAddr,
+    start_seq: u64,
+    records: u64,
+    size: usize,
+    batch: usize,
+    ack: bool,
+) {
     let output = Command::new(env!("CARGO_BIN_EXE_logferry"))
         .args([
             "loadgen",
@@ -350,8 +340,8 @@ pub fn loadgen(target: SocketAddr, start_seq: u64, records: u64, size: usize, ba
             &batch.to_string(),
             "--start-seq",
             &start_seq.to_string(),
-            "--ack",
         ])
+        .args(ack.then_some("--ack"))
         .output()
         .expect("run logferry loadgen");
     assert!(
