@@ -5,6 +5,10 @@ Usage: kinesis_tool.py ENDPOINT COMMAND [ARGS]
   create STREAM SHARDS            create a stream and wait until it is ACTIVE
   split STREAM                    split every open shard in two (resharding), wait until ACTIVE
   shards STREAM                   JSON list of every shard (open and closed) with its range
+  iam-user NAME POLICY_JSON       create an IAM user with an inline policy; prints its access key
+                                  as {"AccessKeyId", "SecretAccessKey"}
+  iam-role NAME POLICY_JSON       create a role anyone may assume, with an inline policy; prints
+                                  its ARN
   read STREAM                     JSON of everything in the stream, read from every shard:
         {"shards": [{"shard_id", "start", "end", "closed"}],
          "records": [{"shard_id", "sequence_number", "partition_key", "data_b64",
@@ -110,6 +114,25 @@ def main():
                 NewStartingHashKey=str((start + end) // 2 + 1),
             )
             wait_active(kinesis, stream)
+    elif command == "iam-user":
+        iam = boto3.client("iam", endpoint_url=endpoint)
+        iam.create_user(UserName=args[0])
+        iam.put_user_policy(UserName=args[0], PolicyName="logferry", PolicyDocument=args[1])
+        key = iam.create_access_key(UserName=args[0])["AccessKey"]
+        json.dump({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}, sys.stdout)
+    elif command == "iam-role":
+        iam = boto3.client("iam", endpoint_url=endpoint)
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"AWS": "*", "Federated": "*"},
+                "Action": ["sts:AssumeRole", "sts:AssumeRoleWithWebIdentity"],
+            }],
+        }
+        role = iam.create_role(RoleName=args[0], AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+        iam.put_role_policy(RoleName=args[0], PolicyName="logferry", PolicyDocument=args[1])
+        sys.stdout.write(role["Arn"])
     elif command == "shards":
         json.dump([shard_info(s) for s in list_shards(kinesis, args[0])], sys.stdout)
     elif command == "read":

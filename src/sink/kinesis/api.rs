@@ -168,11 +168,25 @@ where
             None,
             sanitize(&DisplayErrorContext(error).to_string()),
         ),
-        SdkError::ResponseError(context) => (
-            "response".to_string(),
-            Some(context.raw().http_status()),
-            sanitize(&DisplayErrorContext(error).to_string()),
-        ),
+        SdkError::ResponseError(context) => {
+            // An error answer the SDK could not parse (moto and some endpoints answer JSON
+            // protocols with XML error documents): read code and message from the body.
+            let status = context.raw().http_status();
+            let body = context.raw().body_text();
+            match (xml_tag(&body, "Code"), status) {
+                (Some(code), _) => (
+                    code.to_string(),
+                    Some(status),
+                    sanitize(xml_tag(&body, "Message").unwrap_or(&body)),
+                ),
+                (None, 400..=599) => (format!("HTTP{status}"), Some(status), sanitize(&body)),
+                (None, _) => (
+                    "response".to_string(),
+                    Some(status),
+                    sanitize(&DisplayErrorContext(error).to_string()),
+                ),
+            }
+        }
         _ => (
             "request".to_string(),
             None,
@@ -181,6 +195,7 @@ where
     };
     let class = match code.as_str() {
         "timeout" | "dispatch" | "response" | "request" => ErrorClass::Retryable,
+        "AccessDenied" => ErrorClass::Fatal,
         code => classify_call(code, status),
     };
     CallError {
@@ -195,6 +210,15 @@ where
 pub trait HttpStatus {
     fn http_status(&self) -> u16;
     fn body_snippet(&self) -> String;
+    fn body_text(&self) -> String;
+}
+
+/// The text of `<tag>...</tag>` in an XML error document.
+fn xml_tag<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].trim())
 }
 
 impl HttpStatus for HttpResponse {
@@ -203,13 +227,14 @@ impl HttpStatus for HttpResponse {
     }
 
     fn body_snippet(&self) -> String {
-        let bytes = self.body().bytes().unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(600)]);
+        let text = self.body_text();
         // moto and some AWS services answer JSON protocols with an XML error document.
-        match (text.find("<Message>"), text.find("</Message>")) {
-            (Some(start), Some(end)) if start < end => text[start + 9..end].to_string(),
-            _ => text.into_owned(),
-        }
+        xml_tag(&text, "Message").map_or(text.clone(), str::to_owned)
+    }
+
+    fn body_text(&self) -> String {
+        let bytes = self.body().bytes().unwrap_or_default();
+        String::from_utf8_lossy(&bytes[..bytes.len().min(2000)]).into_owned()
     }
 }
 
@@ -376,6 +401,18 @@ mod tests {
             classify_call("ExpiredTokenException", Some(400)),
             ErrorClass::Retryable
         );
+    }
+
+    #[test]
+    fn xml_error_documents_are_read() {
+        let body = "<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code>\
+                    <Message>The request signature we calculated does not match</Message></Error></ErrorResponse>";
+        assert_eq!(xml_tag(body, "Code"), Some("SignatureDoesNotMatch"));
+        assert_eq!(
+            xml_tag(body, "Message"),
+            Some("The request signature we calculated does not match")
+        );
+        assert_eq!(xml_tag("{}", "Code"), None);
     }
 
     #[test]
