@@ -69,7 +69,7 @@ fn partial_failures_resend_only_the_failed_entries_with_backoff() {
         ..Faults::default()
     });
     let lf = Logferry::start(&sink(&kinesis.endpoint(), ""), &[]);
-    lf.loadgen(0, 3000, 200);
+    lf.loadgen_no_ack(0, 3000, 200);
     wait_all_accepted(&lf, &kinesis, 3000);
     assert_exactly_once(&kinesis, 3000);
     let (received, failures, gaps) = kinesis.seen(|s| {
@@ -131,7 +131,7 @@ fn whole_request_faults_slow_answers_timeouts_and_dropped_connections() {
         ..Faults::default()
     });
     let lf = Logferry::start(&sink(&kinesis.endpoint(), "max_in_flight = 2"), &[]);
-    lf.loadgen(0, 4000, 200);
+    lf.loadgen_no_ack(0, 4000, 200);
     wait_all_accepted(&lf, &kinesis, 4000);
     assert_exactly_once(&kinesis, 4000);
     let metrics = lf.metrics();

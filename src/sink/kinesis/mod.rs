@@ -266,8 +266,9 @@ impl KinesisSink {
                 Ok(map) => return Some(map),
                 Err(api::ListError::Call(e)) if e.is_access_denied() => {
                     tracing::warn!(sink = %self.cx.name, stream = %self.config.stream, error = %e,
-                        "not permitted to call ListShards: aggregation is off until it is; \
-                         allow kinesis:ListShards to aggregate by shard");
+                        "not permitted to call ListShards: sending unaggregated; allow \
+                         kinesis:ListShards to aggregate by shard (the listing is retried \
+                         every minute)");
                     return None;
                 }
                 Err(e) => {
@@ -426,7 +427,7 @@ impl Task {
                 _ = sleep_until_opt(blocked_at), if blocked_at.is_some() => {
                     self.blocked_until = None;
                 }
-                _ = refresh_tick.tick(), if self.aggregators.is_some() => {
+                _ = refresh_tick.tick(), if self.sink.config.aggregation => {
                     self.refresh_wanted = true;
                 }
                 batch = input.recv(), if accept => match batch {
@@ -897,6 +898,18 @@ impl Task {
             }
         };
         let Some(aggregators) = self.aggregators.as_mut() else {
+            // Aggregation was off for want of a shard listing: turn it on now.
+            match ShardAggregators::new(map, self.aggregation_max_size) {
+                Ok(aggregators) => {
+                    tracing::info!(sink = %self.name(), shards = aggregators.shard_map().len(),
+                        "shard listing available: aggregating by shard from now on");
+                    self.aggregators = Some(aggregators);
+                    self.epoch += 1;
+                    self.sink.metrics.shard_map_refreshes.inc();
+                }
+                Err(e) => tracing::warn!(sink = %self.name(), error = %e,
+                    "cannot aggregate with this shard listing"),
+            }
             return;
         };
         if *aggregators.shard_map() == map {
