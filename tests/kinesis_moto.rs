@@ -336,3 +336,38 @@ fn nested_partition_keys_and_random_keys_for_missing_ones() {
     }
     assert_ne!(by_seq[&4], by_seq[&5]);
 }
+
+#[test]
+fn aggregates_stay_within_aggregation_max_size() {
+    let moto = Moto::start();
+    let stream = unique_stream("aggmax");
+    create_stream(&moto.endpoint(), &stream, 2);
+    let lf = Logferry::start(
+        &sink(
+            &moto.endpoint(),
+            &stream,
+            "partition_key = \"seq\"\naggregation = true\naggregation_max_size = \"16KiB\"",
+        ),
+        &[],
+    );
+    lf.loadgen(0, 3000, 200);
+    wait_delivered(&lf, 3000);
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+    let contents = read_stream(&moto.endpoint(), &stream);
+    assert_eq!(contents.seq_counts().len(), 3000);
+    let mut biggest = 0;
+    for record in &contents.records {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&record.data_b64)
+            .unwrap();
+        let size = data.len() + record.partition_key.len();
+        assert!(size <= 16 * 1024, "aggregate of {size} bytes");
+        biggest = biggest.max(size);
+    }
+    assert!(
+        biggest > 15 * 1024,
+        "aggregates are filled up to the limit: {biggest}"
+    );
+}
