@@ -159,8 +159,14 @@ fn run(config: Config) -> ExitCode {
 
 fn init_logging(service: &ServiceConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("logferry={0},{0}", service.log_level)));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The AWS signer traces requests it signs and aws-config debug-logs access key ids:
+        // keep them quiet whatever the level, so no credential detail reaches the log.
+        EnvFilter::new(format!(
+            "logferry={0},{0},aws_sigv4=info,aws_config=info",
+            service.log_level
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

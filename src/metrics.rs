@@ -4,6 +4,8 @@
 //! the hot path. Drops and errors carry a `reason` label and are looked up when they happen,
 //! which is rare by design.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -41,6 +43,9 @@ pub struct Metrics {
     buffer_disk_records: Family<ComponentLabels, Gauge>,
     buffer_memory_records: Family<ComponentLabels, Gauge>,
     buffer_oldest_unacked: Family<ComponentLabels, Gauge<f64, AtomicU64>>,
+    /// Metrics registered by name through [`Metrics::shared`], so that several components of
+    /// one kind share one family instead of registering the name twice.
+    shared: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
 }
 
 /// A disk buffer's gauges (memory bytes are the sink's `queue_bytes`).
@@ -78,6 +83,7 @@ impl Metrics {
             buffer_disk_records: Family::default(),
             buffer_memory_records: Family::default(),
             buffer_oldest_unacked: Family::default(),
+            shared: Mutex::new(HashMap::new()),
         };
         registry.register(
             "records_in",
@@ -146,6 +152,26 @@ impl Metrics {
         if let Ok(mut registry) = self.registry.lock() {
             registry.register(name, help, metric);
         }
+    }
+
+    /// The metric registered under `name` (a family every sink of one type shares), registered
+    /// with `help` on first use. Asking for a name with another type gives a fresh, unregistered
+    /// metric rather than failing.
+    pub fn shared<M>(&self, name: &str, help: &str) -> M
+    where
+        M: prometheus_client::registry::Metric + Clone + Default,
+    {
+        let Ok(mut shared) = self.shared.lock() else {
+            return M::default();
+        };
+        if let Some(existing) = shared.get(name) {
+            return existing.downcast_ref::<M>().cloned().unwrap_or_default();
+        }
+        let metric = M::default();
+        shared.insert(name.to_string(), Box::new(metric.clone()));
+        drop(shared);
+        self.register(name, help, metric.clone());
+        metric
     }
 
     /// The counters of one component (`kind` is `source`, `transform` or `sink`).

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use support::{fixture, Function, Tansu};
 
 #[test]
-#[ignore = "needs the kafka sink (kafka-sink branch): remove after the merge"]
 fn data_message_into_a_kafka_topic_on_tansu() {
     let tansu = Tansu::start();
     tansu.create_topic("logs", 1);

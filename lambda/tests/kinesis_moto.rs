@@ -96,19 +96,16 @@ fn data_message_into_kinesis(aggregation: &str) {
 }
 
 #[test]
-#[ignore = "needs the kinesis sink (kinesis-sink branch): remove after the merge"]
 fn data_message_into_kinesis_plain() {
     data_message_into_kinesis("false");
 }
 
 #[test]
-#[ignore = "needs the kinesis sink (kinesis-sink branch): remove after the merge"]
 fn data_message_into_kinesis_aggregated() {
     data_message_into_kinesis("true");
 }
 
 #[test]
-#[ignore = "needs the kinesis sink (kinesis-sink branch): remove after the merge"]
 fn the_real_chain_from_a_subscription_filter_through_a_kinesis_trigger() {
     let moto = Moto::start();
     let sent = ["first line", "{\"level\":\"info\"}", "third — ✓"];

@@ -244,6 +244,7 @@ pub async fn build(
             name: entry.name.clone(),
             metrics: component,
             health: health.clone(),
+            registry: metrics.clone(),
         };
         let sink = entry.config.build(cx).await?;
         let on_disk = matches!(entry.buffer, crate::buffer::BufferKind::Disk(_));

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::buffer::QueueReceiver;
 use crate::config::field::{EntryError, FieldError};
 use crate::health::Health;
-use crate::metrics::ComponentMetrics;
+use crate::metrics::{ComponentMetrics, Metrics};
 
 /// A sink's configuration, by `type`.
 #[derive(Debug, Clone)]
@@ -29,10 +29,11 @@ pub enum SinkConfig {
     Stdout(writer::WriterConfig),
     File(writer::WriterConfig),
     Kafka(Box<kafka::config::KafkaConfig>),
+    Kinesis(Box<kinesis::KinesisConfig>),
 }
 
 /// The `type` values of sinks.
-pub const TYPES: &[&str] = &["stdout", "file", "kafka"];
+pub const TYPES: &[&str] = &["stdout", "file", "kinesis", "kafka"];
 
 impl SinkConfig {
     /// Deserializes a `[[sinks]]` entry's own options (common keys already removed).
@@ -63,6 +64,11 @@ impl SinkConfig {
                 c.settings()?;
                 Ok(SinkConfig::Kafka(Box::new(c)))
             }
+            "kinesis" => {
+                let c = kinesis::KinesisConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SinkConfig::Kinesis(Box::new(c)))
+            }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -77,6 +83,7 @@ impl SinkConfig {
                 Ok(Sink::Writer(writer::WriterSink::open(c, cx).await?))
             }
             SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::open(c, cx).await?)),
+            SinkConfig::Kinesis(c) => Ok(Sink::Kinesis(kinesis::KinesisSink::build(c, cx).await?)),
         }
     }
 }
@@ -87,12 +94,16 @@ pub struct SinkContext {
     pub name: String,
     pub metrics: ComponentMetrics,
     pub health: Arc<Health>,
+    /// The process registry, for sink-specific metrics ([`Metrics::shared`]).
+    pub registry: Arc<Metrics>,
 }
 
-/// A built sink, ready to run.
+/// A built sink, ready to run (one per configured sink, so variant sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Sink {
     Writer(writer::WriterSink),
     Kafka(kafka::KafkaSink),
+    Kinesis(kinesis::KinesisSink),
 }
 
 impl Sink {
@@ -101,6 +112,7 @@ impl Sink {
         match self {
             Sink::Writer(s) => s.run(input).await,
             Sink::Kafka(s) => s.run(input).await,
+            Sink::Kinesis(s) => s.run(input).await,
         }
     }
 }

@@ -1054,16 +1054,14 @@ pub(crate) mod tests {
     }
 
     /// Runs tests/support/kpl_deaggregate.py (aws-kinesis-agg 1.2.3) over `records`, written to
-    /// a temporary file and fed on stdin. The interpreter is the project venv's
-    /// (`$LOGFERRY_VENV`, default `<repo>/.venv`, made by scripts/setup).
+    /// a temporary file and fed on stdin, with the interpreter [`test_python`] finds
+    /// (it must have aws-kinesis-agg installed).
     pub(crate) fn official_deaggregate(records: &[Record]) -> Vec<Official> {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/kpl_deaggregate.py"
         );
-        let venv = std::env::var("LOGFERRY_VENV")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").to_string());
-        let python = format!("{venv}/bin/python");
+        let python = test_python();
         let input: Vec<serde_json::Value> = records
             .iter()
             .map(|record| {
@@ -1090,6 +1088,24 @@ pub(crate) mod tests {
             "{python} {script} failed (needs aws-kinesis-agg==1.2.3; run scripts/setup): {stderr}"
         );
         serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// The Python that has aws-kinesis-agg: `LOGFERRY_PYTHON`, else the project venv that
+    /// scripts/setup creates (`LOGFERRY_VENV`, default `<repo>/.venv`), else `python3`.
+    pub(crate) fn test_python() -> String {
+        if let Some(python) = std::env::var_os("LOGFERRY_PYTHON").filter(|p| !p.is_empty()) {
+            return python.to_string_lossy().into_owned();
+        }
+        let venv = std::env::var_os("LOGFERRY_VENV")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+        let python = venv.join("bin").join("python");
+        if python.exists() {
+            python.to_string_lossy().into_owned()
+        } else {
+            "python3".into()
+        }
     }
 
     /// Asserts the official deaggregator turns `sent` into exactly the user records of each

@@ -1,10 +1,1019 @@
 //! The Kinesis Data Streams sink.
 //!
+//! - [`config`]: the `type = "kinesis"` options.
+//! - [`client`]: the SDK client and its credentials (default chain, `role_arn`).
+//! - [`api`]: DescribeStreamSummary, ListShards, PutRecords, and what their errors mean.
 //! - [`kpl`]: the KPL aggregated record format (exact size accounting, deaggregation).
 //! - [`shard_map`]: MD5 hash keys and the open shards' hash key ranges.
 //! - [`batch`]: PutRecords batches within every limit, partial-failure bookkeeping, and
 //!   per-shard aggregation containers.
+//! - [`metrics`]: Kinesis-specific counters.
+//!
+//! The sink task ([`KinesisSink::run`]) is one loop that owns all state: it encodes incoming
+//! records (each input batch into one buffer, records are slices of it), groups them per shard
+//! when aggregating, cuts PutRecords batches, keeps up to `max_in_flight` calls running, and
+//! sorts every answer into delivered (acknowledged), to retry (only those entries, after a
+//! backoff with full jitter) and fatal (reported on `/health`, retried slowly). An input batch
+//! is completed, which acknowledges it upstream, once each of its records was accepted or
+//! dropped for a reason that retrying cannot fix (too large).
 
+pub mod api;
 pub mod batch;
+pub mod client;
+pub mod config;
 pub mod kpl;
+pub mod metrics;
 pub mod shard_map;
+
+pub use config::KinesisConfig;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use self::api::CallError;
+use self::batch::{
+    Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass, Failed, Record, Rejected,
+    ShardAggregators, MAX_PARTITION_KEY_CHARS,
+};
+use self::metrics::KinesisMetrics;
+use self::shard_map::ShardMap;
+use super::backoff::Backoff;
+use super::{SinkContext, SinkError};
+use crate::buffer::memory::BatchDone;
+use crate::buffer::QueueReceiver;
+use crate::encode::Encoder;
+use crate::event::{Event, KeyPath};
+
+/// Delays between retries of throttled or failed entries, and of failed calls.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+/// Delays while a configuration error (permissions, missing stream) lasts: slow, so a broken
+/// sink does not hammer the API or flood the log.
+const FATAL_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+/// How often the shard map is listed again when aggregating (resharding is also detected from
+/// PutRecords answers and refreshes at once).
+const SHARD_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Soonest a shard map refresh follows the previous one.
+const SHARD_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
+/// Consecutive failed calls (of the retryable kind) before the sink reports itself unhealthy.
+const UNHEALTHY_AFTER: u32 = 3;
+
+// --- acknowledgement bookkeeping -----------------------------------------------------------------
+
+/// The records of one input batch still on their way; completes the batch when the last one
+/// is settled.
+struct Tracker {
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+    done: Mutex<Option<BatchDone>>,
+}
+
+type Token = Arc<Tracker>;
+
+impl Tracker {
+    fn new(records: usize, done: BatchDone) -> Token {
+        let tracker = Arc::new(Tracker {
+            remaining: AtomicUsize::new(records),
+            failed: AtomicBool::new(false),
+            done: Mutex::new(Some(done)),
+        });
+        if records == 0 {
+            tracker.finish();
+        }
+        tracker
+    }
+
+    /// One record is settled: delivered or dropped for good (`ok`), or given up on (`!ok`,
+    /// which fails the upstream acknowledgement).
+    fn settle(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        let done = self.done.lock().ok().and_then(|mut d| d.take());
+        if let Some(done) = done {
+            if self.failed.load(Ordering::Acquire) {
+                done.fail();
+            } else {
+                done.complete();
+            }
+        }
+    }
+}
+
+/// What travels with a Kinesis entry: the trackers of its user records (one per record, in
+/// order), how often it was retried, and the shard it was aggregated for.
+struct Tokens {
+    users: Vec<Token>,
+    attempts: u32,
+    /// (shard map epoch, shard index) the entry is expected to land on, when aggregating.
+    expected: Option<(u64, usize)>,
+    /// What Kinesis counts for the entry (data + partition key), for the metrics.
+    size: usize,
+}
+
+impl Tokens {
+    fn settle(&self, ok: bool) {
+        for user in &self.users {
+            user.settle(ok);
+        }
+    }
+}
+
+// --- the sink ------------------------------------------------------------------------------------
+
+/// A Kinesis sink ready to run.
+pub struct KinesisSink {
+    cx: SinkContext,
+    config: KinesisConfig,
+    client: aws_sdk_kinesis::Client,
+    region: String,
+    encoder: Encoder,
+    partition_key: Option<KeyPath>,
+    explicit_hash_key: Option<KeyPath>,
+    metrics: KinesisMetrics,
+}
+
+impl KinesisSink {
+    /// Builds the encoder and the client. Nothing is called yet: the stream is checked when
+    /// the sink starts running, so a missing permission shows on `/health` instead of
+    /// stopping the process.
+    pub async fn build(config: &KinesisConfig, cx: SinkContext) -> Result<KinesisSink, SinkError> {
+        let setup = |message: String| SinkError::Setup {
+            name: cx.name.clone(),
+            message,
+        };
+        let encoder = config.encoder().map_err(|e| setup(e.to_string()))?;
+        let clients = client::build(config, &cx.name)
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        let metrics = KinesisMetrics::new(&cx.registry, &cx.name);
+        Ok(KinesisSink {
+            partition_key: config.partition_key.as_deref().map(KeyPath::parse),
+            explicit_hash_key: config.explicit_hash_key.as_deref().map(KeyPath::parse),
+            config: config.clone(),
+            client: clients.kinesis,
+            region: clients.region,
+            encoder,
+            metrics,
+            cx,
+        })
+    }
+
+    /// Delivers until the queue is closed and every record is settled.
+    pub async fn run(self, input: QueueReceiver) {
+        let limits = self.start_up().await;
+        let shard_map = if self.config.aggregation {
+            self.first_shard_map().await
+        } else {
+            None
+        };
+        let mut task = match Task::new(self, limits, shard_map) {
+            Ok(task) => task,
+            Err(failed) => {
+                let (sink, message) = *failed;
+                tracing::error!(sink = %sink.cx.name, "{message}");
+                sink.cx.health.set_unhealthy(&sink.cx.name, message);
+                return;
+            }
+        };
+        task.run(input).await;
+    }
+
+    /// The start-up check: DescribeStreamSummary until it answers, which also gives the
+    /// per-record limit. Logs what it found and keeps `/health` up to date meanwhile.
+    async fn start_up(&self) -> BatchLimits {
+        let name = &self.cx.name;
+        let stream = &self.config.stream;
+        let mut failures = 0u32;
+        let discovered = loop {
+            match api::describe(&self.client, stream).await {
+                Ok(summary) => {
+                    tracing::info!(sink = %name, stream = %stream, region = %self.region,
+                        status = %summary.status, open_shards = summary.open_shards,
+                        arn = %summary.arn,
+                        max_record_size = ?summary.max_record_size,
+                        "Kinesis stream found");
+                    if summary.status != "ACTIVE" && summary.status != "UPDATING" {
+                        tracing::warn!(sink = %name, stream = %stream, status = %summary.status,
+                            "the stream is not ACTIVE yet; writes may fail until it is");
+                    }
+                    self.cx.health.set_healthy(name);
+                    break summary.max_record_size;
+                }
+                Err(e) if e.is_access_denied() => {
+                    tracing::warn!(sink = %name, stream = %stream, error = %e,
+                        "not permitted to call DescribeStreamSummary: assuming the default 1 MiB \
+                         per-record limit; allow kinesis:DescribeStreamSummary or set \
+                         max_record_size");
+                    break None;
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.cx.metrics.error("describe_stream");
+                    self.metrics.failed_request(&e.code);
+                    let hint = e.hint(stream, "DescribeStreamSummary");
+                    let fatal = e.class == ErrorClass::Fatal;
+                    let delay = if fatal {
+                        slow_delay(failures - 1)
+                    } else {
+                        RETRY_BACKOFF.delay(failures - 1)
+                    };
+                    if fatal || failures >= UNHEALTHY_AFTER {
+                        let reason = format!(
+                            "kinesis stream `{stream}` (region {}): DescribeStreamSummary \
+                             failed: {e}. {hint}",
+                            self.region
+                        );
+                        self.cx.health.set_unhealthy(name, reason);
+                    }
+                    tracing::error!(sink = %name, stream = %stream, region = %self.region,
+                        error = %e, retry_in = ?delay, "cannot check the Kinesis stream: {hint}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        let max_record_size = self
+            .config
+            .max_record_size_override()
+            .or(discovered)
+            .unwrap_or(batch::DEFAULT_MAX_RECORD_SIZE);
+        BatchLimits {
+            max_entries: batch::MAX_ENTRIES,
+            max_request_bytes: KinesisConfig::max_request_bytes(max_record_size)
+                .max(max_record_size),
+            max_record_size,
+        }
+    }
+
+    /// The first shard map for aggregation. Without one (ListShards not permitted), records
+    /// are sent unaggregated rather than risking aggregates that span shards.
+    async fn first_shard_map(&self) -> Option<ShardMap> {
+        let mut failures = 0u32;
+        loop {
+            match api::list_shards(&self.client, &self.config.stream).await {
+                Ok(map) => return Some(map),
+                Err(api::ListError::Call(e)) if e.is_access_denied() => {
+                    tracing::warn!(sink = %self.cx.name, stream = %self.config.stream, error = %e,
+                        "not permitted to call ListShards: sending unaggregated; allow \
+                         kinesis:ListShards to aggregate by shard (the listing is retried \
+                         every minute)");
+                    return None;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = RETRY_BACKOFF.delay(failures.min(6));
+                    tracing::warn!(sink = %self.cx.name, stream = %self.config.stream, error = %e,
+                        retry_in = ?delay, "cannot list the shards to aggregate by; retrying");
+                    if failures >= 5 {
+                        tracing::warn!(sink = %self.cx.name,
+                            "sending unaggregated until a shard listing succeeds");
+                        return None;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// A delay for configuration errors: half the ceiling plus jitter, so never near zero.
+fn slow_delay(attempt: u32) -> Duration {
+    let ceiling = FATAL_BACKOFF.ceiling(attempt);
+    ceiling / 2 + FATAL_BACKOFF.delay(attempt) / 2
+}
+
+/// Pre-flight for entries and what was done with them.
+type PutResult = (Batch<Tokens>, Result<Vec<EntryResult>, CallError>);
+
+/// The running loop's state.
+struct Task {
+    sink: KinesisSink,
+    limits: BatchLimits,
+    /// With aggregation and a shard map: one open container per shard.
+    aggregators: Option<ShardAggregators<Token>>,
+    /// Largest aggregated record; user records bigger than this go out unaggregated.
+    aggregation_max_size: usize,
+    /// Bumped whenever the shard map changes.
+    epoch: u64,
+    batcher: Batcher<Tokens>,
+    /// Full batches waiting for a slot.
+    ready: VecDeque<Batch<Tokens>>,
+    /// Entries waiting out a backoff, by due time.
+    retries: BTreeMap<(Instant, u64), Entry<Tokens>>,
+    retry_seq: u64,
+    in_flight: JoinSet<PutResult>,
+    /// When the oldest record waiting in a container or the batcher arrived.
+    pending_since: Option<Instant>,
+    /// No call is started before this (after a failed call).
+    blocked_until: Option<Instant>,
+    consecutive_failures: u32,
+    unhealthy: bool,
+    refresh: Option<tokio::task::JoinHandle<Result<ShardMap, api::ListError>>>,
+    refresh_wanted: bool,
+    last_refresh: Instant,
+    /// Reused per input batch: partition key text.
+    key_scratch: Vec<u8>,
+    encode_capacity: usize,
+}
+
+impl Task {
+    fn new(
+        sink: KinesisSink,
+        limits: BatchLimits,
+        shard_map: Option<ShardMap>,
+    ) -> Result<Task, Box<(KinesisSink, String)>> {
+        let batcher = match Batcher::new(limits) {
+            Ok(b) => b,
+            Err(e) => return Err(Box::new((sink, format!("invalid PutRecords limits: {e}")))),
+        };
+        let aggregation_max_size = sink
+            .config
+            .aggregation_max_size
+            .map(|s| s.as_usize())
+            .unwrap_or(limits.max_record_size)
+            .min(limits.max_record_size);
+        let aggregators = match shard_map {
+            Some(map) => match ShardAggregators::new(map, aggregation_max_size) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    return Err(Box::new((
+                        sink,
+                        format!("cannot aggregate with aggregation_max_size: {e}"),
+                    )))
+                }
+            },
+            None => None,
+        };
+        if let Some(a) = &aggregators {
+            tracing::info!(sink = %sink.cx.name, shards = a.shard_map().len(),
+                max_record_size = limits.max_record_size, aggregation_max_size,
+                "aggregating by shard");
+        }
+        Ok(Task {
+            sink,
+            limits,
+            aggregators,
+            aggregation_max_size,
+            epoch: 0,
+            batcher,
+            ready: VecDeque::new(),
+            retries: BTreeMap::new(),
+            retry_seq: 0,
+            in_flight: JoinSet::new(),
+            pending_since: None,
+            blocked_until: None,
+            consecutive_failures: 0,
+            unhealthy: false,
+            refresh: None,
+            refresh_wanted: false,
+            last_refresh: Instant::now(),
+            key_scratch: Vec::new(),
+            encode_capacity: 64 * 1024,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.sink.cx.name
+    }
+
+    async fn run(&mut self, mut input: QueueReceiver) {
+        let flush = self.sink.config.flush.get();
+        let max_in_flight = self.sink.config.max_in_flight;
+        let mut input_open = true;
+        let mut refresh_tick = tokio::time::interval_at(
+            Instant::now() + SHARD_REFRESH_INTERVAL,
+            SHARD_REFRESH_INTERVAL,
+        );
+        loop {
+            self.dispatch();
+            if !input_open && self.is_idle() {
+                break;
+            }
+            let flush_at = self.pending_since.map(|t| t + flush);
+            let retry_at = self.retries.keys().next().map(|(t, _)| *t);
+            let blocked_at = self
+                .blocked_until
+                .filter(|_| !self.ready.is_empty() && self.in_flight.len() < max_in_flight);
+            let accept = input_open && self.ready.len() < max_in_flight * 2;
+            let refreshing = self.refresh.is_some();
+            tokio::select! {
+                biased;
+                Some(joined) = self.in_flight.join_next() => match joined {
+                    Ok((batch, result)) => self.handle_result(batch, result),
+                    Err(e) => {
+                        // A panicked request task: its trackers are dropped, which fails the
+                        // upstream acknowledgements of its records.
+                        tracing::error!(sink = %self.name(), error = %e, "a PutRecords task failed");
+                    }
+                },
+                listed = wait_refresh(&mut self.refresh), if refreshing => {
+                    self.refresh = None;
+                    self.apply_refresh(listed);
+                }
+                _ = sleep_until_opt(retry_at), if retry_at.is_some() => self.release_retries(),
+                _ = sleep_until_opt(flush_at), if flush_at.is_some() => self.flush_all(),
+                _ = sleep_until_opt(blocked_at), if blocked_at.is_some() => {
+                    self.blocked_until = None;
+                }
+                _ = refresh_tick.tick(), if self.sink.config.aggregation => {
+                    self.refresh_wanted = true;
+                }
+                batch = input.recv(), if accept => match batch {
+                    Some(batch) => self.accept(batch),
+                    None => {
+                        input_open = false;
+                        self.flush_all();
+                    }
+                },
+            }
+            if self.refresh_wanted && self.refresh.is_none() {
+                self.start_refresh();
+            }
+        }
+        tracing::info!(sink = %self.name(), "kinesis sink drained");
+    }
+
+    fn is_idle(&self) -> bool {
+        self.ready.is_empty()
+            && self.retries.is_empty()
+            && self.in_flight.is_empty()
+            && self.batcher.pending_entries() == 0
+            && self
+                .aggregators
+                .as_ref()
+                .is_none_or(|a| a.pending_records() == 0)
+    }
+
+    // --- intake ------------------------------------------------------------------------------
+
+    /// Encodes an input batch and routes its records into containers / the batcher.
+    fn accept(&mut self, batch: crate::buffer::Batch) {
+        let tag = batch.tag.clone();
+        let (events, done) = batch.into_parts();
+        self.sink.cx.metrics.records_in.inc_by(events.len() as u64);
+        let tracker = Tracker::new(events.len(), done);
+        let mut buf = Vec::with_capacity(self.encode_capacity);
+        let mut ends = Vec::with_capacity(events.len());
+        for event in &events {
+            let start = buf.len();
+            match self.sink.encoder.encode(event, &mut buf) {
+                Ok(()) => ends.push(Some((start, buf.len()))),
+                Err(e) => {
+                    ends.push(None);
+                    self.sink.cx.metrics.dropped("unencodable", 1);
+                    tracing::warn!(sink = %self.name(), tag = %tag, error = %e,
+                        "record dropped: it cannot be encoded as configured");
+                }
+            }
+        }
+        self.encode_capacity = buf.len().clamp(4096, 8 << 20);
+        let data = Bytes::from(buf);
+        for (event, range) in events.iter().zip(ends) {
+            let Some((start, end)) = range else {
+                tracker.settle(true);
+                continue;
+            };
+            let record = self.record_for(event, data.slice(start..end));
+            self.route(record, tracker.clone(), &tag);
+        }
+        if self.pending_since.is_none()
+            && (self.batcher.pending_entries() > 0
+                || self
+                    .aggregators
+                    .as_ref()
+                    .is_some_and(|a| a.pending_records() > 0))
+        {
+            self.pending_since = Some(Instant::now());
+        }
+    }
+
+    /// The Kinesis record for an encoded event: its partition key and explicit hash key.
+    fn record_for(&mut self, event: &Event, data: Bytes) -> Record {
+        let partition_key = match &self.sink.partition_key {
+            Some(path) => {
+                let key = event.record.get_path(path).and_then(|value| {
+                    self.key_scratch.clear();
+                    value.write_text(&mut self.key_scratch);
+                    (!self.key_scratch.is_empty())
+                        .then(|| truncate_key(String::from_utf8_lossy(&self.key_scratch)))
+                });
+                match key {
+                    Some(key) => key,
+                    None => {
+                        self.sink.metrics.random_keys.inc();
+                        random_key()
+                    }
+                }
+            }
+            None => random_key(),
+        };
+        let mut record = Record::new(partition_key, data);
+        if let Some(path) = &self.sink.explicit_hash_key {
+            if let Some(value) = event.record.get_path(path) {
+                let text = value.to_text();
+                match shard_map::parse_hash_key(text.trim()) {
+                    Ok(_) => record.explicit_hash_key = Some(text.trim().to_string()),
+                    Err(e) => {
+                        self.sink.cx.metrics.error("invalid_explicit_hash_key");
+                        tracing::debug!(sink = %self.name(), error = %e,
+                            "ignoring the record's explicit hash key: routing by partition key");
+                    }
+                }
+            }
+        }
+        record
+    }
+
+    fn route(&mut self, record: Record, token: Token, tag: &str) {
+        let aggregate = self
+            .aggregators
+            .as_ref()
+            .is_some_and(|_| record.size() <= self.aggregation_max_size);
+        if aggregate {
+            if let Some(aggregators) = self.aggregators.as_mut() {
+                if let Err(rejected) = aggregators.add(record, token) {
+                    let Rejected { entry, reason } = rejected;
+                    self.reject(entry.record.size(), vec![entry.token], &reason, tag);
+                }
+            }
+            self.drain_aggregators();
+        } else {
+            let entry = Entry {
+                token: Tokens {
+                    users: vec![token],
+                    attempts: 0,
+                    expected: None,
+                    size: record.size(),
+                },
+                record,
+            };
+            self.push(entry, tag);
+        }
+    }
+
+    /// Moves finished containers into the batcher.
+    fn drain_aggregators(&mut self) {
+        let Some(aggregators) = self.aggregators.as_mut() else {
+            return;
+        };
+        let finished: Vec<Entry<Vec<Token>>> = aggregators.drain_ready().collect();
+        for entry in finished {
+            let entry = self.with_expected_shard(entry);
+            self.push(entry, "");
+        }
+    }
+
+    /// Wraps an entry from the aggregators with the shard it is expected to land on.
+    fn with_expected_shard(&self, entry: Entry<Vec<Token>>) -> Entry<Tokens> {
+        let expected = self.aggregators.as_ref().and_then(|a| {
+            let hash = shard_map::effective_hash_key(
+                &entry.record.partition_key,
+                entry.record.explicit_hash_key.as_deref(),
+            )
+            .ok()?;
+            Some((self.epoch, a.shard_map().index_for(hash)?))
+        });
+        Entry {
+            token: Tokens {
+                users: entry.token,
+                attempts: 0,
+                expected,
+                size: entry.record.size(),
+            },
+            record: entry.record,
+        }
+    }
+
+    fn push(&mut self, entry: Entry<Tokens>, tag: &str) {
+        match self.batcher.push(entry) {
+            Ok(Some(full)) => self.ready.push_back(full),
+            Ok(None) => {}
+            Err(rejected) => {
+                let Rejected { entry, reason } = rejected;
+                self.reject(entry.record.size(), entry.token.users, &reason, tag);
+            }
+        }
+    }
+
+    /// A record that can never be sent: logged, counted, and settled so it blocks nothing.
+    fn reject(&self, size: usize, users: Vec<Token>, reason: &batch::RejectReason, tag: &str) {
+        let why = if reason.is_too_large() {
+            "too_large"
+        } else {
+            "invalid"
+        };
+        self.sink.cx.metrics.dropped(why, users.len() as u64);
+        tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
+            size, max = self.limits.max_record_size, reason = %reason,
+            "record dropped: {why}");
+        for user in users {
+            user.settle(true);
+        }
+    }
+
+    /// Sends everything waiting (the `flush` deadline, or the end of input).
+    fn flush_all(&mut self) {
+        if let Some(aggregators) = self.aggregators.as_mut() {
+            let entries = aggregators.flush_all();
+            for entry in entries {
+                let entry = self.with_expected_shard(entry);
+                self.push(entry, "");
+            }
+        }
+        if let Some(batch) = self.batcher.flush() {
+            self.ready.push_back(batch);
+        }
+        self.pending_since = None;
+    }
+
+    // --- sending -----------------------------------------------------------------------------
+
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        if self.blocked_until.is_some_and(|t| t > now) {
+            return;
+        }
+        self.blocked_until = None;
+        while self.in_flight.len() < self.sink.config.max_in_flight {
+            let Some(batch) = self.ready.pop_front() else {
+                break;
+            };
+            self.sink.metrics.requests.inc();
+            self.in_flight.spawn(api::put_records(
+                self.sink.client.clone(),
+                self.sink.config.stream.clone(),
+                batch,
+            ));
+        }
+    }
+
+    fn handle_result(&mut self, batch: Batch<Tokens>, result: Result<Vec<EntryResult>, CallError>) {
+        let results = match result {
+            Ok(results) => results,
+            Err(error) => return self.call_failed(batch, error),
+        };
+        let outcome = match batch::split_results(batch, results) {
+            Ok(outcome) => outcome,
+            Err(mismatch) => {
+                let error = CallError {
+                    code: "response".into(),
+                    status: None,
+                    message: mismatch.to_string(),
+                    class: ErrorClass::Retryable,
+                };
+                return self.call_failed(mismatch.batch, error);
+            }
+        };
+        self.call_succeeded();
+        let mut stale_shard = false;
+        for delivered in &outcome.delivered {
+            let tokens = &delivered.token;
+            if let (Some((epoch, index)), Some(a)) = (tokens.expected, self.aggregators.as_ref()) {
+                if epoch == self.epoch
+                    && a.shard_map()
+                        .shards()
+                        .get(index)
+                        .is_some_and(|s| s.id() != delivered.shard_id)
+                {
+                    stale_shard = true;
+                }
+            }
+        }
+        for delivered in outcome.delivered {
+            let users = delivered.token.users.len();
+            self.sink.metrics.sent(delivered.token.size, users);
+            self.sink.cx.metrics.records_out.inc_by(users as u64);
+            self.sink
+                .cx
+                .metrics
+                .bytes_out
+                .inc_by(delivered.token.size as u64);
+            delivered.token.settle(true);
+        }
+        self.sink.metrics.update_ratio();
+        if stale_shard && self.last_refresh.elapsed() >= SHARD_REFRESH_MIN_GAP {
+            tracing::info!(sink = %self.name(),
+                "a record landed on another shard than predicted: the stream was resharded; \
+                 listing the shards again");
+            self.refresh_wanted = true;
+        }
+        for failed in outcome.retry {
+            self.sink.metrics.failed_entry(&failed.code);
+            self.sink.metrics.entry_retries.inc();
+            let attempt = failed.entry.token.attempts;
+            self.schedule_retry(failed, RETRY_BACKOFF.delay(attempt));
+        }
+        if !outcome.fatal.is_empty() {
+            let first = &outcome.fatal[0];
+            let error = CallError {
+                code: first.code.clone(),
+                status: None,
+                message: first.message.clone(),
+                class: ErrorClass::Fatal,
+            };
+            self.report_fatal(&error, "PutRecords");
+            for failed in outcome.fatal {
+                self.sink.metrics.failed_entry(&failed.code);
+                let attempt = failed.entry.token.attempts;
+                self.schedule_retry(failed, slow_delay(attempt));
+            }
+        }
+    }
+
+    /// Counts what an accepted entry cost, before its tokens are settled.
+    fn call_succeeded(&mut self) {
+        self.consecutive_failures = 0;
+        if self.unhealthy {
+            self.unhealthy = false;
+            self.sink.cx.health.set_healthy(&self.sink.cx.name);
+            tracing::info!(sink = %self.name(), stream = %self.sink.config.stream,
+                "Kinesis accepts records again");
+        }
+    }
+
+    /// A whole call failed: every entry goes back, and no call starts before the backoff ends.
+    fn call_failed(&mut self, batch: Batch<Tokens>, error: CallError) {
+        self.consecutive_failures += 1;
+        self.sink.metrics.failed_request(&error.code);
+        self.sink.cx.metrics.error("put_records");
+        let attempt = self.consecutive_failures - 1;
+        let delay = match error.class {
+            ErrorClass::Fatal => {
+                self.report_fatal(&error, "PutRecords");
+                slow_delay(attempt)
+            }
+            ErrorClass::Retryable => {
+                let delay = RETRY_BACKOFF.delay(attempt);
+                tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream,
+                    error = %error, entries = batch.len(), retry_in = ?delay,
+                    "PutRecords failed; retrying the whole request");
+                if self.consecutive_failures >= UNHEALTHY_AFTER {
+                    let reason = format!(
+                        "kinesis stream `{}`: {} PutRecords calls in a row failed, last: {error}. {}",
+                        self.sink.config.stream,
+                        self.consecutive_failures,
+                        error.hint(&self.sink.config.stream, "PutRecords")
+                    );
+                    self.set_unhealthy(reason);
+                }
+                delay
+            }
+        };
+        let until = Instant::now() + delay;
+        self.blocked_until = Some(self.blocked_until.map_or(until, |t| t.max(until)));
+        for entry in batch.into_entries() {
+            self.sink.metrics.request_retries.inc();
+            let failed = Failed {
+                entry,
+                code: error.code.clone(),
+                message: String::new(),
+            };
+            self.schedule_retry(failed, Duration::ZERO);
+        }
+    }
+
+    fn report_fatal(&mut self, error: &CallError, action: &str) {
+        let stream = &self.sink.config.stream;
+        let hint = error.hint(stream, action);
+        let reason = format!(
+            "kinesis stream `{stream}` (region {}): {action} failed: {error}. {hint}",
+            self.sink.region
+        );
+        tracing::error!(sink = %self.name(), stream = %stream, region = %self.sink.region,
+            error = %error, "{action} refused: {hint}");
+        self.set_unhealthy(reason);
+    }
+
+    fn set_unhealthy(&mut self, reason: String) {
+        self.unhealthy = true;
+        self.sink
+            .cx
+            .health
+            .set_unhealthy(&self.sink.cx.name, reason);
+    }
+
+    /// Puts a failed entry back after `delay`, unless it ran out of retries.
+    fn schedule_retry(&mut self, failed: Failed<Tokens>, delay: Duration) {
+        let Failed {
+            mut entry, code, ..
+        } = failed;
+        if let Some(limit) = self.sink.config.retry_limit {
+            if entry.token.attempts >= limit {
+                let users = entry.token.users.len() as u64;
+                self.sink.cx.metrics.dropped("retry_limit", users);
+                tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
+                    records = users, last_error = %code, retry_limit = limit,
+                    "records dropped: still failing after retry_limit retries");
+                entry.token.settle(false);
+                return;
+            }
+        }
+        entry.token.attempts += 1;
+        self.retry_seq += 1;
+        self.retries
+            .insert((Instant::now() + delay, self.retry_seq), entry);
+    }
+
+    /// Moves entries whose backoff ended back into batches. Aggregated entries built for an
+    /// older shard map are split and aggregated again by the current one.
+    fn release_retries(&mut self) {
+        let now = Instant::now();
+        let later = self.retries.split_off(&(now, u64::MAX));
+        let due = std::mem::replace(&mut self.retries, later);
+        for (_, entry) in due {
+            let stale = matches!(entry.token.expected, Some((epoch, _)) if epoch != self.epoch)
+                && entry.token.users.len() > 1;
+            if stale {
+                if let Some(aggregators) = self.aggregators.as_mut() {
+                    let Entry { record, token } = entry;
+                    let attempts = token.attempts;
+                    let expected = token.expected;
+                    let plain = Entry {
+                        record,
+                        token: token.users,
+                    };
+                    match aggregators.reroute(plain) {
+                        Ok(rejected) => {
+                            for r in rejected {
+                                let Rejected { entry, reason } = r;
+                                self.reject(entry.record.size(), vec![entry.token], &reason, "");
+                            }
+                            self.pending_since.get_or_insert(now);
+                        }
+                        Err(failed) => {
+                            let entry = Entry {
+                                token: Tokens {
+                                    users: failed.entry.token,
+                                    attempts,
+                                    expected,
+                                    size: failed.entry.record.size(),
+                                },
+                                record: failed.entry.record,
+                            };
+                            self.push(entry, "");
+                        }
+                    }
+                    self.drain_aggregators();
+                    continue;
+                }
+            }
+            self.push(entry, "");
+        }
+        if let Some(batch) = self.batcher.flush() {
+            self.ready.push_back(batch);
+        }
+    }
+
+    // --- shard map ---------------------------------------------------------------------------
+
+    fn start_refresh(&mut self) {
+        self.refresh_wanted = false;
+        self.last_refresh = Instant::now();
+        let client = self.sink.client.clone();
+        let stream = self.sink.config.stream.clone();
+        self.refresh = Some(tokio::spawn(async move {
+            api::list_shards(&client, &stream).await
+        }));
+    }
+
+    fn apply_refresh(&mut self, listed: Result<ShardMap, api::ListError>) {
+        let map = match listed {
+            Ok(map) => map,
+            Err(e) => {
+                tracing::warn!(sink = %self.name(), error = %e,
+                    "cannot refresh the shard map; keeping the previous one");
+                return;
+            }
+        };
+        let Some(aggregators) = self.aggregators.as_mut() else {
+            // Aggregation was off for want of a shard listing: turn it on now.
+            match ShardAggregators::new(map, self.aggregation_max_size) {
+                Ok(aggregators) => {
+                    tracing::info!(sink = %self.name(), shards = aggregators.shard_map().len(),
+                        "shard listing available: aggregating by shard from now on");
+                    self.aggregators = Some(aggregators);
+                    self.epoch += 1;
+                    self.sink.metrics.shard_map_refreshes.inc();
+                }
+                Err(e) => tracing::warn!(sink = %self.name(), error = %e,
+                    "cannot aggregate with this shard listing"),
+            }
+            return;
+        };
+        if *aggregators.shard_map() == map {
+            return;
+        }
+        let shards = map.len();
+        match aggregators.replace_shard_map(map) {
+            Ok(rejected) => {
+                self.epoch += 1;
+                self.sink.metrics.shard_map_refreshes.inc();
+                tracing::info!(sink = %self.name(), shards, "shard map updated");
+                for r in rejected {
+                    let Rejected { entry, reason } = r;
+                    self.reject(entry.record.size(), vec![entry.token], &reason, "");
+                }
+                self.drain_aggregators();
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.name(), error = %e,
+                    "cannot use the new shard map; keeping the previous one");
+            }
+        }
+    }
+}
+
+async fn wait_refresh(
+    refresh: &mut Option<tokio::task::JoinHandle<Result<ShardMap, api::ListError>>>,
+) -> Result<ShardMap, api::ListError> {
+    match refresh {
+        Some(handle) => match handle.await {
+            Ok(result) => result,
+            Err(e) => Err(api::ListError::Call(CallError {
+                code: "task".into(),
+                status: None,
+                message: e.to_string(),
+                class: ErrorClass::Retryable,
+            })),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A random partition key (32 hex digits): spreads records evenly over shards.
+fn random_key() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
+/// Truncates a partition key to 256 characters.
+fn truncate_key(key: std::borrow::Cow<'_, str>) -> String {
+    match key.char_indices().nth(MAX_PARTITION_KEY_CHARS) {
+        Some((cut, _)) => key[..cut].to_string(),
+        None => key.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::ack::AckRef;
+    use crate::event::{EventTime, Map};
+
+    #[test]
+    fn keys_are_truncated_to_256_characters_and_random_keys_are_valid() {
+        let long = "é".repeat(300);
+        let key = truncate_key(std::borrow::Cow::Borrowed(&long));
+        assert_eq!(key.chars().count(), 256);
+        assert_eq!(truncate_key(std::borrow::Cow::Borrowed("web-1")), "web-1");
+        let a = random_key();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, random_key());
+    }
+
+    #[tokio::test]
+    async fn a_batch_completes_only_once_every_record_is_settled() {
+        let (ack, waiter) = AckRef::new();
+        let ev = Event::new("t".into(), EventTime::default(), Map::new());
+        let batch = crate::buffer::Batch::new("t".into(), vec![ev.clone(), ev], 10, Some(ack));
+        let (events, done) = batch.into_parts();
+        let tracker = Tracker::new(events.len(), done);
+        tracker.settle(true);
+        let mut waiter = Box::pin(waiter.wait());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiter)
+                .await
+                .is_err(),
+            "one record is still on its way"
+        );
+        tracker.settle(true);
+        assert!(waiter.await);
+
+        let (ack, waiter) = AckRef::new();
+        let ev = Event::new("t".into(), EventTime::default(), Map::new());
+        let (events, done) =
+            crate::buffer::Batch::new("t".into(), vec![ev.clone(), ev], 10, Some(ack)).into_parts();
+        let tracker = Tracker::new(events.len(), done);
+        tracker.settle(false);
+        tracker.settle(true);
+        assert!(!waiter.wait().await, "a record given up on fails the ack");
+    }
+}

@@ -279,7 +279,7 @@ mod tests {
     }
 
     fn python() -> String {
-        std::env::var("LOGFERRY_PYTHON").unwrap_or_else(|_| "python3".into())
+        crate::sink::kinesis::kpl::tests::test_python()
     }
 
     #[test]

@@ -1,0 +1,449 @@
+//! The Kinesis calls the sink makes (DescribeStreamSummary, ListShards, PutRecords) and what
+//! their failures mean: retry, or stop and tell an operator what to fix.
+
+use std::fmt;
+
+use aws_sdk_kinesis::config::http::HttpResponse;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_sdk_kinesis::Client;
+
+use super::batch::{self, Batch, EntryResult, ErrorClass};
+use super::shard_map::{ShardListing, ShardMap, ShardMapError};
+
+/// A whole call failed.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// The service's error code (`AccessDeniedException`), or what went wrong on the way
+    /// (`timeout`, `dispatch`, `response`) when the service did not answer.
+    pub code: String,
+    /// HTTP status, when the service answered.
+    pub status: Option<u16>,
+    /// What happened, without secrets (see [`sanitize`]).
+    pub message: String,
+    pub class: ErrorClass,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "{} (HTTP {status}): {}", self.code, self.message),
+            None => write!(f, "{}: {}", self.code, self.message),
+        }
+    }
+}
+
+impl CallError {
+    /// The call was refused for lack of permission (not a credentials problem).
+    pub fn is_access_denied(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "AccessDeniedException" | "AccessDenied" | "NotAuthorized"
+        )
+    }
+
+    /// What an operator should do about this error for `stream`.
+    pub fn hint(&self, stream: &str, action: &str) -> String {
+        let code = self.code.as_str();
+        if self.is_access_denied() {
+            return format!(
+                "the credentials are not allowed to call kinesis:{action} on stream `{stream}`: \
+                 allow it in the IAM policy of the role logferry runs as (see docs/kinesis.md)"
+            );
+        }
+        if code == "ResourceNotFoundException" {
+            return format!(
+                "stream `{stream}` does not exist in this region/account: create it, or fix \
+                 `stream`, `region` or `endpoint`"
+            );
+        }
+        if code.starts_with("KMS") {
+            return format!(
+                "stream `{stream}` is encrypted with a KMS key these credentials cannot use: \
+                 allow kms:GenerateDataKey on the key and check that the key is enabled"
+            );
+        }
+        if matches!(
+            code,
+            "UnrecognizedClientException"
+                | "InvalidClientTokenId"
+                | "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "IncompleteSignature"
+                | "MissingAuthenticationToken"
+        ) || self.status == Some(403)
+        {
+            return "the AWS credentials were refused (wrong secret key, or an unknown or \
+                    expired access key): check where they come from (environment, profile, \
+                    role_arn, IRSA)"
+                .to_string();
+        }
+        if code == "timeout" || code == "dispatch" || code == "response" {
+            return "check the network path to the Kinesis endpoint (and `endpoint`); retrying"
+                .to_string();
+        }
+        format!("Kinesis refused the request for stream `{stream}`; retrying")
+    }
+}
+
+/// Keeps an error message useful and free of secrets: one line, at most 300 characters, and
+/// nothing from a signature-mismatch explanation (AWS can echo the canonical request, which
+/// holds the session token header).
+pub fn sanitize(message: &str) -> String {
+    let mut text = message;
+    for marker in ["The Canonical String", "The String-to-Sign", "\n"] {
+        if let Some(at) = text.find(marker) {
+            text = &text[..at];
+        }
+    }
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Codes that mean "try again later" whatever the HTTP status says.
+fn retryable_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "Throttling"
+            | "LimitExceededException"
+            | "InternalFailure"
+            | "InternalServerError"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "KMSThrottlingException"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "RequestExpired"
+            | "RequestTimeout"
+            | "RequestTimeoutException"
+            | "SlowDown"
+    )
+}
+
+/// Classifies a failed call by code and status.
+pub fn classify_call(code: &str, status: Option<u16>) -> ErrorClass {
+    if batch::classify(code) == ErrorClass::Fatal {
+        return ErrorClass::Fatal;
+    }
+    if retryable_code(code) {
+        return ErrorClass::Retryable;
+    }
+    status.map_or(ErrorClass::Retryable, batch::classify_status)
+}
+
+/// Turns an SDK error into a [`CallError`].
+pub fn call_error<E, R>(error: &SdkError<E, R>) -> CallError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + HttpStatus,
+{
+    let (code, status, message) = match error {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().http_status();
+            let code = context
+                .err()
+                .code()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP{status}"));
+            let message = context
+                .err()
+                .message()
+                .map(sanitize)
+                .unwrap_or_else(|| sanitize(&context.raw().body_snippet()));
+            (code, Some(status), message)
+        }
+        SdkError::TimeoutError(_) => (
+            "timeout".to_string(),
+            None,
+            "no answer within http_request_timeout".to_string(),
+        ),
+        SdkError::DispatchFailure(_) => (
+            "dispatch".to_string(),
+            None,
+            sanitize(&DisplayErrorContext(error).to_string()),
+        ),
+        SdkError::ResponseError(context) => {
+            // An error answer the SDK could not parse (moto and some endpoints answer JSON
+            // protocols with XML error documents): read code and message from the body.
+            let status = context.raw().http_status();
+            let body = context.raw().body_text();
+            match (xml_tag(&body, "Code"), status) {
+                (Some(code), _) => (
+                    code.to_string(),
+                    Some(status),
+                    sanitize(xml_tag(&body, "Message").unwrap_or(&body)),
+                ),
+                (None, 400..=599) => (format!("HTTP{status}"), Some(status), sanitize(&body)),
+                (None, _) => (
+                    "response".to_string(),
+                    Some(status),
+                    sanitize(&DisplayErrorContext(error).to_string()),
+                ),
+            }
+        }
+        _ => (
+            "request".to_string(),
+            None,
+            sanitize(&DisplayErrorContext(error).to_string()),
+        ),
+    };
+    let class = match code.as_str() {
+        "timeout" | "dispatch" | "response" | "request" => ErrorClass::Retryable,
+        "AccessDenied" => ErrorClass::Fatal,
+        code => classify_call(code, status),
+    };
+    CallError {
+        code,
+        status,
+        message,
+        class,
+    }
+}
+
+/// What the sink needs from an HTTP response: its status and a readable start of its body.
+pub trait HttpStatus {
+    fn http_status(&self) -> u16;
+    fn body_snippet(&self) -> String;
+    fn body_text(&self) -> String;
+}
+
+/// The text of `<tag>...</tag>` in an XML error document.
+fn xml_tag<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].trim())
+}
+
+impl HttpStatus for HttpResponse {
+    fn http_status(&self) -> u16 {
+        self.status().as_u16()
+    }
+
+    fn body_snippet(&self) -> String {
+        let text = self.body_text();
+        // moto and some AWS services answer JSON protocols with an XML error document.
+        xml_tag(&text, "Message").map_or(text.clone(), str::to_owned)
+    }
+
+    fn body_text(&self) -> String {
+        let bytes = self.body().bytes().unwrap_or_default();
+        String::from_utf8_lossy(&bytes[..bytes.len().min(2000)]).into_owned()
+    }
+}
+
+/// What DescribeStreamSummary told us.
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    pub status: String,
+    pub open_shards: i32,
+    /// MaxRecordSizeInKiB, when the service reports it.
+    pub max_record_size: Option<usize>,
+    pub arn: String,
+}
+
+pub async fn describe(client: &Client, stream: &str) -> Result<StreamSummary, CallError> {
+    let out = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| call_error(&e))?;
+    let Some(summary) = out.stream_description_summary() else {
+        return Err(CallError {
+            code: "response".into(),
+            status: None,
+            message: "DescribeStreamSummary answered without a stream summary".into(),
+            class: ErrorClass::Retryable,
+        });
+    };
+    Ok(StreamSummary {
+        status: summary.stream_status().as_str().to_string(),
+        open_shards: summary.open_shard_count(),
+        max_record_size: summary
+            .max_record_size_in_kib()
+            .and_then(|kib| usize::try_from(kib).ok())
+            .filter(|&kib| kib > 0)
+            .map(|kib| kib * 1024),
+        arn: summary.stream_arn().to_string(),
+    })
+}
+
+/// Why the shard map could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ListError {
+    #[error("ListShards failed: {0}")]
+    Call(CallError),
+    #[error("ListShards answered an inconsistent listing: {0}")]
+    Map(#[from] ShardMapError),
+}
+
+/// Lists the stream's shards (every page) and keeps the open ones.
+pub async fn list_shards(client: &Client, stream: &str) -> Result<ShardMap, ListError> {
+    let mut listing = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let request = match &next_token {
+            // With a NextToken, the stream name must not be given again.
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(stream),
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| ListError::Call(call_error(&e)))?;
+        for shard in out.shards() {
+            let Some(range) = shard.hash_key_range() else {
+                continue;
+            };
+            listing.push(ShardListing {
+                shard_id: shard.shard_id().to_string(),
+                starting_hash_key: range.starting_hash_key().to_string(),
+                ending_hash_key: range.ending_hash_key().to_string(),
+                closed: shard
+                    .sequence_number_range()
+                    .is_some_and(|r| r.ending_sequence_number().is_some()),
+            });
+        }
+        match out.next_token() {
+            Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
+            _ => break,
+        }
+    }
+    Ok(ShardMap::from_listing(listing)?)
+}
+
+/// Sends one PutRecords request. Returns the batch (to pair results with entries) and one
+/// result per entry, or the whole call's error.
+pub async fn put_records<T>(
+    client: Client,
+    stream: String,
+    batch: Batch<T>,
+) -> (Batch<T>, Result<Vec<EntryResult>, CallError>) {
+    let mut entries = Vec::with_capacity(batch.len());
+    for entry in batch.entries() {
+        let built = PutRecordsRequestEntry::builder()
+            .data(Blob::new(entry.record.data.to_vec()))
+            .partition_key(entry.record.partition_key.clone())
+            .set_explicit_hash_key(entry.record.explicit_hash_key.clone())
+            .build();
+        match built {
+            Ok(e) => entries.push(e),
+            Err(e) => {
+                let error = CallError {
+                    code: "ValidationException".into(),
+                    status: None,
+                    message: format!("cannot build a PutRecords entry: {e}"),
+                    class: ErrorClass::Fatal,
+                };
+                return (batch, Err(error));
+            }
+        }
+    }
+    let result = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await;
+    let result = match result {
+        Ok(out) => Ok(out
+            .records()
+            .iter()
+            .map(|r| {
+                EntryResult::from_parts(
+                    r.sequence_number().map(str::to_owned),
+                    r.shard_id().map(str::to_owned),
+                    r.error_code().map(str::to_owned),
+                    r.error_message().map(sanitize),
+                )
+            })
+            .collect()),
+        Err(e) => Err(call_error(&e)),
+    };
+    (batch, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_classification() {
+        assert_eq!(
+            classify_call("AccessDeniedException", Some(400)),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            classify_call("ResourceNotFoundException", Some(400)),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            classify_call("ProvisionedThroughputExceededException", Some(400)),
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            classify_call("ThrottlingException", Some(400)),
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            classify_call("SignatureDoesNotMatch", Some(403)),
+            ErrorClass::Fatal
+        );
+        assert_eq!(classify_call("HTTP503", Some(503)), ErrorClass::Retryable);
+        assert_eq!(
+            classify_call("ExpiredTokenException", Some(400)),
+            ErrorClass::Retryable
+        );
+    }
+
+    #[test]
+    fn xml_error_documents_are_read() {
+        let body = "<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code>\
+                    <Message>The request signature we calculated does not match</Message></Error></ErrorResponse>";
+        assert_eq!(xml_tag(body, "Code"), Some("SignatureDoesNotMatch"));
+        assert_eq!(
+            xml_tag(body, "Message"),
+            Some("The request signature we calculated does not match")
+        );
+        assert_eq!(xml_tag("{}", "Code"), None);
+    }
+
+    #[test]
+    fn sanitize_keeps_one_short_line_without_signature_details() {
+        let m = "The request signature we calculated does not match the signature you provided. \
+                 The Canonical String for this request should have been\n'POST\n/\nx-amz-security-token:SECRET'";
+        let s = sanitize(m);
+        assert!(!s.contains("SECRET") && !s.contains("Canonical"), "{s}");
+        assert!(s.starts_with("The request signature"));
+        assert_eq!(sanitize(&"y".repeat(1000)).chars().count(), 301);
+    }
+
+    #[test]
+    fn hints_say_what_to_fix() {
+        let e = |code: &str, status| CallError {
+            code: code.into(),
+            status,
+            message: String::new(),
+            class: ErrorClass::Fatal,
+        };
+        assert!(e("AccessDeniedException", Some(400))
+            .hint("logs", "PutRecords")
+            .contains("kinesis:PutRecords on stream `logs`"));
+        assert!(e("ResourceNotFoundException", Some(400))
+            .hint("logs", "PutRecords")
+            .contains("does not exist"));
+        assert!(e("KMSAccessDeniedException", Some(400))
+            .hint("logs", "PutRecords")
+            .contains("kms:GenerateDataKey"));
+        assert!(e("HTTP403", Some(403))
+            .hint("logs", "PutRecords")
+            .contains("credentials were refused"));
+    }
+}

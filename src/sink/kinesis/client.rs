@@ -1,0 +1,106 @@
+//! The Kinesis client and its credentials.
+//!
+//! Credentials come from the aws-config default chain: environment keys, the shared profile,
+//! ECS container credentials (the task role), web identity (IRSA: `AWS_WEB_IDENTITY_TOKEN_FILE`
+//! and `AWS_ROLE_ARN`), EKS Pod Identity, IMDS. With `role_arn`, those credentials assume the role
+//! through STS AssumeRole (at `sts_endpoint` when given) with a session name that stays the same
+//! across refreshes. The client caches credentials and refreshes them before they expire.
+//!
+//! SDK-level retries are off: the sink retries itself, so it can resend only the failed entries
+//! of a PutRecords call, count every retry, and keep retrying past the SDK's three attempts.
+
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::BehaviorVersion;
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::config::Region;
+
+use super::config::KinesisConfig;
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no AWS region: set `region` in the sink, or AWS_REGION in the environment \
+         (or a region in the AWS profile)"
+    )]
+    NoRegion,
+}
+
+/// The clients a Kinesis sink uses.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub region: String,
+}
+
+/// A role session name that is stable across refreshes and valid for STS
+/// (`[\w+=,.@-]{2,64}`): `logferry-<sink name>`.
+pub fn session_name(sink_name: &str) -> String {
+    let mut name: String = format!("logferry-{sink_name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(64);
+    name
+}
+
+/// Builds the Kinesis client from the sink's settings and the default chain.
+pub async fn build(config: &KinesisConfig, sink_name: &str) -> Result<Clients, ClientError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    let base = loader.load().await;
+    let region = base.region().cloned().ok_or(ClientError::NoRegion)?;
+
+    let timeout = config.http_request_timeout.get();
+    let mut builder = aws_sdk_kinesis::config::Builder::from(&base)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(timeout)
+                .connect_timeout(timeout.min(std::time::Duration::from_secs(5)))
+                .build(),
+        );
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.endpoint_url(endpoint.clone());
+    }
+    if let Some(role_arn) = &config.role_arn {
+        let mut sts_config = base.to_builder();
+        if let Some(sts) = &config.sts_endpoint {
+            sts_config = sts_config.endpoint_url(sts.clone());
+        }
+        let sts_config = sts_config.build();
+        let mut provider = AssumeRoleProvider::builder(role_arn.clone())
+            .session_name(session_name(sink_name))
+            .region(region.clone())
+            .configure(&sts_config);
+        if let Some(external_id) = &config.external_id {
+            provider = provider.external_id(external_id.clone());
+        }
+        builder = builder.credentials_provider(provider.build().await);
+    }
+    Ok(Clients {
+        kinesis: aws_sdk_kinesis::Client::from_conf(builder.build()),
+        region: region.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_are_stable_and_valid() {
+        assert_eq!(session_name("kinesis.0"), "logferry-kinesis.0");
+        assert_eq!(session_name("app logs/é"), "logferry-app-logs--");
+        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
+    }
+}

@@ -1,0 +1,409 @@
+//! Options of `type = "kinesis"`. Names follow the aws-for-fluent-bit `kinesis` plugin, so a
+//! FireLens user finds the options they know; docs/kinesis.md documents each with an example.
+
+use std::time::Duration as StdDuration;
+
+use serde::Deserialize;
+
+use super::batch::{DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_BYTES};
+use super::kpl;
+use crate::config::field::FieldError;
+use crate::config::units::{ByteSize, Duration};
+use crate::encode::{Compression, EncodeOptions, Encoder, Format, TimeFormat};
+use crate::event::KeyPath;
+
+/// Largest per-record limit a stream can have (MaxRecordSize raised to 10 MiB).
+pub const MAX_STREAM_RECORD_SIZE: usize = 10 * 1024 * 1024;
+/// Default number of concurrent PutRecords requests.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+
+/// `[[sinks]] type = "kinesis"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// Name of the Kinesis data stream (required).
+    pub stream: String,
+    /// AWS region of the stream. Default: the default chain (`AWS_REGION`, `AWS_DEFAULT_REGION`,
+    /// the profile, IMDS).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Full URL of the Kinesis endpoint (`https://kinesis.eu-west-1.amazonaws.com`, a VPC
+    /// endpoint, or a local stand-in such as `http://127.0.0.1:4567`). Default: the regional
+    /// endpoint (or `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Full URL of the STS endpoint used to assume `role_arn`. Default: the regional STS
+    /// endpoint (or `AWS_ENDPOINT_URL_STS`).
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+    /// Role to assume (with STS AssumeRole, from the credentials of the default chain) before
+    /// writing. Default: none, the default chain's credentials are used directly.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// External ID passed to AssumeRole when the role's trust policy requires one.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Record field (nested with `->`, e.g. `kubernetes->pod_name`) whose value, stringified and
+    /// truncated to 256 characters, is the partition key. Default: a random key per record.
+    #[serde(default)]
+    pub partition_key: Option<String>,
+    /// Record field holding a decimal explicit hash key (0 to 2^128-1) that routes the record
+    /// instead of its partition key. Default: none.
+    #[serde(default)]
+    pub explicit_hash_key: Option<String>,
+    /// Comma-separated top-level keys to keep; the others are not sent. Default: all keys.
+    #[serde(default)]
+    pub data_keys: Option<String>,
+    /// Send only the value of this field (raw bytes for a string). Default: the whole record.
+    #[serde(default)]
+    pub log_key: Option<String>,
+    /// End each record with `\n` (before compression). Default false.
+    #[serde(default)]
+    pub append_newline: bool,
+    /// Add the record's time under this key. Default: not added.
+    #[serde(default)]
+    pub time_key: Option<String>,
+    /// strftime format of `time_key`, plus `%L` (milliseconds) and `%f` (microseconds),
+    /// zero-padded; or `iso8601`, `double`, `epoch`, `epoch_ms`. Default `%Y-%m-%dT%H:%M:%S.%LZ`.
+    #[serde(default)]
+    pub time_key_format: Option<String>,
+    /// Replace every `.` in keys (at any depth) with this string. Default: keys unchanged.
+    #[serde(default)]
+    pub replace_dots: Option<String>,
+    /// `none` (default), `zlib` or `gzip`: each user record is compressed on its own, before
+    /// aggregation.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Pack many records into KPL aggregated records, grouped by shard. Default false.
+    #[serde(default)]
+    pub aggregation: bool,
+    /// Largest aggregated record (data + partition key). Default: the per-record limit.
+    #[serde(default)]
+    pub aggregation_max_size: Option<ByteSize>,
+    /// Per-record limit (data + partition key). Default: read from DescribeStreamSummary
+    /// (MaxRecordSizeInKiB), 1 MiB when it cannot be read.
+    #[serde(default)]
+    pub max_record_size: Option<ByteSize>,
+    /// Longest time a record waits in a batch before it is sent. Default 1s.
+    #[serde(default = "default_flush")]
+    pub flush: Duration,
+    /// PutRecords requests in flight at once. Default 4.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Attempts to retry a record after its first try before it is dropped (counted as
+    /// `retry_limit`). Default: no limit, records are retried until they are delivered or the
+    /// shutdown grace period ends.
+    #[serde(default)]
+    pub retry_limit: Option<u32>,
+    /// Time limit of one PutRecords (or other Kinesis) HTTP attempt. Default 10s.
+    #[serde(default = "default_http_request_timeout")]
+    pub http_request_timeout: Duration,
+}
+
+fn default_flush() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
+}
+
+fn default_http_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl KinesisConfig {
+    /// Checks every option; each problem names its key.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut problems = Vec::new();
+        if self.stream.trim().is_empty() {
+            problems.push(FieldError::new(
+                "stream",
+                "must name the Kinesis data stream",
+            ));
+        }
+        for (key, value) in [
+            ("endpoint", &self.endpoint),
+            ("sts_endpoint", &self.sts_endpoint),
+        ] {
+            if let Some(url) = value {
+                if let Err(message) = check_url(url) {
+                    problems.push(FieldError::new(key, message));
+                }
+            }
+        }
+        if let Some(arn) = &self.role_arn {
+            if !arn.starts_with("arn:") || !arn.contains(":role/") {
+                problems.push(FieldError::new(
+                    "role_arn",
+                    format!(
+                        "`{arn}` is not a role ARN such as arn:aws:iam::123456789012:role/name"
+                    ),
+                ));
+            }
+        }
+        if self.external_id.is_some() && self.role_arn.is_none() {
+            problems.push(FieldError::new(
+                "external_id",
+                "only applies when assuming a role: set role_arn too",
+            ));
+        }
+        for (key, value) in [
+            ("partition_key", &self.partition_key),
+            ("explicit_hash_key", &self.explicit_hash_key),
+        ] {
+            if matches!(value, Some(path) if path.trim().is_empty()) {
+                problems.push(FieldError::new(
+                    key,
+                    "must name a record field (or be removed)",
+                ));
+            }
+        }
+        if let Some(Err(message)) = self.compression.as_deref().map(str::parse::<Compression>) {
+            problems.push(FieldError::new("compression", message));
+        }
+        if let Some(size) = self.max_record_size {
+            let size = size.as_usize();
+            if size == 0 || size > MAX_STREAM_RECORD_SIZE {
+                problems.push(FieldError::new(
+                    "max_record_size",
+                    format!(
+                        "{size} bytes is outside 1 byte .. 10MiB, the range of Kinesis \
+                         per-record limits; leave it unset to read the stream's own limit"
+                    ),
+                ));
+            }
+        }
+        if let Some(size) = self.aggregation_max_size {
+            let size = size.as_usize();
+            let outer = "shardId-000000000000".len() + kpl::FRAMING_LEN;
+            if size <= outer + 8 || size > MAX_STREAM_RECORD_SIZE {
+                problems.push(FieldError::new(
+                    "aggregation_max_size",
+                    format!(
+                        "{size} bytes leaves no room to aggregate; use a size between 1KiB and \
+                         the stream's per-record limit (or leave it unset)"
+                    ),
+                ));
+            } else if let Some(max) = self.max_record_size {
+                if size > max.as_usize() {
+                    problems.push(FieldError::new(
+                        "aggregation_max_size",
+                        "is above max_record_size: an aggregated record that large is refused",
+                    ));
+                }
+            }
+            if !self.aggregation {
+                problems.push(FieldError::new(
+                    "aggregation_max_size",
+                    "only applies with aggregation = true",
+                ));
+            }
+        }
+        if self.flush.get().is_zero() {
+            problems.push(FieldError::new(
+                "flush",
+                "must be above 0 (e.g. \"1s\"): it is the longest time a record waits",
+            ));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 256 {
+            problems.push(FieldError::new(
+                "max_in_flight",
+                "must be between 1 and 256 concurrent PutRecords requests",
+            ));
+        }
+        if self.http_request_timeout.get() < StdDuration::from_millis(100) {
+            problems.push(FieldError::new(
+                "http_request_timeout",
+                "must be at least 100ms (e.g. \"10s\")",
+            ));
+        }
+        if let Err(e) = self.encoder() {
+            problems.push(e);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The encode options these settings describe (JSON records, as the Go and C plugins send).
+    pub fn encode_options(&self) -> Result<EncodeOptions, FieldError> {
+        let time_format = match &self.time_key_format {
+            Some(f) if f.contains('%') => TimeFormat::Strftime(f.clone()),
+            Some(f) => TimeFormat::from_name("time_key_format", f)?,
+            None => TimeFormat::default(),
+        };
+        let compression = match self.compression.as_deref() {
+            Some(c) => c
+                .parse::<Compression>()
+                .map_err(|m| FieldError::new("compression", m))?,
+            None => Compression::None,
+        };
+        let data_keys = self
+            .data_keys
+            .as_deref()
+            .map(|keys| {
+                keys.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(EncodeOptions {
+            format: Format::Json,
+            log_key: self.log_key.as_deref().map(KeyPath::parse),
+            data_keys,
+            time_key: self.time_key.clone(),
+            time_format,
+            replace_dots: self.replace_dots.clone(),
+            append_newline: self.append_newline,
+            compression,
+        })
+    }
+
+    /// Builds the record encoder.
+    pub fn encoder(&self) -> Result<Encoder, FieldError> {
+        Encoder::new(&self.encode_options()?)
+    }
+
+    /// The configured per-record limit, if any.
+    pub fn max_record_size_override(&self) -> Option<usize> {
+        self.max_record_size.map(|s| s.as_usize())
+    }
+
+    /// The request size limit for a stream whose per-record limit is `max_record_size`: 5 MiB,
+    /// or 10 MiB where large records are enabled.
+    pub fn max_request_bytes(max_record_size: usize) -> usize {
+        if max_record_size > DEFAULT_MAX_RECORD_SIZE {
+            2 * DEFAULT_MAX_REQUEST_BYTES
+        } else {
+            DEFAULT_MAX_REQUEST_BYTES
+        }
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("`{url}` is not a full URL: write it with its scheme, e.g. https://kinesis.eu-west-1.amazonaws.com")
+        })?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<KinesisConfig, String> {
+        let config: KinesisConfig =
+            toml::from_str(text).map_err(|e| format!("parse error: {e}"))?;
+        config
+            .validate()
+            .map_err(|problems| {
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .map(|()| config)
+    }
+
+    #[test]
+    fn defaults_work_with_only_a_stream() {
+        let c = parse("stream = \"logs\"").unwrap();
+        assert_eq!(c.flush.get(), StdDuration::from_secs(1));
+        assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(c.retry_limit, None);
+        assert!(!c.aggregation && !c.append_newline);
+        assert_eq!(c.http_request_timeout.get(), StdDuration::from_secs(10));
+        let o = c.encode_options().unwrap();
+        assert_eq!(o.format, Format::Json);
+        assert_eq!(o.compression, Compression::None);
+    }
+
+    #[test]
+    fn every_option_of_the_issue_is_accepted() {
+        let c = parse(
+            r#"
+            stream = "logs"
+            region = "eu-west-1"
+            endpoint = "http://127.0.0.1:4567"
+            sts_endpoint = "https://sts.eu-west-1.amazonaws.com"
+            role_arn = "arn:aws:iam::123456789012:role/writer"
+            external_id = "x-1"
+            partition_key = "kubernetes->pod_name"
+            explicit_hash_key = "ehk"
+            data_keys = "log, kubernetes"
+            log_key = "log"
+            append_newline = true
+            time_key = "ts"
+            time_key_format = "%Y-%m-%dT%H:%M:%S.%fZ"
+            replace_dots = "_"
+            compression = "gzip"
+            aggregation = true
+            aggregation_max_size = "256KiB"
+            max_record_size = "1MiB"
+            flush = "250ms"
+            max_in_flight = 8
+            retry_limit = 5
+            http_request_timeout = "3s"
+            "#,
+        )
+        .unwrap();
+        let o = c.encode_options().unwrap();
+        assert_eq!(
+            o.data_keys,
+            vec!["log".to_string(), "kubernetes".to_string()]
+        );
+        assert_eq!(o.compression, Compression::Gzip);
+        assert_eq!(c.retry_limit, Some(5));
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        let cases = [
+            ("stream = \"\"", "stream"),
+            ("stream = \"s\"\nendpoint = \"localhost:4567\"", "endpoint"),
+            ("stream = \"s\"\nrole_arn = \"writer\"", "role_arn"),
+            ("stream = \"s\"\nexternal_id = \"x\"", "external_id"),
+            ("stream = \"s\"\ncompression = \"brotli\"", "compression"),
+            (
+                "stream = \"s\"\nmax_record_size = \"20MiB\"",
+                "max_record_size",
+            ),
+            (
+                "stream = \"s\"\naggregation_max_size = \"64KiB\"",
+                "aggregation_max_size",
+            ),
+            ("stream = \"s\"\nflush = \"0s\"", "flush"),
+            ("stream = \"s\"\nmax_in_flight = 0", "max_in_flight"),
+            (
+                "stream = \"s\"\ntime_key = \"t\"\ntime_key_format = \"bogus\"",
+                "time_key_format",
+            ),
+            ("stream = \"s\"\npartition_key = \"\"", "partition_key"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.starts_with(&format!("{key}:")), "{text}: {err}");
+        }
+        assert!(parse("stream = \"s\"\nstreams = \"t\"")
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+
+    #[test]
+    fn request_limit_follows_the_record_limit() {
+        assert_eq!(KinesisConfig::max_request_bytes(1 << 20), 5 << 20);
+        assert_eq!(KinesisConfig::max_request_bytes(10 << 20), 10 << 20);
+    }
+}
