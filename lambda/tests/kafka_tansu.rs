@@ -1,7 +1,4 @@
-//! The forwarder into a Kafka topic on tansu.
-//!
-//! This needs the Kafka sink (`type = "kafka"`), which is on the kafka-sink branch: it is ignored
-//! until that is merged. After the merge, remove the `#[ignore]` line.
+//! The forwarder into a Kafka topic on tansu, through the shared Kafka sink.
 
 mod support;
 

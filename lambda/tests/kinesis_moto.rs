@@ -1,8 +1,5 @@
 //! The forwarder into Kinesis on moto, and the real chain (moto's CloudWatch Logs subscription
 //! filter -> stream -> Kinesis trigger event -> function -> second stream).
-//!
-//! These need the Kinesis sink (`type = "kinesis"`), which is on the kinesis-sink branch: they
-//! are ignored until it is merged. After the merge, remove the `#[ignore]` lines.
 
 mod support;
 
