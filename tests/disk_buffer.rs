@@ -145,18 +145,7 @@ impl SlowPipe {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
         let path = dir.join("out.pipe");
-        assert!(Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success());
-        // Read-write open of a FIFO does not block; holding it lets logferry open its end, and
-        // the reader never sees end-of-file between runs of logferry.
-        let reader = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let reader = support::process::stalled_fifo(&path);
         let counts = Arc::new(Mutex::new(vec![0u32; n as usize]));
         let fast = Arc::new(AtomicBool::new(false));
         let (c, f) = (counts.clone(), fast.clone());
@@ -304,17 +293,7 @@ fn a_stalled_sink_grows_the_disk_buffer_with_bounded_memory_and_loses_nothing() 
     use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
     let pipe = work.path().join("out.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
-    // Read-write open of a FIFO does not block; holding it lets logferry open its end.
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&pipe)
-        .unwrap();
+    let reader = support::process::stalled_fifo(&pipe);
     let config = config(DISK_TO_FILE, work.path())
         .replace("out.jsonl", "out.pipe")
         .replace("\"4MiB\"", "\"2MiB\"");
@@ -413,16 +392,7 @@ fn a_full_disk_holds_input_back_marks_the_buffer_unhealthy_and_recovers() {
     use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
     let pipe = work.path().join("out.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&pipe)
-        .unwrap();
+    let reader = support::process::stalled_fifo(&pipe);
     let mount_at = work.path().join("small");
     // LOGFERRY_TEST_NO_TMPFS=1 forces the unprivileged variant.
     let tmpfs = if std::env::var_os("LOGFERRY_TEST_NO_TMPFS").is_some() {

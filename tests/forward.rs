@@ -385,17 +385,7 @@ fn a_stalled_sink_pauses_the_source_with_bounded_memory_and_loses_nothing() {
     use std::io::BufRead;
     let pipe_dir = tempfile::tempdir().unwrap();
     let pipe = pipe_dir.path().join("out.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
-    // Read-write open of a FIFO does not block; holding it lets logferry open its end.
-    let reader = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&pipe)
-        .unwrap();
+    let reader = support::process::stalled_fifo(&pipe);
     let config = format!(
         r#"
 [service]

@@ -60,3 +60,13 @@ impl From<Vec<FieldError>> for EntryError {
         EntryError::Fields(e)
     }
 }
+
+/// Several problems as one line (`key: message; key: message`), for errors raised when a
+/// component is built from an already-parsed config.
+pub fn join(problems: &[FieldError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}

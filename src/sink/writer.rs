@@ -98,11 +98,7 @@ impl WriterSink {
     pub async fn open(config: &WriterConfig, cx: SinkContext) -> Result<WriterSink, SinkError> {
         let encoder = config.encoder().map_err(|e| SinkError::Setup {
             name: cx.name.clone(),
-            message: e
-                .iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
+            message: crate::config::field::join(&e),
         })?;
         let (out, target): (Box<dyn AsyncWrite + Send + Unpin>, String) = match &config.path {
             Some(path) => {

@@ -229,3 +229,23 @@ pub fn check_sequence(records: &[serde_json::Value], n: u64) {
         "of {n} records: {missing} missing, {duplicated} duplicated"
     );
 }
+
+/// Makes a FIFO at `path` and opens it read-write. That open does not block, and holding it lets
+/// logferry open the FIFO as a `file` sink; nothing is read until the test reads the returned
+/// handle, so the sink stalls once the pipe's 64 KiB are full: a stand-in for a stuck output.
+pub fn stalled_fifo(path: &Path) -> std::fs::File {
+    assert!(
+        Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("mkfifo")
+            .success(),
+        "mkfifo {}",
+        path.display()
+    );
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open the FIFO")
+}

@@ -73,15 +73,9 @@ impl KafkaSink {
             name: cx.name.clone(),
             message,
         };
-        let settings = config.settings().map_err(|problems| {
-            setup(
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let settings = config
+            .settings()
+            .map_err(|problems| setup(crate::config::field::join(&problems)))?;
         for warning in &settings.warnings {
             tracing::warn!(sink = %cx.name, "{warning}");
         }

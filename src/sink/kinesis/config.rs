@@ -307,13 +307,7 @@ mod tests {
             toml::from_str(text).map_err(|e| format!("parse error: {e}"))?;
         config
             .validate()
-            .map_err(|problems| {
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
+            .map_err(|problems| crate::config::field::join(&problems))
             .map(|()| config)
     }
 

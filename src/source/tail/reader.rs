@@ -57,15 +57,9 @@ pub async fn start(
         name: cx.name.clone(),
         message,
     };
-    let compiled = config.compile().map_err(|problems| {
-        setup(
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let compiled = config
+        .compile()
+        .map_err(|problems| setup(crate::config::field::join(&problems)))?;
     let mut resume = HashMap::new();
     let mut checkpointer = None;
     let mut db_written_at = None;
