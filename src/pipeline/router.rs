@@ -10,6 +10,12 @@ use crate::metrics::ComponentMetrics;
 use crate::route::TagMatcher;
 use crate::transform::Transform;
 
+/// Queue weight, in bytes, of each record a transform releases on flush. Those records no
+/// longer have the wire size their source counted (their frames were accounted, and released,
+/// when the chunks first passed through), so they are charged a nominal size to still count
+/// against the sink's bound.
+const FLUSHED_RECORD_WEIGHT: usize = 256;
+
 /// A transform with its match rule.
 pub struct TransformStage {
     pub name: String,
@@ -139,7 +145,7 @@ impl Router {
                     group.push(next);
                 }
                 let group = self.apply_transforms(i + 1, &tag, group);
-                let bytes = group.len() * 256;
+                let bytes = group.len() * FLUSHED_RECORD_WEIGHT;
                 self.dispatch(tag, group, bytes, None).await?;
             }
         }
