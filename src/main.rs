@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use logferry::config::fluent_bit::{self, defaults::ConfigFile};
 use logferry::config::{Config, LogFormat, ServiceConfig};
 
 #[derive(Parser)]
@@ -24,16 +25,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the pipeline described by a config file until SIGTERM/SIGINT or end of input.
+    ///
+    /// With neither --config nor --fluent-bit-config: /fluent-bit/etc/fluent-bit.conf (where
+    /// ECS mounts the FireLens config) when it exists, else /etc/logferry/logferry.toml; the
+    /// environment variables LOGFERRY_DEFAULT_FLUENT_BIT_CONFIG and LOGFERRY_DEFAULT_CONFIG
+    /// move those two defaults.
     Run {
-        /// The TOML config file.
-        #[arg(long, short = 'c', env = "LOGFERRY_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigArgs,
     },
     /// Check a config file without starting anything: prints one line per problem.
     Validate {
-        /// The TOML config file.
-        #[arg(long, short = 'c', env = "LOGFERRY_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigArgs,
     },
     /// Load-test a running logferry (or any forward server) with PackedForward messages.
     Loadgen(logferry::loadgen::LoadgenArgs),
@@ -48,28 +52,72 @@ enum Command {
     },
 }
 
+/// Which config file to read (at most one of the two flags).
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// The native TOML config file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "LOGFERRY_CONFIG",
+        conflicts_with = "fluent_bit_config"
+    )]
+    config: Option<PathBuf>,
+    /// A Fluent Bit classic config file (such as the one FireLens generates), translated to
+    /// logferry's own config; see docs/firelens.md.
+    #[arg(long, env = "LOGFERRY_FLUENT_BIT_CONFIG")]
+    fluent_bit_config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The file named by a flag, or the default one with why it was chosen.
+    fn file(self) -> (ConfigFile, Option<String>) {
+        match (self.config, self.fluent_bit_config) {
+            (Some(path), _) => (ConfigFile::Native(path), None),
+            (None, Some(path)) => (ConfigFile::FluentBit(path), None),
+            (None, None) => {
+                let (file, why) = fluent_bit::defaults::choose(&|name| std::env::var(name).ok());
+                (file, Some(why))
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Command::Validate { file } => {
+            let (file, why) = file.file();
+            if let Some(why) = why {
+                eprintln!("{why}");
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(1)
+            match file.load() {
+                Ok(_) => {
+                    println!("{}: ok", file.path().display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
             }
-        },
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
+        }
+        Command::Run { file } => {
+            let (file, why) = file.file();
+            let config = match file.load() {
                 Ok(c) => c,
                 Err(e) => {
+                    if let Some(why) = &why {
+                        eprintln!("{why}");
+                    }
                     eprintln!("{e}");
                     return ExitCode::from(1);
                 }
             };
             init_logging(&config.service);
+            tracing::info!(config = %file.path().display(), kind = file.kind(),
+                reason = why.as_deref().unwrap_or("named on the command line"),
+                "configuration loaded");
             run(config)
         }
         Command::MskToken(args) => {

@@ -9,6 +9,7 @@
 
 pub mod env;
 pub mod field;
+pub mod fluent_bit;
 pub mod units;
 
 use std::fmt;

@@ -3,6 +3,7 @@
 //! - [`writer`]: `stdout` and `file`, one encoded record after another.
 //! - [`kinesis`]: Kinesis Data Streams (PutRecords batching, KPL aggregation).
 //! - [`kafka`]: Kafka / Amazon MSK (rdkafka producer, MSK IAM tokens).
+//! - [`null`]: discards records (and acknowledges them), counting them.
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
 //!
 //! Every sink reads its own bounded queue ([`crate::buffer::memory`]), encodes with the shared
@@ -12,6 +13,7 @@
 pub mod backoff;
 pub mod kafka;
 pub mod kinesis;
+pub mod null;
 pub mod writer;
 
 use std::sync::Arc;
@@ -30,10 +32,11 @@ pub enum SinkConfig {
     File(writer::WriterConfig),
     Kafka(Box<kafka::config::KafkaConfig>),
     Kinesis(Box<kinesis::KinesisConfig>),
+    Null(null::NullConfig),
 }
 
 /// The `type` values of sinks.
-pub const TYPES: &[&str] = &["stdout", "file", "kinesis", "kafka"];
+pub const TYPES: &[&str] = &["stdout", "file", "kinesis", "kafka", "null"];
 
 impl SinkConfig {
     /// Deserializes a `[[sinks]]` entry's own options (common keys already removed).
@@ -69,6 +72,7 @@ impl SinkConfig {
                 c.validate()?;
                 Ok(SinkConfig::Kinesis(Box::new(c)))
             }
+            "null" => Ok(SinkConfig::Null(null::NullConfig::deserialize(de)?)),
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -84,6 +88,7 @@ impl SinkConfig {
             }
             SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::open(c, cx).await?)),
             SinkConfig::Kinesis(c) => Ok(Sink::Kinesis(kinesis::KinesisSink::build(c, cx).await?)),
+            SinkConfig::Null(_) => Ok(Sink::Null(null::NullSink::new(cx))),
         }
     }
 }
@@ -104,6 +109,7 @@ pub enum Sink {
     Writer(writer::WriterSink),
     Kafka(kafka::KafkaSink),
     Kinesis(kinesis::KinesisSink),
+    Null(null::NullSink),
 }
 
 impl Sink {
@@ -113,6 +119,7 @@ impl Sink {
             Sink::Writer(s) => s.run(input).await,
             Sink::Kafka(s) => s.run(input).await,
             Sink::Kinesis(s) => s.run(input).await,
+            Sink::Null(s) => s.run(input).await,
         }
     }
 }

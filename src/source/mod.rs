@@ -6,6 +6,8 @@
 //! - [`cloudwatch`]: CloudWatch Logs subscription payloads, read by `logferry-lambda` (the
 //!   Lambda forwarder) from its invocations; the `logferry` binary cannot run it.
 //! - [`tail`]: follows log files (rotation, checkpoints, docker / cri / json / regex parsers).
+//! - [`tcp`]: JSON records or text lines over TCP (Fluent Bit's `tcp` input; the FireLens
+//!   health check).
 //!
 //! A source knows nothing about sinks: it hands records to the [`Router`] and waits when the
 //! router waits (backpressure).
@@ -14,6 +16,7 @@ pub mod cloudwatch;
 pub mod forward;
 pub mod stdin;
 pub mod tail;
+pub mod tcp;
 
 use std::sync::Arc;
 
@@ -31,10 +34,11 @@ pub enum SourceConfig {
     Stdin(stdin::StdinConfig),
     CloudwatchLogs(cloudwatch::CloudwatchConfig),
     Tail(Box<tail::TailConfig>),
+    Tcp(tcp::TcpConfig),
 }
 
 /// The `type` values of sources.
-pub const TYPES: &[&str] = &["forward", "stdin", "tail", "cloudwatch_logs"];
+pub const TYPES: &[&str] = &["forward", "stdin", "tail", "tcp", "cloudwatch_logs"];
 
 impl SourceConfig {
     /// Deserializes a `[[sources]]` entry's own options (common keys already removed).
@@ -55,6 +59,11 @@ impl SourceConfig {
                 let c = tail::TailConfig::deserialize(de)?;
                 c.compile()?;
                 Ok(SourceConfig::Tail(Box::new(c)))
+            }
+            "tcp" => {
+                let c = tcp::TcpConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SourceConfig::Tcp(c))
             }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
@@ -79,6 +88,7 @@ impl SourceConfig {
                     .to_string(),
             }),
             SourceConfig::Tail(c) => tail::start((**c).clone(), cx).await,
+            SourceConfig::Tcp(c) => tcp::start(c.clone(), cx).await,
         }
     }
 }

@@ -1,0 +1,253 @@
+//! Translation tests on small classic files; the FireLens fixtures are tested in
+//! tests/firelens.rs.
+
+use std::path::Path;
+
+use super::*;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn problems(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "fluent-bit.conf", text);
+    match parse(&path, &|_| None) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .problems
+            .iter()
+            .map(|p| {
+                p.to_string()
+                    .replace(&format!("{}", dir.path().display()), "DIR")
+            })
+            .collect(),
+    }
+}
+
+const INPUT: &str = "[INPUT]\n    Name forward\n    unix_path /tmp/x.sock\n";
+
+#[test]
+fn minimal_config_loads() {
+    assert_eq!(
+        problems(&format!("{INPUT}[OUTPUT]\n    Name null\n    Match *\n")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_section_and_key() {
+    let p = problems(&format!(
+        "{INPUT}\n[OUTPUT]\n    Name kinesis_streams\n    Match *\n    stream s\n    \
+         streem typo\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("DIR/fluent-bit.conf:9: [OUTPUT] kinesis_streams: `streem`: unknown key"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[0].contains("partition_key"),
+        "lists the known keys: {}",
+        p[0]
+    );
+}
+
+#[test]
+fn unknown_plugins_are_errors() {
+    let p = problems(&format!(
+        "{INPUT}[FILTER]\n    Name lua\n    Match *\n[OUTPUT]\n    Name s3\n    Match *\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "DIR/fluent-bit.conf:5: [FILTER] lua: `Name`: the filter plugin `lua` is not supported"
+        ),
+        "{}",
+        p[0]
+    );
+    assert!(p[1].contains(":8: [OUTPUT] s3: `Name`"), "{}", p[1]);
+}
+
+#[test]
+fn loader_problems_point_at_the_classic_line() {
+    // An invalid regex is found by the grep transform itself.
+    let p = problems(&format!(
+        "{INPUT}[FILTER]\n    Name grep\n    Match *\n    Regex log (\n[OUTPUT]\n    Name null\n    Match *\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("DIR/fluent-bit.conf:7: [FILTER] grep: `Regex`:"),
+        "{}",
+        p[0]
+    );
+    // A missing option: the section header.
+    let p = problems(&format!(
+        "{INPUT}\n[OUTPUT]\n    Name kinesis\n    Match *\n"
+    ));
+    assert!(
+        p[0].starts_with("DIR/fluent-bit.conf:5: [OUTPUT] kinesis: `stream`:"),
+        "{}",
+        p[0]
+    );
+}
+
+#[test]
+fn service_keys_are_mapped_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "[SERVICE]\n    Flush 5\n    Grace 20\n    Log_Level debug\n    Daemon Off\n    \
+             HTTP_Server On\n    HTTP_Listen 127.0.0.1\n    HTTP_Port 2021\n{INPUT}[OUTPUT]\n    \
+             Name kinesis\n    Match *\n    stream s\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    assert_eq!(config.service.grace_period.get().as_secs(), 20);
+    assert_eq!(config.service.log_level, "debug");
+    assert_eq!(config.service.http_listen, "127.0.0.1:2021");
+    let crate::sink::SinkConfig::Kinesis(k) = &config.sinks[0].config else {
+        panic!("kinesis sink expected");
+    };
+    assert_eq!(
+        k.flush.get().as_secs(),
+        5,
+        "Flush is the sink's batching delay"
+    );
+
+    let p = problems(&format!(
+        "[SERVICE]\n    Parsers_File parsers.conf\n    Daemon On\n    HTTP_Server Off\n{INPUT}[OUTPUT]\n    Name null\n    Match *\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].contains(":2: [SERVICE]: `Parsers_File`:"), "{}", p[0]);
+    assert!(p[1].contains(":3: [SERVICE]: `Daemon`:"), "{}", p[1]);
+}
+
+#[test]
+fn http_server_off_disables_the_http_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!("[SERVICE]\n    HTTP_Server Off\n{INPUT}[OUTPUT]\n    Name null\n    Match *\n"),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    assert_eq!(config.service.http_addr(), None);
+}
+
+#[test]
+fn mem_buf_limit_is_shared_by_the_sinks_that_hold_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        "[INPUT]\n    Name forward\n    Mem_Buf_Limit 100MB\n    unix_path /tmp/a.sock\n\
+         [OUTPUT]\n    Name null\n    Match x\n\
+         [OUTPUT]\n    Name stdout\n    Match a\n[OUTPUT]\n    Name stdout\n    Match b\n",
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let limits: Vec<u64> = config
+        .sinks
+        .iter()
+        .map(|s| s.buffer_limit.bytes())
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            crate::config::DEFAULT_BUFFER_LIMIT.bytes(),
+            50_000_000,
+            50_000_000
+        ]
+    );
+}
+
+#[test]
+fn repeated_single_keys_are_errors_and_repeated_list_keys_accumulate() {
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name kinesis\n    Match *\n    stream a\n    stream b\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(":8: [OUTPUT] kinesis: `stream`: is given more than once (first on line 7)"),
+        "{}",
+        p[0]
+    );
+}
+
+#[test]
+fn endpoint_forms_and_time_format_reach_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name kinesis_streams\n    Match a\n    stream s\n    endpoint \
+             127.0.0.1\n    port 4566\n    time_key t\n    time_key_format %H:%M:%S.%L\n\
+             [OUTPUT]\n    Name kinesis\n    Match b\n    stream s\n    endpoint http://127.0.0.1:4566\n    \
+             time_key t\n    time_key_format %H:%M:%S.%L\n    sts_endpoint sts.example\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let kinesis = |i: usize| match &config.sinks[i].config {
+        crate::sink::SinkConfig::Kinesis(k) => k.clone(),
+        _ => panic!("kinesis expected"),
+    };
+    let c = kinesis(0);
+    assert_eq!(c.endpoint.as_deref(), Some("https://127.0.0.1:4566"));
+    assert_eq!(c.time_key_format.as_deref(), Some("%H:%M:%S.%9N"));
+    let go = kinesis(1);
+    assert_eq!(go.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+    assert_eq!(go.time_key_format.as_deref(), Some("%H:%M:%S.%L"));
+    assert_eq!(go.sts_endpoint.as_deref(), Some("https://sts.example"));
+}
+
+#[test]
+fn kafka_rdkafka_properties_and_booleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name kafka\n    Match *\n    Brokers 127.0.0.1:9092\n    Topics \
+             logs\n    Format JSON\n    rdkafka.linger.ms 50\n    rdkafka.compression.codec \
+             zstd\n    dynamic_topic off\n    queue_full_retries 3\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let crate::sink::SinkConfig::Kafka(k) = &config.sinks[0].config else {
+        panic!("kafka expected");
+    };
+    let settings = k.settings().unwrap();
+    assert_eq!(settings.property("linger.ms"), Some("50"));
+    assert_eq!(settings.property("compression.type"), Some("zstd"));
+    assert_eq!(settings.queue_full_retries, 3);
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name kafka\n    Match *\n    Brokers b:1\n    Topics t\n    \
+         rdkafka.no.such.property 1\n"
+    ));
+    assert!(
+        p[0].contains(":9: [OUTPUT] kafka: `rdkafka.no.such.property`:"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn dollar_braces_survive_translation_literally() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "@SET cluster=prod\n{INPUT}[FILTER]\n    Name record_modifier\n    Match *\n    Record c \
+             ${{cluster}}\n    Record literal $${{x}}\n[OUTPUT]\n    Name null\n    Match *\n"
+        ),
+    );
+    let t = translate(&path, &|_| None).unwrap();
+    assert!(t.toml.contains("\"c prod\""), "{}", t.toml);
+    assert!(parse(&path, &|_| None).is_ok());
+}
