@@ -240,7 +240,7 @@ impl Reader<'_> {
     }
 
     fn entry(&mut self, path: &Path, line: usize, trimmed: &str) {
-        let (key, value) = match trimmed.split_once(|c: char| c == ' ' || c == '\t') {
+        let (key, value) = match trimmed.split_once([' ', '\t']) {
             Some((k, v)) => (k, v.trim()),
             None => (trimmed, ""),
         };
@@ -349,7 +349,8 @@ impl Reader<'_> {
             return;
         };
         let target = PathBuf::from(target);
-        let target = if target.is_absolute() {
+        let relative = !target.is_absolute();
+        let target = if !relative {
             target
         } else {
             path.parent().map(|dir| dir.join(&target)).unwrap_or(target)
@@ -357,16 +358,19 @@ impl Reader<'_> {
         let text = target.to_string_lossy();
         if !text.contains(['*', '?', '[']) {
             if !target.exists() {
+                let hint = if relative {
+                    format!(
+                        " (a relative path is taken from the directory of {})",
+                        path.display()
+                    )
+                } else {
+                    String::new()
+                };
                 self.problem(
                     path,
                     Some(line),
                     None,
-                    format!(
-                        "@INCLUDE {}: no such file (a relative path is taken from the directory \
-                         of {})",
-                        target.display(),
-                        path.display()
-                    ),
+                    format!("@INCLUDE {}: no such file{hint}", target.display()),
                 );
                 return;
             }
