@@ -40,16 +40,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Like [`load`], with `lookup` resolving `${VAR}` after `@SET` variables.
+///
+/// Every problem is reported at once: those of the classic file itself, and those the native
+/// loader finds in the sections that translated cleanly.
 pub fn parse(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let translation = translate(path, lookup)?;
+    let (translation, mut problems) = translate_all(path, lookup);
     let virtual_path = path.with_extension("translated.toml");
-    Config::parse(&virtual_path, &translation.toml, &|_| None).map_err(|e| ConfigError {
-        problems: e
-            .problems
-            .into_iter()
-            .map(|p| translation.classic_problem(p))
-            .collect(),
-    })
+    match Config::parse(&virtual_path, &translation.toml, &|_| None) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError { problems }),
+        Err(e) => {
+            let translation_failed = !problems.is_empty();
+            for p in e.problems {
+                // "no [[sinks]]" and the like follow from sections refused above.
+                if translation_failed && p.entry.is_none() {
+                    continue;
+                }
+                problems.push(translation.classic_problem(p));
+            }
+            problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            Err(ConfigError { problems })
+        }
+    }
 }
 
 /// Reads and translates a classic file into native TOML without building it.
@@ -57,6 +69,17 @@ pub fn translate(
     path: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Translation, ConfigError> {
+    match translate_all(path, lookup) {
+        (translation, problems) if problems.is_empty() => Ok(translation),
+        (_, problems) => Err(ConfigError { problems }),
+    }
+}
+
+/// The translation of every section that translated cleanly, and the problems of the others.
+fn translate_all(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> (Translation, Vec<Problem>) {
     let (sections, mut problems) = reader::read(path, lookup);
     let translated = translate::translate(&sections);
     problems.extend(translated.problems);
@@ -80,17 +103,15 @@ pub fn translate(
             "no [INPUT] or [OUTPUT] section: nothing to run",
         ));
     }
-    if !problems.is_empty() {
-        return Err(ConfigError { problems });
-    }
     let doc = native::write(&translated.service, &translated.entries);
-    Ok(Translation {
+    let translation = Translation {
         path: path.to_path_buf(),
         toml: doc.text,
         entries: translated.entries,
         labels: doc.labels,
         service: translated.service,
-    })
+    };
+    (translation, problems)
 }
 
 fn top_problem(path: &Path, message: &str) -> Problem {

@@ -251,3 +251,66 @@ fn dollar_braces_survive_translation_literally() {
     assert!(t.toml.contains("\"c prod\""), "{}", t.toml);
     assert!(parse(&path, &|_| None).is_ok());
 }
+
+#[test]
+fn classic_and_loader_problems_are_reported_together() {
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name kinesis\n    Match a\n    stream s\n    aggregation maybe\n\
+         [OUTPUT]\n    Name kafka\n    Match b\n    Brokers b:1\n    Topics bad topic\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains(":8: [OUTPUT] kinesis: `aggregation`:"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].contains(":13: [OUTPUT] kafka: `Topics`: `bad topic`"),
+        "{}",
+        p[1]
+    );
+}
+
+#[test]
+fn refused_keys_say_why_and_are_not_offered_as_known() {
+    let p = problems(&format!(
+        "[SERVICE]\n    Log_File /var/log/fb.log\n    Nope 1\n{INPUT}[OUTPUT]\n    Name null\n    Match *\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains(":2: [SERVICE]: `Log_File`: logferry logs to standard error"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].contains("`Nope`: unknown key") && !p[1].contains("log_file"),
+        "{}",
+        p[1]
+    );
+}
+
+#[test]
+fn tcp_input_defaults_follow_fluent_bit_and_the_health_check_gets_an_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        "[INPUT]\n    Name tcp\n    Format none\n    Separator \\r\\n\n    Chunk_Size 64\n\
+         [INPUT]\n    Name tcp\n    Tag firelens-healthcheck\n    Listen 127.0.0.1\n    Port 8877\n\
+         [OUTPUT]\n    Name null\n    Match *\n",
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let tcp = |i: usize| match &config.sources[i].config {
+        crate::source::SourceConfig::Tcp(c) => c.clone(),
+        _ => panic!("tcp expected"),
+    };
+    let plain = tcp(0);
+    assert_eq!(plain.address(), "0.0.0.0:5170");
+    assert_eq!(plain.tag, "tcp.0");
+    assert_eq!(plain.separator, "\r\n");
+    assert_eq!(plain.chunk_size.bytes(), 64 * 1024);
+    assert_eq!(plain.idle_timeout, None);
+    let health = tcp(1);
+    assert_eq!(health.address(), "127.0.0.1:8877");
+    assert_eq!(health.idle_timeout.map(|d| d.get().as_secs()), Some(1));
+}

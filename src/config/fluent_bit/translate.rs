@@ -122,9 +122,13 @@ impl<'s> Keys<'s> {
         self.all(key);
     }
 
-    /// Refused keys: each present one is an error with `message`.
+    /// Refused keys: each present one is an error with `message`. They are not listed among
+    /// the keys the plugin understands.
     fn refuse(&mut self, key: &'static str, message: &str) {
-        for e in self.all(key) {
+        let (taken, left): (Vec<&Entry>, Vec<&Entry>) =
+            self.left.iter().partition(|e| e.lower == key);
+        self.left = left;
+        for e in taken {
             self.problem(e, message.to_string());
         }
     }
@@ -416,8 +420,13 @@ impl Translator {
                 }
             }
         }
+        let before = self.problems.len();
         keys.finish(&plugin, &mut self.problems);
-        self.entries.push(native);
+        // An entry with problems is left out, so that the native loader can still check the
+        // others without reporting consequences of what was refused here.
+        if self.problems.len() == before {
+            self.entries.push(native);
+        }
     }
 
     /// `Mem_Buf_Limit` bounds what an input may hold in memory before Fluent Bit pauses it.
