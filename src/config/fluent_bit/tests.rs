@@ -314,3 +314,18 @@ fn tcp_input_defaults_follow_fluent_bit_and_the_health_check_gets_an_idle_timeou
     assert_eq!(health.address(), "127.0.0.1:8877");
     assert_eq!(health.idle_timeout.map(|d| d.get().as_secs()), Some(1));
 }
+
+#[test]
+fn kafka_without_topics_writes_to_fluent_bits_default_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!("{INPUT}[OUTPUT]\n    Name kafka\n    Match *\n    Brokers 127.0.0.1:9092\n"),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let crate::sink::SinkConfig::Kafka(k) = &config.sinks[0].config else {
+        panic!("kafka expected");
+    };
+    assert_eq!(k.settings().unwrap().topics, ["fluent-bit"]);
+}

@@ -796,6 +796,15 @@ fn kinesis(keys: &mut Keys, native: &mut Native, dialect: TimeDialect) {
 }
 
 fn kafka(keys: &mut Keys, native: &mut Native) {
+    // Fluent Bit's default topic.
+    if keys.left.iter().all(|e| e.lower != "topics") {
+        let origin = At {
+            file: native.file.clone(),
+            line: native.line,
+            key: "Topics".to_string(),
+        };
+        native.set("topics", Val::Str("fluent-bit".to_string()), origin);
+    }
     for key in [
         "brokers",
         "topics",
