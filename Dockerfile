@@ -45,7 +45,8 @@ LABEL org.opencontainers.image.title="logferry" \
       org.opencontainers.image.source="https://example.invalid/logferry" \
       org.opencontainers.image.documentation="https://example.invalid/logferry#deploy" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
-# ca-certificates: the system trust store for TLS. ncat (nmap's netcat, what Amazon Linux's `nc`
+# libssl3: librdkafka's TLS (the binary links libssl.so.3 and libcrypto.so.3; the AWS SDK uses
+# rustls). ca-certificates: the system trust store for TLS. ncat (nmap's netcat, what Amazon Linux's `nc`
 # is) as `nc`: the documented FireLens container health check is
 #   echo '{"health": "check"}' | nc 127.0.0.1 8877 || exit 1
 # and only ncat half-closes the connection at the end of its input and exits once the server
@@ -53,7 +54,7 @@ LABEL org.opencontainers.image.title="logferry" \
 # A shell (/bin/sh, from the base image) is needed by the CMD-SHELL form of that check too.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates ncat \
+ && apt-get install -y --no-install-recommends libssl3 ca-certificates ncat \
  && rm -rf /var/lib/apt/lists/* \
  && ln -s /usr/bin/ncat /usr/local/bin/nc \
  && groupadd --system --gid 10001 logferry \

@@ -1,0 +1,509 @@
+"""Checks of infra/ that no off-the-shelf linter does, run by scripts/lint-infra.
+
+Subcommands (each prints one `ok:` / `FAIL:` line per item, and exits 1 when any item failed):
+
+  policies     parliament on every infra/iam/*.json, with the few findings that are false
+               positives suppressed below, each with its reason.
+  consistency  the IAM policies and trust policies in the CloudFormation / SAM templates equal the
+               plain files infra/iam/*.json once the templates' parameters take their defaults
+               (the example values) and the pseudo parameters the example account and region;
+               every role in a template is mapped, every plain file is used or listed as plain
+               only; the EKS ServiceAccount matches the IRSA trust policy.
+  configs BIN  every logferry config shipped in infra/ passes `BIN validate`: the image's default
+               config, the TOML embedded in each Kubernetes ConfigMap (validated with exactly the
+               environment variable names the workload mounting it defines, so a `${VAR}` the
+               manifest does not set fails), and the Fluent Bit config ECS would generate for the
+               FireLens task definition (`BIN validate --fluent-bit-config`).
+  checkov JSON [JSON...]
+               summarises checkov's JSON reports: every failed check, and every file checkov
+               could not parse (checkov itself only warns about those and scans the rest).
+  lambda-env   the SAM template's environment variables are ones logferry-lambda reads
+               (lambda/src/settings.rs), and LOGFERRY_SINK's allowed values are sinks it knows.
+
+Runs with the infra lint venv's Python (cfn-lint's template decoder, parliament, PyYAML).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from cfnlint.decode import cfn_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+IAM = INFRA / "iam"
+
+
+def k8s_manifests() -> list[str]:
+    """The Kubernetes manifests: infra/eks/<variant>/*.yaml (infra/eks/irsa-role.yaml is
+    CloudFormation)."""
+    return sorted(glob.glob(str(INFRA / "eks/*/*.yaml")))
+
+# The example values the plain policy files carry (infra/iam/*.json).
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+# template -> role logical id -> (plain policy file, plain trust file); one inline policy each.
+ROLE_FILES = {
+    "ecs/logferry-firelens.yaml": {
+        "TaskRole": ("ecs-task-role.json", "ecs-task-role.trust.json"),
+        "ExecutionRole": ("ecs-task-execution-role.json", "ecs-task-execution-role.trust.json"),
+    },
+    "eks/irsa-role.yaml": {
+        "Role": ("eks-irsa-role.json", "eks-irsa-role.trust.json"),
+    },
+    "lambda/template.yaml": {
+        "ForwarderRole": ("lambda-forwarder-role.json", "lambda-forwarder-role.trust.json"),
+    },
+}
+# Plain files no template creates a role for, and why.
+PLAIN_ONLY = {
+    "assume-delivery-role.json": "added to a role when a sink uses role_arn (cross-account delivery)",
+}
+
+# parliament findings that are false positives here: (issue, file regex, detail regex, reason).
+PARLIAMENT_SUPPRESSED = [
+    (
+        "MALFORMED",
+        r".*\.trust\.json",
+        r"Statement contains neither Resource nor NotResource",
+        "a role trust policy is a resource policy attached to the role: it has no Resource element "
+        "(IAM rejects one); parliament checks every document as an identity policy",
+    ),
+    (
+        "UNKNOWN_FEDERATION_SOURCE",
+        r"eks-irsa-role\.trust\.json",
+        r"arn:aws:iam::\d{12}:oidc-provider/oidc\.eks\.[a-z0-9-]+\.amazonaws\.com/id/[A-Z0-9]+",
+        "an EKS cluster's IAM OIDC provider (IRSA); parliament 1.6 knows only SAML providers and a "
+        "few public web identity providers",
+    ),
+    (
+        "CREDENTIALS_EXPOSURE",
+        r"assume-delivery-role\.json",
+        r"",
+        "sts:AssumeRole returning credentials is the purpose of this policy (role_arn), limited "
+        "to the one delivery role",
+    ),
+    (
+        "CREDENTIALS_EXPOSURE",
+        r"ecs-task-execution-role\.json",
+        r"",
+        "ecr:GetAuthorizationToken is how ECS pulls images from ECR; the token only works for "
+        "repositories the role may pull from (one repository here)",
+    ),
+]
+
+failures = 0
+
+
+def report(ok: bool, what: str, detail: str = "") -> None:
+    global failures
+    if ok:
+        print(f"ok: {what}")
+    else:
+        failures += 1
+        print(f"FAIL: {what}" + (f"\n{detail}" if detail else ""))
+
+
+# --- CloudFormation evaluation -----------------------------------------------------------------
+
+
+class Unresolvable(Exception):
+    pass
+
+
+def load_template(path: Path) -> dict:
+    return cfn_yaml.load(str(path))
+
+
+def resolver(template: dict):
+    """Returns a function that evaluates the intrinsics found in IAM documents, with parameters at
+    their defaults and resources' Ref at their name property."""
+    params = {
+        name: spec.get("Default")
+        for name, spec in (template.get("Parameters") or {}).items()
+    }
+    name_props = {"AWS::Logs::LogGroup": "LogGroupName", "AWS::IAM::Role": "RoleName"}
+
+    def ref(name: str):
+        if name in PSEUDO:
+            return PSEUDO[name]
+        if name in params:
+            if params[name] is None:
+                raise Unresolvable(f"parameter {name} has no default")
+            return params[name]
+        resource = (template.get("Resources") or {}).get(name)
+        if resource and resource.get("Type") in name_props:
+            value = resource.get("Properties", {}).get(name_props[resource["Type"]])
+            if value is not None:
+                return evaluate(value)
+        raise Unresolvable(f"Ref {name}")
+
+    def sub(text: str, local: dict) -> str:
+        def one(m: re.Match) -> str:
+            key = m.group(1)
+            if key.startswith("!"):
+                return "${" + key[1:] + "}"
+            if key in local:
+                return str(evaluate(local[key]))
+            return str(ref(key))
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def evaluate(node):
+        if isinstance(node, dict):
+            if len(node) == 1:
+                (key, value), = node.items()
+                if key == "Ref":
+                    return ref(value)
+                if key == "Fn::Sub":
+                    if isinstance(value, list):
+                        return sub(value[0], value[1])
+                    return sub(value, {})
+                if key == "Fn::Join":
+                    return value[0].join(str(evaluate(v)) for v in value[1])
+                if key.startswith("Fn::"):
+                    raise Unresolvable(key)
+            return {k: evaluate(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [evaluate(v) for v in node]
+        return node
+
+    return evaluate
+
+
+def normalise(doc: dict) -> dict:
+    """Order-insensitive where IAM is: the action and resource lists of a statement."""
+    doc = json.loads(json.dumps(doc))  # plain dicts / lists / str from cfn-lint's node types
+    for statement in doc.get("Statement", []):
+        for key in ("Action", "NotAction", "Resource", "NotResource"):
+            if key in statement:
+                value = statement[key]
+                statement[key] = sorted(value) if isinstance(value, list) else [value]
+    return doc
+
+
+def diff(a: dict, b: dict) -> str:
+    left = json.dumps(a, indent=2, sort_keys=True).splitlines()
+    right = json.dumps(b, indent=2, sort_keys=True).splitlines()
+    import difflib
+
+    return "\n".join(
+        "    " + line
+        for line in difflib.unified_diff(right, left, "infra/iam (plain file)", "template", lineterm="")
+    )
+
+
+def check_consistency() -> None:
+    used = set()
+    for template_rel, roles in ROLE_FILES.items():
+        path = INFRA / template_rel
+        template = load_template(path)
+        evaluate = resolver(template)
+        resources = template.get("Resources") or {}
+        template_roles = {k for k, v in resources.items() if v.get("Type") == "AWS::IAM::Role"}
+        unmapped = template_roles - roles.keys()
+        report(
+            not unmapped,
+            f"{template_rel}: every IAM role maps to a plain file",
+            f"    roles without a plain file in infra/iam: {sorted(unmapped)}" if unmapped else "",
+        )
+        for role, (policy_file, trust_file) in roles.items():
+            used.update({policy_file, trust_file})
+            props = resources.get(role, {}).get("Properties", {})
+            policies = props.get("Policies") or []
+            for plain, what, node in (
+                (policy_file, "inline policy", policies[0]["PolicyDocument"] if len(policies) == 1 else None),
+                (trust_file, "trust policy", props.get("AssumeRolePolicyDocument")),
+            ):
+                label = f"{template_rel} {role} {what} == infra/iam/{plain}"
+                if node is None:
+                    report(False, label, f"    {role} must have exactly one inline policy")
+                    continue
+                try:
+                    value = evaluate(node)
+                    if isinstance(value, str):
+                        value = json.loads(value)
+                except (Unresolvable, json.JSONDecodeError) as e:
+                    report(False, label, f"    cannot evaluate the template's document: {e}")
+                    continue
+                expected = json.loads((IAM / plain).read_text())
+                got, want = normalise(value), normalise(expected)
+                report(got == want, label, diff(got, want))
+    plain_files = {Path(p).name for p in glob.glob(str(IAM / "*.json"))}
+    orphans = plain_files - used - PLAIN_ONLY.keys()
+    report(
+        not orphans,
+        "every infra/iam/*.json is used by a template or listed as plain only",
+        f"    neither: {sorted(orphans)}" if orphans else "",
+    )
+
+    # The ServiceAccount is the one the IRSA trust policy admits, annotated with the role.
+    trust = json.loads((IAM / "eks-irsa-role.trust.json").read_text())
+    subs = [
+        value
+        for statement in trust["Statement"]
+        for key, value in statement.get("Condition", {}).get("StringEquals", {}).items()
+        if key.endswith(":sub")
+    ]
+    irsa = load_template(INFRA / "eks/irsa-role.yaml")
+    role_name = irsa["Parameters"]["RoleName"]["Default"]
+    expected_arn = f"arn:aws:iam::{PSEUDO['AWS::AccountId']}:role/{role_name}"
+    accounts = [
+        doc
+        for f in k8s_manifests()
+        for doc in yaml.safe_load_all(Path(f).read_text())
+        if doc and doc.get("kind") == "ServiceAccount"
+    ]
+    for sa in accounts:
+        meta = sa["metadata"]
+        principal = f"system:serviceaccount:{meta['namespace']}:{meta['name']}"
+        report(
+            subs == [principal],
+            f"ServiceAccount {meta['namespace']}/{meta['name']} is the IRSA trust policy's subject",
+            f"    trust policy admits {subs}, manifest defines {principal}",
+        )
+        annotated = meta.get("annotations", {}).get("eks.amazonaws.com/role-arn")
+        report(
+            annotated == expected_arn,
+            f"ServiceAccount {meta['name']} is annotated with the IRSA role ({expected_arn})",
+            f"    annotation: {annotated}",
+        )
+    report(bool(accounts), "infra/eks defines a ServiceAccount")
+
+
+# --- parliament --------------------------------------------------------------------------------
+
+
+def check_policies() -> None:
+    import parliament
+    from parliament import analyze_policy_string, enhance_finding, override_config
+
+    # As the parliament CLI does with --include-community-auditors: their findings' settings.
+    override_config(Path(parliament.__file__).parent / "community_auditors" / "config_override.yaml")
+    severities = ["MUTE", "INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    for path in sorted(glob.glob(str(IAM / "*.json"))):
+        rel = os.path.relpath(path, REPO)
+        policy = analyze_policy_string(Path(path).read_text(), filepath=rel, include_community_auditors=True)
+        problems = []
+        for finding in policy.findings:
+            enhance_finding(finding)
+            if severities.index(finding.severity) < severities.index("LOW"):
+                continue
+            detail = str(finding.detail or "")
+            if any(
+                finding.issue == issue and re.fullmatch(file_re, Path(path).name) and re.search(detail_re, detail)
+                for issue, file_re, detail_re, _reason in PARLIAMENT_SUPPRESSED
+            ):
+                continue
+            problems.append(f"    {finding.severity} {finding.issue}: {finding.title} {detail} {finding.location}")
+        report(not problems, f"parliament {rel}", "\n".join(problems))
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+
+def validate(binary: str, label: str, args: list[str], env_names: list[str]) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    env.update({name: "example" for name in env_names})
+    result = subprocess.run([binary, "validate", *args], env=env, capture_output=True, text=True)
+    report(
+        result.returncode == 0,
+        f"logferry validate {label}",
+        "    " + (result.stdout + result.stderr).strip().replace("\n", "\n    "),
+    )
+
+
+def workload_env(docs: list[dict], configmap: str) -> list[list[str]]:
+    """The env names of each logferry container in a workload that mounts `configmap`."""
+    found = []
+    for doc in docs:
+        if doc.get("kind") not in ("Deployment", "DaemonSet", "StatefulSet", "Job", "Pod"):
+            continue
+        spec = doc["spec"]["template"]["spec"] if "template" in doc.get("spec", {}) else doc["spec"]
+        volumes = {
+            v["name"] for v in spec.get("volumes", []) if v.get("configMap", {}).get("name") == configmap
+        }
+        if not volumes:
+            continue
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
+            if any(m["name"] in volumes for m in container.get("volumeMounts", [])):
+                found.append([e["name"] for e in container.get("env", [])])
+    return found
+
+
+def render_firelens(template_path: Path) -> str:
+    """The Fluent Bit config the ECS agent generates for the log router of this task definition
+    (awsvpc), rendered as ../shared/fixtures/firelens/README.md describes."""
+    template = load_template(template_path)
+    evaluate = resolver(template)
+    task = next(r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition")
+    containers = evaluate(task["Properties"]["ContainerDefinitions"])
+    router = next(c for c in containers if "FirelensConfiguration" in c)
+    memory = router.get("MemoryReservation") or router.get("Memory")
+    lines = [
+        "",
+        "[INPUT]",
+        "    Name forward",
+        f"    Mem_Buf_Limit {int(memory) // 2 if memory else 25}MB",
+        "    unix_path /var/run/fluent.sock",
+        "",
+        "[INPUT]",
+        "    Name forward",
+        "    Listen 127.0.0.1",
+        "    Port 24224",
+        "",
+        "[INPUT]",
+        "    Name tcp",
+        "    Tag firelens-healthcheck",
+        "    Listen 127.0.0.1",
+        "    Port 8877",
+    ]
+    if str(router["FirelensConfiguration"].get("Options", {}).get("enable-ecs-log-metadata", "true")) != "false":
+        lines += [
+            "",
+            "[FILTER]",
+            "    Name record_modifier",
+            "    Match *",
+            "    Record ecs_cluster example",
+            f"    Record ecs_task_arn arn:aws:ecs:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:task/example/0123456789abcdef0123456789abcdef",
+            f"    Record ecs_task_definition {task['Properties'].get('Family', 'example')}:1",
+        ]
+    lines += ["", "[OUTPUT]", "    Name null", "    Match firelens-healthcheck"]
+    for container in containers:
+        log = container.get("LogConfiguration") or {}
+        if log.get("LogDriver") != "awsfirelens":
+            continue
+        options = dict(log.get("Options") or {})
+        name = options.pop("Name")
+        lines += ["", "[OUTPUT]", f"    Name {name}", f"    Match {container['Name']}-firelens*"]
+        lines += [f"    {key} {options[key]}" for key in sorted(options)]
+    return "\n".join(lines) + "\n"
+
+
+def check_configs(binary: str) -> None:
+    if not os.access(binary, os.X_OK):
+        report(False, f"logferry binary {binary}", "    build it first: cargo build --bin logferry")
+        return
+    validate(binary, "infra/docker/logferry.toml (the image's default config)", ["-c", str(INFRA / "docker/logferry.toml")], [])
+
+    with tempfile.TemporaryDirectory(prefix="lint-infra-") as tmp:
+        docs = [
+            doc
+            for f in k8s_manifests()
+            for doc in yaml.safe_load_all(Path(f).read_text())
+            if isinstance(doc, dict) and "kind" in doc
+        ]
+        embedded = 0
+        for doc in docs:
+            if doc["kind"] != "ConfigMap":
+                continue
+            name = doc["metadata"]["name"]
+            for key, text in (doc.get("data") or {}).items():
+                if not key.endswith(".toml"):
+                    continue
+                embedded += 1
+                path = Path(tmp) / f"{name}-{key}"
+                path.write_text(text)
+                users = workload_env(docs, name)
+                report(bool(users), f"ConfigMap {name} is mounted by a logferry container")
+                for env_names in users or [[]]:
+                    validate(binary, f"ConfigMap {name} {key} (env: {', '.join(env_names) or 'none'})", ["-c", str(path)], env_names)
+        report(embedded > 0, "infra/eks has ConfigMaps with a logferry config")
+
+        conf = Path(tmp) / "fluent-bit.conf"
+        conf.write_text(render_firelens(INFRA / "ecs/logferry-firelens.yaml"))
+        validate(
+            binary,
+            "--fluent-bit-config (what ECS generates for infra/ecs/logferry-firelens.yaml)",
+            ["--fluent-bit-config", str(conf)],
+            [],
+        )
+
+
+# --- checkov reports --------------------------------------------------------------------------
+
+
+def check_checkov(paths: list[str]) -> None:
+    for path in paths:
+        data = json.loads(Path(path).read_text() or "[]")
+        for run in data if isinstance(data, list) else [data]:
+            kind = run.get("check_type", "?")
+            summary = run.get("summary", {})
+            failed = run.get("results", {}).get("failed_checks", [])
+            lines = [
+                f"    {c['check_id']} {c['check_name']}: {c['resource']} ({c['file_path']}:{c['file_line_range'][0]})"
+                for c in failed
+            ]
+            report(
+                not failed,
+                f"checkov {kind}: {summary.get('passed', 0)} passed, {summary.get('skipped', 0)} "
+                f"skipped with a reason in the file",
+                "\n".join(lines),
+            )
+            errors = summary.get("parsing_errors", 0)
+            report(
+                errors == 0,
+                f"checkov {kind}: every file parsed",
+                f"    {errors} file(s) could not be parsed: {run.get('results', {}).get('parsing_errors')}",
+            )
+
+
+# --- Lambda environment ------------------------------------------------------------------------
+
+
+def check_lambda_env() -> None:
+    settings = (REPO / "lambda/src/settings.rs").read_text()
+    block = re.search(r"pub const VARIABLES: &\[&str\] = &\[(.*?)\];", settings, re.S)
+    known = set(re.findall(r'"(LOGFERRY_[A-Z_]+)"', block.group(1))) if block else set()
+    report(bool(known), "lambda/src/settings.rs lists the variables logferry-lambda reads")
+    sinks = set(re.findall(r'^\s*"([a-z]+)" => \{', settings, re.M))
+
+    template = load_template(INFRA / "lambda/template.yaml")
+    functions = {
+        k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"
+    }
+    for name, function in functions.items():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        unknown = sorted(v for v in variables if v.startswith("LOGFERRY_") and v not in known)
+        report(not unknown, f"{name}: every LOGFERRY_* variable is one logferry-lambda reads", f"    unknown: {unknown}")
+        allowed = template["Parameters"]["Sink"]["AllowedValues"]
+        report(
+            set(allowed) <= sinks,
+            f"{name}: LOGFERRY_SINK's allowed values {allowed} are sinks logferry-lambda knows ({sorted(sinks)})",
+        )
+    report(bool(functions), "infra/lambda/template.yaml defines the forwarder function")
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "policies":
+        check_policies()
+    elif command == "consistency":
+        check_consistency()
+    elif command == "configs" and len(sys.argv) == 3:
+        check_configs(sys.argv[2])
+    elif command == "checkov" and len(sys.argv) > 2:
+        check_checkov(sys.argv[2:])
+    elif command == "lambda-env":
+        check_lambda_env()
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
