@@ -17,6 +17,11 @@ Subcommands (each prints one `ok:` / `FAIL:` line per item, and exits 1 when any
   checkov JSON [JSON...]
                summarises checkov's JSON reports: every failed check, and every file checkov
                could not parse (checkov itself only warns about those and scans the rest).
+  docker-build the Dockerfile's build stage runs exactly the release build scripts/test runs,
+               and the build context it gets (.dockerignore applied to the tracked files, then
+               its COPY instructions) holds every library, binary, build script and bench target
+               of the workspace (`cargo metadata` there against the repository), so a new
+               crate, build.rs or source directory cannot be left out of the image unnoticed.
   lambda-env   the SAM template's environment variables are ones logferry-lambda reads
                (lambda/src/settings.rs), and LOGFERRY_SINK's allowed values are sinks it knows.
 
@@ -461,6 +466,108 @@ def check_checkov(paths: list[str]) -> None:
             )
 
 
+# --- Dockerfile build ---------------------------------------------------------------------------
+
+
+def dockerignore_excludes(patterns: list[tuple[bool, str]], path: str) -> bool:
+    """Docker's rule: the last pattern matching the path, or one of its parent directories,
+    decides; `!` patterns re-include."""
+    import fnmatch
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negated, pattern in patterns:
+        regex = fnmatch.translate(pattern).replace(".*", "[^/]*").replace("[^/]*[^/]*", ".*")
+        if any(re.match(regex, c) for c in candidates):
+            excluded = not negated
+    return excluded
+
+
+def build_stage(dockerfile: str) -> tuple[list[list[str]], list[str]]:
+    """The first stage's COPY instructions (sources, destination) and RUN commands (joined)."""
+    text = re.sub(r"\\\n", " ", dockerfile)
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    first = stages[0].splitlines()
+    copies = [line.split()[1:] for line in first if line.startswith("COPY ") and "--from" not in line]
+    runs = [line[4:] for line in first if line.startswith("RUN ")]
+    return copies, runs
+
+
+def check_docker_build() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copies, runs = build_stage(dockerfile)
+    command = "cargo build --release --locked --bin logferry"
+    in_docker = any(re.search(r"(^|\s)" + re.escape(command) + r"(\s|$)", r) for r in runs)
+    test_script = (REPO / "scripts/test").read_text()
+    in_test = re.search(r"^" + re.escape(command) + r"\s*$", test_script, re.M) is not None
+    report(
+        in_docker and in_test,
+        f"the Dockerfile's build stage and scripts/test both run `{command}`",
+        f"    Dockerfile: {'yes' if in_docker else 'no'}, scripts/test: {'yes' if in_test else 'no'}",
+    )
+
+    patterns = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            patterns.append((negated, line.lstrip("!").strip("/")))
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    context = [f for f in tracked if not dockerignore_excludes(patterns, f)]
+
+    with tempfile.TemporaryDirectory(prefix="lint-infra-docker-") as tmp:
+        root = Path(tmp)
+        for args in copies:
+            *sources, dest = args
+            for source in (src.rstrip("/") for src in sources):
+                if source in context:  # a file: into dest/ (or as dest when it names a file)
+                    placed = {source: Path(dest) / Path(source).name if dest.endswith("/") else Path(dest)}
+                else:  # a directory: its contents into dest
+                    placed = {f: Path(dest) / f[len(source) + 1:] for f in context if f.startswith(source + "/")}
+                for f, rel in placed.items():
+                    target = root / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes((REPO / f).read_bytes())
+
+        def targets(directory: Path) -> tuple[set, str]:
+            result = subprocess.run(
+                ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline", "--locked"],
+                cwd=directory, capture_output=True, text=True,
+            )
+            if result.returncode != 0:
+                return set(), result.stderr.strip()
+            data = json.loads(result.stdout)
+            root_dir = data["workspace_root"]
+            return {
+                (p["name"], kind, t["name"], os.path.relpath(t["src_path"], root_dir))
+                for p in data["packages"]
+                for t in p["targets"]
+                for kind in t["kind"]
+                if kind in ("lib", "bin", "custom-build", "bench", "proc-macro")
+            }, ""
+
+        want, _ = targets(REPO)
+        got, error = targets(root)
+        missing = sorted(want - got)
+        report(
+            not error and not missing,
+            "the Docker build context holds every lib, bin, build script and bench of the workspace",
+            f"    cargo metadata in the context: {error}" if error else f"    missing from the image's build: {missing}",
+        )
+
+    runtime_copies = [
+        line.split()[1]
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    ][len(copies):]
+    absent = [c for c in runtime_copies if c not in context]
+    report(not absent, "the runtime stage's COPY sources are in the build context", f"    not in the context: {absent}")
+
+
 # --- Lambda environment ------------------------------------------------------------------------
 
 
@@ -497,6 +604,8 @@ def main() -> int:
         check_configs(sys.argv[2])
     elif command == "checkov" and len(sys.argv) > 2:
         check_checkov(sys.argv[2:])
+    elif command == "docker-build":
+        check_docker_build()
     elif command == "lambda-env":
         check_lambda_env()
     else:
