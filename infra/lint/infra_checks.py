@@ -30,6 +30,8 @@ Runs with the infra lint venv's Python (cfn-lint's template decoder, parliament,
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import glob
 import json
 import os
@@ -51,6 +53,7 @@ def k8s_manifests() -> list[str]:
     """The Kubernetes manifests: infra/eks/<variant>/*.yaml (infra/eks/irsa-role.yaml is
     CloudFormation)."""
     return sorted(glob.glob(str(INFRA / "eks/*/*.yaml")))
+
 
 # The example values the plain policy files carry (infra/iam/*.json).
 PSEUDO = {
@@ -136,10 +139,7 @@ def load_template(path: Path) -> dict:
 def resolver(template: dict):
     """Returns a function that evaluates the intrinsics found in IAM documents, with parameters at
     their defaults and resources' Ref at their name property."""
-    params = {
-        name: spec.get("Default")
-        for name, spec in (template.get("Parameters") or {}).items()
-    }
+    params = {name: spec.get("Default") for name, spec in (template.get("Parameters") or {}).items()}
     name_props = {"AWS::Logs::LogGroup": "LogGroupName", "AWS::IAM::Role": "RoleName"}
 
     def ref(name: str):
@@ -170,7 +170,7 @@ def resolver(template: dict):
     def evaluate(node):
         if isinstance(node, dict):
             if len(node) == 1:
-                (key, value), = node.items()
+                ((key, value),) = node.items()
                 if key == "Ref":
                     return ref(value)
                 if key == "Fn::Sub":
@@ -203,8 +203,6 @@ def normalise(doc: dict) -> dict:
 def diff(a: dict, b: dict) -> str:
     left = json.dumps(a, indent=2, sort_keys=True).splitlines()
     right = json.dumps(b, indent=2, sort_keys=True).splitlines()
-    import difflib
-
     return "\n".join(
         "    " + line
         for line in difflib.unified_diff(right, left, "infra/iam (plain file)", "template", lineterm="")
@@ -309,11 +307,15 @@ def check_policies() -> None:
                 continue
             detail = str(finding.detail or "")
             if any(
-                finding.issue == issue and re.fullmatch(file_re, Path(path).name) and re.search(detail_re, detail)
+                finding.issue == issue
+                and re.fullmatch(file_re, Path(path).name)
+                and re.search(detail_re, detail)
                 for issue, file_re, detail_re, _reason in PARLIAMENT_SUPPRESSED
             ):
                 continue
-            problems.append(f"    {finding.severity} {finding.issue}: {finding.title} {detail} {finding.location}")
+            problems.append(
+                f"    {finding.severity} {finding.issue}: {finding.title} {detail} {finding.location}"
+            )
         report(not problems, f"parliament {rel}", "\n".join(problems))
 
 
@@ -376,7 +378,10 @@ def render_firelens(template_path: Path) -> str:
         "    Listen 127.0.0.1",
         "    Port 8877",
     ]
-    if str(router["FirelensConfiguration"].get("Options", {}).get("enable-ecs-log-metadata", "true")) != "false":
+    if (
+        str(router["FirelensConfiguration"].get("Options", {}).get("enable-ecs-log-metadata", "true"))
+        != "false"
+    ):
         lines += [
             "",
             "[FILTER]",
@@ -402,7 +407,12 @@ def check_configs(binary: str) -> None:
     if not os.access(binary, os.X_OK):
         report(False, f"logferry binary {binary}", "    build it first: cargo build --bin logferry")
         return
-    validate(binary, "infra/docker/logferry.toml (the image's default config)", ["-c", str(INFRA / "docker/logferry.toml")], [])
+    validate(
+        binary,
+        "infra/docker/logferry.toml (the image's default config)",
+        ["-c", str(INFRA / "docker/logferry.toml")],
+        [],
+    )
 
     with tempfile.TemporaryDirectory(prefix="lint-infra-") as tmp:
         docs = [
@@ -425,7 +435,12 @@ def check_configs(binary: str) -> None:
                 users = workload_env(docs, name)
                 report(bool(users), f"ConfigMap {name} is mounted by a logferry container")
                 for env_names in users or [[]]:
-                    validate(binary, f"ConfigMap {name} {key} (env: {', '.join(env_names) or 'none'})", ["-c", str(path)], env_names)
+                    validate(
+                        binary,
+                        f"ConfigMap {name} {key} (env: {', '.join(env_names) or 'none'})",
+                        ["-c", str(path)],
+                        env_names,
+                    )
         report(embedded > 0, "infra/eks has ConfigMaps with a logferry config")
 
         conf = Path(tmp) / "fluent-bit.conf"
@@ -472,8 +487,6 @@ def check_checkov(paths: list[str]) -> None:
 def dockerignore_excludes(patterns: list[tuple[bool, str]], path: str) -> bool:
     """Docker's rule: the last pattern matching the path, or one of its parent directories,
     decides; `!` patterns re-include."""
-    import fnmatch
-
     parts = path.split("/")
     candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     excluded = False
@@ -515,7 +528,10 @@ def check_docker_build() -> None:
             patterns.append((negated, line.lstrip("!").strip("/")))
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     context = [f for f in tracked if not dockerignore_excludes(patterns, f)]
 
@@ -527,7 +543,9 @@ def check_docker_build() -> None:
                 if source in context:  # a file: into dest/ (or as dest when it names a file)
                     placed = {source: Path(dest) / Path(source).name if dest.endswith("/") else Path(dest)}
                 else:  # a directory: its contents into dest
-                    placed = {f: Path(dest) / f[len(source) + 1:] for f in context if f.startswith(source + "/")}
+                    placed = {
+                        f: Path(dest) / f[len(source) + 1 :] for f in context if f.startswith(source + "/")
+                    }
                 for f, rel in placed.items():
                     target = root / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -536,7 +554,9 @@ def check_docker_build() -> None:
         def targets(directory: Path) -> tuple[set, str]:
             result = subprocess.run(
                 ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline", "--locked"],
-                cwd=directory, capture_output=True, text=True,
+                cwd=directory,
+                capture_output=True,
+                text=True,
             )
             if result.returncode != 0:
                 return set(), result.stderr.strip()
@@ -556,16 +576,22 @@ def check_docker_build() -> None:
         report(
             not error and not missing,
             "the Docker build context holds every lib, bin, build script and bench of the workspace",
-            f"    cargo metadata in the context: {error}" if error else f"    missing from the image's build: {missing}",
+            f"    cargo metadata in the context: {error}"
+            if error
+            else f"    missing from the image's build: {missing}",
         )
 
     runtime_copies = [
         line.split()[1]
         for line in dockerfile.splitlines()
         if line.startswith("COPY ") and "--from" not in line
-    ][len(copies):]
+    ][len(copies) :]
     absent = [c for c in runtime_copies if c not in context]
-    report(not absent, "the runtime stage's COPY sources are in the build context", f"    not in the context: {absent}")
+    report(
+        not absent,
+        "the runtime stage's COPY sources are in the build context",
+        f"    not in the context: {absent}",
+    )
 
 
 # --- Lambda environment ------------------------------------------------------------------------
@@ -579,13 +605,15 @@ def check_lambda_env() -> None:
     sinks = set(re.findall(r'^\s*"([a-z]+)" => \{', settings, re.M))
 
     template = load_template(INFRA / "lambda/template.yaml")
-    functions = {
-        k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"
-    }
+    functions = {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
     for name, function in functions.items():
         variables = function["Properties"].get("Environment", {}).get("Variables", {})
         unknown = sorted(v for v in variables if v.startswith("LOGFERRY_") and v not in known)
-        report(not unknown, f"{name}: every LOGFERRY_* variable is one logferry-lambda reads", f"    unknown: {unknown}")
+        report(
+            not unknown,
+            f"{name}: every LOGFERRY_* variable is one logferry-lambda reads",
+            f"    unknown: {unknown}",
+        )
         allowed = template["Parameters"]["Sink"]["AllowedValues"]
         report(
             set(allowed) <= sinks,
