@@ -12,8 +12,9 @@ Subcommands (each prints one `ok:` / `FAIL:` line per item, and exits 1 when any
   configs BIN  every logferry config shipped in infra/ passes `BIN validate`: the image's default
                config, the TOML embedded in each Kubernetes ConfigMap (validated with exactly the
                environment variable names the workload mounting it defines, so a `${VAR}` the
-               manifest does not set fails), and the Fluent Bit config ECS would generate for the
-               FireLens task definition (`BIN validate --fluent-bit-config`).
+               manifest does not set fails).
+  firelens BIN the Fluent Bit config ECS would generate for the FireLens task definition
+               (infra/ecs/) passes `BIN validate --fluent-bit-config`.
   checkov JSON [JSON...]
                summarises checkov's JSON reports: every failed check, and every file checkov
                could not parse (checkov itself only warns about those and scans the rest).
@@ -443,6 +444,9 @@ def check_configs(binary: str) -> None:
                     )
         report(embedded > 0, "infra/eks has ConfigMaps with a logferry config")
 
+
+def check_firelens(binary: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="lint-infra-") as tmp:
         conf = Path(tmp) / "fluent-bit.conf"
         conf.write_text(render_firelens(INFRA / "ecs/logferry-firelens.yaml"))
         validate(
@@ -632,6 +636,8 @@ def main() -> int:
         check_configs(sys.argv[2])
     elif command == "checkov" and len(sys.argv) > 2:
         check_checkov(sys.argv[2:])
+    elif command == "firelens" and len(sys.argv) == 3:
+        check_firelens(sys.argv[2])
     elif command == "docker-build":
         check_docker_build()
     elif command == "lambda-env":
