@@ -64,17 +64,26 @@ PSEUDO = {
     "AWS::URLSuffix": "amazonaws.com",
 }
 
-# template -> role logical id -> (plain policy file, plain trust file); one inline policy each.
+# template -> role logical id -> ({inline policy name: plain policy file}, plain trust file).
 ROLE_FILES = {
     "ecs/logferry-firelens.yaml": {
-        "TaskRole": ("ecs-task-role.json", "ecs-task-role.trust.json"),
-        "ExecutionRole": ("ecs-task-execution-role.json", "ecs-task-execution-role.trust.json"),
+        "TaskRole": ({"logferry-delivery": "ecs-task-role.json"}, "ecs-task-role.trust.json"),
+        "ExecutionRole": (
+            {"logferry-task-execution": "ecs-task-execution-role.json"},
+            "ecs-task-execution-role.trust.json",
+        ),
     },
     "eks/irsa-role.yaml": {
-        "Role": ("eks-irsa-role.json", "eks-irsa-role.trust.json"),
+        "Role": ({"logferry-delivery": "eks-irsa-role.json"}, "eks-irsa-role.trust.json"),
     },
     "lambda/template.yaml": {
-        "ForwarderRole": ("lambda-forwarder-role.json", "lambda-forwarder-role.trust.json"),
+        "ForwarderRole": (
+            {
+                "logferry-forwarder": "lambda-forwarder-role.json",
+                "logferry-forwarder-failures": "lambda-forwarder-failures.json",
+            },
+            "lambda-forwarder-role.trust.json",
+        ),
     },
 }
 # Plain files no template creates a role for, and why.
@@ -157,6 +166,14 @@ def resolver(template: dict):
                 return evaluate(value)
         raise Unresolvable(f"Ref {name}")
 
+    def getatt(name: str, attribute: str):
+        resource = (template.get("Resources") or {}).get(name, {})
+        if resource.get("Type") == "AWS::SQS::Queue" and attribute == "Arn":
+            queue = evaluate(resource.get("Properties", {}).get("QueueName"))
+            if queue:
+                return f"arn:{PSEUDO['AWS::Partition']}:sqs:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:{queue}"
+        raise Unresolvable(f"Fn::GetAtt {name}.{attribute}")
+
     def sub(text: str, local: dict) -> str:
         def one(m: re.Match) -> str:
             key = m.group(1)
@@ -178,6 +195,8 @@ def resolver(template: dict):
                     if isinstance(value, list):
                         return sub(value[0], value[1])
                     return sub(value, {})
+                if key == "Fn::GetAtt":
+                    return getatt(*(value.split(".", 1) if isinstance(value, str) else value))
                 if key == "Fn::Join":
                     return value[0].join(str(evaluate(v)) for v in value[1])
                 if key.startswith("Fn::"):
@@ -224,17 +243,24 @@ def check_consistency() -> None:
             f"{template_rel}: every IAM role maps to a plain file",
             f"    roles without a plain file in infra/iam: {sorted(unmapped)}" if unmapped else "",
         )
-        for role, (policy_file, trust_file) in roles.items():
-            used.update({policy_file, trust_file})
+        for role, (policy_files, trust_file) in roles.items():
+            used.update({*policy_files.values(), trust_file})
             props = resources.get(role, {}).get("Properties", {})
-            policies = props.get("Policies") or []
-            for plain, what, node in (
-                (policy_file, "inline policy", policies[0]["PolicyDocument"] if len(policies) == 1 else None),
-                (trust_file, "trust policy", props.get("AssumeRolePolicyDocument")),
-            ):
+            inline = {p["PolicyName"]: p["PolicyDocument"] for p in props.get("Policies") or []}
+            extra = sorted(inline.keys() - policy_files.keys())
+            report(
+                not extra,
+                f"{template_rel} {role}: every inline policy maps to a plain file",
+                f"    inline policies without a plain file in infra/iam: {extra}",
+            )
+            pairs = [
+                (plain, f"inline policy {name}", inline.get(name)) for name, plain in policy_files.items()
+            ]
+            pairs.append((trust_file, "trust policy", props.get("AssumeRolePolicyDocument")))
+            for plain, what, node in pairs:
                 label = f"{template_rel} {role} {what} == infra/iam/{plain}"
                 if node is None:
-                    report(False, label, f"    {role} must have exactly one inline policy")
+                    report(False, label, f"    {role} has no {what}")
                     continue
                 try:
                     value = evaluate(node)
