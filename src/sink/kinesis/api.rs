@@ -3,12 +3,12 @@
 
 use std::fmt;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
-use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
 
@@ -58,7 +58,10 @@ impl CallError {
     pub fn hint(&self, stream: &str, action: &str) -> String {
         let code = self.code.as_str();
         if let Some(sts_action) = self.sts_action {
-            return sts_hint(sts_action, self.is_permission_code() || self.status == Some(403));
+            return sts_hint(
+                sts_action,
+                self.is_permission_code() || self.status == Some(403),
+            );
         }
         if code == "credentials" {
             return "no usable AWS credentials: configure one source of the default chain \
@@ -271,7 +274,10 @@ fn sts_failure(error: &(dyn std::error::Error + 'static)) -> Option<CallError> {
         };
         if let Some((sts, action)) = found {
             return Some(CallError {
-                message: format!("getting credentials through {action} failed: {}", sts.message),
+                message: format!(
+                    "getting credentials through {action} failed: {}",
+                    sts.message
+                ),
                 sts_action: Some(action),
                 ..sts
             });

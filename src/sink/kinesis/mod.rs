@@ -427,8 +427,8 @@ impl Task {
             let accept = input_open && self.ready.len() < max_in_flight * 2;
             let refreshing = self.refresh.is_some();
             let rechecking = self.recheck.is_some();
-            let tick = self.sink.config.aggregation
-                || self.sink.denied.is_denied("DescribeStreamSummary");
+            let tick =
+                self.sink.config.aggregation || self.sink.denied.is_denied("DescribeStreamSummary");
             tokio::select! {
                 biased;
                 Some(joined) = self.in_flight.join_next() => match joined {
@@ -931,7 +931,11 @@ impl Task {
     fn apply_recheck(&mut self, checked: Result<api::StreamSummary, CallError>) {
         match checked {
             Ok(summary) => {
-                if self.sink.denied.allowed(&self.sink.cx.health, "DescribeStreamSummary") {
+                if self
+                    .sink
+                    .denied
+                    .allowed(&self.sink.cx.health, "DescribeStreamSummary")
+                {
                     tracing::info!(sink = %self.name(), stream = %self.sink.config.stream,
                         max_record_size = ?summary.max_record_size,
                         current_limit = self.limits.max_record_size,
