@@ -11,18 +11,11 @@
 //! the default per-record limit / sends unaggregated) but `/health` stays 503 until the policy
 //! is fixed. `assume-delivery-role.json` is proven the same way with `role_arn`.
 //!
-//! Substitutions, and the one place where the test departs from the shipped text:
-//! - account, region and stream: the documents' example values (123456789012, us-east-1,
-//!   `app-logs`) are replaced by the test's own (moto's account, the test region, a unique
-//!   stream name). The resulting Kinesis resource must equal the ARN moto reports for the
-//!   test's stream, which proves the documents name the stream in the right ARN form.
-//! - the Kinesis statement's `Resource` is then replaced by `*`, and nothing else is changed.
-//!   moto 5.x does not pass the stream to its authorizer for Kinesis requests (its Kinesis
-//!   responses have no `_determine_resource`, so moto/core/responses.py evaluates every
-//!   Kinesis action against resource `*`), and a statement scoped to the stream ARN never
-//!   matches `*`: moto would deny the exact document although AWS allows it. The actions, which
-//!   are what this test proves, are kept exactly as shipped. The ARN scoping is checked as
-//!   described above and by the linters (scripts/lint-infra), not by moto.
+//! The documents are used exactly as shipped except for two substitutions, explained in
+//! tests/support/iam_documents.rs: the example account/region/stream become the test's own
+//! (checked against the ARN moto reports for the stream), and the Kinesis statements' resource
+//! becomes `*`, because moto evaluates Kinesis actions against resource `*` only (a statement
+//! scoped to the stream ARN is denied by moto although AWS allows it).
 //!
 //! The MSK statements (`kafka-cluster:*`) are part of the documents the users get, but nothing
 //! here can prove them: no broker we can run authorizes MSK IAM actions. What is tested for MSK
@@ -32,139 +25,21 @@
 //! The Lambda forwarder (lambda/) runs the same Kinesis sink as the `logferry` binary, so
 //! running the binary with `lambda-forwarder-role.json` proves the calls the forwarder makes.
 
+#[path = "support/iam_documents.rs"]
+mod iam;
 #[path = "support/kinesis.rs"]
 mod kin;
 mod support;
 
 use std::time::Duration;
 
+use iam::{
+    account_of, as_list, for_test, is_kinesis_statement, kinesis_actions, shipped, statements,
+    stream_arn, user, without, EXAMPLE_ACCOUNT, EXAMPLE_REGION,
+};
 use kin::{create_stream, read_stream, tool, unique_stream, Logferry};
 use serde_json::Value;
-use support::services::{repo_root, Moto};
-
-/// The example values the documents in infra/iam/ are written with.
-const EXAMPLE_ACCOUNT: &str = "123456789012";
-const EXAMPLE_REGION: &str = "us-east-1";
-const EXAMPLE_STREAM: &str = "app-logs";
-
-/// The document `infra/iam/<name>`, exactly as shipped.
-fn shipped(name: &str) -> Value {
-    let path = repo_root().join("infra").join("iam").join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-fn as_list(value: &Value) -> Vec<&str> {
-    match value {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-        other => panic!("not a string or a list of strings: {other}"),
-    }
-}
-
-fn statements(doc: &Value) -> &Vec<Value> {
-    doc["Statement"]
-        .as_array()
-        .expect("a policy document with a Statement list")
-}
-
-fn is_kinesis_statement(statement: &Value) -> bool {
-    as_list(&statement["Action"])
-        .iter()
-        .all(|a| a.starts_with("kinesis:"))
-}
-
-/// Every Kinesis action the document grants, in document order.
-fn kinesis_actions(doc: &Value) -> Vec<String> {
-    statements(doc)
-        .iter()
-        .flat_map(|s| as_list(&s["Action"]))
-        .filter(|a| a.starts_with("kinesis:"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The document with the test's account, region and stream (see the module doc), and the
-/// Kinesis statements' resource `*` after checking it named `stream_arn`.
-fn for_test(doc: &Value, account: &str, stream: &str, stream_arn: &str) -> Value {
-    let text = doc
-        .to_string()
-        .replace(EXAMPLE_ACCOUNT, account)
-        .replace(EXAMPLE_REGION, kin::REGION)
-        .replace(
-            &format!(":stream/{EXAMPLE_STREAM}\""),
-            &format!(":stream/{stream}\""),
-        );
-    let mut doc: Value = serde_json::from_str(&text).unwrap();
-    let mut kinesis_statements = 0;
-    for statement in doc["Statement"].as_array_mut().unwrap() {
-        if !is_kinesis_statement(statement) {
-            continue;
-        }
-        kinesis_statements += 1;
-        assert_eq!(
-            as_list(&statement["Resource"]),
-            vec![stream_arn],
-            "the Kinesis statement names exactly the stream's ARN"
-        );
-        // moto evaluates Kinesis actions against `*` only: see the module doc.
-        statement["Resource"] = Value::String("*".into());
-    }
-    assert!(kinesis_statements > 0, "the document grants Kinesis: {doc}");
-    doc
-}
-
-/// The document without `action`; a statement left without actions goes, and a document left
-/// without statements is `None` (the user gets no policy at all).
-fn without(doc: &Value, action: &str) -> Option<Value> {
-    let mut doc = doc.clone();
-    let kept: Vec<Value> = statements(&doc)
-        .iter()
-        .filter_map(|statement| {
-            let actions: Vec<&str> = as_list(&statement["Action"])
-                .into_iter()
-                .filter(|a| *a != action)
-                .collect();
-            if actions.is_empty() {
-                return None;
-            }
-            let mut statement = statement.clone();
-            statement["Action"] = serde_json::json!(actions);
-            Some(statement)
-        })
-        .collect();
-    assert_ne!(
-        serde_json::json!(kept),
-        doc["Statement"],
-        "{action} was in the document"
-    );
-    if kept.is_empty() {
-        return None;
-    }
-    doc["Statement"] = Value::Array(kept);
-    Some(doc)
-}
-
-/// Creates a user whose only policy is `policy` (none when `None`); returns its keys.
-fn user(moto: &Moto, name: &str, policy: Option<&Value>) -> (String, String) {
-    let policy = policy.map(Value::to_string).unwrap_or_default();
-    let key: Value =
-        serde_json::from_slice(&tool(&moto.endpoint(), &["iam-user", name, &policy])).unwrap();
-    (
-        key["AccessKeyId"].as_str().unwrap().to_string(),
-        key["SecretAccessKey"].as_str().unwrap().to_string(),
-    )
-}
-
-fn stream_arn(moto: &Moto, stream: &str) -> String {
-    String::from_utf8(tool(&moto.endpoint(), &["stream-arn", stream])).unwrap()
-}
-
-/// The account in an ARN (`arn:aws:kinesis:REGION:ACCOUNT:...`).
-fn account_of(arn: &str) -> String {
-    arn.split(':').nth(4).unwrap().to_string()
-}
+use support::services::Moto;
 
 /// One run of logferry: its stream and the keys of the user it runs as.
 struct Case {
