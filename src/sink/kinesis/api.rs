@@ -541,5 +541,21 @@ mod tests {
         assert!(e("HTTP403", Some(403))
             .hint("logs", "PutRecords")
             .contains("credentials were refused"));
+        let sts = |action| CallError {
+            sts_action: Some(action),
+            ..e("AccessDenied", Some(403))
+        };
+        let hint = sts("sts:AssumeRole").hint("logs", "PutRecords");
+        assert!(
+            hint.contains("sts:AssumeRole") && !hint.contains("kinesis:"),
+            "{hint}"
+        );
+        assert!(sts("sts:AssumeRoleWithWebIdentity")
+            .hint("logs", "PutRecords")
+            .contains("trust policy must allow sts:AssumeRoleWithWebIdentity"));
+        assert!(
+            !sts("sts:AssumeRole").is_access_denied(),
+            "not a Kinesis refusal"
+        );
     }
 }
