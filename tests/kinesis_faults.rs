@@ -233,7 +233,7 @@ fn describe_not_permitted_falls_back_to_1mib_and_too_large_records_are_dropped_a
     );
     let log = lf.log();
     assert!(
-        log.contains("not permitted to call DescribeStreamSummary"),
+        log.contains("not permitted to call kinesis:DescribeStreamSummary"),
         "{}",
         kin::tail(&log, 20)
     );

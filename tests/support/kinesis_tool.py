@@ -4,9 +4,11 @@
 Usage: kinesis_tool.py ENDPOINT COMMAND [ARGS]
   create STREAM SHARDS            create a stream and wait until it is ACTIVE
   split STREAM                    split every open shard in two (resharding), wait until ACTIVE
+  stream-arn STREAM               prints the stream's ARN (DescribeStreamSummary)
   shards STREAM                   JSON list of every shard (open and closed) with its range
-  iam-user NAME POLICY_JSON       create an IAM user with an inline policy; prints its access key
-                                  as {"AccessKeyId", "SecretAccessKey"}
+  iam-user NAME POLICY_JSON       create an IAM user with an inline policy (none when POLICY_JSON
+                                  is empty); prints its access key as
+                                  {"AccessKeyId", "SecretAccessKey"}
   iam-role NAME POLICY_JSON       create a role anyone may assume, with an inline policy; prints
                                   its ARN
   read STREAM                     JSON of everything in the stream, read from every shard:
@@ -117,7 +119,8 @@ def main():
     elif command == "iam-user":
         iam = boto3.client("iam", endpoint_url=endpoint)
         iam.create_user(UserName=args[0])
-        iam.put_user_policy(UserName=args[0], PolicyName="logferry", PolicyDocument=args[1])
+        if args[1]:
+            iam.put_user_policy(UserName=args[0], PolicyName="logferry", PolicyDocument=args[1])
         key = iam.create_access_key(UserName=args[0])["AccessKey"]
         json.dump({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}, sys.stdout)
     elif command == "iam-role":
@@ -133,6 +136,9 @@ def main():
         role = iam.create_role(RoleName=args[0], AssumeRolePolicyDocument=json.dumps(trust))["Role"]
         iam.put_role_policy(RoleName=args[0], PolicyName="logferry", PolicyDocument=args[1])
         sys.stdout.write(role["Arn"])
+    elif command == "stream-arn":
+        summary = kinesis.describe_stream_summary(StreamName=args[0])
+        sys.stdout.write(summary["StreamDescriptionSummary"]["StreamARN"])
     elif command == "shards":
         json.dump([shard_info(s) for s in list_shards(kinesis, args[0])], sys.stdout)
     elif command == "read":

@@ -3,11 +3,14 @@
 
 use std::fmt;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
 
 use super::batch::{self, Batch, EntryResult, ErrorClass};
 use super::shard_map::{ShardListing, ShardMap, ShardMapError};
@@ -23,6 +26,10 @@ pub struct CallError {
     /// What happened, without secrets (see [`sanitize`]).
     pub message: String,
     pub class: ErrorClass,
+    /// Set when the call never reached Kinesis because STS refused or failed the credentials
+    /// it needs: the STS action (`sts:AssumeRole` for `role_arn`,
+    /// `sts:AssumeRoleWithWebIdentity` for IRSA). `code` and `message` are then STS's.
+    pub sts_action: Option<&'static str>,
 }
 
 impl fmt::Display for CallError {
@@ -35,8 +42,12 @@ impl fmt::Display for CallError {
 }
 
 impl CallError {
-    /// The call was refused for lack of permission (not a credentials problem).
+    /// Kinesis refused the call for lack of permission (not a credentials problem).
     pub fn is_access_denied(&self) -> bool {
+        self.sts_action.is_none() && self.is_permission_code()
+    }
+
+    fn is_permission_code(&self) -> bool {
         matches!(
             self.code.as_str(),
             "AccessDeniedException" | "AccessDenied" | "NotAuthorized"
@@ -46,6 +57,18 @@ impl CallError {
     /// What an operator should do about this error for `stream`.
     pub fn hint(&self, stream: &str, action: &str) -> String {
         let code = self.code.as_str();
+        if let Some(sts_action) = self.sts_action {
+            return sts_hint(
+                sts_action,
+                self.is_permission_code() || self.status == Some(403),
+            );
+        }
+        if code == "credentials" {
+            return "no usable AWS credentials: configure one source of the default chain \
+                    (environment keys, profile, ECS task role, IRSA, EKS Pod Identity, IMDS); \
+                    retrying"
+                .to_string();
+        }
         if self.is_access_denied() {
             return format!(
                 "the credentials are not allowed to call kinesis:{action} on stream `{stream}`: \
@@ -84,6 +107,26 @@ impl CallError {
                 .to_string();
         }
         format!("Kinesis refused the request for stream `{stream}`; retrying")
+    }
+}
+
+/// What to do when STS did not give the credentials the sink needs.
+fn sts_hint(sts_action: &str, refused: bool) -> String {
+    match (sts_action, refused) {
+        ("sts:AssumeRole", true) => "STS refused sts:AssumeRole on the role in `role_arn`: allow \
+            sts:AssumeRole on that role in the IAM policy of the credentials logferry starts with \
+            (see infra/iam/assume-delivery-role.json), and check that the role's trust policy \
+            names them"
+            .to_string(),
+        (_, true) => format!(
+            "STS refused {sts_action} for AWS_ROLE_ARN: the role's trust policy must allow \
+             {sts_action} for this service account (see infra/iam/eks-irsa-role.trust.json); \
+             check AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE"
+        ),
+        (_, false) => format!(
+            "cannot get credentials through {sts_action}: check the network path to STS \
+             (`sts_endpoint`, AWS_ENDPOINT_URL_STS); retrying"
+        ),
     }
 }
 
@@ -141,15 +184,21 @@ pub fn classify_call(code: &str, status: Option<u16>) -> ErrorClass {
 pub fn call_error<E, R>(error: &SdkError<E, R>) -> CallError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug + HttpStatus,
+    R: fmt::Debug + HttpStatus + 'static,
 {
+    if let Some(sts) = sts_failure(error) {
+        return sts;
+    }
     let (code, status, message) = match error {
         SdkError::ServiceError(context) => {
             let status = context.raw().http_status();
+            // moto answers STS errors in a document the SDK does not parse
+            // (`<ErrorResponse><Errors><Error>`): read the code from the body then.
             let code = context
                 .err()
                 .code()
                 .map(str::to_owned)
+                .or_else(|| xml_tag(&context.raw().body_text(), "Code").map(str::to_owned))
                 .unwrap_or_else(|| format!("HTTP{status}"));
             let message = context
                 .err()
@@ -162,6 +211,11 @@ where
             "timeout".to_string(),
             None,
             "no answer within http_request_timeout".to_string(),
+        ),
+        SdkError::DispatchFailure(_) if caused_by::<CredentialsError>(error) => (
+            "credentials".to_string(),
+            None,
+            sanitize(&DisplayErrorContext(error).to_string()),
         ),
         SdkError::DispatchFailure(_) => (
             "dispatch".to_string(),
@@ -194,7 +248,7 @@ where
         ),
     };
     let class = match code.as_str() {
-        "timeout" | "dispatch" | "response" | "request" => ErrorClass::Retryable,
+        "timeout" | "dispatch" | "response" | "request" | "credentials" => ErrorClass::Retryable,
         "AccessDenied" => ErrorClass::Fatal,
         code => classify_call(code, status),
     };
@@ -203,7 +257,46 @@ where
         status,
         message,
         class,
+        sts_action: None,
     }
+}
+
+/// When a call failed because STS did not give the credentials it needs (`role_arn`:
+/// AssumeRole; IRSA: AssumeRoleWithWebIdentity), STS's answer, found in the error's causes.
+fn sts_failure(error: &(dyn std::error::Error + 'static)) -> Option<CallError> {
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let found = if let Some(sts) = e.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>() {
+            Some((call_error(sts), "sts:AssumeRole"))
+        } else {
+            e.downcast_ref::<SdkError<AssumeRoleWithWebIdentityError, HttpResponse>>()
+                .map(|sts| (call_error(sts), "sts:AssumeRoleWithWebIdentity"))
+        };
+        if let Some((sts, action)) = found {
+            return Some(CallError {
+                message: format!(
+                    "getting credentials through {action} failed: {}",
+                    sts.message
+                ),
+                sts_action: Some(action),
+                ..sts
+            });
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// True when `T` is among the causes of `error`.
+fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        if e.is::<T>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// What the sink needs from an HTTP response: its status and a readable start of its body.
@@ -261,6 +354,7 @@ pub async fn describe(client: &Client, stream: &str) -> Result<StreamSummary, Ca
             status: None,
             message: "DescribeStreamSummary answered without a stream summary".into(),
             class: ErrorClass::Retryable,
+            sts_action: None,
         });
     };
     Ok(StreamSummary {
@@ -341,6 +435,7 @@ pub async fn put_records<T>(
                     status: None,
                     message: format!("cannot build a PutRecords entry: {e}"),
                     class: ErrorClass::Fatal,
+                    sts_action: None,
                 };
                 return (batch, Err(error));
             }
@@ -432,6 +527,7 @@ mod tests {
             status,
             message: String::new(),
             class: ErrorClass::Fatal,
+            sts_action: None,
         };
         assert!(e("AccessDeniedException", Some(400))
             .hint("logs", "PutRecords")
@@ -445,5 +541,21 @@ mod tests {
         assert!(e("HTTP403", Some(403))
             .hint("logs", "PutRecords")
             .contains("credentials were refused"));
+        let sts = |action| CallError {
+            sts_action: Some(action),
+            ..e("AccessDenied", Some(403))
+        };
+        let hint = sts("sts:AssumeRole").hint("logs", "PutRecords");
+        assert!(
+            hint.contains("sts:AssumeRole") && !hint.contains("kinesis:"),
+            "{hint}"
+        );
+        assert!(sts("sts:AssumeRoleWithWebIdentity")
+            .hint("logs", "PutRecords")
+            .contains("trust policy must allow sts:AssumeRoleWithWebIdentity"));
+        assert!(
+            !sts("sts:AssumeRole").is_access_denied(),
+            "not a Kinesis refusal"
+        );
     }
 }

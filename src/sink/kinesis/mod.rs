@@ -8,6 +8,7 @@
 //! - [`batch`]: PutRecords batches within every limit, partial-failure bookkeeping, and
 //!   per-shard aggregation containers.
 //! - [`metrics`]: Kinesis-specific counters.
+//! - [`permissions`]: actions the sink works around when refused, reported on `/health`.
 //!
 //! The sink task ([`KinesisSink::run`]) is one loop that owns all state: it encodes incoming
 //! records (each input batch into one buffer, records are slices of it), groups them per shard
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod kpl;
 pub mod metrics;
+pub mod permissions;
 pub mod shard_map;
 
 pub use config::KinesisConfig;
@@ -43,6 +45,7 @@ use self::batch::{
     ShardAggregators, MAX_PARTITION_KEY_CHARS,
 };
 use self::metrics::KinesisMetrics;
+use self::permissions::DeniedActions;
 use self::shard_map::ShardMap;
 use super::backoff::Backoff;
 use super::{SinkContext, SinkError};
@@ -143,6 +146,8 @@ pub struct KinesisSink {
     partition_key: Option<KeyPath>,
     explicit_hash_key: Option<KeyPath>,
     metrics: KinesisMetrics,
+    /// DescribeStreamSummary / ListShards refused: worked around, reported on `/health`.
+    denied: DeniedActions,
 }
 
 impl KinesisSink {
@@ -162,6 +167,7 @@ impl KinesisSink {
         Ok(KinesisSink {
             partition_key: config.partition_key.as_deref().map(KeyPath::parse),
             explicit_hash_key: config.explicit_hash_key.as_deref().map(KeyPath::parse),
+            denied: DeniedActions::new(&cx.name, &config.stream),
             config: config.clone(),
             client: clients.kinesis,
             region: clients.region,
@@ -213,10 +219,14 @@ impl KinesisSink {
                     break summary.max_record_size;
                 }
                 Err(e) if e.is_access_denied() => {
-                    tracing::warn!(sink = %name, stream = %stream, error = %e,
-                        "not permitted to call DescribeStreamSummary: assuming the default 1 MiB \
-                         per-record limit; allow kinesis:DescribeStreamSummary or set \
-                         max_record_size");
+                    let report = self.denied.denied(
+                        &self.cx.health,
+                        "DescribeStreamSummary",
+                        &e,
+                        "delivering meanwhile with `max_record_size` or the default 1 MiB \
+                         per-record limit",
+                    );
+                    tracing::error!(sink = %name, stream = %stream, "{report}");
                     break None;
                 }
                 Err(e) => {
@@ -265,10 +275,15 @@ impl KinesisSink {
             match api::list_shards(&self.client, &self.config.stream).await {
                 Ok(map) => return Some(map),
                 Err(api::ListError::Call(e)) if e.is_access_denied() => {
-                    tracing::warn!(sink = %self.cx.name, stream = %self.config.stream, error = %e,
-                        "not permitted to call ListShards: sending unaggregated; allow \
-                         kinesis:ListShards to aggregate by shard (the listing is retried \
-                         every minute)");
+                    let report = self.denied.denied(
+                        &self.cx.health,
+                        "ListShards",
+                        &e,
+                        "delivering meanwhile without aggregation (records cannot be \
+                         aggregated by shard without the shard listing)",
+                    );
+                    tracing::error!(sink = %self.cx.name, stream = %self.config.stream,
+                        "{report}");
                     return None;
                 }
                 Err(e) => {
@@ -322,6 +337,8 @@ struct Task {
     unhealthy: bool,
     refresh: Option<tokio::task::JoinHandle<Result<ShardMap, api::ListError>>>,
     refresh_wanted: bool,
+    /// DescribeStreamSummary asked again while it is refused.
+    recheck: Option<tokio::task::JoinHandle<Result<api::StreamSummary, CallError>>>,
     last_refresh: Instant,
     /// Reused per input batch: partition key text.
     key_scratch: Vec<u8>,
@@ -378,6 +395,7 @@ impl Task {
             unhealthy: false,
             refresh: None,
             refresh_wanted: false,
+            recheck: None,
             last_refresh: Instant::now(),
             key_scratch: Vec::new(),
             encode_capacity: 64 * 1024,
@@ -408,6 +426,9 @@ impl Task {
                 .filter(|_| !self.ready.is_empty() && self.in_flight.len() < max_in_flight);
             let accept = input_open && self.ready.len() < max_in_flight * 2;
             let refreshing = self.refresh.is_some();
+            let rechecking = self.recheck.is_some();
+            let tick =
+                self.sink.config.aggregation || self.sink.denied.is_denied("DescribeStreamSummary");
             tokio::select! {
                 biased;
                 Some(joined) = self.in_flight.join_next() => match joined {
@@ -427,8 +448,13 @@ impl Task {
                 _ = sleep_until_opt(blocked_at), if blocked_at.is_some() => {
                     self.blocked_until = None;
                 }
-                _ = refresh_tick.tick(), if self.sink.config.aggregation => {
-                    self.refresh_wanted = true;
+                checked = wait_recheck(&mut self.recheck), if rechecking => {
+                    self.recheck = None;
+                    self.apply_recheck(checked);
+                }
+                _ = refresh_tick.tick(), if tick => {
+                    self.refresh_wanted = self.sink.config.aggregation;
+                    self.start_recheck();
                 }
                 batch = input.recv(), if accept => match batch {
                     Some(batch) => self.accept(batch),
@@ -672,6 +698,7 @@ impl Task {
                     status: None,
                     message: mismatch.to_string(),
                     class: ErrorClass::Retryable,
+                    sts_action: None,
                 };
                 return self.call_failed(mismatch.batch, error);
             }
@@ -722,6 +749,7 @@ impl Task {
                 status: None,
                 message: first.message.clone(),
                 class: ErrorClass::Fatal,
+                sts_action: None,
             };
             self.report_fatal(&error, "PutRecords");
             for failed in outcome.fatal {
@@ -888,9 +916,59 @@ impl Task {
         }));
     }
 
+    /// Asks for DescribeStreamSummary again while it is refused, to clear the report.
+    fn start_recheck(&mut self) {
+        if self.recheck.is_some() || !self.sink.denied.is_denied("DescribeStreamSummary") {
+            return;
+        }
+        let client = self.sink.client.clone();
+        let stream = self.sink.config.stream.clone();
+        self.recheck = Some(tokio::spawn(async move {
+            api::describe(&client, &stream).await
+        }));
+    }
+
+    fn apply_recheck(&mut self, checked: Result<api::StreamSummary, CallError>) {
+        match checked {
+            Ok(summary) => {
+                if self
+                    .sink
+                    .denied
+                    .allowed(&self.sink.cx.health, "DescribeStreamSummary")
+                {
+                    tracing::info!(sink = %self.name(), stream = %self.sink.config.stream,
+                        max_record_size = ?summary.max_record_size,
+                        current_limit = self.limits.max_record_size,
+                        "kinesis:DescribeStreamSummary is allowed now; a restart applies the \
+                         stream's per-record limit if it differs from the current one");
+                }
+            }
+            Err(e) if e.is_access_denied() => {}
+            Err(e) => tracing::debug!(sink = %self.name(), error = %e,
+                "DescribeStreamSummary check failed; asking again in a minute"),
+        }
+    }
+
     fn apply_refresh(&mut self, listed: Result<ShardMap, api::ListError>) {
         let map = match listed {
-            Ok(map) => map,
+            Ok(map) => {
+                if self.sink.denied.allowed(&self.sink.cx.health, "ListShards") {
+                    tracing::info!(sink = %self.name(), stream = %self.sink.config.stream,
+                        "kinesis:ListShards is allowed now");
+                }
+                map
+            }
+            Err(api::ListError::Call(e)) if e.is_access_denied() => {
+                let report = self.sink.denied.denied(
+                    &self.sink.cx.health,
+                    "ListShards",
+                    &e,
+                    "keeping the previous shard map, if any",
+                );
+                tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
+                    "{report}");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(sink = %self.name(), error = %e,
                     "cannot refresh the shard map; keeping the previous one");
@@ -946,7 +1024,26 @@ async fn wait_refresh(
                 status: None,
                 message: e.to_string(),
                 class: ErrorClass::Retryable,
+                sts_action: None,
             })),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_recheck(
+    recheck: &mut Option<tokio::task::JoinHandle<Result<api::StreamSummary, CallError>>>,
+) -> Result<api::StreamSummary, CallError> {
+    match recheck {
+        Some(handle) => match handle.await {
+            Ok(result) => result,
+            Err(e) => Err(CallError {
+                code: "task".into(),
+                status: None,
+                message: e.to_string(),
+                class: ErrorClass::Retryable,
+                sts_action: None,
+            }),
         },
         None => std::future::pending().await,
     }
