@@ -1,0 +1,1 @@
+//! `logferry replay-dead-letters`.
