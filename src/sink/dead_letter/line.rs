@@ -357,7 +357,10 @@ mod tests {
         ]);
         let record = map(vec![
             (b"log", Value::string("plain text \"quoted\"\nnewline é")),
-            (b"broken", Value::Str(Bytes::from_static(b"half a char \xe2\x82"))),
+            (
+                b"broken",
+                Value::Str(Bytes::from_static(b"half a char \xe2\x82")),
+            ),
             (b"bin", Value::Bin(Bytes::from_static(&[0, 1, 2, 255]))),
             (b"neg", Value::Int(-5)),
             (b"big", Value::UInt(u64::MAX)),
@@ -409,7 +412,10 @@ mod tests {
         let event = Event::new(
             "app".into(),
             EventTime::new(0, 1),
-            map(vec![(b"log", Value::string("hello")), (b"n", Value::Int(3))]),
+            map(vec![
+                (b"log", Value::string("hello")),
+                (b"n", Value::Int(3)),
+            ]),
         );
         let mut out = Vec::new();
         let meta = Meta {
