@@ -1,0 +1,351 @@
+//! Dead letters end to end, driving the real binary: records a sink cannot deliver land in its
+//! `dead_letter_path` with the reason, and `logferry replay-dead-letters` delivers them once
+//! the cause is fixed — exactly once, also when run again.
+//!
+//! Kinesis runs against moto (the stream read back with boto3), Kafka against tansu.
+
+#[path = "support/kafka.rs"]
+mod kafka;
+#[path = "support/kinesis.rs"]
+mod kin;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::services::{Moto, Tansu};
+
+/// Runs logferry with a stdin source (JSON lines, tag `app`) and one sink until it drains and
+/// exits; returns its exit code and log.
+fn run_stdin(config: &Path, lines: &[String]) -> (i32, String) {
+    use std::io::Write;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    command.arg("run").arg("--config").arg(config);
+    kin::aws_env(&mut command);
+    command.env("RUST_LOG", "logferry=debug,info");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start logferry");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for line in lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    let output = wait(child, Duration::from_secs(60));
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn wait(mut child: std::process::Child, timeout: Duration) -> Output {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "logferry did not exit within {timeout:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `logferry replay-dead-letters --config CONFIG --sink SINK [extra]`: (exit code, stdout,
+/// stderr).
+fn replay(config: &Path, sink: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    command
+        .arg("replay-dead-letters")
+        .arg("--config")
+        .arg(config)
+        .args(["--sink", sink, "--timeout", "45s"])
+        .args(extra);
+    kin::aws_env(&mut command);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start replay-dead-letters");
+    let out = wait(child, Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.to_string_lossy().ends_with(suffix));
+    files.sort();
+    files
+}
+
+fn letters(dir: &Path) -> Vec<serde_json::Value> {
+    files_with(dir, ".jsonl")
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
+}
+
+fn record(seq: u64, size: usize) -> String {
+    serde_json::json!({"seq": seq, "log": "x".repeat(size)}).to_string()
+}
+
+fn kinesis_config(dir: &Path, endpoint: &str, stream: &str, extra: &str) -> PathBuf {
+    let config = dir.join("logferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service]\nhttp_listen = \"off\"\ngrace_period = \"20s\"\n\n\
+             [[sources]]\ntype = \"stdin\"\nformat = \"json\"\ntag = \"app\"\n\n\
+             [[sinks]]\nname = \"k\"\ntype = \"kinesis\"\nmatch = \"*\"\nstream = \"{stream}\"\n\
+             endpoint = \"{endpoint}\"\nflush = \"200ms\"\npartition_key = \"seq\"\n\
+             dead_letter_path = \"{}\"\n{extra}\n",
+            dir.join("dl").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn kinesis_too_large_records_are_dead_lettered_then_replayed_exactly_once() {
+    let moto = Moto::start();
+    let stream = kin::unique_stream("dl");
+    kin::create_stream(&moto.endpoint(), &stream, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+
+    // 1. A 4 KiB per-record limit: the three 6 KB records cannot be sent.
+    let config = kinesis_config(
+        dir.path(),
+        &moto.endpoint(),
+        &stream,
+        "max_record_size = \"4KiB\"",
+    );
+    let mut lines: Vec<String> = (0..10).map(|seq| record(seq, 100)).collect();
+    lines.extend((10..13).map(|seq| record(seq, 6000)));
+    let (code, log) = run_stdin(&config, &lines);
+    assert_eq!(code, 0, "{}", kin::tail(&log, 40));
+    assert!(
+        log.contains("written to the dead-letter file"),
+        "{}",
+        kin::tail(&log, 40)
+    );
+
+    let contents = kin::read_stream(&moto.endpoint(), &stream);
+    let delivered: Vec<u64> = contents.seq_counts().keys().copied().collect();
+    assert_eq!(
+        delivered,
+        (0..10).collect::<Vec<_>>(),
+        "only the small records"
+    );
+
+    let dead = letters(&dl);
+    assert_eq!(dead.len(), 3, "one dead letter per large record: {dead:?}");
+    for (letter, seq) in dead.iter().zip(10..) {
+        assert_eq!(letter["sink"], "k");
+        assert_eq!(letter["reason"], "too_large");
+        assert_eq!(letter["tag"], "app");
+        assert_eq!(letter["record"]["seq"], seq);
+        assert_eq!(letter["record"]["log"].as_str().unwrap().len(), 6000);
+        let error = letter["error"].as_str().unwrap();
+        assert!(error.contains("4096 byte record limit"), "{error}");
+        assert!(letter["time"].as_str().unwrap().ends_with('Z'));
+        assert!(letter["event_time"].is_string());
+    }
+
+    // 2. Replaying with the limit unfixed: dead-lettered again into a new file, exit 2.
+    let (code, out, err) = replay(&config, "k", &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("dead-lettered again 3"), "{out}\n{err}");
+    assert_eq!(
+        files_with(&dl, ".replayed").len(),
+        1,
+        "the first file is done"
+    );
+    assert_eq!(
+        letters(&dl).len(),
+        3,
+        "the records are in the new file, once"
+    );
+
+    // 3. The cause fixed (the stream's own 1 MiB limit): delivered, files marked.
+    let config = kinesis_config(dir.path(), &moto.endpoint(), &stream, "");
+    let (code, out, err) = replay(&config, "k", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("delivered 3,"), "{out}");
+    assert!(files_with(&dl, ".jsonl").is_empty(), "every file replayed");
+    assert_eq!(files_with(&dl, ".replayed").len(), 2);
+    assert!(files_with(&dl, ".progress").is_empty());
+
+    // 4. Run again: nothing left to send.
+    let (code, out, err) = replay(&config, "k", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("read 0 records"), "{out}");
+
+    let contents = kin::read_stream(&moto.endpoint(), &stream);
+    let counts = contents.seq_counts();
+    assert_eq!(counts.len(), 13, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 1), "exactly once: {counts:?}");
+    for user in contents.records.iter().flat_map(|r| r.users.iter()) {
+        let json = user.json();
+        if json["seq"].as_u64().unwrap() >= 10 {
+            assert_eq!(json["log"].as_str().unwrap().len(), 6000, "record intact");
+        }
+    }
+}
+
+#[test]
+fn an_unwritable_dead_letter_path_is_reported_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be.
+    let blocked = dir.path().join("dl");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let config = dir.path().join("logferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sources]]\ntype = \"stdin\"\nformat = \"json\"\n\n\
+             [[sinks]]\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\ndead_letter_path = \"{}\"\n",
+            dir.path().join("out.jsonl").display(),
+            blocked.display()
+        ),
+    )
+    .unwrap();
+    let (code, log) = run_stdin(&config, &[record(1, 10)]);
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("dead_letter_path"), "{log}");
+    assert!(
+        log.contains("not a directory") || log.contains("File exists"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn file_sink_unencodable_records_are_dead_lettered_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let dl = dir.path().join("dl");
+    let write_config = |log_key: &str| {
+        let config = dir.path().join("logferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[service]\nhttp_listen = \"off\"\n\n\
+                 [[sources]]\ntype = \"stdin\"\nformat = \"json\"\ntag = \"app\"\n\n\
+                 [[sinks]]\nname = \"f\"\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\n\
+                 format = \"text\"\nlog_key = \"{log_key}\"\ndead_letter_path = \"{}\"\n",
+                out.display(),
+                dl.display()
+            ),
+        )
+        .unwrap();
+        config
+    };
+    // `text` writes the `message` field: a record without it cannot be encoded.
+    let config = write_config("message");
+    let lines = vec![
+        r#"{"message": "one"}"#.to_string(),
+        r#"{"msg": "two, under another key", "n": 2}"#.to_string(),
+        r#"{"message": "three"}"#.to_string(),
+    ];
+    let (code, log) = run_stdin(&config, &lines);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\nthree\n");
+    let dead = letters(&dl);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "unencodable");
+    assert_eq!(dead[0]["sink"], "f");
+    assert_eq!(
+        dead[0]["record"],
+        serde_json::json!({"msg": "two, under another key", "n": 2})
+    );
+    assert!(dead[0]["error"].as_str().unwrap().contains("message"));
+
+    // Fixed: the sink writes `msg` now.
+    let config = write_config("msg");
+    let (code, stdout, err) = replay(&config, "f", &[]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(stdout.contains("delivered 1,"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "one\nthree\ntwo, under another key\n"
+    );
+    assert!(files_with(&dl, ".jsonl").is_empty());
+}
+
+#[test]
+fn kafka_records_over_message_max_bytes_are_dead_lettered_then_replayed() {
+    let tansu = Tansu::start();
+    tansu.create_topic("dl-logs", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+    let write_config = |max_bytes: &str| {
+        let config = dir.path().join("logferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[service]\nhttp_listen = \"off\"\ngrace_period = \"20s\"\n\n\
+                 [[sources]]\ntype = \"stdin\"\nformat = \"json\"\ntag = \"app\"\n\n\
+                 [[sinks]]\nname = \"kf\"\ntype = \"kafka\"\nmatch = \"*\"\nbrokers = \"{}\"\n\
+                 topics = \"dl-logs\"\ndead_letter_path = \"{}\"\n\
+                 [sinks.rdkafka]\n\"message.max.bytes\" = \"{max_bytes}\"\n",
+                tansu.bootstrap(),
+                dl.display()
+            ),
+        )
+        .unwrap();
+        config
+    };
+    // librdkafka refuses a message over message.max.bytes before sending it.
+    let config = write_config("2000");
+    let mut lines: Vec<String> = (0..5).map(|seq| record(seq, 100)).collect();
+    lines.extend((5..7).map(|seq| record(seq, 5000)));
+    let (code, log) = run_stdin(&config, &lines);
+    assert_eq!(code, 0, "{}", kin::tail(&log, 40));
+    let dead = letters(&dl);
+    assert_eq!(dead.len(), 2, "{dead:?}\n{}", kin::tail(&log, 40));
+    for (letter, seq) in dead.iter().zip(5..) {
+        assert_eq!(letter["reason"], "too_large");
+        assert_eq!(letter["sink"], "kf");
+        assert_eq!(letter["record"]["seq"], seq);
+    }
+
+    let config = write_config("1000000");
+    let (code, out, err) = replay(&config, "kf", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("delivered 2,"), "{out}");
+    assert!(files_with(&dl, ".jsonl").is_empty());
+
+    let consumed = kafka::consume(&tansu.bootstrap(), "dl-logs", 7, Duration::from_secs(30));
+    let mut seqs = kafka::seqs(&consumed);
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (0..7).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
+}
