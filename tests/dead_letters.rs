@@ -18,7 +18,7 @@ use support::services::{Moto, Tansu};
 
 /// Runs logferry with a stdin source (JSON lines, tag `app`) and one sink until it drains and
 /// exits; returns its exit code and log.
-fn run_stdin(config: &Path, lines: &[String]) -> (i32, String) {
+fn run_stdin(config: &Path, lines: &[impl AsRef<[u8]>]) -> (i32, String) {
     use std::io::Write;
     let mut command = Command::new(env!("CARGO_BIN_EXE_logferry"));
     command.arg("run").arg("--config").arg(config);
@@ -33,7 +33,8 @@ fn run_stdin(config: &Path, lines: &[String]) -> (i32, String) {
     {
         let mut stdin = child.stdin.take().unwrap();
         for line in lines {
-            writeln!(stdin, "{line}").unwrap();
+            stdin.write_all(line.as_ref()).unwrap();
+            stdin.write_all(b"\n").unwrap();
         }
     }
     let output = wait(child, Duration::from_secs(60));
@@ -348,4 +349,240 @@ fn kafka_records_over_message_max_bytes_are_dead_lettered_then_replayed() {
         (0..7).collect::<Vec<_>>(),
         "every record exactly once"
     );
+}
+
+#[test]
+fn kafka_records_naming_a_missing_topic_are_dead_lettered_then_replayed() {
+    let tansu = Tansu::start();
+    tansu.create_topic("dl-default", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+    let config = dir.path().join("logferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service]\nhttp_listen = \"off\"\ngrace_period = \"20s\"\n\n\
+             [[sources]]\ntype = \"stdin\"\nformat = \"json\"\ntag = \"app\"\n\n\
+             [[sinks]]\nname = \"kf\"\ntype = \"kafka\"\nmatch = \"*\"\nbrokers = \"{}\"\n\
+             topics = \"dl-default\"\ntopic_key = \"topic\"\ndynamic_topic = true\n\
+             dead_letter_path = \"{}\"\n\
+             [sinks.rdkafka]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n",
+            tansu.bootstrap(),
+            dl.display()
+        ),
+    )
+    .unwrap();
+    let line = |seq: u64, topic: &str| {
+        serde_json::json!({"seq": seq, "topic": topic, "log": "hello"}).to_string()
+    };
+    let lines = vec![
+        line(0, "dl-default"),
+        line(1, "dl-missing"),
+        line(2, "dl-default"),
+        line(3, "dl-missing"),
+    ];
+    let (code, log) = run_stdin(&config, &lines);
+    assert_eq!(code, 0, "{}", kin::tail(&log, 40));
+    let dead = letters(&dl);
+    assert_eq!(dead.len(), 2, "{dead:?}\n{}", kin::tail(&log, 40));
+    for (letter, seq) in dead.iter().zip([1, 3]) {
+        assert_eq!(letter["reason"], "topic_not_allowed");
+        assert_eq!(letter["record"]["seq"], seq);
+        assert!(letter["error"].as_str().unwrap().contains("dl-missing"));
+    }
+
+    // Fixed: the topic exists now.
+    tansu.create_topic("dl-missing", 1);
+    let (code, out, err) = replay(&config, "kf", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("delivered 2,"), "{out}");
+    let consumed = kafka::consume(&tansu.bootstrap(), "dl-missing", 2, Duration::from_secs(30));
+    let mut seqs = kafka::seqs(&consumed);
+    seqs.sort();
+    assert_eq!(seqs, vec![1, 3]);
+    let consumed = kafka::consume(&tansu.bootstrap(), "dl-default", 2, Duration::from_secs(30));
+    assert_eq!(kafka::seqs(&consumed).len(), 2);
+}
+
+#[test]
+fn bytes_that_are_not_utf8_survive_the_dead_letter_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let dl = dir.path().join("dl");
+    let write_config = |log_key: &str| {
+        let config = dir.path().join("logferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[service]\nhttp_listen = \"off\"\n\n\
+                 [[sources]]\ntype = \"stdin\"\nformat = \"text\"\ntag = \"app\"\n\n\
+                 [[sinks]]\nname = \"f\"\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\n\
+                 format = \"text\"\nlog_key = \"{log_key}\"\ndead_letter_path = \"{}\"\n",
+                out.display(),
+                dl.display()
+            ),
+        )
+        .unwrap();
+        config
+    };
+    // Text lines become {"log": <bytes>}; `message` does not exist, so none can be encoded.
+    let broken: Vec<u8> = b"half a euro sign \xe2\x82 and \xff\xfe raw".to_vec();
+    let lines = vec![broken.clone(), "plain \u{e9}t\u{e9}".as_bytes().to_vec()];
+    let (code, log) = run_stdin(&write_config("message"), &lines);
+    assert_eq!(code, 0, "{log}");
+    let dead = letters(&dl);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead[0]["record"]["log"]["$base64"].is_string(),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(dead[1]["record"]["log"], "plain \u{e9}t\u{e9}");
+
+    let (code, stdout, err) = replay(&write_config("log"), "f", &[]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let mut expected = broken;
+    expected.push(b'\n');
+    expected.extend_from_slice("plain \u{e9}t\u{e9}\n".as_bytes());
+    assert_eq!(std::fs::read(&out).unwrap(), expected, "byte for byte");
+}
+
+#[test]
+fn a_dead_letter_directory_that_breaks_at_run_time_shows_on_health_and_metrics() {
+    use std::io::Write;
+    use support::services::{free_port, http_request};
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = dir.path().join("logferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service]\nhttp_listen = \"{http}\"\n\n\
+             [[sources]]\ntype = \"stdin\"\nformat = \"json\"\ntag = \"app\"\n\n\
+             [[sinks]]\nname = \"f\"\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\n\
+             format = \"text\"\nlog_key = \"message\"\ndead_letter_path = \"{}\"\n",
+            dir.path().join("out.txt").display(),
+            dl.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(support::services::wait_port(http, Duration::from_secs(30)));
+    // The directory exists (created at start); now it is replaced by a file.
+    std::fs::remove_dir(&dl).unwrap();
+    std::fs::write(&dl, b"not a directory").unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"msg": "no message field"}}"#).unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (status, body) = http_request(http, "GET", "/health", b"");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still healthy: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("f dead letters"), "{body}");
+    assert!(body.contains("cannot write dead letters"), "{body}");
+    let (_, metrics) = http_request(http, "GET", "/metrics", b"");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains(
+            r#"logferry_dead_letter_failures_total{component="f",reason="unencodable"} 1"#
+        ),
+        "{metrics}"
+    );
+    drop(stdin);
+    let out = wait(child, Duration::from_secs(30));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("dead-letter write failed"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn replay_skips_the_file_being_written_and_resumes_after_an_interruption() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let dl = dir.path().join("dl");
+    let write_config = |log_key: &str| {
+        let config = dir.path().join(format!("{log_key}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[service]\nhttp_listen = \"off\"\n\n\
+                 [[sources]]\ntype = \"stdin\"\nformat = \"json\"\ntag = \"app\"\n\n\
+                 [[sinks]]\nname = \"f\"\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\n\
+                 format = \"text\"\nlog_key = \"{log_key}\"\ndead_letter_path = \"{}\"\n",
+                out.display(),
+                dl.display()
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let broken = write_config("message");
+    let fixed = write_config("msg");
+
+    // A running logferry holds its dead-letter file open (and locked).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .arg("run")
+        .arg("--config")
+        .arg(&broken)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for n in 1..=5 {
+        writeln!(stdin, r#"{{"msg": "record {n}"}}"#).unwrap();
+    }
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while letters(&dl).len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letters written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, stdout, err) = replay(&fixed, "f", &[]);
+    assert_eq!(code, 2, "{stdout}\n{err}");
+    assert!(stdout.contains("locked"), "{stdout}");
+    assert!(!out.exists() || std::fs::read(&out).unwrap().is_empty());
+    assert_eq!(letters(&dl).len(), 5, "the file in use is left alone");
+    drop(stdin);
+    let status = wait(child, Duration::from_secs(30)).status;
+    assert!(status.success());
+
+    // An earlier replay was interrupted after committing the first two lines.
+    let file = &files_with(&dl, ".jsonl")[0];
+    std::fs::write(format!("{}.progress", file.display()), "2\n").unwrap();
+    let (code, stdout, err) = replay(&fixed, "f", &[]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    assert!(
+        stdout.contains("read 3 records (2 already done"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "record 3\nrecord 4\nrecord 5\n",
+        "the lines already done are not sent again"
+    );
+    assert!(files_with(&dl, ".progress").is_empty());
 }

@@ -1012,6 +1012,26 @@ mod tests {
         ] {
             assert_eq!(classify(code), ErrorClass::Fatal, "{code}");
         }
+        for code in [
+            "ValidationException",
+            "InvalidArgumentException",
+            "SerializationException",
+        ] {
+            assert!(is_record_error(code), "{code}");
+        }
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
+            "KMSAccessDeniedException",
+            "KMSNotFoundException",
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+            "InvalidSignatureException",
+            "MissingAuthenticationToken",
+            "SomethingNew",
+        ] {
+            assert!(!is_record_error(code), "{code}");
+        }
         assert_eq!(classify_status(500), ErrorClass::Retryable);
         assert_eq!(classify_status(503), ErrorClass::Retryable);
         assert_eq!(classify_status(429), ErrorClass::Retryable);
