@@ -6,7 +6,8 @@
 //! (delivered, or written to a new dead-letter file), the number of lines done is committed to
 //! `<file>.progress` (write, fsync, rename). A re-run after a crash skips the lines committed,
 //! so the replay itself duplicates at most the batches in flight at the crash
-//! (`BATCH_RECORDS * IN_FLIGHT` records). When every line of a file is done the file is renamed
+//! (`BATCH_RECORDS * IN_FLIGHT` records). After a batch that is not acknowledged (its new dead
+//! letter could not be written) nothing more of that file is sent. When every line of a file is done the file is renamed
 //! to `<file>.replayed` and its progress file removed; a re-run ignores it.
 //!
 //! Records that fail again go to the sink's `dead_letter_path` (or, without one, next to the
@@ -349,6 +350,14 @@ async fn replay_file(
             None => at_end,
         };
         if cut && !pending.is_empty() {
+            // At most IN_FLIGHT batches unacknowledged: the bound on what a crash re-sends.
+            while in_flight.len() >= IN_FLIGHT {
+                wait_oldest(path, &mut in_flight, acknowledged, &mut failed).await;
+            }
+            if failed.is_some() {
+                // Nothing after an unacknowledged batch can be committed: stop sending.
+                break;
+            }
             let events = std::mem::take(&mut pending);
             let records = events.len() as u64;
             let (ack, waiter) = AckRef::new();
@@ -369,9 +378,6 @@ async fn replay_file(
                 records,
                 lines_done,
             });
-            while in_flight.len() > IN_FLIGHT {
-                wait_oldest(path, &mut in_flight, acknowledged, &mut failed).await;
-            }
         }
         if let Some(letter) = letter {
             pending_bytes += buf.len();
