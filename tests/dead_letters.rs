@@ -586,3 +586,153 @@ fn replay_skips_the_file_being_written_and_resumes_after_an_interruption() {
     );
     assert!(files_with(&dl, ".progress").is_empty());
 }
+
+/// A minimal Kinesis stand-in (DescribeStreamSummary, PutRecords) that refuses, per entry
+/// with `ValidationException`, every record whose data contains `poison` while `picky` is set.
+/// No emulator refuses single entries as invalid, hence this one.
+struct PickyKinesis {
+    addr: std::net::SocketAddr,
+    picky: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl PickyKinesis {
+    fn start() -> PickyKinesis {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let picky = Arc::new(AtomicBool::new(true));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let (p, a) = (picky.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (p, a) = (p.clone(), a.clone());
+                std::thread::spawn(move || Self::serve(stream, &p, &a));
+            }
+        });
+        PickyKinesis {
+            addr,
+            picky,
+            accepted,
+        }
+    }
+
+    fn serve(
+        stream: std::net::TcpStream,
+        picky: &std::sync::atomic::AtomicBool,
+        accepted: &std::sync::Mutex<Vec<serde_json::Value>>,
+    ) {
+        use base64::Engine;
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut out = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let (mut length, mut target) = (0usize, String::new());
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                    return;
+                }
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "x-amz-target" => target = value.trim().to_string(),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let answer = if target.ends_with("DescribeStreamSummary") {
+                serde_json::json!({"StreamDescriptionSummary": {
+                    "StreamName": "picky", "StreamARN": "arn:aws:kinesis:us-east-1:123456789012:stream/picky",
+                    "StreamStatus": "ACTIVE", "RetentionPeriodHours": 24,
+                    "StreamCreationTimestamp": 1700000000.0, "EnhancedMonitoring": [],
+                    "OpenShardCount": 1}})
+            } else {
+                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let mut failed = 0;
+                let mut results = Vec::new();
+                for record in request["Records"].as_array().unwrap() {
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(record["Data"].as_str().unwrap())
+                        .unwrap();
+                    let poison = data.windows(6).any(|w| w == b"poison");
+                    if poison && picky.load(std::sync::atomic::Ordering::SeqCst) {
+                        failed += 1;
+                        results.push(serde_json::json!({
+                            "ErrorCode": "ValidationException",
+                            "ErrorMessage": "record rejected by the stand-in"}));
+                    } else {
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&data).unwrap());
+                        results.push(serde_json::json!({
+                            "SequenceNumber": "1", "ShardId": "shardId-000000000000"}));
+                    }
+                }
+                serde_json::json!({"FailedRecordCount": failed, "Records": results})
+            };
+            let text = answer.to_string();
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 x-amzn-RequestId: 0\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn kinesis_entries_refused_as_invalid_are_dead_lettered_then_replayed() {
+    let kinesis = PickyKinesis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+    let config = kinesis_config(dir.path(), &format!("http://{}", kinesis.addr), "picky", "");
+    let lines: Vec<String> = (0..5)
+        .map(|seq| {
+            let log = if seq % 2 == 1 { "poison" } else { "fine" };
+            serde_json::json!({"seq": seq, "log": log}).to_string()
+        })
+        .collect();
+    let (code, log) = run_stdin(&config, &lines);
+    assert_eq!(code, 0, "{}", kin::tail(&log, 40));
+    let dead = letters(&dl);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (letter, seq) in dead.iter().zip([1, 3]) {
+        assert_eq!(letter["reason"], "rejected");
+        assert_eq!(letter["record"]["seq"], seq);
+        let error = letter["error"].as_str().unwrap();
+        assert!(error.contains("ValidationException"), "{error}");
+    }
+    assert_eq!(kinesis.accepted.lock().unwrap().len(), 3);
+
+    kinesis
+        .picky
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (code, out, err) = replay(&config, "k", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("delivered 2,"), "{out}");
+    let mut seqs: Vec<u64> = kinesis
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4], "each record exactly once");
+}
