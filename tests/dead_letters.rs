@@ -736,3 +736,21 @@ fn kinesis_entries_refused_as_invalid_are_dead_lettered_then_replayed() {
     seqs.sort();
     assert_eq!(seqs, vec![0, 1, 2, 3, 4], "each record exactly once");
 }
+
+#[test]
+fn replay_names_what_is_wrong_with_its_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logferry.toml");
+    std::fs::write(
+        &config,
+        "[[sources]]\ntype = \"stdin\"\n\n[[sinks]]\nname = \"out\"\ntype = \"stdout\"\nmatch = \"*\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = replay(&config, "nope", &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("no sink named `nope`; sinks: out"), "{err}");
+    let (code, out, err) = replay(&config, "out", &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("has no dead_letter_path"), "{err}");
+    assert!(err.contains("--file"), "{err}");
+}

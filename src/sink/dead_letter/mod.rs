@@ -117,8 +117,8 @@ pub struct DeadLetterError {
 }
 
 impl DeadLetters {
-    /// Creates the directory if needed and starts the writing thread. The first file is only
-    /// created when the first letter arrives.
+    /// Creates the directory if needed, checks that a file can be created in it, and starts
+    /// the writing thread. The first dead-letter file is only created with the first letter.
     pub fn start(
         sink: &str,
         settings: &DeadLetterSettings,
@@ -130,6 +130,17 @@ impl DeadLetters {
             source,
         };
         std::fs::create_dir_all(&settings.path).map_err(error)?;
+        // Fail at start, not at the first dead letter, when the directory is not writable.
+        let probe = settings
+            .path
+            .join(format!(".write-check-{}", std::process::id()));
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)
+            .map_err(error)?;
+        let _ = std::fs::remove_file(&probe);
         let records: Family<Labels, Counter> = metrics.shared(
             "dead_letter_records",
             "Records a sink wrote to its dead-letter file, by reason",
