@@ -8,7 +8,9 @@
 //! Delivery: each record of a batch is handed to librdkafka with a reference to the batch's
 //! [`producer::BatchTracker`]; the batch is completed (acknowledged upstream, its queue space
 //! freed) only when every record's delivery report says the broker has it (`acks=all`), or the
-//! record was dropped for a counted reason (`too_large`, `unencodable`). A full local queue
+//! record was dropped for a counted reason (`too_large`, `unencodable`) or, with
+//! `dead_letter_path`, written to the dead-letter file (then each record gets a tracker of its
+//! own, so a delivery report names its record; see [`super::dead_letter`]). A full local queue
 //! makes the sink wait, never drop; records whose delivery fails for another reason are
 //! produced again after a backoff. With `message.timeout.ms = 0` librdkafka itself keeps
 //! retrying through broker outages, so records simply wait, bounded by the sink's buffer.

@@ -14,8 +14,10 @@
 //! when aggregating, cuts PutRecords batches, keeps up to `max_in_flight` calls running, and
 //! sorts every answer into delivered (acknowledged), to retry (only those entries, after a
 //! backoff with full jitter) and fatal (reported on `/health`, retried slowly). An input batch
-//! is completed, which acknowledges it upstream, once each of its records was accepted or
-//! dropped for a reason that retrying cannot fix (too large).
+//! is completed, which acknowledges it upstream, once each of its records was accepted, or
+//! dropped for a reason that retrying cannot fix (too large, unencodable, refused as invalid) —
+//! or, with `dead_letter_path`, written to the dead-letter file for that reason
+//! ([`super::dead_letter`]); the records of a batch are then kept until it is settled.
 
 pub mod api;
 pub mod batch;
@@ -809,8 +811,7 @@ impl Task {
             }
         }
         if !fatal.is_empty() {
-            let outcome_fatal = fatal;
-            let first = &outcome_fatal[0];
+            let first = &fatal[0];
             let error = CallError {
                 code: first.code.clone(),
                 status: None,
@@ -818,7 +819,7 @@ impl Task {
                 class: ErrorClass::Fatal,
             };
             self.report_fatal(&error, "PutRecords");
-            for failed in outcome_fatal {
+            for failed in fatal {
                 self.sink.metrics.failed_entry(&failed.code);
                 let attempt = failed.entry.token.attempts;
                 self.schedule_retry(failed, slow_delay(attempt));
