@@ -44,6 +44,9 @@ enum Command {
     /// Print an Amazon MSK IAM (SASL/OAUTHBEARER) token as JSON {"token", "expiry_ms",
     /// "region"}, signed with credentials from the AWS default chain, for other Kafka tools.
     MskToken(logferry::sink::kafka::MskTokenArgs),
+    /// Send a sink's dead letters again (after the cause was fixed) and mark the files
+    /// replayed. Exit 0 only when every record was delivered.
+    ReplayDeadLetters(logferry::sink::dead_letter::replay::ReplayArgs),
     /// Exit 0 when a running logferry's /health answers 200 (for container HEALTHCHECKs).
     Healthcheck {
         /// The health URL (plain HTTP on a local address).
@@ -146,6 +149,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::ReplayDeadLetters(args) => replay_dead_letters(&args),
         Command::Loadgen(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -203,6 +207,45 @@ fn run(config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
     })
+}
+
+/// `logferry replay-dead-letters`: exit 0 all delivered, 1 config error, 2 anything else.
+fn replay_dead_letters(args: &logferry::sink::dead_letter::replay::ReplayArgs) -> ExitCode {
+    use logferry::sink::dead_letter::replay;
+    let config = match replay::load_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(&config.service);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(replay::run(config, args)) {
+        Ok(summary) => {
+            println!("{summary}");
+            if summary.all_delivered() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e @ replay::ReplayError::NoSuchSink { .. })
+        | Err(e @ replay::ReplayError::NoFiles(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("replay-dead-letters failed: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn init_logging(service: &ServiceConfig) {

@@ -48,6 +48,7 @@ async fn start_sink(bootstrap: &str, extra: &str) -> Running {
         metrics: metrics.clone(),
         health: health.clone(),
         registry: Arc::new(logferry::metrics::Metrics::new()),
+        dead_letters: None,
     };
     let sink = KafkaSink::open(&config, cx).await.expect("open the sink");
     let (tx, rx) = queue(64 << 20, Gauge::default());

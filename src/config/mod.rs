@@ -25,6 +25,7 @@ use toml::Spanned;
 use crate::buffer::disk::{DiskSettings, FsyncPolicy, WhenFull};
 use crate::buffer::BufferKind;
 use crate::route::TagMatcher;
+use crate::sink::dead_letter::DeadLetterSettings;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 use crate::transform::Transform;
@@ -132,6 +133,9 @@ pub struct SinkEntry {
     /// `buffer` (`memory` or `disk`) with the disk buffer's `buffer_path`, `buffer_max_size`,
     /// `fsync` and `when_full`.
     pub buffer: BufferKind,
+    /// `dead_letter_path` and `dead_letter_max_size`: where records that can never be
+    /// delivered go. `None` (the default): they are counted as dropped and logged.
+    pub dead_letter: Option<DeadLetterSettings>,
     pub config: SinkConfig,
 }
 
@@ -358,6 +362,26 @@ impl<'t> Loader<'t> {
                 Some("name"),
                 format!("`{name}` names more than one source or sink; names must be unique"),
             );
+        }
+        let mut dead_letter_paths = std::collections::HashMap::new();
+        for sink in sinks {
+            let Some(d) = &sink.dead_letter else { continue };
+            let buffer_dir = sinks.iter().find_map(|s| match &s.buffer {
+                BufferKind::Disk(b) if b.path == d.path => Some(s.name.clone()),
+                _ => None,
+            });
+            let other = dead_letter_paths.insert(d.path.clone(), sink.name.clone());
+            if let Some(other) = other.or(buffer_dir) {
+                self.problem(
+                    None,
+                    Some(&sink.name),
+                    Some("dead_letter_path"),
+                    format!(
+                        "{} is also used by `{other}`; give each sink its own dead-letter directory",
+                        d.path.display()
+                    ),
+                );
+            }
         }
         let mut paths = std::collections::HashMap::new();
         for sink in sinks {
@@ -609,6 +633,7 @@ impl<'t> Loader<'t> {
             None => Some(DEFAULT_BUFFER_LIMIT),
         };
         let buffer = self.buffer_kind(&mut entry, &label);
+        let dead_letter = self.dead_letter(&mut entry, &label);
         let span = entry.span();
         let lines = KeyLines::of(entry.get_ref());
         let result = SinkConfig::parse(&kind, entry.into_deserializer());
@@ -618,8 +643,55 @@ impl<'t> Loader<'t> {
             matcher: matcher?,
             buffer_limit: buffer_limit?,
             buffer: buffer?,
+            dead_letter: dead_letter?,
             config,
         })
+    }
+
+    /// Takes `dead_letter_path` and `dead_letter_max_size` off a sink entry.
+    fn dead_letter(
+        &mut self,
+        entry: &mut Spanned<DeTable<'_>>,
+        label: &str,
+    ) -> Option<Option<DeadLetterSettings>> {
+        let path = self.take_string(entry.get_mut(), "dead_letter_path", label);
+        let max_size = self.take_string(entry.get_mut(), "dead_letter_max_size", label);
+        let max_size = match max_size {
+            None => crate::sink::dead_letter::DEFAULT_MAX_SIZE,
+            Some((text, at)) => match text.parse::<ByteSize>() {
+                Ok(size) if size.bytes() > 0 && path.is_some() => size.bytes(),
+                Ok(size) if size.bytes() > 0 => {
+                    self.problem(
+                        Some(at),
+                        Some(label),
+                        Some("dead_letter_max_size"),
+                        "applies to dead-letter files only: add dead_letter_path",
+                    );
+                    return None;
+                }
+                Ok(_) => {
+                    let key = Some("dead_letter_max_size");
+                    self.problem(Some(at), Some(label), key, "must be > 0");
+                    return None;
+                }
+                Err(e) => {
+                    self.problem(Some(at), Some(label), Some("dead_letter_max_size"), e);
+                    return None;
+                }
+            },
+        };
+        match path {
+            None => Some(None),
+            Some((p, at)) if p.trim().is_empty() => {
+                let message = "must name a directory (one per sink)";
+                self.problem(Some(at), Some(label), Some("dead_letter_path"), message);
+                None
+            }
+            Some((p, _)) => Some(Some(DeadLetterSettings {
+                path: PathBuf::from(p),
+                max_size,
+            })),
+        }
     }
 
     /// Takes the disk buffer keys (`buffer`, `buffer_path`, `buffer_max_size`, `fsync`,

@@ -318,3 +318,78 @@ buffer_path = "/var/lib/logferry/b"
         "{p:?}"
     );
 }
+
+#[test]
+fn dead_letter_keys_are_taken_off_a_sink_entry() {
+    let with = |extra: &str| {
+        format!(
+            "[[sources]]\ntype = \"stdin\"\n\n[[sinks]]\ntype = \"stdout\"\nname = \"a\"\nmatch = \"*\"\n{extra}\n"
+        )
+    };
+    let config = parse(&with("")).unwrap();
+    assert_eq!(config.sinks[0].dead_letter, None, "off by default");
+
+    let config = parse(&with(
+        "dead_letter_path = \"/var/lib/logferry/dl\"\ndead_letter_max_size = \"1MiB\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.sinks[0].dead_letter,
+        Some(DeadLetterSettings {
+            path: PathBuf::from("/var/lib/logferry/dl"),
+            max_size: 1024 * 1024,
+        })
+    );
+    let config = parse(&with("dead_letter_path = \"/dl\"")).unwrap();
+    assert_eq!(
+        config.sinks[0].dead_letter.as_ref().map(|d| d.max_size),
+        Some(crate::sink::dead_letter::DEFAULT_MAX_SIZE)
+    );
+
+    let p = problems(&with("dead_letter_max_size = \"1MiB\""));
+    assert_eq!(p[0].key.as_deref(), Some("dead_letter_max_size"));
+    assert!(p[0].message.contains("dead_letter_path"), "{}", p[0]);
+    assert_eq!(p[0].line, Some(8));
+    let p = problems(&with(
+        "dead_letter_path = \"/dl\"\ndead_letter_max_size = \"0\"",
+    ));
+    assert_eq!(p[0].key.as_deref(), Some("dead_letter_max_size"));
+    let p = problems(&with("dead_letter_path = \"\""));
+    assert_eq!(p[0].key.as_deref(), Some("dead_letter_path"));
+}
+
+#[test]
+fn two_sinks_cannot_share_a_dead_letter_directory() {
+    let text = r#"
+[[sources]]
+type = "stdin"
+
+[[sinks]]
+type = "stdout"
+name = "a"
+match = "*"
+dead_letter_path = "/dl"
+
+[[sinks]]
+type = "stdout"
+name = "b"
+match = "*"
+buffer = "disk"
+buffer_path = "/buf"
+dead_letter_path = "/dl"
+
+[[sinks]]
+type = "stdout"
+name = "c"
+match = "*"
+dead_letter_path = "/buf"
+"#;
+    let p = problems(text);
+    let keyed: Vec<_> = p
+        .iter()
+        .filter(|p| p.key.as_deref() == Some("dead_letter_path"))
+        .collect();
+    assert_eq!(keyed.len(), 2, "{p:?}");
+    assert!(keyed.iter().any(|p| p.entry.as_deref() == Some("b")));
+    assert!(keyed.iter().any(|p| p.entry.as_deref() == Some("c")));
+}

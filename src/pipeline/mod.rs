@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::shutdown::CancellationToken;
+use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{SinkContext, SinkError};
 use crate::source::{SourceContext, SourceError};
 use router::{Router, SinkRoute, TransformStage};
@@ -36,6 +37,11 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error("sink `{name}`: {source}")]
     Buffer { name: String, source: DiskError },
+    #[error("sink `{name}`: {source}")]
+    DeadLetters {
+        name: String,
+        source: crate::sink::dead_letter::DeadLetterError,
+    },
     #[error("cannot serve HTTP on {address}: {source}; change [service] http_listen or set it to \"off\"")]
     Http {
         address: String,
@@ -240,11 +246,23 @@ pub async fn build(
             name: entry.name.clone(),
             source,
         })?;
+        let dead_letters = match &entry.dead_letter {
+            Some(settings) => Some(
+                DeadLetters::start(&entry.name, settings, metrics, health.clone()).map_err(
+                    |source| PipelineError::DeadLetters {
+                        name: entry.name.clone(),
+                        source,
+                    },
+                )?,
+            ),
+            None => None,
+        };
         let cx = SinkContext {
             name: entry.name.clone(),
             metrics: component,
             health: health.clone(),
             registry: metrics.clone(),
+            dead_letters,
         };
         let sink = entry.config.build(cx).await?;
         let on_disk = matches!(entry.buffer, crate::buffer::BufferKind::Disk(_));

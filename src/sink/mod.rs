@@ -5,12 +5,14 @@
 //! - [`kafka`]: Kafka / Amazon MSK (rdkafka producer, MSK IAM tokens).
 //! - [`null`]: discards records (and acknowledges them), counting them.
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
+//! - [`dead_letter`]: records that can never be delivered, kept in files per sink and replayed.
 //!
 //! Every sink reads its own bounded queue ([`crate::buffer::memory`]), encodes with the shared
 //! [`crate::encode`] module, and completes each batch only once it is delivered, which is what
 //! releases upstream acknowledgements. A sink does not know which source fed it.
 
 pub mod backoff;
+pub mod dead_letter;
 pub mod kafka;
 pub mod kinesis;
 pub mod null;
@@ -101,6 +103,9 @@ pub struct SinkContext {
     pub health: Arc<Health>,
     /// The process registry, for sink-specific metrics ([`Metrics::shared`]).
     pub registry: Arc<Metrics>,
+    /// Where records that can never be delivered go (`dead_letter_path`); `None`: they are
+    /// counted as dropped and logged.
+    pub dead_letters: Option<dead_letter::DeadLetters>,
 }
 
 /// A built sink, ready to run (one per configured sink, so variant sizes do not matter).

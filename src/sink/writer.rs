@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::dead_letter::{reason, BatchJoin, Letter};
 use super::{SinkContext, SinkError};
 use crate::buffer::QueueReceiver;
 use crate::config::field::FieldError;
@@ -126,13 +127,18 @@ impl WriterSink {
 
     pub async fn run(mut self, mut input: QueueReceiver) {
         let mut buf = Vec::with_capacity(256 * 1024);
+        let mut unencodable: Vec<(usize, String)> = Vec::new();
         while let Some(batch) = input.recv().await {
             buf.clear();
             let mut encoded = 0u64;
-            for event in &batch.events {
+            for (index, event) in batch.events.iter().enumerate() {
                 let start = buf.len();
                 if let Err(e) = self.encoder.encode(event, &mut buf) {
                     buf.truncate(start);
+                    if self.cx.dead_letters.is_some() {
+                        unencodable.push((index, e.to_string()));
+                        continue;
+                    }
                     self.cx.metrics.dropped("unencodable", 1);
                     tracing::warn!(sink = %self.cx.name, tag = %event.tag, error = %e,
                         "record dropped: it cannot be encoded as configured");
@@ -143,7 +149,32 @@ impl WriterSink {
             self.write(&buf).await;
             self.cx.metrics.records_out.inc_by(encoded);
             self.cx.metrics.bytes_out.inc_by(buf.len() as u64);
-            batch.complete();
+            match &self.cx.dead_letters {
+                Some(dead_letters) if !unencodable.is_empty() => {
+                    tracing::warn!(sink = %self.cx.name, tag = %batch.tag,
+                        records = unencodable.len(), error = %unencodable[0].1,
+                        "records cannot be encoded as configured: writing them to the dead-letter file");
+                    let letters: Vec<_> = unencodable
+                        .drain(..)
+                        .filter_map(|(i, error)| Some((batch.events.get(i)?.clone(), error)))
+                        .collect();
+                    let join = BatchJoin::new(batch, letters.len());
+                    for (event, error) in letters {
+                        let join = join.clone();
+                        dead_letters.send(Letter {
+                            reason: reason::UNENCODABLE,
+                            error: Some(error),
+                            event,
+                            on_written: Box::new(move |ok| join.settle(ok)),
+                        });
+                    }
+                    join.settle(true);
+                }
+                _ => batch.complete(),
+            }
+        }
+        if let Some(dead_letters) = &self.cx.dead_letters {
+            dead_letters.drained().await;
         }
         if let Err(e) = self.out.flush().await {
             tracing::error!(sink = %self.cx.name, error = %e, "final flush failed");

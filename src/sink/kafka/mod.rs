@@ -8,7 +8,9 @@
 //! Delivery: each record of a batch is handed to librdkafka with a reference to the batch's
 //! [`producer::BatchTracker`]; the batch is completed (acknowledged upstream, its queue space
 //! freed) only when every record's delivery report says the broker has it (`acks=all`), or the
-//! record was dropped for a counted reason (`too_large`, `unencodable`). A full local queue
+//! record was dropped for a counted reason (`too_large`, `unencodable`) or, with
+//! `dead_letter_path`, written to the dead-letter file (then each record gets a tracker of its
+//! own, so a delivery report names its record; see [`super::dead_letter`]). A full local queue
 //! makes the sink wait, never drop; records whose delivery fails for another reason are
 //! produced again after a backoff. With `message.timeout.ms = 0` librdkafka itself keeps
 //! retrying through broker outages, so records simply wait, bounded by the sink's buffer.
@@ -28,6 +30,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio::sync::mpsc;
 
 use super::backoff::Backoff;
+use super::dead_letter;
 use super::{SinkContext, SinkError};
 use crate::buffer::{Batch, QueueReceiver};
 use crate::encode::Encoder;
@@ -88,7 +91,13 @@ impl KafkaSink {
             )),
             None => None,
         };
-        let shared = Shared::new(cx.name.clone(), cx.metrics.clone(), cx.health.clone());
+        let shared = Shared::with_dead_letters(
+            cx.name.clone(),
+            cx.metrics.clone(),
+            cx.health.clone(),
+            cx.dead_letters.clone(),
+            settings.topics.clone(),
+        );
         let (retry_tx, retries) = mpsc::unbounded_channel();
         let producer = create_producer(&settings, &shared, &retry_tx, &tokens)
             .map_err(|e| setup(format!("cannot create the Kafka producer: {e}")))?;
@@ -143,6 +152,9 @@ impl KafkaSink {
                 break;
             }
         }
+        if let Some(dead_letters) = &self.shared.dead_letters {
+            dead_letters.drained().await;
+        }
         self.finish().await;
     }
 
@@ -183,32 +195,56 @@ impl KafkaSink {
 
     async fn send_batch(&mut self, batch: Batch) {
         let (events, done) = batch.into_parts();
-        let tracker = BatchTracker::new(done, events.len(), self.shared.clone());
-        for event in &events {
-            self.payload.clear();
-            if let Err(e) = self.encoder.encode(event, &mut self.payload) {
-                self.shared.metrics.dropped("unencodable", 1);
-                tracing::warn!(sink = %self.shared.name, tag = %event.tag, error = %e,
-                    "record dropped: it cannot be encoded as configured");
-                tracker.settle();
-                continue;
+        let records = events.len();
+        if self.shared.dead_letters.is_some() {
+            // Dead-letter mode: one tracker per record, so a failure knows its record.
+            let tracker = BatchTracker::keeping(done, events, self.shared.clone());
+            for index in 0..records {
+                let record = tracker.record(index);
+                self.send_record(&tracker.events()[index], record).await;
             }
-            let has_key = select_key(&self.settings, event, &mut self.key);
-            let topic = select_topic(&self.settings, event, &self.shared);
-            let key = has_key.then_some(self.key.as_slice());
-            produce(
-                &self.producer,
-                &self.shared,
-                self.settings.queue_full_retries,
-                topic,
-                key,
-                &self.payload,
-                tracker.clone(),
-            )
-            .await;
+            self.shared.metrics.records_in.inc_by(records as u64);
+            tracker.settle();
+            return;
         }
-        self.shared.metrics.records_in.inc_by(events.len() as u64);
+        let tracker = BatchTracker::new(done, records, self.shared.clone());
+        for event in &events {
+            self.send_record(event, tracker.clone()).await;
+        }
+        self.shared.metrics.records_in.inc_by(records as u64);
         tracker.settle();
+    }
+
+    async fn send_record(&mut self, event: &Event, tracker: Arc<BatchTracker>) {
+        self.payload.clear();
+        if let Err(e) = self.encoder.encode(event, &mut self.payload) {
+            if self
+                .shared
+                .dead_letter(&tracker, dead_letter::reason::UNENCODABLE, e.to_string())
+            {
+                tracing::warn!(sink = %self.shared.name, tag = %event.tag, error = %e,
+                    "record cannot be encoded as configured: written to the dead-letter file");
+                return;
+            }
+            self.shared.metrics.dropped("unencodable", 1);
+            tracing::warn!(sink = %self.shared.name, tag = %event.tag, error = %e,
+                "record dropped: it cannot be encoded as configured");
+            tracker.settle();
+            return;
+        }
+        let has_key = select_key(&self.settings, event, &mut self.key);
+        let topic = select_topic(&self.settings, event, &self.shared);
+        let key = has_key.then_some(self.key.as_slice());
+        produce(
+            &self.producer,
+            &self.shared,
+            self.settings.queue_full_retries,
+            topic,
+            key,
+            &self.payload,
+            tracker,
+        )
+        .await;
     }
 
     async fn produce_retry(&mut self, retry: Retry) {
@@ -270,6 +306,19 @@ async fn produce(
                         tracing::warn!(sink = %shared.name, "{reason}");
                     }
                 }
+            }
+            Err((error, back))
+                if shared.dead_letter_reason(&error, topic).is_some_and(|why| {
+                    shared.dead_letter(
+                        &back.delivery_opaque,
+                        why,
+                        format!("topic `{topic}`: {error}"),
+                    )
+                }) =>
+            {
+                tracing::warn!(sink = %shared.name, topic, bytes = payload.len(), error = %error,
+                    "record refused before sending: written to the dead-letter file");
+                return;
             }
             Err((error, back)) if producer::classify(&error) == producer::Failure::TooLarge => {
                 shared.metrics.dropped("too_large", 1);

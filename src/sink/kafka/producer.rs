@@ -19,8 +19,10 @@ use tokio::sync::{mpsc, Notify};
 
 use super::auth::MskTokenProvider;
 use crate::buffer::memory::BatchDone;
+use crate::event::Event;
 use crate::health::Health;
 use crate::metrics::ComponentMetrics;
+use crate::sink::dead_letter::{reason, DeadLetters, Letter};
 
 /// Counts the records of one batch still waiting for their delivery report; completes the batch
 /// (acknowledging upstream and freeing queue space) when the last one is settled.
@@ -28,6 +30,10 @@ pub struct BatchTracker {
     remaining: AtomicUsize,
     done: Mutex<Option<BatchDone>>,
     shared: Arc<Shared>,
+    /// With a dead-letter file: the batch's records, which a dead letter holds.
+    events: Option<Vec<Event>>,
+    /// A per-record tracker (dead-letter mode) settles its batch's tracker.
+    parent: Option<(Arc<BatchTracker>, usize)>,
 }
 
 impl BatchTracker {
@@ -40,11 +46,55 @@ impl BatchTracker {
             remaining: AtomicUsize::new(records + 1),
             done: Mutex::new(Some(done)),
             shared,
+            events: None,
+            parent: None,
         })
+    }
+
+    /// Like [`BatchTracker::new`], keeping the records for dead letters.
+    pub fn keeping(done: BatchDone, events: Vec<Event>, shared: Arc<Shared>) -> Arc<BatchTracker> {
+        shared.inflight_batches.fetch_add(1, Ordering::AcqRel);
+        Arc::new(BatchTracker {
+            remaining: AtomicUsize::new(events.len() + 1),
+            done: Mutex::new(Some(done)),
+            shared,
+            events: Some(events),
+            parent: None,
+        })
+    }
+
+    /// The records kept by [`BatchTracker::keeping`].
+    pub fn events(&self) -> &[Event] {
+        self.events.as_deref().unwrap_or(&[])
+    }
+
+    /// A tracker for record `index` of this batch (dead-letter mode), so that a delivery
+    /// report can tell which record failed. Settling it settles one record of the batch;
+    /// dropping it unsettled fails the batch.
+    pub fn record(self: &Arc<Self>, index: usize) -> Arc<BatchTracker> {
+        Arc::new(BatchTracker {
+            remaining: AtomicUsize::new(1),
+            done: Mutex::new(None),
+            shared: self.shared.clone(),
+            events: None,
+            parent: Some((self.clone(), index)),
+        })
+    }
+
+    /// The record a per-record tracker stands for.
+    pub fn event(&self) -> Option<&Event> {
+        let (parent, index) = self.parent.as_ref()?;
+        parent.events.as_ref()?.get(*index)
     }
 
     /// One record is settled: delivered, or dropped for a reason that was counted.
     pub fn settle(&self) {
+        if let Some((parent, _)) = &self.parent {
+            if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                parent.settle();
+            }
+            return;
+        }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let done = self.done.lock().ok().and_then(|mut d| d.take());
             if let Some(done) = done {
@@ -116,6 +166,11 @@ pub struct Shared {
     any_problem: AtomicBool,
     /// librdkafka raised a fatal error: the producer must be replaced.
     pub fatal: AtomicBool,
+    /// Where records that can never be delivered go (`dead_letter_path`).
+    pub dead_letters: Option<DeadLetters>,
+    /// The configured `topics`: a failure to write one of them is a configuration problem,
+    /// while a topic taken from the record (`dynamic_topic`) makes the record a dead letter.
+    pub configured_topics: Vec<String>,
 }
 
 impl Shared {
@@ -132,7 +187,74 @@ impl Shared {
             auth_errors: AtomicU64::new(0),
             any_problem: AtomicBool::new(false),
             fatal: AtomicBool::new(false),
+            dead_letters: None,
+            configured_topics: Vec::new(),
         })
+    }
+
+    /// [`Shared::new`] for a sink with a dead-letter file.
+    pub fn with_dead_letters(
+        name: String,
+        metrics: ComponentMetrics,
+        health: Arc<Health>,
+        dead_letters: Option<DeadLetters>,
+        configured_topics: Vec<String>,
+    ) -> Arc<Shared> {
+        let mut shared = Shared::new(name, metrics, health);
+        if let Some(s) = Arc::get_mut(&mut shared) {
+            s.dead_letters = dead_letters;
+            s.configured_topics = configured_topics;
+        }
+        shared
+    }
+
+    /// Writes the record of a per-record `tracker` to the dead-letter file and settles it
+    /// once written. False (tracker untouched) without a dead-letter file or a kept record.
+    pub fn dead_letter(
+        &self,
+        tracker: &Arc<BatchTracker>,
+        reason: &'static str,
+        error: String,
+    ) -> bool {
+        let (Some(dead_letters), Some(event)) = (&self.dead_letters, tracker.event()) else {
+            return false;
+        };
+        let event = event.clone();
+        let tracker = tracker.clone();
+        dead_letters.send(Letter {
+            reason,
+            error: Some(error),
+            event,
+            on_written: Box::new(move |ok| {
+                // Not written: dropping the tracker unsettled fails the batch.
+                if ok {
+                    tracker.settle();
+                }
+            }),
+        });
+        true
+    }
+
+    /// The dead-letter reason of a failed record, if it is one (`None`: retry it).
+    pub fn dead_letter_reason(&self, error: &KafkaError, topic: &str) -> Option<&'static str> {
+        self.dead_letters.as_ref()?;
+        match classify(error) {
+            Failure::TooLarge => Some(reason::TOO_LARGE),
+            Failure::Invalid => Some(reason::INVALID),
+            Failure::Retry => {
+                let dynamic = !self.configured_topics.iter().any(|t| t == topic);
+                let topic_error = matches!(
+                    error.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnknownTopic
+                            | RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::TopicAuthorizationFailed
+                            | RDKafkaErrorCode::InvalidTopic
+                    )
+                );
+                (dynamic && topic_error).then_some(reason::TOPIC_NOT_ALLOWED)
+            }
+        }
     }
 
     pub fn inflight_batches(&self) -> usize {
@@ -404,6 +526,22 @@ impl ProducerContext for KafkaContext {
                         .clear(&[Problem::Auth, Problem::Brokers, Problem::Delivery]);
                 }
                 tracker.settle();
+                self.shared.progress.notify_waiters();
+            }
+            Err((error, message))
+                if self
+                    .shared
+                    .dead_letter_reason(error, message.topic())
+                    .is_some_and(|why| {
+                        self.shared.dead_letter(
+                            &tracker,
+                            why,
+                            format!("topic `{}`: {error}", message.topic()),
+                        )
+                    }) =>
+            {
+                tracing::warn!(sink = %self.shared.name, topic = message.topic(), error = %error,
+                    "the broker refuses the record: written to the dead-letter file");
                 self.shared.progress.notify_waiters();
             }
             Err((error, message)) => match classify(error) {

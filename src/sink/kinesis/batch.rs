@@ -352,6 +352,24 @@ pub fn classify(code: &str) -> ErrorClass {
     }
 }
 
+/// Whether a per-entry error code is about the record itself (it fails the same way on every
+/// attempt and nothing an operator changes in the stream fixes it), as opposed to throttling,
+/// a transient fault, or a configuration problem (KMS key, permissions, missing stream) that
+/// affects every record and is reported on `/health`. Such records go to the dead-letter file.
+pub fn is_record_error(code: &str) -> bool {
+    let configuration = code.starts_with("KMS")
+        || code.contains("AccessDenied")
+        || code.contains("NotFound")
+        || code.contains("Signature")
+        || code.contains("Token")
+        || code.contains("Authoriz")
+        || matches!(
+            code,
+            "UnrecognizedClientException" | "NotAuthorized" | "OptInRequired"
+        );
+    classify(code) == ErrorClass::Fatal && !configuration
+}
+
 /// Classifies a whole-request failure by HTTP status: 5xx and 429 are transient, other 4xx are
 /// the request's or the configuration's fault.
 pub fn classify_status(status: u16) -> ErrorClass {
@@ -993,6 +1011,26 @@ mod tests {
             "ValidationException",
         ] {
             assert_eq!(classify(code), ErrorClass::Fatal, "{code}");
+        }
+        for code in [
+            "ValidationException",
+            "InvalidArgumentException",
+            "SerializationException",
+        ] {
+            assert!(is_record_error(code), "{code}");
+        }
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
+            "KMSAccessDeniedException",
+            "KMSNotFoundException",
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+            "InvalidSignatureException",
+            "MissingAuthenticationToken",
+            "SomethingNew",
+        ] {
+            assert!(!is_record_error(code), "{code}");
         }
         assert_eq!(classify_status(500), ErrorClass::Retryable);
         assert_eq!(classify_status(503), ErrorClass::Retryable);

@@ -15,8 +15,10 @@
 //! when aggregating, cuts PutRecords batches, keeps up to `max_in_flight` calls running, and
 //! sorts every answer into delivered (acknowledged), to retry (only those entries, after a
 //! backoff with full jitter) and fatal (reported on `/health`, retried slowly). An input batch
-//! is completed, which acknowledges it upstream, once each of its records was accepted or
-//! dropped for a reason that retrying cannot fix (too large).
+//! is completed, which acknowledges it upstream, once each of its records was accepted, or
+//! dropped for a reason that retrying cannot fix (too large, unencodable, refused as invalid) —
+//! or, with `dead_letter_path`, written to the dead-letter file for that reason
+//! ([`super::dead_letter`]); the records of a batch are then kept until it is settled.
 
 pub mod api;
 pub mod batch;
@@ -48,6 +50,7 @@ use self::metrics::KinesisMetrics;
 use self::permissions::DeniedActions;
 use self::shard_map::ShardMap;
 use super::backoff::Backoff;
+use super::dead_letter;
 use super::{SinkContext, SinkError};
 use crate::buffer::memory::BatchDone;
 use crate::buffer::QueueReceiver;
@@ -75,16 +78,35 @@ struct Tracker {
     remaining: AtomicUsize,
     failed: AtomicBool,
     done: Mutex<Option<BatchDone>>,
+    /// The batch's records, kept only with a dead-letter file: what a dead letter holds.
+    events: Option<Vec<Event>>,
 }
 
-type Token = Arc<Tracker>;
+/// One user record: its batch's tracker and its place in the batch.
+#[derive(Clone)]
+struct Token {
+    tracker: Arc<Tracker>,
+    index: usize,
+}
+
+impl Token {
+    fn settle(&self, ok: bool) {
+        self.tracker.settle(ok);
+    }
+
+    /// The record itself, when the sink keeps records for dead letters.
+    fn event(&self) -> Option<&Event> {
+        self.tracker.events.as_ref()?.get(self.index)
+    }
+}
 
 impl Tracker {
-    fn new(records: usize, done: BatchDone) -> Token {
+    fn new(records: usize, done: BatchDone, events: Option<Vec<Event>>) -> Arc<Tracker> {
         let tracker = Arc::new(Tracker {
             remaining: AtomicUsize::new(records),
             failed: AtomicBool::new(false),
             done: Mutex::new(Some(done)),
+            events,
         });
         if records == 0 {
             tracker.finish();
@@ -195,6 +217,9 @@ impl KinesisSink {
             }
         };
         task.run(input).await;
+        if let Some(dead_letters) = &task.sink.cx.dead_letters {
+            dead_letters.drained().await;
+        }
     }
 
     /// The start-up check: DescribeStreamSummary until it answers, which also gives the
@@ -489,30 +514,51 @@ impl Task {
         let tag = batch.tag.clone();
         let (events, done) = batch.into_parts();
         self.sink.cx.metrics.records_in.inc_by(events.len() as u64);
-        let tracker = Tracker::new(events.len(), done);
         let mut buf = Vec::with_capacity(self.encode_capacity);
         let mut ends = Vec::with_capacity(events.len());
         for event in &events {
             let start = buf.len();
             match self.sink.encoder.encode(event, &mut buf) {
-                Ok(()) => ends.push(Some((start, buf.len()))),
+                Ok(()) => ends.push(Ok((start, buf.len()))),
                 Err(e) => {
-                    ends.push(None);
-                    self.sink.cx.metrics.dropped("unencodable", 1);
-                    tracing::warn!(sink = %self.name(), tag = %tag, error = %e,
-                        "record dropped: it cannot be encoded as configured");
+                    buf.truncate(start);
+                    ends.push(Err(e));
                 }
             }
         }
         self.encode_capacity = buf.len().clamp(4096, 8 << 20);
         let data = Bytes::from(buf);
-        for (event, range) in events.iter().zip(ends) {
-            let Some((start, end)) = range else {
-                tracker.settle(true);
-                continue;
+        // With a dead-letter file the records stay with their tracker until settled.
+        let (kept, events) = match self.sink.cx.dead_letters {
+            Some(_) => (Some(events), Vec::new()),
+            None => (None, events),
+        };
+        let tracker = Tracker::new(ends.len(), done, kept);
+        let events: &[Event] = match &tracker.events {
+            Some(kept) => kept,
+            None => &events,
+        };
+        for (index, (event, range)) in events.iter().zip(ends).enumerate() {
+            let token = Token {
+                tracker: tracker.clone(),
+                index,
+            };
+            let (start, end) = match range {
+                Ok(range) => range,
+                Err(e) => {
+                    if !self.dead_letter(token, dead_letter::reason::UNENCODABLE, e.to_string()) {
+                        self.sink.cx.metrics.dropped("unencodable", 1);
+                        tracing::warn!(sink = %self.name(), tag = %tag, error = %e,
+                            "record dropped: it cannot be encoded as configured");
+                    } else {
+                        tracing::warn!(sink = %self.name(), tag = %tag, error = %e,
+                            "record cannot be encoded as configured: written to the dead-letter file");
+                    }
+                    continue;
+                }
             };
             let record = self.record_for(event, data.slice(start..end));
-            self.route(record, tracker.clone(), &tag);
+            self.route(record, token, &tag);
         }
         if self.pending_since.is_none()
             && (self.batcher.pending_entries() > 0
@@ -633,13 +679,45 @@ impl Task {
         }
     }
 
-    /// A record that can never be sent: logged, counted, and settled so it blocks nothing.
+    /// Hands a record to the dead-letter file; its token is settled once the letter is on
+    /// disk (as failed if it could not be written). Without a dead-letter file the token is
+    /// settled at once and false is returned: the caller counts and logs the drop.
+    fn dead_letter(&self, token: Token, reason: &'static str, error: String) -> bool {
+        let Some(dead_letters) = &self.sink.cx.dead_letters else {
+            token.settle(true);
+            return false;
+        };
+        let Some(event) = token.event().cloned() else {
+            // Unreachable: records are kept whenever a dead-letter file is configured.
+            token.settle(false);
+            return true;
+        };
+        dead_letters.send(dead_letter::Letter {
+            reason,
+            error: Some(error),
+            event,
+            on_written: Box::new(move |ok| token.settle(ok)),
+        });
+        true
+    }
+
+    /// A record that can never be sent: written to the dead-letter file, or logged and
+    /// counted as dropped; either way settled so it blocks nothing.
     fn reject(&self, size: usize, users: Vec<Token>, reason: &batch::RejectReason, tag: &str) {
         let why = if reason.is_too_large() {
-            "too_large"
+            dead_letter::reason::TOO_LARGE
         } else {
-            "invalid"
+            dead_letter::reason::INVALID
         };
+        if self.sink.cx.dead_letters.is_some() {
+            tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
+                size, max = self.limits.max_record_size, reason = %reason,
+                "record cannot be sent ({why}): written to the dead-letter file");
+            for user in users {
+                self.dead_letter(user, why, reason.to_string());
+            }
+            return;
+        }
         self.sink.cx.metrics.dropped(why, users.len() as u64);
         tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
             size, max = self.limits.max_record_size, reason = %reason,
@@ -742,8 +820,25 @@ impl Task {
             let attempt = failed.entry.token.attempts;
             self.schedule_retry(failed, RETRY_BACKOFF.delay(attempt));
         }
-        if !outcome.fatal.is_empty() {
-            let first = &outcome.fatal[0];
+        let mut fatal = outcome.fatal;
+        if self.sink.cx.dead_letters.is_some() {
+            let (rejected, config): (Vec<_>, Vec<_>) = fatal
+                .into_iter()
+                .partition(|f| batch::is_record_error(&f.code));
+            fatal = config;
+            for failed in rejected {
+                self.sink.metrics.failed_entry(&failed.code);
+                let error = format!("{}: {}", failed.code, failed.message);
+                tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream,
+                    records = failed.entry.token.users.len(), error = %error,
+                    "PutRecords refused the record: written to the dead-letter file");
+                for user in failed.entry.token.users {
+                    self.dead_letter(user, dead_letter::reason::REJECTED, error.clone());
+                }
+            }
+        }
+        if !fatal.is_empty() {
+            let first = &fatal[0];
             let error = CallError {
                 code: first.code.clone(),
                 status: None,
@@ -752,7 +847,7 @@ impl Task {
                 sts_action: None,
             };
             self.report_fatal(&error, "PutRecords");
-            for failed in outcome.fatal {
+            for failed in fatal {
                 self.sink.metrics.failed_entry(&failed.code);
                 let attempt = failed.entry.token.attempts;
                 self.schedule_retry(failed, slow_delay(attempt));
@@ -835,9 +930,21 @@ impl Task {
     /// Puts a failed entry back after `delay`, unless it ran out of retries.
     fn schedule_retry(&mut self, failed: Failed<Tokens>, delay: Duration) {
         let Failed {
-            mut entry, code, ..
+            mut entry,
+            code,
+            message,
         } = failed;
         if let Some(limit) = self.sink.config.retry_limit {
+            if entry.token.attempts >= limit && self.sink.cx.dead_letters.is_some() {
+                tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
+                    records = entry.token.users.len(), last_error = %code, retry_limit = limit,
+                    "records still failing after retry_limit retries: written to the dead-letter file");
+                let error = format!("{code}: {message}");
+                for user in entry.token.users {
+                    self.dead_letter(user, dead_letter::reason::RETRY_LIMIT, error.clone());
+                }
+                return;
+            }
             if entry.token.attempts >= limit {
                 let users = entry.token.users.len() as u64;
                 self.sink.cx.metrics.dropped("retry_limit", users);
@@ -1092,7 +1199,7 @@ mod tests {
         let ev = Event::new("t".into(), EventTime::default(), Map::new());
         let batch = crate::buffer::Batch::new("t".into(), vec![ev.clone(), ev], 10, Some(ack));
         let (events, done) = batch.into_parts();
-        let tracker = Tracker::new(events.len(), done);
+        let tracker = Tracker::new(events.len(), done, None);
         tracker.settle(true);
         let mut waiter = Box::pin(waiter.wait());
         assert!(
@@ -1108,7 +1215,7 @@ mod tests {
         let ev = Event::new("t".into(), EventTime::default(), Map::new());
         let (events, done) =
             crate::buffer::Batch::new("t".into(), vec![ev.clone(), ev], 10, Some(ack)).into_parts();
-        let tracker = Tracker::new(events.len(), done);
+        let tracker = Tracker::new(events.len(), done, None);
         tracker.settle(false);
         tracker.settle(true);
         assert!(!waiter.wait().await, "a record given up on fails the ack");
