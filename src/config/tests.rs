@@ -318,3 +318,15 @@ buffer_path = "/var/lib/logferry/b"
         "{p:?}"
     );
 }
+
+#[test]
+fn health_buffer_threshold_defaults_and_is_checked() {
+    assert_eq!(parse(GOOD).unwrap().service.health_buffer_threshold, 0.9);
+    let p = problems(
+        "[service]\nhealth_buffer_threshold = 1.5\n\n[[sources]]\ntype = \"stdin\"\n\n\
+         [[sinks]]\ntype = \"stdout\"\nmatch = \"*\"\n",
+    );
+    assert_eq!(p[0].key.as_deref(), Some("health_buffer_threshold"));
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("at most 1"), "{p:?}");
+}
