@@ -4,7 +4,15 @@
 //! Every callback here runs on the `ThreadedProducer`'s polling thread. That thread polls every
 //! 100 ms whether or not records flow, which is what keeps OAUTHBEARER tokens refreshed on an
 //! idle producer.
+//!
+//! Operational metrics: `request_duration_seconds{operation="produce"}` is observed once per
+//! batch, from handing its first record to librdkafka to the last delivery report;
+//! `retries_total{reason}` counts records produced again ([`retry_reason`]), waits on a full
+//! local queue, and librdkafka's own request retries (`txretries` from its statistics);
+//! `token_refreshes_total{token="msk_iam"}` and `auth_failures_total{reason}` follow token
+//! signing and the brokers' authentication answers.
 
+use prometheus_client::metrics::histogram::Histogram;
 use std::error::Error;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +28,33 @@ use tokio::sync::{mpsc, Notify};
 use super::auth::MskTokenProvider;
 use crate::buffer::memory::BatchDone;
 use crate::health::Health;
-use crate::metrics::ComponentMetrics;
+use crate::metrics::{retry_reason as reason, ComponentMetrics};
+
+/// The shared `retries_total` reason of a failed delivery or produce call.
+pub fn retry_reason(error: &KafkaError) -> &'static str {
+    use RDKafkaErrorCode as C;
+    match error.rdkafka_error_code() {
+        Some(C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue) => {
+            reason::TIMEOUT
+        }
+        Some(C::ThrottlingQuotaExceeded) => reason::THROTTLED,
+        Some(C::QueueFull) => reason::QUEUE_FULL,
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic) => reason::NOT_FOUND,
+        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => reason::ACCESS_DENIED,
+        Some(C::Authentication | C::SaslAuthenticationFailed) => reason::CREDENTIALS,
+        Some(C::BrokerTransportFailure | C::AllBrokersDown | C::NetworkException) => {
+            reason::NETWORK
+        }
+        Some(
+            C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::BrokerNotAvailable
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend,
+        ) => reason::INTERNAL,
+        _ => reason::OTHER,
+    }
+}
 
 /// Counts the records of one batch still waiting for their delivery report; completes the batch
 /// (acknowledging upstream and freeing queue space) when the last one is settled.
@@ -28,6 +62,8 @@ pub struct BatchTracker {
     remaining: AtomicUsize,
     done: Mutex<Option<BatchDone>>,
     shared: Arc<Shared>,
+    /// When the batch was handed to the producer, for the produce latency.
+    started: Instant,
 }
 
 impl BatchTracker {
@@ -40,6 +76,7 @@ impl BatchTracker {
             remaining: AtomicUsize::new(records + 1),
             done: Mutex::new(Some(done)),
             shared,
+            started: Instant::now(),
         })
     }
 
@@ -49,6 +86,9 @@ impl BatchTracker {
             let done = self.done.lock().ok().and_then(|mut d| d.take());
             if let Some(done) = done {
                 done.complete();
+                self.shared
+                    .produce_latency
+                    .observe(self.started.elapsed().as_secs_f64());
             }
             self.shared.inflight_batches.fetch_sub(1, Ordering::AcqRel);
             self.shared.progress.notify_waiters();
@@ -116,13 +156,14 @@ pub struct Shared {
     any_problem: AtomicBool,
     /// librdkafka raised a fatal error: the producer must be replaced.
     pub fatal: AtomicBool,
+    /// `request_duration_seconds{operation="produce"}`.
+    produce_latency: Histogram,
 }
 
 impl Shared {
     pub fn new(name: String, metrics: ComponentMetrics, health: Arc<Health>) -> Arc<Shared> {
         Arc::new(Shared {
             name,
-            metrics,
             health,
             problems: Mutex::new(Problems::default()),
             progress: Notify::new(),
@@ -132,6 +173,8 @@ impl Shared {
             auth_errors: AtomicU64::new(0),
             any_problem: AtomicBool::new(false),
             fatal: AtomicBool::new(false),
+            produce_latency: metrics.request_duration("produce"),
+            metrics,
         })
     }
 
@@ -232,6 +275,8 @@ pub struct KafkaContext {
     /// The last global error seen, to drop the immediate repeat: rdkafka 0.39's producer poll
     /// hands every error event to [`ClientContext::error`] twice.
     last_error: Mutex<Option<(String, Instant)>>,
+    /// librdkafka's cumulative `txretries` at the last statistics, to count the difference.
+    tx_retries: AtomicU64,
 }
 
 impl KafkaContext {
@@ -245,6 +290,7 @@ impl KafkaContext {
             retries,
             tokens,
             last_error: Mutex::new(None),
+            tx_retries: AtomicU64::new(0),
         }
     }
 
@@ -300,7 +346,18 @@ impl ClientContext for KafkaContext {
             ) => {
                 self.shared.auth_errors.fetch_add(1, Ordering::Relaxed);
                 self.shared.metrics.error("auth");
-                tracing::error!(sink = %sink, error = %error, "Kafka authentication failed: {reason}");
+                let auth = match error.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed,
+                    ) => reason::ACCESS_DENIED,
+                    _ => "sasl",
+                };
+                self.shared.metrics.auth_failure(auth);
+                if let Some(suppressed) = crate::log_limit::allow(sink, auth) {
+                    tracing::error!(sink = %sink, error = %error, suppressed,
+                        "Kafka authentication failed: {reason}");
+                }
                 self.shared.set_problem(
                     Problem::Auth,
                     format!("cannot authenticate to Kafka: {reason}"),
@@ -308,7 +365,10 @@ impl ClientContext for KafkaContext {
             }
             Some(RDKafkaErrorCode::AllBrokersDown) => {
                 self.shared.metrics.error("brokers_down");
-                tracing::error!(sink = %sink, "all Kafka brokers are down: {reason}; records wait in the buffer");
+                if let Some(suppressed) = crate::log_limit::allow(sink, "brokers_down") {
+                    tracing::error!(sink = %sink, suppressed,
+                        "all Kafka brokers are down: {reason}; records wait in the buffer");
+                }
                 self.shared.set_problem(
                     Problem::Brokers,
                     format!("all Kafka brokers are down: {reason}"),
@@ -327,17 +387,30 @@ impl ClientContext for KafkaContext {
             }
             _ => {
                 self.shared.metrics.error("kafka");
-                tracing::error!(sink = %sink, error = %error, "Kafka client error: {reason}");
+                if let Some(suppressed) = crate::log_limit::allow(sink, "client_error") {
+                    tracing::error!(sink = %sink, error = %error, suppressed,
+                        "Kafka client error: {reason}");
+                }
             }
         }
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
+        let Some(stats) = parse_stats(statistics) else {
+            return;
+        };
+        // `txretries` is cumulative per producer (each producer has its own context).
+        let before = self.tx_retries.swap(stats.tx_retries, Ordering::Relaxed);
+        if stats.tx_retries > before {
+            self.shared
+                .metrics
+                .retried(reason::BROKER_RETRY, stats.tx_retries - before);
+        }
         // A broker in state UP has an open, authenticated connection: whatever kept the sink
         // from connecting or authenticating is over, even if no records flow to prove it.
-        match any_broker_up(statistics) {
-            Some(true) => self.shared.clear(&[Problem::Auth, Problem::Brokers]),
-            Some(false) if self.shared.inflight_batches() > 0 => {
+        match stats.any_broker_up {
+            true => self.shared.clear(&[Problem::Auth, Problem::Brokers]),
+            false if self.shared.inflight_batches() > 0 => {
                 let reason = "no connection to any Kafka broker is up; records wait in the buffer";
                 if self
                     .shared
@@ -365,6 +438,7 @@ impl ClientContext for KafkaContext {
         match tokens.token_blocking() {
             Ok(issued) => {
                 self.shared.token_refreshes.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.token_refreshed("msk_iam");
                 self.shared.clear(&[Problem::Token]);
                 tracing::info!(sink = %sink, region = %tokens.target().region,
                     signed_at = issued.token.amz_date(), lifetime_ms = issued.lifetime_ms,
@@ -377,6 +451,7 @@ impl ClientContext for KafkaContext {
             }
             Err(e) => {
                 self.shared.metrics.error("auth");
+                self.shared.metrics.auth_failure("msk_token");
                 tracing::error!(sink = %sink, error = %e,
                     "cannot create an MSK IAM token; librdkafka retries in 10 s");
                 self.shared.set_problem(
@@ -425,6 +500,7 @@ impl ProducerContext for KafkaContext {
                 }
                 Failure::Retry => {
                     self.shared.metrics.error("delivery");
+                    self.shared.metrics.retried(retry_reason(error), 1);
                     let purged = matches!(
                         error.rdkafka_error_code(),
                         Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
@@ -453,20 +529,37 @@ impl ProducerContext for KafkaContext {
     }
 }
 
-/// Whether librdkafka's statistics JSON lists a broker in state `UP` (`None`: unreadable).
-fn any_broker_up(statistics: &[u8]) -> Option<bool> {
+/// What the sink reads from librdkafka's statistics JSON.
+struct Stats {
+    /// Some broker is in state `UP`.
+    any_broker_up: bool,
+    /// Requests librdkafka sent again, summed over brokers (cumulative).
+    tx_retries: u64,
+}
+
+fn parse_stats(statistics: &[u8]) -> Option<Stats> {
     #[derive(serde::Deserialize)]
-    struct Stats {
+    struct Raw {
         #[serde(default)]
         brokers: std::collections::HashMap<String, Broker>,
     }
     #[derive(serde::Deserialize)]
     struct Broker {
         state: String,
+        #[serde(default)]
+        txretries: u64,
     }
-    serde_json::from_slice::<Stats>(statistics)
-        .ok()
-        .map(|s| s.brokers.values().any(|b| b.state == "UP"))
+    let raw = serde_json::from_slice::<Raw>(statistics).ok()?;
+    Some(Stats {
+        any_broker_up: raw.brokers.values().any(|b| b.state == "UP"),
+        tx_retries: raw.brokers.values().map(|b| b.txretries).sum(),
+    })
+}
+
+/// Whether librdkafka's statistics JSON lists a broker in state `UP` (`None`: unreadable).
+#[cfg(test)]
+fn any_broker_up(statistics: &[u8]) -> Option<bool> {
+    parse_stats(statistics).map(|s| s.any_broker_up)
 }
 
 #[cfg(test)]
@@ -547,5 +640,49 @@ mod tests {
         assert_eq!(any_broker_up(up), Some(true));
         assert_eq!(any_broker_up(down), Some(false));
         assert_eq!(any_broker_up(b"not json"), None);
+        let retries =
+            br#"{"brokers":{"a":{"state":"UP","txretries":3},"b":{"state":"DOWN","txretries":4}}}"#;
+        assert_eq!(parse_stats(retries).unwrap().tx_retries, 7);
+    }
+
+    #[test]
+    fn delivery_errors_map_onto_shared_retry_reasons() {
+        let e = |code| KafkaError::MessageProduction(code);
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::MessageTimedOut)),
+            "timeout"
+        );
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::UnknownTopicOrPartition)),
+            "not_found"
+        );
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::TopicAuthorizationFailed)),
+            "access_denied"
+        );
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::NotEnoughReplicas)),
+            "internal"
+        );
+        assert_eq!(retry_reason(&e(RDKafkaErrorCode::PurgeQueue)), "other");
+    }
+
+    #[tokio::test]
+    async fn a_completed_batch_is_timed_once() {
+        let metrics = crate::metrics::Metrics::new();
+        let shared = Shared::new(
+            "k".into(),
+            metrics.component("k", "sink"),
+            Arc::new(Health::default()),
+        );
+        let (_, done) = Batch::new("t".into(), Vec::new(), 10, None).into_parts();
+        let tracker = BatchTracker::new(done, 2, shared.clone());
+        tracker.settle();
+        tracker.settle();
+        tracker.settle();
+        let text = metrics.render();
+        assert!(text.contains(
+            "logferry_request_duration_seconds_count{component=\"k\",kind=\"sink\",operation=\"produce\"} 1"
+        ), "{text}");
     }
 }
