@@ -11,7 +11,7 @@
 //! [`crate::buffer::monitor`] keeps up to date. docs/operations.md lists every metric.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -63,6 +63,11 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BufferLabels {
     component: String,
     kind: String,
@@ -89,6 +94,10 @@ pub struct Metrics {
     retries: Family<ReasonLabels, Counter>,
     token_refreshes: Family<TokenLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    healthy: Gauge,
+    unhealthy: Family<HealthLabels, Gauge>,
+    /// Components ever reported unhealthy, so that their gauge goes back to 0 when they recover.
+    unhealthy_seen: Mutex<BTreeSet<String>>,
     /// Metrics registered by name through [`Metrics::shared`], so that several components of
     /// one kind share one family instead of registering the name twice.
     shared: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
@@ -144,6 +153,9 @@ impl Metrics {
             retries: Family::default(),
             token_refreshes: Family::default(),
             auth_failures: Family::default(),
+            healthy: Gauge::default(),
+            unhealthy: Family::default(),
+            unhealthy_seen: Mutex::new(BTreeSet::new()),
             shared: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -226,6 +238,16 @@ impl Metrics {
             "auth_failures",
             "Authentication and authorization failures, by reason",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "healthy",
+            "1 when /health answers 200, 0 when it answers 503",
+            m.healthy.clone(),
+        );
+        registry.register(
+            "unhealthy",
+            "1 while /health reports this component (a sink, <sink>.buffer, <sink>.buffer_fill), else 0",
+            m.unhealthy.clone(),
         );
         if let Ok(mut slot) = m.registry.lock() {
             *slot = registry;
@@ -322,6 +344,24 @@ impl Metrics {
             memory_fill_ratio: self.buffer_fill.get_or_create(&buffer("memory")).clone(),
             disk_limit_bytes,
             disk_fill_ratio,
+        }
+    }
+
+    /// Mirrors `/health` into `healthy` and `unhealthy{component}` (called before each scrape,
+    /// so the gauges are exactly what `/health` would answer).
+    pub fn observe_health(&self, problems: &BTreeMap<String, String>) {
+        self.healthy.set(i64::from(problems.is_empty()));
+        let Ok(mut seen) = self.unhealthy_seen.lock() else {
+            return;
+        };
+        seen.extend(problems.keys().cloned());
+        for component in seen.iter() {
+            let on = problems.contains_key(component);
+            self.unhealthy
+                .get_or_create(&HealthLabels {
+                    component: component.clone(),
+                })
+                .set(i64::from(on));
         }
     }
 
@@ -525,5 +565,23 @@ mod tests {
             "no disk series without a disk buffer: {text}"
         );
         assert_eq!(a.retry_count(retry_reason::THROTTLED), 5);
+    }
+
+    #[test]
+    fn health_is_mirrored_into_gauges() {
+        let m = Metrics::new();
+        let mut problems = BTreeMap::new();
+        m.observe_health(&problems);
+        assert!(m.render().contains("logferry_healthy 1"));
+        problems.insert("k.buffer_fill".to_string(), "full".to_string());
+        m.observe_health(&problems);
+        let text = m.render();
+        assert!(text.contains("logferry_healthy 0"));
+        assert!(text.contains("logferry_unhealthy{component=\"k.buffer_fill\"} 1"));
+        problems.clear();
+        m.observe_health(&problems);
+        assert!(m
+            .render()
+            .contains("logferry_unhealthy{component=\"k.buffer_fill\"} 0"));
     }
 }
