@@ -399,8 +399,12 @@ impl ClientContext for KafkaContext {
         let Some(stats) = parse_stats(statistics) else {
             return;
         };
-        // `txretries` is cumulative per producer (each producer has its own context).
-        let before = self.tx_retries.swap(stats.tx_retries, Ordering::Relaxed);
+        // `txretries` is cumulative per producer (each producer has its own context). The sum
+        // can drop when a broker leaves the statistics; counting only past the highest sum seen
+        // may miss retries then, but never counts one twice.
+        let before = self
+            .tx_retries
+            .fetch_max(stats.tx_retries, Ordering::Relaxed);
         if stats.tx_retries > before {
             self.shared
                 .metrics
@@ -643,6 +647,28 @@ mod tests {
         let retries =
             br#"{"brokers":{"a":{"state":"UP","txretries":3},"b":{"state":"DOWN","txretries":4}}}"#;
         assert_eq!(parse_stats(retries).unwrap().tx_retries, 7);
+    }
+
+    #[test]
+    fn librdkafka_request_retries_are_counted_from_its_statistics_once() {
+        let (shared, _) = shared();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let context = KafkaContext::new(shared.clone(), tx, None);
+        let stats = |a: u64, b: Option<u64>| {
+            let mut brokers = format!(r#""a":{{"state":"UP","txretries":{a}}}"#);
+            if let Some(b) = b {
+                brokers.push_str(&format!(r#","b":{{"state":"UP","txretries":{b}}}"#));
+            }
+            format!(r#"{{"brokers":{{{brokers}}}}}"#).into_bytes()
+        };
+        context.stats_raw(&stats(1, Some(2)));
+        context.stats_raw(&stats(2, Some(3)));
+        assert_eq!(shared.metrics.retry_count("broker_retry"), 5);
+        // Broker b left the statistics: nothing is counted twice when a's count grows.
+        context.stats_raw(&stats(4, None));
+        assert_eq!(shared.metrics.retry_count("broker_retry"), 5);
+        context.stats_raw(&stats(7, None));
+        assert_eq!(shared.metrics.retry_count("broker_retry"), 7);
     }
 
     #[test]
