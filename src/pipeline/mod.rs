@@ -90,12 +90,6 @@ pub async fn start(
         pending,
         buffers,
     } = build(config.sinks, config.transforms, &metrics, &health).await?;
-    let buffer_monitor = crate::buffer::monitor::BufferMonitor::new(
-        buffers,
-        config.service.health_buffer_threshold,
-        health.clone(),
-    )
-    .spawn();
 
     let http_shutdown = CancellationToken::new();
     let http_addr = match config.service.http_addr() {
@@ -112,6 +106,13 @@ pub async fn start(
         None => None,
     };
 
+    let buffer_monitor = crate::buffer::monitor::BufferMonitor::new(
+        buffers,
+        config.service.health_buffer_threshold,
+        health.clone(),
+    )
+    .spawn();
+
     let mut source_tasks = Vec::new();
     for entry in &config.sources {
         let cx = SourceContext {
@@ -125,6 +126,7 @@ pub async fn start(
             Err(e) => {
                 shutdown.cancel();
                 http_shutdown.cancel();
+                buffer_monitor.abort();
                 return Err(e.into());
             }
         }
