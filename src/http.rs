@@ -50,6 +50,7 @@ async fn health_handler(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.observe_health(&state.health.problems());
     (
         [(
             header::CONTENT_TYPE,

@@ -19,6 +19,7 @@
 //! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
 //! - [`sink`]: stdout and file.
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
+//! - [`log_limit`]: at most one log line per interval for a repeated error.
 //! - [`shutdown`]: signals and the cancellation token.
 //! - [`loadgen`]: a forward-protocol load generator for benchmarks.
 
@@ -29,6 +30,7 @@ pub mod event;
 pub mod health;
 pub mod http;
 pub mod loadgen;
+pub mod log_limit;
 pub mod metrics;
 pub mod msgpack;
 pub mod pipeline;

@@ -3,9 +3,15 @@
 //! Components fetch their counters once ([`Metrics::component`]) and then only touch atomics on
 //! the hot path. Drops and errors carry a `reason` label and are looked up when they happen,
 //! which is rare by design.
+//!
+//! Every sink reports the same operational metrics under the same names, so one dashboard
+//! (`infra/grafana/logferry.json`) covers them all: request latency
+//! (`request_duration_seconds{operation}`, observed per request or batch, never per record),
+//! retries by reason, token refreshes and authentication failures, and the buffer gauges that
+//! [`crate::buffer::monitor`] keeps up to date. docs/operations.md lists every metric.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -14,7 +20,20 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+/// Bucket bounds (seconds) of `request_duration_seconds`: from a fast local write (1 ms) to a
+/// request that ran into a long timeout (60 s).
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ComponentLabels {
@@ -27,6 +46,32 @@ struct ReasonLabels {
     component: String,
     kind: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    component: String,
+    kind: String,
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    component: String,
+    kind: String,
+    token: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BufferLabels {
+    component: String,
+    kind: String,
+    buffer: String,
 }
 
 /// The process's metrics registry.
@@ -43,22 +88,41 @@ pub struct Metrics {
     buffer_disk_records: Family<ComponentLabels, Gauge>,
     buffer_memory_records: Family<ComponentLabels, Gauge>,
     buffer_oldest_unacked: Family<ComponentLabels, Gauge<f64, AtomicU64>>,
+    buffer_limit: Family<BufferLabels, Gauge>,
+    buffer_fill: Family<BufferLabels, Gauge<f64, AtomicU64>>,
+    request_duration: HistogramFamily<OperationLabels>,
+    retries: Family<ReasonLabels, Counter>,
+    token_refreshes: Family<TokenLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    healthy: Gauge,
+    unhealthy: Family<HealthLabels, Gauge>,
+    /// Components ever reported unhealthy, so that their gauge goes back to 0 when they recover.
+    unhealthy_seen: Mutex<BTreeSet<String>>,
     /// Metrics registered by name through [`Metrics::shared`], so that several components of
     /// one kind share one family instead of registering the name twice.
     shared: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
 }
 
-/// A disk buffer's gauges (memory bytes are the sink's `queue_bytes`).
+/// A sink's buffer gauges (memory bytes are the sink's `queue_bytes`).
 #[derive(Clone, Debug, Default)]
 pub struct BufferMetrics {
     /// Bytes of unacknowledged frames on disk.
     pub disk_bytes: Gauge,
     /// Unacknowledged records on disk.
     pub disk_records: Gauge,
-    /// Records read back into memory and not yet delivered.
+    /// Records in memory and not yet delivered: the whole queue in memory mode, the records
+    /// read back from disk in disk mode.
     pub memory_records: Gauge,
-    /// Age of the oldest unacknowledged record that was read back, in seconds (0 when none).
+    /// Age of the oldest record the sink still waits for, in seconds (0 when none).
     pub oldest_unacked_seconds: Gauge<f64, AtomicU64>,
+    /// `buffer_limit` in bytes.
+    pub memory_limit_bytes: Gauge,
+    /// `buffer_max_size` in bytes (disk mode only; 0 otherwise).
+    pub disk_limit_bytes: Gauge,
+    /// `queue_bytes / buffer_limit`.
+    pub memory_fill_ratio: Gauge<f64, AtomicU64>,
+    /// `buffer_disk_bytes / buffer_max_size` (disk mode only).
+    pub disk_fill_ratio: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -83,6 +147,15 @@ impl Metrics {
             buffer_disk_records: Family::default(),
             buffer_memory_records: Family::default(),
             buffer_oldest_unacked: Family::default(),
+            buffer_limit: Family::default(),
+            buffer_fill: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            retries: Family::default(),
+            token_refreshes: Family::default(),
+            auth_failures: Family::default(),
+            healthy: Gauge::default(),
+            unhealthy: Family::default(),
+            unhealthy_seen: Mutex::new(BTreeSet::new()),
             shared: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -128,13 +201,53 @@ impl Metrics {
         );
         registry.register(
             "buffer_memory_records",
-            "Records of a disk buffer read back into memory and not yet delivered",
+            "Records a sink holds in memory and has not delivered yet (memory buffer: the whole queue; disk buffer: records read back)",
             m.buffer_memory_records.clone(),
         );
         registry.register(
             "buffer_oldest_unacked_seconds",
-            "Age of the oldest record a sink's disk buffer handed out and is still waiting for",
+            "Age of the oldest record a sink's buffer (memory or disk) holds and is still waiting for",
             m.buffer_oldest_unacked.clone(),
+        );
+        registry.register(
+            "buffer_limit_bytes",
+            "A sink's buffer bound: buffer_limit (buffer=\"memory\") or buffer_max_size (buffer=\"disk\")",
+            m.buffer_limit.clone(),
+        );
+        registry.register(
+            "buffer_fill_ratio",
+            "How full a sink's buffer is (0 to 1): bytes held over the bound",
+            m.buffer_fill.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Latency of a sink's requests (Kinesis PutRecords calls, Kafka batches from enqueue to the last delivery report, file writes)",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "retries",
+            "Records or entries a sink sends again, by reason",
+            m.retries.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Credentials and tokens obtained (msk_iam: MSK IAM tokens signed; aws_credentials: AWS credentials fetched)",
+            m.token_refreshes.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Authentication and authorization failures, by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "healthy",
+            "1 when /health answers 200, 0 when it answers 503",
+            m.healthy.clone(),
+        );
+        registry.register(
+            "unhealthy",
+            "1 while /health reports this component (a sink, <sink>.buffer, <sink>.buffer_fill), else 0",
+            m.unhealthy.clone(),
         );
         if let Ok(mut slot) = m.registry.lock() {
             *slot = registry;
@@ -190,20 +303,65 @@ impl Metrics {
             queue_bytes: self.queue_bytes.get_or_create(&labels).clone(),
             errors: self.errors.clone(),
             dropped: self.dropped.clone(),
+            request_duration: self.request_duration.clone(),
+            retries: self.retries.clone(),
+            token_refreshes: self.token_refreshes.clone(),
+            auth_failures: self.auth_failures.clone(),
         }
     }
 
-    /// The disk buffer gauges of one sink.
+    /// The buffer gauges of a sink with a disk buffer.
     pub fn buffer(&self, name: &str) -> BufferMetrics {
+        self.buffer_for(name, true)
+    }
+
+    /// The buffer gauges of one sink. The `buffer="disk"` limit and fill series are created
+    /// only for disk buffers, so a memory-buffered sink shows none.
+    pub fn buffer_for(&self, name: &str, disk: bool) -> BufferMetrics {
         let labels = ComponentLabels {
             component: name.to_string(),
             kind: "sink".to_string(),
+        };
+        let buffer = |buffer: &str| BufferLabels {
+            component: name.to_string(),
+            kind: "sink".to_string(),
+            buffer: buffer.to_string(),
+        };
+        let (disk_limit_bytes, disk_fill_ratio) = if disk {
+            (
+                self.buffer_limit.get_or_create(&buffer("disk")).clone(),
+                self.buffer_fill.get_or_create(&buffer("disk")).clone(),
+            )
+        } else {
+            Default::default()
         };
         BufferMetrics {
             disk_bytes: self.buffer_disk_bytes.get_or_create(&labels).clone(),
             disk_records: self.buffer_disk_records.get_or_create(&labels).clone(),
             memory_records: self.buffer_memory_records.get_or_create(&labels).clone(),
             oldest_unacked_seconds: self.buffer_oldest_unacked.get_or_create(&labels).clone(),
+            memory_limit_bytes: self.buffer_limit.get_or_create(&buffer("memory")).clone(),
+            memory_fill_ratio: self.buffer_fill.get_or_create(&buffer("memory")).clone(),
+            disk_limit_bytes,
+            disk_fill_ratio,
+        }
+    }
+
+    /// Mirrors `/health` into `healthy` and `unhealthy{component}` (called before each scrape,
+    /// so the gauges are exactly what `/health` would answer).
+    pub fn observe_health(&self, problems: &BTreeMap<String, String>) {
+        self.healthy.set(i64::from(problems.is_empty()));
+        let Ok(mut seen) = self.unhealthy_seen.lock() else {
+            return;
+        };
+        seen.extend(problems.keys().cloned());
+        for component in seen.iter() {
+            let on = problems.contains_key(component);
+            self.unhealthy
+                .get_or_create(&HealthLabels {
+                    component: component.clone(),
+                })
+                .set(i64::from(on));
         }
     }
 
@@ -218,6 +376,34 @@ impl Metrics {
     }
 }
 
+/// The `reason` values of `retries_total`, shared by every sink so that one dashboard panel
+/// reads them all.
+pub mod retry_reason {
+    /// The destination asked us to slow down (Kinesis ProvisionedThroughputExceeded,
+    /// ThrottlingException, KMS throttling).
+    pub const THROTTLED: &str = "throttled";
+    /// The destination failed on its side (InternalFailure, HTTP 5xx, Kafka broker errors).
+    pub const INTERNAL: &str = "internal";
+    /// No answer in time (request timeout, Kafka message timeout).
+    pub const TIMEOUT: &str = "timeout";
+    /// The connection failed or broke (DNS, connect, reset, unreadable answer).
+    pub const NETWORK: &str = "network";
+    /// The credentials were refused or expired; retried once they are refreshed.
+    pub const CREDENTIALS: &str = "credentials";
+    /// Not permitted (AccessDenied, topic authorization); retried slowly until fixed.
+    pub const ACCESS_DENIED: &str = "access_denied";
+    /// The destination does not exist (stream, topic); retried slowly until fixed.
+    pub const NOT_FOUND: &str = "not_found";
+    /// A local queue was full (librdkafka's), so the record waited and was offered again.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// Retries librdkafka made itself, from its statistics (`txretries`).
+    pub const BROKER_RETRY: &str = "broker_retry";
+    /// A local write failed (file and stdout sinks).
+    pub const WRITE_ERROR: &str = "write_error";
+    /// Anything else.
+    pub const OTHER: &str = "other";
+}
+
 /// One component's counters; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ComponentMetrics {
@@ -230,6 +416,10 @@ pub struct ComponentMetrics {
     pub queue_bytes: Gauge,
     errors: Family<ReasonLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
+    request_duration: HistogramFamily<OperationLabels>,
+    retries: Family<ReasonLabels, Counter>,
+    token_refreshes: Family<TokenLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
 }
 
 impl ComponentMetrics {
@@ -262,6 +452,56 @@ impl ComponentMetrics {
         self.errors.get_or_create(&self.reason(reason)).get()
     }
 
+    /// The latency histogram of one kind of request (`PutRecords`, `produce`, `write`); fetch
+    /// it once and observe per request.
+    pub fn request_duration(&self, operation: &str) -> Histogram {
+        self.request_duration
+            .get_or_create(&OperationLabels {
+                component: self.name.clone(),
+                kind: self.kind.clone(),
+                operation: operation.to_string(),
+            })
+            .clone()
+    }
+
+    /// The retry counter for one reason (one of [`retry_reason`]); fetch
+    /// it once when retries are frequent.
+    pub fn retries(&self, reason: &str) -> Counter {
+        self.retries.get_or_create(&self.reason(reason)).clone()
+    }
+
+    /// Counts `n` records or entries sent again for `reason`.
+    pub fn retried(&self, reason: &str, n: u64) {
+        self.retries.get_or_create(&self.reason(reason)).inc_by(n);
+    }
+
+    /// Counts one token or set of credentials obtained (`msk_iam`, `aws_credentials`).
+    pub fn token_refreshed(&self, token: &str) {
+        self.token_refreshes
+            .get_or_create(&TokenLabels {
+                component: self.name.clone(),
+                kind: self.kind.clone(),
+                token: token.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one authentication or authorization failure (`access_denied`, `credentials`,
+    /// `msk_token`, `sasl`).
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.get_or_create(&self.reason(reason)).inc();
+    }
+
+    /// Total retries for a reason (for tests).
+    pub fn retry_count(&self, reason: &str) -> u64 {
+        self.retries.get_or_create(&self.reason(reason)).get()
+    }
+
+    /// Total authentication failures for a reason (for tests).
+    pub fn auth_failure_count(&self, reason: &str) -> u64 {
+        self.auth_failures.get_or_create(&self.reason(reason)).get()
+    }
+
     fn reason(&self, reason: &str) -> ReasonLabels {
         ReasonLabels {
             component: self.name.clone(),
@@ -287,5 +527,61 @@ mod tests {
         );
         assert!(text.contains("logferry_dropped_records_total{component=\"in_forward\",kind=\"source\",reason=\"malformed_frame\"} 2"));
         assert_eq!(c.dropped_count("malformed_frame"), 2);
+    }
+
+    #[test]
+    fn renders_operational_metrics_with_shared_names() {
+        let m = Metrics::new();
+        let a = m.component("kinesis.0", "sink");
+        let b = m.component("kafka.0", "sink");
+        let latency = a.request_duration("PutRecords");
+        latency.observe(0.02);
+        latency.observe(3.0);
+        b.request_duration("produce").observe(0.004);
+        a.retried(retry_reason::THROTTLED, 5);
+        b.retries(retry_reason::BROKER_RETRY).inc_by(2);
+        b.token_refreshed("msk_iam");
+        a.auth_failure("access_denied");
+        let buffers = m.buffer_for("kinesis.0", false);
+        buffers.memory_limit_bytes.set(1000);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE logferry_request_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(text.contains("logferry_request_duration_seconds_count{component=\"kinesis.0\",kind=\"sink\",operation=\"PutRecords\"} 2"), "{text}");
+        assert!(text.contains("logferry_request_duration_seconds_bucket{le=\"0.025\",component=\"kinesis.0\",kind=\"sink\",operation=\"PutRecords\"} 1"), "{text}");
+        assert!(text.contains(
+            "logferry_retries_total{component=\"kinesis.0\",kind=\"sink\",reason=\"throttled\"} 5"
+        ));
+        assert!(text.contains(
+            "logferry_retries_total{component=\"kafka.0\",kind=\"sink\",reason=\"broker_retry\"} 2"
+        ));
+        assert!(text.contains("logferry_token_refreshes_total{component=\"kafka.0\",kind=\"sink\",token=\"msk_iam\"} 1"));
+        assert!(text.contains("logferry_auth_failures_total{component=\"kinesis.0\",kind=\"sink\",reason=\"access_denied\"} 1"));
+        assert!(text.contains("logferry_buffer_limit_bytes{component=\"kinesis.0\",kind=\"sink\",buffer=\"memory\"} 1000"));
+        assert!(
+            !text.contains("buffer=\"disk\"}"),
+            "no disk series without a disk buffer: {text}"
+        );
+        assert_eq!(a.retry_count(retry_reason::THROTTLED), 5);
+    }
+
+    #[test]
+    fn health_is_mirrored_into_gauges() {
+        let m = Metrics::new();
+        let mut problems = BTreeMap::new();
+        m.observe_health(&problems);
+        assert!(m.render().contains("logferry_healthy 1"));
+        problems.insert("k.buffer_fill".to_string(), "full".to_string());
+        m.observe_health(&problems);
+        let text = m.render();
+        assert!(text.contains("logferry_healthy 0"));
+        assert!(text.contains("logferry_unhealthy{component=\"k.buffer_fill\"} 1"));
+        problems.clear();
+        m.observe_health(&problems);
+        assert!(m
+            .render()
+            .contains("logferry_unhealthy{component=\"k.buffer_fill\"} 0"));
     }
 }

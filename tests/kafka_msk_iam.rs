@@ -98,6 +98,12 @@ fn right_credentials_deliver_every_record() {
         "{stats}"
     );
     assert_eq!(lf.health().0, 200, "{}", lf.health().1);
+    assert!(lf
+        .metric("logferry_token_refreshes_total{component=\"msk\",kind=\"sink\",token=\"msk_iam\"}")
+        .is_some_and(|v| v >= 1.0));
+    assert!(lf
+        .metric("logferry_request_duration_seconds_count{component=\"msk\",kind=\"sink\",operation=\"produce\"}")
+        .is_some_and(|v| v >= 1.0));
     let stderr = lf.stderr();
     assert!(stderr.contains("MSK IAM token refreshed"), "{stderr}");
     assert_no_secrets(&stderr);
@@ -142,6 +148,9 @@ fn refused_then_fixed(refusing_secret: &str, refusing_args: &[&str], reason: &st
     assert_eq!(reasons, [reason], "{stats}");
     assert!(lf
         .metric("logferry_errors_total{component=\"msk\",kind=\"sink\",reason=\"auth\"}")
+        .is_some_and(|v| v >= 1.0));
+    assert!(lf
+        .metric("logferry_auth_failures_total{component=\"msk\",kind=\"sink\",reason=\"sasl\"}")
         .is_some_and(|v| v >= 1.0));
     let refusing_log = refusing.log();
     assert!(

@@ -5,8 +5,10 @@
 //! inside the [`Batch`] and is given back when the sink is done with it (delivered or failed),
 //! so the bound covers records being sent as well as records waiting.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -37,6 +39,40 @@ pub(crate) struct Reservation {
     records: usize,
     gauge: Gauge,
     queued_records: Arc<AtomicUsize>,
+    /// Memory mode: the batch's entry in the queue's [`Ages`], removed when it is done.
+    age: Option<(Arc<Ages>, u64)>,
+}
+
+/// When each batch still held by a memory queue (waiting or being delivered) entered it, so
+/// that the age of the oldest undelivered record can be reported. One entry per batch, added
+/// on `send` and removed when the batch is completed or failed.
+#[derive(Default)]
+pub struct Ages {
+    entries: Mutex<(u64, BTreeMap<u64, Instant>)>,
+}
+
+impl Ages {
+    fn insert(&self, at: Instant) -> u64 {
+        let Ok(mut e) = self.entries.lock() else {
+            return 0;
+        };
+        e.0 += 1;
+        let id = e.0;
+        e.1.insert(id, at);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.1.remove(&id);
+        }
+    }
+
+    /// When the oldest batch still held entered the queue (ids grow with time).
+    pub fn oldest(&self) -> Option<Instant> {
+        let e = self.entries.lock().ok()?;
+        e.1.values().next().copied()
+    }
 }
 
 impl Reservation {
@@ -55,6 +91,7 @@ impl Reservation {
             records,
             gauge,
             queued_records,
+            age: None,
         }
     }
 }
@@ -64,6 +101,9 @@ impl Drop for Reservation {
         self.gauge.dec_by(self.bytes as i64);
         self.queued_records
             .fetch_sub(self.records, Ordering::Relaxed);
+        if let Some((ages, id)) = self.age.take() {
+            ages.remove(id);
+        }
     }
 }
 
@@ -167,12 +207,15 @@ struct MemorySender {
     limit: usize,
     gauge: Gauge,
     queued_records: Arc<AtomicUsize>,
+    ages: Arc<Ages>,
 }
 
 /// The receiving half, owned by the sink.
 pub struct QueueReceiver {
     inner: ReceiverInner,
     queued_records: Arc<AtomicUsize>,
+    /// Memory mode: entry times of the batches held (the disk buffer tracks its own).
+    ages: Option<Arc<Ages>>,
 }
 
 enum ReceiverInner {
@@ -186,6 +229,7 @@ pub fn queue(limit: usize, gauge: Gauge) -> (QueueSender, QueueReceiver) {
     let limit = limit.clamp(1, u32::MAX as usize);
     let (tx, rx) = mpsc::unbounded_channel();
     let queued_records = Arc::new(AtomicUsize::new(0));
+    let ages = Arc::new(Ages::default());
     (
         QueueSender {
             inner: SenderInner::Memory(MemorySender {
@@ -194,11 +238,13 @@ pub fn queue(limit: usize, gauge: Gauge) -> (QueueSender, QueueReceiver) {
                 limit,
                 gauge,
                 queued_records: queued_records.clone(),
+                ages: ages.clone(),
             }),
         },
         QueueReceiver {
             inner: ReceiverInner::Memory(rx),
             queued_records,
+            ages: Some(ages),
         },
     )
 }
@@ -216,6 +262,7 @@ pub(crate) fn disk_queue(
         QueueReceiver {
             inner: ReceiverInner::Disk(Box::new(rx)),
             queued_records,
+            ages: None,
         },
     )
 }
@@ -251,6 +298,7 @@ impl MemorySender {
             records: batch.events.len(),
             gauge: self.gauge.clone(),
             queued_records: self.queued_records.clone(),
+            age: Some((self.ages.clone(), self.ages.insert(Instant::now()))),
         });
         self.tx.send(batch).map_err(|_| Closed)
     }
@@ -282,6 +330,12 @@ impl QueueReceiver {
     pub fn pending_counter(&self) -> Arc<AtomicUsize> {
         self.queued_records.clone()
     }
+
+    /// Memory mode: a handle on the entry times of the batches held, for the age of the
+    /// oldest undelivered record (`None` for a disk buffer, which reports its own).
+    pub fn ages(&self) -> Option<Arc<Ages>> {
+        self.ages.clone()
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +365,30 @@ mod tests {
             .await
             .expect("space was freed")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_oldest_batch_held_is_known_until_it_is_done() {
+        let (tx, mut rx) = queue(1000, Gauge::default());
+        let ages = rx.ages().unwrap();
+        assert_eq!(ages.oldest(), None);
+        let before = Instant::now();
+        tx.send(batch(10)).await.unwrap();
+        let first = ages.oldest().unwrap();
+        assert!(first >= before);
+        tx.send(batch(10)).await.unwrap();
+        assert_eq!(ages.oldest(), Some(first), "the older batch counts");
+        let a = rx.recv().await.unwrap();
+        let b = rx.recv().await.unwrap();
+        assert_eq!(
+            ages.oldest(),
+            Some(first),
+            "handed to the sink is not delivered"
+        );
+        a.complete();
+        assert!(ages.oldest().unwrap() >= first);
+        b.fail();
+        assert_eq!(ages.oldest(), None);
     }
 
     #[tokio::test]

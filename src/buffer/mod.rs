@@ -7,10 +7,13 @@
 //!   [`QueueReceiver`] also front the disk buffer, so sinks do not know which one they read.
 //! - [`disk`]: a per-sink write-ahead log (`buffer = "disk"`): records are acknowledged
 //!   upstream once on disk, survive a crash or restart, and are replayed on start.
+//! - [`monitor`]: fill and age gauges of every sink's buffer, and `/health` when a buffer is
+//!   filled past `health_buffer_threshold`.
 
 pub mod ack;
 pub mod disk;
 pub mod memory;
+pub mod monitor;
 
 use std::sync::Arc;
 

@@ -53,6 +53,10 @@ pub struct ServiceConfig {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// `/health` reports a sink unhealthy (`<sink>.buffer_fill`) while its buffer is at least
+    /// this full (0 < x <= 1): the memory queue against `buffer_limit`, or the disk buffer
+    /// against `buffer_max_size`. Default 0.9.
+    pub health_buffer_threshold: f64,
 }
 
 impl Default for ServiceConfig {
@@ -62,6 +66,7 @@ impl Default for ServiceConfig {
             http_listen: "127.0.0.1:2020".to_string(),
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
+            health_buffer_threshold: crate::buffer::monitor::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -84,6 +89,16 @@ impl ServiceConfig {
             problems.push(FieldError::new(
                 "http_listen",
                 format!("`{listen}` is not an address such as \"127.0.0.1:2020\" (or \"off\")"),
+            ));
+        }
+        let threshold = self.health_buffer_threshold;
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            problems.push(FieldError::new(
+                "health_buffer_threshold",
+                format!(
+                    "`{threshold}` is not a fraction of the buffer: give a number above 0 and \
+                     at most 1, such as 0.9 (1 reports only a full buffer)"
+                ),
             ));
         }
         if !matches!(

@@ -393,3 +393,15 @@ dead_letter_path = "/buf"
     assert!(keyed.iter().any(|p| p.entry.as_deref() == Some("b")));
     assert!(keyed.iter().any(|p| p.entry.as_deref() == Some("c")));
 }
+
+#[test]
+fn health_buffer_threshold_defaults_and_is_checked() {
+    assert_eq!(parse(GOOD).unwrap().service.health_buffer_threshold, 0.9);
+    let p = problems(
+        "[service]\nhealth_buffer_threshold = 1.5\n\n[[sources]]\ntype = \"stdin\"\n\n\
+         [[sinks]]\ntype = \"stdout\"\nmatch = \"*\"\n",
+    );
+    assert_eq!(p[0].key.as_deref(), Some("health_buffer_threshold"));
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("at most 1"), "{p:?}");
+}

@@ -94,6 +94,7 @@ pub async fn start(
         router,
         sink_tasks,
         pending,
+        buffers,
     } = build(config.sinks, config.transforms, &metrics, &health).await?;
 
     let http_shutdown = CancellationToken::new();
@@ -111,6 +112,13 @@ pub async fn start(
         None => None,
     };
 
+    let buffer_monitor = crate::buffer::monitor::BufferMonitor::new(
+        buffers,
+        config.service.health_buffer_threshold,
+        health.clone(),
+    )
+    .spawn();
+
     let mut source_tasks = Vec::new();
     for entry in &config.sources {
         let cx = SourceContext {
@@ -124,6 +132,7 @@ pub async fn start(
             Err(e) => {
                 shutdown.cancel();
                 http_shutdown.cancel();
+                buffer_monitor.abort();
                 return Err(e.into());
             }
         }
@@ -171,6 +180,7 @@ pub async fn start(
         // The last router reference closes the sink queues; sinks then drain and stop.
         drop(router);
         let sinks_done = tokio::time::timeout_at(deadline, futures_join_all(sink_tasks)).await;
+        buffer_monitor.abort();
         http_shutdown.cancel();
         let mut undelivered = 0;
         if sinks_done.is_err() {
@@ -218,6 +228,8 @@ pub struct Built {
     /// Per sink: its name, the count of records waiting in its queue, and whether those
     /// records are safe in a disk buffer.
     pub pending: Vec<(String, Arc<AtomicUsize>, bool)>,
+    /// Per sink: what [`crate::buffer::monitor::BufferMonitor`] watches (fill, age, health).
+    pub buffers: Vec<crate::buffer::monitor::BufferWatch>,
 }
 
 /// Builds and starts every sink and the router in front of them. The sidecar ([`start`]) and
@@ -231,6 +243,7 @@ pub async fn build(
     let mut sink_tasks = Vec::new();
     // Per sink: records not yet delivered, and whether they are safe in a disk buffer.
     let mut pending: Vec<(String, Arc<AtomicUsize>, bool)> = Vec::new();
+    let mut buffers = Vec::new();
     let mut routes = Vec::new();
     for entry in sinks {
         let component = metrics.component(&entry.name, "sink");
@@ -257,6 +270,7 @@ pub async fn build(
             ),
             None => None,
         };
+        let queue_bytes = component.queue_bytes.clone();
         let cx = SinkContext {
             name: entry.name.clone(),
             metrics: component,
@@ -265,6 +279,19 @@ pub async fn build(
             dead_letters,
         };
         let sink = entry.config.build(cx).await?;
+        let disk_limit = match &entry.buffer {
+            crate::buffer::BufferKind::Disk(settings) => Some(settings.max_size),
+            crate::buffer::BufferKind::Memory => None,
+        };
+        buffers.push(crate::buffer::monitor::BufferWatch::new(
+            &entry.name,
+            metrics.buffer_for(&entry.name, disk_limit.is_some()),
+            queue_bytes,
+            entry.buffer_limit.bytes(),
+            disk_limit,
+            rx.pending_counter(),
+            rx.ages(),
+        ));
         let on_disk = matches!(entry.buffer, crate::buffer::BufferKind::Disk(_));
         pending.push((entry.name.clone(), rx.pending_counter(), on_disk));
         sink_tasks.push(tokio::spawn(sink.run(rx)));
@@ -292,6 +319,7 @@ pub async fn build(
         router,
         sink_tasks,
         pending,
+        buffers,
     })
 }
 

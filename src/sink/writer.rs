@@ -128,6 +128,7 @@ impl WriterSink {
     pub async fn run(mut self, mut input: QueueReceiver) {
         let mut buf = Vec::with_capacity(256 * 1024);
         let mut unencodable: Vec<(usize, String)> = Vec::new();
+        let latency = self.cx.metrics.request_duration("write");
         while let Some(batch) = input.recv().await {
             buf.clear();
             let mut encoded = 0u64;
@@ -146,7 +147,9 @@ impl WriterSink {
                 }
                 encoded += 1;
             }
+            let started = std::time::Instant::now();
             self.write(&buf).await;
+            latency.observe(started.elapsed().as_secs_f64());
             self.cx.metrics.records_out.inc_by(encoded);
             self.cx.metrics.bytes_out.inc_by(buf.len() as u64);
             match &self.cx.dead_letters {
@@ -198,9 +201,14 @@ impl WriterSink {
                 }
                 Err(e) => {
                     self.cx.metrics.error("write");
+                    self.cx
+                        .metrics
+                        .retried(crate::metrics::retry_reason::WRITE_ERROR, 1);
                     let reason = format!("cannot write to {}: {e}; retrying", self.target);
-                    tracing::error!(sink = %self.cx.name, error = %e, target = %self.target,
-                        "write failed; retrying in {delay:?}");
+                    if let Some(suppressed) = crate::log_limit::allow(&self.cx.name, "write") {
+                        tracing::error!(sink = %self.cx.name, error = %e, target = %self.target,
+                            suppressed, "write failed; retrying in {delay:?}");
+                    }
                     self.cx.health.set_unhealthy(&self.cx.name, reason);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

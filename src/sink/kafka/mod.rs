@@ -296,6 +296,9 @@ async fn produce(
                 record = back;
                 let _ = tokio::time::timeout(QUEUE_FULL_WAIT, progress).await;
                 full_attempts = full_attempts.saturating_add(1);
+                shared
+                    .metrics
+                    .retried(crate::metrics::retry_reason::QUEUE_FULL, 1);
                 if queue_full_retries > 0 && full_attempts == queue_full_retries {
                     shared.metrics.error("queue_full");
                     let reason = format!(
@@ -331,9 +334,11 @@ async fn produce(
                 // Refused before queueing (e.g. a topic known not to exist): wait and retry.
                 record = back;
                 shared.metrics.error("produce");
+                shared.metrics.retried(producer::retry_reason(&error), 1);
                 let reason =
                     format!("cannot queue a record for topic `{topic}`: {error}; retrying");
-                if shared.set_problem(Problem::Delivery, reason.clone()) {
+                let first = shared.set_problem(Problem::Delivery, reason.clone());
+                if first || crate::log_limit::allow(&shared.name, "produce").is_some() {
                     tracing::warn!(sink = %shared.name, "{reason}");
                 }
                 tokio::time::sleep(RETRY_BACKOFF.cap()).await;

@@ -4,7 +4,15 @@
 //! Every callback here runs on the `ThreadedProducer`'s polling thread. That thread polls every
 //! 100 ms whether or not records flow, which is what keeps OAUTHBEARER tokens refreshed on an
 //! idle producer.
+//!
+//! Operational metrics: `request_duration_seconds{operation="produce"}` is observed once per
+//! batch, from handing its first record to librdkafka to the last delivery report;
+//! `retries_total{reason}` counts records produced again ([`retry_reason`]), waits on a full
+//! local queue, and librdkafka's own request retries (`txretries` from its statistics);
+//! `token_refreshes_total{token="msk_iam"}` and `auth_failures_total{reason}` follow token
+//! signing and the brokers' authentication answers.
 
+use prometheus_client::metrics::histogram::Histogram;
 use std::error::Error;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +29,32 @@ use super::auth::MskTokenProvider;
 use crate::buffer::memory::BatchDone;
 use crate::event::Event;
 use crate::health::Health;
-use crate::metrics::ComponentMetrics;
+use crate::metrics::{retry_reason as retry, ComponentMetrics};
 use crate::sink::dead_letter::{reason, DeadLetters, Letter};
+
+/// The shared `retries_total` reason of a failed delivery or produce call.
+pub fn retry_reason(error: &KafkaError) -> &'static str {
+    use RDKafkaErrorCode as C;
+    match error.rdkafka_error_code() {
+        Some(C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue) => {
+            retry::TIMEOUT
+        }
+        Some(C::ThrottlingQuotaExceeded) => retry::THROTTLED,
+        Some(C::QueueFull) => retry::QUEUE_FULL,
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic) => retry::NOT_FOUND,
+        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => retry::ACCESS_DENIED,
+        Some(C::Authentication | C::SaslAuthenticationFailed) => retry::CREDENTIALS,
+        Some(C::BrokerTransportFailure | C::AllBrokersDown | C::NetworkException) => retry::NETWORK,
+        Some(
+            C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::BrokerNotAvailable
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend,
+        ) => retry::INTERNAL,
+        _ => retry::OTHER,
+    }
+}
 
 /// Counts the records of one batch still waiting for their delivery report; completes the batch
 /// (acknowledging upstream and freeing queue space) when the last one is settled.
@@ -34,6 +66,8 @@ pub struct BatchTracker {
     events: Option<Vec<Event>>,
     /// A per-record tracker (dead-letter mode) settles its batch's tracker.
     parent: Option<(Arc<BatchTracker>, usize)>,
+    /// When the batch was handed to the producer, for the produce latency.
+    started: Instant,
 }
 
 impl BatchTracker {
@@ -48,6 +82,7 @@ impl BatchTracker {
             shared,
             events: None,
             parent: None,
+            started: Instant::now(),
         })
     }
 
@@ -60,6 +95,7 @@ impl BatchTracker {
             shared,
             events: Some(events),
             parent: None,
+            started: Instant::now(),
         })
     }
 
@@ -78,6 +114,7 @@ impl BatchTracker {
             shared: self.shared.clone(),
             events: None,
             parent: Some((self.clone(), index)),
+            started: Instant::now(),
         })
     }
 
@@ -99,6 +136,9 @@ impl BatchTracker {
             let done = self.done.lock().ok().and_then(|mut d| d.take());
             if let Some(done) = done {
                 done.complete();
+                self.shared
+                    .produce_latency
+                    .observe(self.started.elapsed().as_secs_f64());
             }
             self.shared.inflight_batches.fetch_sub(1, Ordering::AcqRel);
             self.shared.progress.notify_waiters();
@@ -171,13 +211,14 @@ pub struct Shared {
     /// The configured `topics`: a failure to write one of them is a configuration problem,
     /// while a topic taken from the record (`dynamic_topic`) makes the record a dead letter.
     pub configured_topics: Vec<String>,
+    /// `request_duration_seconds{operation="produce"}`.
+    produce_latency: Histogram,
 }
 
 impl Shared {
     pub fn new(name: String, metrics: ComponentMetrics, health: Arc<Health>) -> Arc<Shared> {
         Arc::new(Shared {
             name,
-            metrics,
             health,
             problems: Mutex::new(Problems::default()),
             progress: Notify::new(),
@@ -189,6 +230,8 @@ impl Shared {
             fatal: AtomicBool::new(false),
             dead_letters: None,
             configured_topics: Vec::new(),
+            produce_latency: metrics.request_duration("produce"),
+            metrics,
         })
     }
 
@@ -354,6 +397,8 @@ pub struct KafkaContext {
     /// The last global error seen, to drop the immediate repeat: rdkafka 0.39's producer poll
     /// hands every error event to [`ClientContext::error`] twice.
     last_error: Mutex<Option<(String, Instant)>>,
+    /// librdkafka's cumulative `txretries` at the last statistics, to count the difference.
+    tx_retries: AtomicU64,
 }
 
 impl KafkaContext {
@@ -367,6 +412,7 @@ impl KafkaContext {
             retries,
             tokens,
             last_error: Mutex::new(None),
+            tx_retries: AtomicU64::new(0),
         }
     }
 
@@ -422,7 +468,18 @@ impl ClientContext for KafkaContext {
             ) => {
                 self.shared.auth_errors.fetch_add(1, Ordering::Relaxed);
                 self.shared.metrics.error("auth");
-                tracing::error!(sink = %sink, error = %error, "Kafka authentication failed: {reason}");
+                let auth = match error.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed,
+                    ) => retry::ACCESS_DENIED,
+                    _ => "sasl",
+                };
+                self.shared.metrics.auth_failure(auth);
+                if let Some(suppressed) = crate::log_limit::allow(sink, auth) {
+                    tracing::error!(sink = %sink, error = %error, suppressed,
+                        "Kafka authentication failed: {reason}");
+                }
                 self.shared.set_problem(
                     Problem::Auth,
                     format!("cannot authenticate to Kafka: {reason}"),
@@ -430,7 +487,10 @@ impl ClientContext for KafkaContext {
             }
             Some(RDKafkaErrorCode::AllBrokersDown) => {
                 self.shared.metrics.error("brokers_down");
-                tracing::error!(sink = %sink, "all Kafka brokers are down: {reason}; records wait in the buffer");
+                if let Some(suppressed) = crate::log_limit::allow(sink, "brokers_down") {
+                    tracing::error!(sink = %sink, suppressed,
+                        "all Kafka brokers are down: {reason}; records wait in the buffer");
+                }
                 self.shared.set_problem(
                     Problem::Brokers,
                     format!("all Kafka brokers are down: {reason}"),
@@ -449,17 +509,34 @@ impl ClientContext for KafkaContext {
             }
             _ => {
                 self.shared.metrics.error("kafka");
-                tracing::error!(sink = %sink, error = %error, "Kafka client error: {reason}");
+                if let Some(suppressed) = crate::log_limit::allow(sink, "client_error") {
+                    tracing::error!(sink = %sink, error = %error, suppressed,
+                        "Kafka client error: {reason}");
+                }
             }
         }
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
+        let Some(stats) = parse_stats(statistics) else {
+            return;
+        };
+        // `txretries` is cumulative per producer (each producer has its own context). The sum
+        // can drop when a broker leaves the statistics; counting only past the highest sum seen
+        // may miss retries then, but never counts one twice.
+        let before = self
+            .tx_retries
+            .fetch_max(stats.tx_retries, Ordering::Relaxed);
+        if stats.tx_retries > before {
+            self.shared
+                .metrics
+                .retried(retry::BROKER_RETRY, stats.tx_retries - before);
+        }
         // A broker in state UP has an open, authenticated connection: whatever kept the sink
         // from connecting or authenticating is over, even if no records flow to prove it.
-        match any_broker_up(statistics) {
-            Some(true) => self.shared.clear(&[Problem::Auth, Problem::Brokers]),
-            Some(false) if self.shared.inflight_batches() > 0 => {
+        match stats.any_broker_up {
+            true => self.shared.clear(&[Problem::Auth, Problem::Brokers]),
+            false if self.shared.inflight_batches() > 0 => {
                 let reason = "no connection to any Kafka broker is up; records wait in the buffer";
                 if self
                     .shared
@@ -487,6 +564,7 @@ impl ClientContext for KafkaContext {
         match tokens.token_blocking() {
             Ok(issued) => {
                 self.shared.token_refreshes.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.token_refreshed("msk_iam");
                 self.shared.clear(&[Problem::Token]);
                 tracing::info!(sink = %sink, region = %tokens.target().region,
                     signed_at = issued.token.amz_date(), lifetime_ms = issued.lifetime_ms,
@@ -499,6 +577,7 @@ impl ClientContext for KafkaContext {
             }
             Err(e) => {
                 self.shared.metrics.error("auth");
+                self.shared.metrics.auth_failure("msk_token");
                 tracing::error!(sink = %sink, error = %e,
                     "cannot create an MSK IAM token; librdkafka retries in 10 s");
                 self.shared.set_problem(
@@ -563,6 +642,7 @@ impl ProducerContext for KafkaContext {
                 }
                 Failure::Retry => {
                     self.shared.metrics.error("delivery");
+                    self.shared.metrics.retried(retry_reason(error), 1);
                     let purged = matches!(
                         error.rdkafka_error_code(),
                         Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
@@ -591,20 +671,37 @@ impl ProducerContext for KafkaContext {
     }
 }
 
-/// Whether librdkafka's statistics JSON lists a broker in state `UP` (`None`: unreadable).
-fn any_broker_up(statistics: &[u8]) -> Option<bool> {
+/// What the sink reads from librdkafka's statistics JSON.
+struct Stats {
+    /// Some broker is in state `UP`.
+    any_broker_up: bool,
+    /// Requests librdkafka sent again, summed over brokers (cumulative).
+    tx_retries: u64,
+}
+
+fn parse_stats(statistics: &[u8]) -> Option<Stats> {
     #[derive(serde::Deserialize)]
-    struct Stats {
+    struct Raw {
         #[serde(default)]
         brokers: std::collections::HashMap<String, Broker>,
     }
     #[derive(serde::Deserialize)]
     struct Broker {
         state: String,
+        #[serde(default)]
+        txretries: u64,
     }
-    serde_json::from_slice::<Stats>(statistics)
-        .ok()
-        .map(|s| s.brokers.values().any(|b| b.state == "UP"))
+    let raw = serde_json::from_slice::<Raw>(statistics).ok()?;
+    Some(Stats {
+        any_broker_up: raw.brokers.values().any(|b| b.state == "UP"),
+        tx_retries: raw.brokers.values().map(|b| b.txretries).sum(),
+    })
+}
+
+/// Whether librdkafka's statistics JSON lists a broker in state `UP` (`None`: unreadable).
+#[cfg(test)]
+fn any_broker_up(statistics: &[u8]) -> Option<bool> {
+    parse_stats(statistics).map(|s| s.any_broker_up)
 }
 
 #[cfg(test)]
@@ -685,5 +782,71 @@ mod tests {
         assert_eq!(any_broker_up(up), Some(true));
         assert_eq!(any_broker_up(down), Some(false));
         assert_eq!(any_broker_up(b"not json"), None);
+        let retries =
+            br#"{"brokers":{"a":{"state":"UP","txretries":3},"b":{"state":"DOWN","txretries":4}}}"#;
+        assert_eq!(parse_stats(retries).unwrap().tx_retries, 7);
+    }
+
+    #[test]
+    fn librdkafka_request_retries_are_counted_from_its_statistics_once() {
+        let (shared, _) = shared();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let context = KafkaContext::new(shared.clone(), tx, None);
+        let stats = |a: u64, b: Option<u64>| {
+            let mut brokers = format!(r#""a":{{"state":"UP","txretries":{a}}}"#);
+            if let Some(b) = b {
+                brokers.push_str(&format!(r#","b":{{"state":"UP","txretries":{b}}}"#));
+            }
+            format!(r#"{{"brokers":{{{brokers}}}}}"#).into_bytes()
+        };
+        context.stats_raw(&stats(1, Some(2)));
+        context.stats_raw(&stats(2, Some(3)));
+        assert_eq!(shared.metrics.retry_count("broker_retry"), 5);
+        // Broker b left the statistics: nothing is counted twice when a's count grows.
+        context.stats_raw(&stats(4, None));
+        assert_eq!(shared.metrics.retry_count("broker_retry"), 5);
+        context.stats_raw(&stats(7, None));
+        assert_eq!(shared.metrics.retry_count("broker_retry"), 7);
+    }
+
+    #[test]
+    fn delivery_errors_map_onto_shared_retry_reasons() {
+        let e = |code| KafkaError::MessageProduction(code);
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::MessageTimedOut)),
+            "timeout"
+        );
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::UnknownTopicOrPartition)),
+            "not_found"
+        );
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::TopicAuthorizationFailed)),
+            "access_denied"
+        );
+        assert_eq!(
+            retry_reason(&e(RDKafkaErrorCode::NotEnoughReplicas)),
+            "internal"
+        );
+        assert_eq!(retry_reason(&e(RDKafkaErrorCode::PurgeQueue)), "other");
+    }
+
+    #[tokio::test]
+    async fn a_completed_batch_is_timed_once() {
+        let metrics = crate::metrics::Metrics::new();
+        let shared = Shared::new(
+            "k".into(),
+            metrics.component("k", "sink"),
+            Arc::new(Health::default()),
+        );
+        let (_, done) = Batch::new("t".into(), Vec::new(), 10, None).into_parts();
+        let tracker = BatchTracker::new(done, 2, shared.clone());
+        tracker.settle();
+        tracker.settle();
+        tracker.settle();
+        let text = metrics.render();
+        assert!(text.contains(
+            "logferry_request_duration_seconds_count{component=\"k\",kind=\"sink\",operation=\"produce\"} 1"
+        ), "{text}");
     }
 }

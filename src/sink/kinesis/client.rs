@@ -6,16 +6,55 @@
 //! through STS AssumeRole (at `sts_endpoint` when given) with a session name that stays the same
 //! across refreshes. The client caches credentials and refreshes them before they expire.
 //!
+//! Every credentials fetch the client makes (the SDK caches them and fetches again before they
+//! expire) is counted: `token_refreshes_total{token="aws_credentials"}`, or
+//! `auth_failures_total{reason="credentials"}` when it fails.
+//!
 //! SDK-level retries are off: the sink retries itself, so it can resend only the failed entries
 //! of a PutRecords call, count every retry, and keep retrying past the SDK's three attempts.
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::BehaviorVersion;
+use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::Region;
 
 use super::config::KinesisConfig;
+use crate::metrics::ComponentMetrics;
+
+/// A credentials provider that counts what it provides.
+#[derive(Debug)]
+struct Counted {
+    inner: SharedCredentialsProvider,
+    metrics: ComponentMetrics,
+}
+
+impl ProvideCredentials for Counted {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(async move {
+            let result = self.inner.provide_credentials().await;
+            match &result {
+                Ok(_) => self.metrics.token_refreshed("aws_credentials"),
+                Err(e) => {
+                    self.metrics
+                        .auth_failure(crate::metrics::retry_reason::CREDENTIALS);
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(self.metrics.name(), "credentials")
+                    {
+                        tracing::error!(sink = %self.metrics.name(), error = %e, suppressed,
+                            "cannot get AWS credentials; check where they come from \
+                             (environment, profile, role_arn, IRSA, task role)");
+                    }
+                }
+            }
+            result
+        })
+    }
+}
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +91,11 @@ pub fn session_name(sink_name: &str) -> String {
 }
 
 /// Builds the Kinesis client from the sink's settings and the default chain.
-pub async fn build(config: &KinesisConfig, sink_name: &str) -> Result<Clients, ClientError> {
+pub async fn build(
+    config: &KinesisConfig,
+    sink_name: &str,
+    metrics: &ComponentMetrics,
+) -> Result<Clients, ClientError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &config.region {
         loader = loader.region(Region::new(region.clone()));
@@ -72,6 +115,7 @@ pub async fn build(config: &KinesisConfig, sink_name: &str) -> Result<Clients, C
     if let Some(endpoint) = &config.endpoint {
         builder = builder.endpoint_url(endpoint.clone());
     }
+    let mut credentials = base.credentials_provider();
     if let Some(role_arn) = &config.role_arn {
         let mut sts_config = base.to_builder();
         if let Some(sts) = &config.sts_endpoint {
@@ -85,7 +129,13 @@ pub async fn build(config: &KinesisConfig, sink_name: &str) -> Result<Clients, C
         if let Some(external_id) = &config.external_id {
             provider = provider.external_id(external_id.clone());
         }
-        builder = builder.credentials_provider(provider.build().await);
+        credentials = Some(SharedCredentialsProvider::new(provider.build().await));
+    }
+    if let Some(inner) = credentials {
+        builder = builder.credentials_provider(Counted {
+            inner,
+            metrics: metrics.clone(),
+        });
     }
     Ok(Clients {
         kinesis: aws_sdk_kinesis::Client::from_conf(builder.build()),

@@ -46,7 +46,7 @@ use self::batch::{
     Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass, Failed, Record, Rejected,
     ShardAggregators, MAX_PARTITION_KEY_CHARS,
 };
-use self::metrics::KinesisMetrics;
+use self::metrics::{auth_reason, retry_reason, KinesisMetrics};
 use self::permissions::DeniedActions;
 use self::shard_map::ShardMap;
 use super::backoff::Backoff;
@@ -182,7 +182,7 @@ impl KinesisSink {
             message,
         };
         let encoder = config.encoder().map_err(|e| setup(e.to_string()))?;
-        let clients = client::build(config, &cx.name)
+        let clients = client::build(config, &cx.name, &cx.metrics)
             .await
             .map_err(|e| setup(e.to_string()))?;
         let metrics = KinesisMetrics::new(&cx.registry, &cx.name);
@@ -244,6 +244,9 @@ impl KinesisSink {
                     break summary.max_record_size;
                 }
                 Err(e) if e.is_access_denied() => {
+                    self.cx
+                        .metrics
+                        .auth_failure(crate::metrics::retry_reason::ACCESS_DENIED);
                     let report = self.denied.denied(
                         &self.cx.health,
                         "DescribeStreamSummary",
@@ -258,6 +261,9 @@ impl KinesisSink {
                     failures += 1;
                     self.cx.metrics.error("describe_stream");
                     self.metrics.failed_request(&e.code);
+                    if let Some(reason) = auth_reason(&e.code, e.status) {
+                        self.cx.metrics.auth_failure(reason);
+                    }
                     let hint = e.hint(stream, "DescribeStreamSummary");
                     let fatal = e.class == ErrorClass::Fatal;
                     let delay = if fatal {
@@ -755,11 +761,19 @@ impl Task {
                 break;
             };
             self.sink.metrics.requests.inc();
-            self.in_flight.spawn(api::put_records(
+            let put = api::put_records(
                 self.sink.client.clone(),
                 self.sink.config.stream.clone(),
                 batch,
-            ));
+            );
+            // Observed per call, whatever its outcome (timeouts included).
+            let latency = self.sink.cx.metrics.request_duration("PutRecords");
+            self.in_flight.spawn(async move {
+                let started = std::time::Instant::now();
+                let result = put.await;
+                latency.observe(started.elapsed().as_secs_f64());
+                result
+            });
         }
     }
 
@@ -814,11 +828,26 @@ impl Task {
                  listing the shards again");
             self.refresh_wanted = true;
         }
+        // Retries are counted per reason once per answer, not once per entry.
+        let mut retried: Vec<(&'static str, u64)> = Vec::new();
         for failed in outcome.retry {
             self.sink.metrics.failed_entry(&failed.code);
             self.sink.metrics.entry_retries.inc();
+            let reason = retry_reason(&failed.code, None);
+            match retried.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => *n += 1,
+                None => retried.push((reason, 1)),
+            }
             let attempt = failed.entry.token.attempts;
             self.schedule_retry(failed, RETRY_BACKOFF.delay(attempt));
+        }
+        for (reason, entries) in retried {
+            self.sink.cx.metrics.retried(reason, entries);
+            if let Some(suppressed) = crate::log_limit::allow(self.name(), reason) {
+                tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream,
+                    reason, entries, suppressed,
+                    "PutRecords refused some entries; retrying only those after a backoff");
+            }
         }
         let mut fatal = outcome.fatal;
         if self.sink.cx.dead_letters.is_some() {
@@ -849,6 +878,10 @@ impl Task {
             self.report_fatal(&error, "PutRecords");
             for failed in fatal {
                 self.sink.metrics.failed_entry(&failed.code);
+                self.sink
+                    .cx
+                    .metrics
+                    .retried(retry_reason(&failed.code, None), 1);
                 let attempt = failed.entry.token.attempts;
                 self.schedule_retry(failed, slow_delay(attempt));
             }
@@ -871,6 +904,10 @@ impl Task {
         self.consecutive_failures += 1;
         self.sink.metrics.failed_request(&error.code);
         self.sink.cx.metrics.error("put_records");
+        self.sink
+            .cx
+            .metrics
+            .retried(retry_reason(&error.code, error.status), batch.len() as u64);
         let attempt = self.consecutive_failures - 1;
         let delay = match error.class {
             ErrorClass::Fatal => {
@@ -879,9 +916,12 @@ impl Task {
             }
             ErrorClass::Retryable => {
                 let delay = RETRY_BACKOFF.delay(attempt);
-                tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream,
-                    error = %error, entries = batch.len(), retry_in = ?delay,
-                    "PutRecords failed; retrying the whole request");
+                let key = retry_reason(&error.code, error.status);
+                if let Some(suppressed) = crate::log_limit::allow(self.name(), key) {
+                    tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream,
+                        error = %error, entries = batch.len(), retry_in = ?delay, suppressed,
+                        "PutRecords failed; retrying the whole request");
+                }
                 if self.consecutive_failures >= UNHEALTHY_AFTER {
                     let reason = format!(
                         "kinesis stream `{}`: {} PutRecords calls in a row failed, last: {error}. {}",
@@ -908,14 +948,20 @@ impl Task {
     }
 
     fn report_fatal(&mut self, error: &CallError, action: &str) {
+        if let Some(reason) = auth_reason(&error.code, error.status) {
+            self.sink.cx.metrics.auth_failure(reason);
+        }
         let stream = &self.sink.config.stream;
         let hint = error.hint(stream, action);
         let reason = format!(
             "kinesis stream `{stream}` (region {}): {action} failed: {error}. {hint}",
             self.sink.region
         );
-        tracing::error!(sink = %self.name(), stream = %stream, region = %self.sink.region,
-            error = %error, "{action} refused: {hint}");
+        let key = retry_reason(&error.code, error.status);
+        if let Some(suppressed) = crate::log_limit::allow(&self.sink.cx.name, key) {
+            tracing::error!(sink = %self.name(), stream = %stream, region = %self.sink.region,
+                error = %error, suppressed, "{action} refused: {hint}");
+        }
         self.set_unhealthy(reason);
     }
 
