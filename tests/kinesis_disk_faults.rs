@@ -16,12 +16,15 @@ mod faults;
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fault::{FaultKinesis, Faults, RequestFault};
-use faults::{counts, crash_duplicate_bound, memory_kib, segment_bytes, Figures, Sampler};
-use support::process::{logferry_bin, Logferry};
+use faults::{
+    acked_messages, assert_ok, counts, crash_duplicate_bound, loadgen_ack, memory_kib,
+    segment_bytes, Figures, Sampler,
+};
+use support::process::Logferry;
 
 const AWS_ENV: &[(&str, &str)] = &[
     ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
@@ -65,47 +68,6 @@ buffer_path = "{}/buffer"
 "#,
         work.display()
     )
-}
-
-/// `logferry loadgen --ack`; returns its output whether it succeeded or not.
-fn loadgen_ack(target: &str, start: u64, records: u64, batch: u64, size: u64) -> Output {
-    Command::new(logferry_bin())
-        .args(["loadgen", "--target", target, "--ack"])
-        .args(["--start-seq", &start.to_string()])
-        .args(["--records", &records.to_string()])
-        .args(["--batch", &batch.to_string()])
-        .args(["--size", &size.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run loadgen")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "loadgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Messages acknowledged, from loadgen's JSON report (stdout, or its error when cut off).
-fn acked_messages(out: &Output) -> u64 {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = "\"acked_messages\":";
-    let at = text
-        .find(key)
-        .unwrap_or_else(|| panic!("no acks in {text}"))
-        + key.len();
-    text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
 }
 
 fn wait_until(what: &str, timeout: Duration, lf: &Logferry, mut f: impl FnMut() -> bool) {

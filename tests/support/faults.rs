@@ -1,5 +1,6 @@
 //! Shared by the fault tests (destination outages, throttling, kill -9):
 //!
+//! - [`loadgen_ack`]: `logferry loadgen --ack`, the forward client that counts acknowledgements.
 //! - [`Figures`]: the line every fault test prints: records sent, acknowledged by logferry,
 //!   delivered, lost (acknowledged but never delivered), duplicates.
 //! - [`Sampler`]: polls logferry's resident memory (/proc) and its disk buffer's bytes on disk
@@ -13,6 +14,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -69,6 +71,49 @@ pub fn counts(seqs: impl IntoIterator<Item = u64>, n: u64) -> Vec<u32> {
         counts[s as usize] += 1;
     }
     counts
+}
+
+// --- the forward client --------------------------------------------------------------------------
+
+/// `logferry loadgen --ack`; returns its output whether it succeeded or not.
+pub fn loadgen_ack(target: &str, start: u64, records: u64, batch: u64, size: u64) -> Output {
+    Command::new(crate::support::process::logferry_bin())
+        .args(["loadgen", "--target", target, "--ack"])
+        .args(["--start-seq", &start.to_string()])
+        .args(["--records", &records.to_string()])
+        .args(["--batch", &batch.to_string()])
+        .args(["--size", &size.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run loadgen")
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "loadgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Messages acknowledged, from loadgen's JSON report (stdout, or its error when cut off).
+pub fn acked_messages(out: &Output) -> u64 {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = "\"acked_messages\":";
+    let at = text
+        .find(key)
+        .unwrap_or_else(|| panic!("no acks in {text}"))
+        + key.len();
+    text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
 }
 
 // --- memory and disk sampling ------------------------------------------------------------------
