@@ -2,6 +2,8 @@
 //! a `file` sink. Fault tests: kill -9 mid-stream, a stalled sink with a growing backlog, disk
 //! full, an unwritable buffer path, SIGTERM under load. Each prints its figures.
 
+#[path = "support/faults.rs"]
+mod faults;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -224,6 +226,10 @@ fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_record() {
     );
     kill9(&mut lf);
     let delivered_at_kill = pipe.delivered();
+    // The most a crash now can repeat, per the documented rule (frames after the recorded ack
+    // position whose shares fit in buffer_limit = 4MiB), read from the buffer directory.
+    let (bound, bound_frames) =
+        faults::crash_duplicate_bound(&work.path().join("buffer"), 4 * 1024 * 1024);
     let first = client.join().unwrap();
     let (sent_first, acked_messages) = loadgen_figures(&first);
     let acked = acked_messages * batch;
@@ -266,7 +272,8 @@ fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_record() {
         "kill -9: sent {} (first run {sent_first}), acknowledged before the kill {acked}, \
          delivered at the kill {delivered_at_kill}, delivered in the end {}, lost acknowledged \
          {lost_acked}, missing {missing}, duplicates {} ({dup_acked} replayed by the sink, \
-         {dup_resent} resent by the client for a lost ack)",
+         {dup_resent} resent by the client for a lost ack); documented crash bound at the kill \
+         {bound} records ({bound_frames} frames)",
         sent_first + (total - acked),
         counts.iter().map(|&c| u64::from(c)).sum::<u64>(),
         dup_acked + dup_resent
@@ -281,6 +288,11 @@ fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_record() {
     );
     assert_eq!(lost_acked, 0, "acknowledged records were lost");
     assert_eq!(missing, 0);
+    assert!(
+        u64::from(dup_acked) <= bound,
+        "{dup_acked} duplicates: more than the documented bound ({bound} records)"
+    );
+    // The file sink writes one batch at a time: at most that batch is repeated.
     assert!(
         u64::from(dup_acked) <= batch,
         "{dup_acked} duplicates: more than one in-flight batch ({batch})"

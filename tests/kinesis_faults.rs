@@ -270,3 +270,81 @@ fn retry_limit_drops_records_that_keep_failing() {
     let (code, _) = lf.stop();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn half_the_entries_throttled_for_a_period_under_load_lose_and_duplicate_nothing() {
+    // 50% of entries answered ProvisionedThroughputExceededException for 4 s while the
+    // forward client keeps sending and waits for its acks; then the stream has room again.
+    let kinesis = FaultKinesis::start(Faults {
+        entry_failure_rate: 0.5,
+        ..Faults::default()
+    });
+    // The default request timeout (10 s): a timed-out request that Kinesis did accept is
+    // sent again by design, which would be a duplicate this test is not about.
+    let options = format!(
+        "stream = \"faulty\"\nendpoint = \"{}\"\nflush = \"100ms\"\n",
+        kinesis.endpoint()
+    );
+    let lf = Logferry::start(&options, &[]);
+    let n = 20_000u64;
+    let forward = lf.forward;
+    let started = Instant::now();
+    // 8 forward clients at once (each waits for the ack of a message before the next), on
+    // disjoint seq ranges.
+    let clients: Vec<_> = (0..8u64)
+        .map(|i| {
+            std::thread::spawn(move || kin::loadgen(forward, i * n / 8, n / 8, 200, 250, true))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let throttled_period = started.elapsed();
+    let accepted_while_throttled = kinesis.seen(|s| s.accepted.len());
+    kinesis.set(Faults::default());
+    for client in clients {
+        client.join().expect("every message acknowledged");
+    }
+    let took = started.elapsed();
+    wait_all_accepted(&lf, &kinesis, n);
+    let seqs = accepted_seqs(&kinesis);
+    let delivered = seqs.len() as u64;
+    let duplicates: u64 = seqs.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
+    let lost = (0..n).filter(|s| !seqs.contains_key(s)).count();
+    let (received, throttled, other_failures, resent_after_success) = kinesis.seen(|s| {
+        (
+            s.entries_received,
+            s.entry_failures
+                .get("ProvisionedThroughputExceededException")
+                .copied()
+                .unwrap_or(0),
+            s.entry_failures
+                .iter()
+                .filter(|(code, _)| code.as_str() != "ProvisionedThroughputExceededException")
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            s.resent_after_success,
+        )
+    });
+    eprintln!(
+        "50% throttled: sent {n}, acknowledged {n}, delivered {delivered}, lost {lost}, \
+         duplicates {duplicates}; throttled entries {throttled} (other entry failures \
+         {other_failures}), entries received {received}, resent after success \
+         {resent_after_success}; {accepted_while_throttled} accepted during the {:.1?} of \
+         throttling, all acknowledged after {took:.1?}",
+        throttled_period
+    );
+    assert_eq!(lost, 0, "records lost");
+    assert_eq!(duplicates, 0, "records duplicated by retries");
+    assert_eq!(resent_after_success, 0, "an accepted entry was sent again");
+    assert!(
+        throttled >= accepted_while_throttled as u64 / 2,
+        "half the entries were throttled while it lasted: {throttled}"
+    );
+    assert!(accepted_while_throttled > 0 && (accepted_while_throttled as u64) < n);
+    assert_eq!(
+        received,
+        n + throttled + other_failures,
+        "exactly the throttled entries were sent again"
+    );
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+}

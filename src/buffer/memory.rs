@@ -34,7 +34,9 @@ pub struct Batch {
 }
 
 pub(crate) struct Reservation {
-    _permit: OwnedSemaphorePermit,
+    /// The batch's share of the queue bound; `None` for disk batches, whose share the disk
+    /// buffer holds until their acknowledgement is recorded.
+    _permit: Option<OwnedSemaphorePermit>,
     bytes: usize,
     records: usize,
     gauge: Gauge,
@@ -77,7 +79,7 @@ impl Ages {
 
 impl Reservation {
     pub(crate) fn new(
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
         bytes: usize,
         records: usize,
         gauge: Gauge,
@@ -293,7 +295,7 @@ impl MemorySender {
         self.queued_records
             .fetch_add(batch.events.len(), Ordering::Relaxed);
         batch.reservation = Some(Reservation {
-            _permit: permit,
+            _permit: Some(permit),
             bytes: batch.bytes,
             records: batch.events.len(),
             gauge: self.gauge.clone(),

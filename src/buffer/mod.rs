@@ -34,7 +34,7 @@ pub enum BufferKind {
 }
 
 /// Builds a sink's queue. `memory_limit` is `buffer_limit`: the whole queue in memory mode,
-/// the batches read back and not yet delivered in disk mode.
+/// the frames read back and not yet covered by the recorded ack position in disk mode.
 pub fn open_queue(
     name: &str,
     kind: &BufferKind,

@@ -95,6 +95,8 @@ pub struct FaultKinesis {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
+    /// Down: the port refuses connections and open ones are closed at their next request.
+    down: Arc<AtomicBool>,
 }
 
 impl FaultKinesis {
@@ -109,23 +111,60 @@ impl FaultKinesis {
             entry_counter: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
         {
             let state = state.clone();
             let stop = stop.clone();
+            let down = down.clone();
             thread::spawn(move || {
+                let mut listener = Some(listener);
                 while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
+                    if down.load(Ordering::Relaxed) {
+                        listener = None; // connection refused
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    let Some(l) = listener.as_ref() else {
+                        // Back up on the same port (std sets SO_REUSEADDR).
+                        match TcpListener::bind(addr) {
+                            Ok(l) => {
+                                l.set_nonblocking(true).unwrap();
+                                listener = Some(l);
+                            }
+                            Err(_) => thread::sleep(Duration::from_millis(10)),
+                        }
+                        continue;
+                    };
+                    match l.accept() {
                         Ok((stream, _)) => {
                             let state = state.clone();
                             let stop = stop.clone();
-                            thread::spawn(move || serve(stream, state, stop));
+                            let down = down.clone();
+                            thread::spawn(move || serve(stream, state, stop, down));
                         }
                         Err(_) => thread::sleep(Duration::from_millis(5)),
                     }
                 }
             });
         }
-        FaultKinesis { addr, state, stop }
+        FaultKinesis {
+            addr,
+            state,
+            stop,
+            down,
+        }
+    }
+
+    /// Takes the stand-in down (a Kinesis endpoint that cannot be reached): its port refuses
+    /// connections, and a request on a connection opened before is read and left unanswered
+    /// (the connection is closed, nothing kept).
+    pub fn go_down(&self) {
+        self.down.store(true, Ordering::Relaxed);
+    }
+
+    /// Brings it back on the same port, with what it had accepted before.
+    pub fn come_up(&self) {
+        self.down.store(false, Ordering::Relaxed);
     }
 
     pub fn endpoint(&self) -> String {
@@ -204,7 +243,12 @@ fn error_body(code: &str, message: &str) -> String {
 
 const MAX_HASH: &str = "340282366920938463463374607431768211455";
 
-fn serve(stream: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
+fn serve(
+    stream: TcpStream,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
@@ -215,6 +259,9 @@ fn serve(stream: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
+        if down.load(Ordering::Relaxed) {
+            return;
+        }
         let operation = request
             .target
             .rsplit('.')
@@ -368,4 +415,36 @@ fn put_records(state: &Mutex<State>, body: &[u8]) -> String {
         }
     }
     serde_json::json!({"FailedRecordCount": failed, "Records": results}).to_string()
+}
+
+impl FaultKinesis {
+    /// `seq` of every user record accepted, once per acceptance (aggregated records are split
+    /// with the crate's deaggregator; plain records are JSON with a `seq`).
+    pub fn accepted_user_seqs(&self) -> Vec<u64> {
+        use logferry::sink::kinesis::batch::Record;
+        use logferry::sink::kinesis::kpl;
+        self.seen(|seen| {
+            let mut seqs = Vec::new();
+            for (data, times) in &seen.accepted {
+                let users = kpl::deaggregate(Record::new("k", bytes::Bytes::from(data.clone())))
+                    .expect("accepted data deaggregates");
+                for user in users {
+                    let json: serde_json::Value = serde_json::from_slice(&user.data).unwrap();
+                    let seq = json["seq"].as_u64().expect("a seq");
+                    seqs.extend(std::iter::repeat_n(seq, *times as usize));
+                }
+            }
+            seqs
+        })
+    }
+
+    /// Entries answered with ProvisionedThroughputExceededException so far.
+    pub fn throttled_entries(&self) -> u64 {
+        self.seen(|s| {
+            s.entry_failures
+                .get("ProvisionedThroughputExceededException")
+                .copied()
+                .unwrap_or(0)
+        })
+    }
 }

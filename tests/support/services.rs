@@ -349,14 +349,21 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
+        Self::start_advertising(None)
+    }
+
+    /// A broker that tells clients (in metadata) to connect to `advertised` instead of its own
+    /// port: a proxy in front of it, which a fault test can cut.
+    pub fn start_advertising(advertised: Option<SocketAddr>) -> Tansu {
         let bin = tansu_bin();
         let process = ServerProcess::start("tansu", |port| {
             let url = format!("tcp://127.0.0.1:{port}");
+            let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
             let mut command = Command::new(&bin);
             command
                 .arg("broker")
                 .args(["--listener-url", &url])
-                .args(["--advertised-listener-url", &url])
+                .args(["--advertised-listener-url", &advertised])
                 .args(["--storage-engine", "memory://tansu/"]);
             command
         });

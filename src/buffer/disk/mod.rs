@@ -4,14 +4,17 @@
 //! (`<buffer_path>/<id>.seg`), fsyncs per the [`FsyncPolicy`], and only then completes the
 //! upstream acknowledgement: an acknowledged record is on disk. The receiver reads frames back
 //! in order into [`Batch`]es; completing a batch marks its frame acknowledged. The position up to
-//! which every frame is acknowledged is kept in `<buffer_path>/ack` (written to a temporary file
-//! and renamed, so it is always whole). A segment file is deleted once every frame in it is
-//! acknowledged. On start, frames after the acknowledged position are replayed before new ones;
+//! which every frame is acknowledged is kept in `<buffer_path>/ack`, an append-only log
+//! ([`ack_log`]) fsynced per the same policy. A segment file is deleted once every frame in it
+//! is acknowledged. On start, frames after the acknowledged position are replayed before new ones;
 //! a torn or corrupt tail (a crash in the middle of an append) is found by its checksum,
 //! truncated away, logged and counted (`errors{reason="buffer_corrupt"}`).
 //!
-//! Memory stays bounded: the receiver holds at most `buffer_limit` bytes of batches handed to
-//! the sink and not yet completed, and reads one frame at a time. The disk holds at most
+//! Memory stays bounded: the receiver holds at most `buffer_limit` bytes of frames read back
+//! and not yet covered by the recorded ack position (a frame's share is released only once the
+//! position has moved past it and is written to the ack log), and reads one frame at a time.
+//! That is also the duplicate bound after a crash: only frames in that window can have been
+//! delivered without their acknowledgement being recorded. The disk holds at most
 //! `buffer_max_size` bytes of unacknowledged frames; beyond that `send` waits (`when_full =
 //! "block"`) or drops the batch and counts it (`"drop_newest"`).
 //!
@@ -20,6 +23,7 @@
 //! queue; it never crashes. A partly written frame is left behind a sealed segment's committed
 //! size and the writer moves to a new segment.
 
+pub mod ack_log;
 pub mod frame;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -105,6 +109,8 @@ struct SegMeta {
 }
 
 struct Inflight {
+    /// This frame's share of `buffer_limit`, held until the recorded ack position passes it.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     seg: u64,
     end: u64,
     bytes: u64,
@@ -142,7 +148,7 @@ struct Shared {
     segment_size: u64,
     state: Mutex<State>,
     writer: Mutex<Writer>,
-    ack_file: Mutex<()>,
+    ack_log: Mutex<ack_log::AckLog>,
     data: Notify,
     space: Notify,
     closed: AtomicBool,
@@ -265,6 +271,7 @@ impl Shared {
 
     /// Marks the frame of `token` acknowledged (or failed) and moves the ack position.
     fn acknowledge(self: &Arc<Self>, token: u64, ok: bool) {
+        let mut released = Vec::new();
         let (advanced, deletable) = {
             let mut st = lock(&self.state);
             let Some(idx) = token.checked_sub(st.inflight_base) else {
@@ -282,7 +289,8 @@ impl Shared {
             }
             let mut advanced = false;
             while st.inflight.front().is_some_and(|e| e.done) {
-                if let Some(e) = st.inflight.pop_front() {
+                if let Some(mut e) = st.inflight.pop_front() {
+                    released.push(e.permit.take());
                     st.inflight_base += 1;
                     st.ack = (e.seg, e.end);
                     st.unacked_bytes = st.unacked_bytes.saturating_sub(e.bytes);
@@ -300,6 +308,9 @@ impl Shared {
         };
         if advanced {
             self.persist_ack();
+            // Only now may the reader take more frames: the window of frames delivered but
+            // not covered by the recorded position stays within `buffer_limit`.
+            drop(released);
             self.delete(deletable);
             self.space.notify_waiters();
         }
@@ -321,19 +332,24 @@ impl Shared {
         });
     }
 
-    /// Writes the ack position to `ack.tmp` and renames it over `ack`.
+    /// Appends the current ack position to the ack log.
     fn persist_ack(&self) {
-        let _guard = lock(&self.ack_file);
-        let (seg, off) = lock(&self.state).ack;
-        if let Err(e) = write_ack(&self.dir, seg, off) {
+        let mut log = lock(&self.ack_log);
+        let pos = lock(&self.state).ack;
+        if let Err(e) = log.record(pos) {
             self.component.error("buffer_ack_write");
             tracing::warn!(sink = %self.name, error = %e,
                 "cannot record the disk buffer's ack position; acknowledged records may be sent again after a restart");
         }
     }
 
-    /// fsyncs the current segment when something was appended since the last sync.
+    /// fsyncs the current segment and the ack log when something was appended since the last
+    /// sync.
     fn sync_if_dirty(&self) {
+        if let Err(e) = lock(&self.ack_log).sync() {
+            self.component.error("buffer_fsync");
+            tracing::warn!(sink = %self.name, error = %e, "fsync of the disk buffer's ack log failed");
+        }
         let mut w = lock(&self.writer);
         if !w.dirty {
             return;
@@ -377,37 +393,6 @@ fn collect_deletable(st: &mut State) -> Vec<u64> {
         st.segments.remove(id);
     }
     ids
-}
-
-fn write_ack(dir: &Path, seg: u64, off: u64) -> io::Result<()> {
-    let mut buf = [0u8; 20];
-    buf[0..8].copy_from_slice(&seg.to_le_bytes());
-    buf[8..16].copy_from_slice(&off.to_le_bytes());
-    let crc = crc32fast::hash(&buf[0..16]);
-    buf[16..20].copy_from_slice(&crc.to_le_bytes());
-    let tmp = dir.join("ack.tmp");
-    fs::write(&tmp, buf)?;
-    fs::rename(&tmp, dir.join("ack"))
-}
-
-fn read_ack(dir: &Path) -> Result<Option<(u64, u64)>, String> {
-    let buf = match fs::read(dir.join("ack")) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    if buf.len() != 20 {
-        return Err(format!("{} bytes instead of 20", buf.len()));
-    }
-    let crc = u32::from_le_bytes([buf[16], buf[17], buf[18], buf[19]]);
-    if crc32fast::hash(&buf[0..16]) != crc {
-        return Err("checksum mismatch".to_string());
-    }
-    let mut seg = [0u8; 8];
-    let mut off = [0u8; 8];
-    seg.copy_from_slice(&buf[0..8]);
-    off.copy_from_slice(&buf[8..16]);
-    Ok(Some((u64::from_le_bytes(seg), u64::from_le_bytes(off))))
 }
 
 /// What a scan of one segment found.
@@ -562,7 +547,7 @@ pub fn open(
     fs::write(&probe, b"probe").map_err(err("cannot write a file in it"))?;
     let _ = fs::remove_file(&probe);
 
-    let ack = match read_ack(&dir) {
+    let ack = match ack_log::read(&dir) {
         Ok(a) => a,
         Err(e) => {
             component.error("buffer_corrupt");
@@ -628,6 +613,8 @@ pub fn open(
         tracing::info!(sink = %name, records, bytes, path = %dir.display(),
             "replaying unacknowledged records from the disk buffer");
     }
+    let ack_log = ack_log::AckLog::open(&dir, ack, settings.fsync == FsyncPolicy::Always)
+        .map_err(err("cannot write its ack file"))?;
     let segment_size = (settings.max_size / 8).clamp(64 * 1024, 64 * 1024 * 1024);
     let queued_records = Arc::new(AtomicUsize::new(0));
     // The first segment id is set by `roll`; `start` is fixed up below when nothing is left.
@@ -652,7 +639,7 @@ pub fn open(
             off: 0,
             dirty: false,
         }),
-        ack_file: Mutex::new(()),
+        ack_log: Mutex::new(ack_log),
         data: Notify::new(),
         space: Notify::new(),
         closed: AtomicBool::new(false),
@@ -833,7 +820,7 @@ impl DiskReceiver {
                 notified.await;
                 continue;
             };
-            let need = frame.payload.len().clamp(1, self.limit) as u32;
+            let need = self.need(frame);
             lock(&self.shared.state).pending_ms = Some(frame.written_ms);
             let permit = self.permits.clone().acquire_many_owned(need).await.ok()?;
             lock(&self.shared.state).pending_ms = None;
@@ -852,12 +839,21 @@ impl DiskReceiver {
                 self.pending = self.read_next();
             }
             let frame = self.pending.as_ref()?;
-            let need = frame.payload.len().clamp(1, self.limit) as u32;
+            let need = self.need(frame);
             let permit = self.permits.clone().try_acquire_many_owned(need).ok()?;
             let frame = self.pending.take()?;
             if let Some(b) = self.make_batch(frame, permit) {
                 return Some(b);
             }
+        }
+    }
+
+    /// A frame's share of `buffer_limit`; a redelivered frame still holds its share.
+    fn need(&self, frame: &Frame) -> u32 {
+        if frame.retry_of.is_some() {
+            0
+        } else {
+            frame.payload.len().clamp(1, self.limit) as u32
         }
     }
 
@@ -875,6 +871,7 @@ impl DiskReceiver {
             let mut st = lock(&self.shared.state);
             let token = st.inflight_base + st.inflight.len() as u64;
             st.inflight.push_back(Inflight {
+                permit: Some(permit),
                 seg: frame.seg,
                 end: frame.end,
                 bytes: frame.len,
@@ -891,7 +888,7 @@ impl DiskReceiver {
         match decoded {
             Ok((tag, events)) => {
                 let reservation = Reservation::new(
-                    permit,
+                    None,
                     bytes,
                     events.len(),
                     self.gauge.clone(),

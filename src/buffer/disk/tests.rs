@@ -402,3 +402,32 @@ async fn a_buffer_directory_is_used_by_one_queue_at_a_time() {
     drop(q);
     open_q(&s).expect("free again once closed");
 }
+
+#[tokio::test]
+async fn frames_delivered_out_of_order_keep_their_share_until_the_ack_position_passes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let mut q = open_q(&s).unwrap();
+    // Three frames of ~400 KB against a 1 MiB buffer_limit.
+    for i in 0..3 {
+        send(&q, i, 1, 400_000).await;
+    }
+    let b0 = recv(&mut q).await;
+    let b1 = recv(&mut q).await;
+    b1.complete();
+    // Frame 1 is delivered but the recorded position is still before frame 0: its share is
+    // held, so the window (what a crash could repeat) stays within buffer_limit.
+    assert!(
+        q.rx.try_recv().is_none(),
+        "a third frame would exceed the window"
+    );
+    assert_eq!(ack_log::read(dir.path()).unwrap(), None);
+    b0.complete();
+    // Both are recorded at once (no close needed: the ack log is appended per move).
+    let after_two = ack_log::read(dir.path()).unwrap().expect("a position");
+    let b2 = recv(&mut q).await;
+    assert_eq!(seqs(&b2), vec![2]);
+    b2.complete();
+    let after_three = ack_log::read(dir.path()).unwrap().expect("a position");
+    assert!(after_three > after_two);
+}
