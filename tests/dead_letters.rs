@@ -753,4 +753,24 @@ fn replay_names_what_is_wrong_with_its_arguments() {
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("has no dead_letter_path"), "{err}");
     assert!(err.contains("--file"), "{err}");
+
+    // A Fluent Bit config works the same way: its outputs are the sinks to choose from.
+    let classic = dir.path().join("fluent-bit.conf");
+    std::fs::write(
+        &classic,
+        "[INPUT]\n    Name forward\n    Port 24224\n\n[OUTPUT]\n    Name stdout\n    Match *\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .arg("replay-dead-letters")
+        .arg("--fluent-bit-config")
+        .arg(&classic)
+        .args(["--sink", "nope"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fluent-bit.conf"), "{err}");
+    assert!(err.contains("no sink named `nope`; sinks: "), "{err}");
+    assert!(err.contains("stdout"), "{err}");
 }

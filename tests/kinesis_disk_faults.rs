@@ -13,34 +13,20 @@
 mod fault;
 #[path = "support/faults.rs"]
 mod faults;
+#[path = "support/outage.rs"]
+mod outage;
 mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fault::{FaultKinesis, Faults, RequestFault};
+use fault::{FaultKinesis, Faults, RequestFault, AWS_ENV};
 use faults::{
     acked_messages, assert_ok, counts, crash_duplicate_bound, loadgen_ack, memory_kib,
     segment_bytes, Figures, Sampler,
 };
 use support::process::Logferry;
-
-const AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
-    (
-        "AWS_SECRET_ACCESS_KEY",
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    ),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/logferry-test-config"),
-    (
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/logferry-test-credentials",
-    ),
-    ("AWS_PROFILE", ""),
-];
 
 const COMPONENT: &str = "component=\"kinesis.0\"";
 
@@ -90,7 +76,6 @@ fn metric(lf: &Logferry, name: &str) -> f64 {
 fn kinesis_down_under_load_spills_to_disk_with_bounded_memory_and_drains_after() {
     let kinesis = FaultKinesis::start(Faults::default());
     let work = tempfile::tempdir().unwrap();
-    let buffer_limit: u64 = 1024 * 1024;
     let lf = Logferry::start_with_env(
         &config(
             &kinesis.endpoint(),
@@ -100,97 +85,30 @@ fn kinesis_down_under_load_spills_to_disk_with_bounded_memory_and_drains_after()
         ),
         AWS_ENV,
     );
-    let target = lf.forward.to_string();
-    let buffer_dir = work.path().join("buffer");
-    std::thread::sleep(Duration::from_millis(300));
-    let idle_kib = memory_kib(lf.pid()).0;
-    let sampler = Sampler::start(lf.pid(), buffer_dir.clone());
-    let (a, b, c) = (20_000u64, 150_000u64, 20_000u64);
-    let n = a + b + c;
-
-    // Up: the first part is delivered.
-    assert_ok(&loadgen_ack(&target, 0, a, 500, 200));
-    wait_until(
-        "the first part delivered",
-        Duration::from_secs(30),
+    let accepted_before = std::cell::Cell::new(0);
+    outage::spills_to_disk_and_drains(
         &lf,
-        || metric(&lf, "logferry_records_out_total") >= a as f64,
+        &work.path().join("buffer"),
+        1024 * 1024,
+        outage::Destination {
+            title: "Kinesis down with the disk buffer",
+            component: "kinesis.0",
+            go_down: Box::new(|| {
+                kinesis.go_down();
+                accepted_before.set(kinesis.seen(|s| s.accepted.len()));
+            }),
+            check_down: Box::new(|| {
+                assert_eq!(
+                    kinesis.seen(|s| s.accepted.len()),
+                    accepted_before.get(),
+                    "nothing gets through while down"
+                )
+            }),
+            come_up: Box::new(|| kinesis.come_up()),
+            delivered_seqs: Box::new(|_| kinesis.accepted_user_seqs()),
+            unhealthy_during: true,
+        },
     );
-
-    // Down for ~8 s while 150k more records (~37 MB) arrive: all acknowledged from disk.
-    kinesis.go_down();
-    let down_at = Instant::now();
-    let accepted_before = kinesis.seen(|s| s.accepted.len());
-    assert_ok(&loadgen_ack(&target, a, b, 500, 200));
-    let offered_during = down_at.elapsed();
-    let on_disk_records = metric(&lf, "logferry_buffer_disk_records");
-    let on_disk_bytes = segment_bytes(&buffer_dir);
-    while down_at.elapsed() < Duration::from_secs(8) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let health_during = lf.health();
-    assert_eq!(
-        kinesis.seen(|s| s.accepted.len()),
-        accepted_before,
-        "nothing gets through while down"
-    );
-    let outage = down_at.elapsed();
-    let during = sampler.peaks();
-
-    // Back up, more load while the backlog drains.
-    kinesis.come_up();
-    let up_at = Instant::now();
-    let t2 = target.clone();
-    let late = std::thread::spawn(move || loadgen_ack(&t2, a + b, c, 500, 200));
-    assert_ok(&late.join().unwrap());
-    wait_until("the backlog drained", Duration::from_secs(60), &lf, || {
-        metric(&lf, "logferry_records_out_total") >= n as f64
-            && metric(&lf, "logferry_buffer_disk_records") == 0.0
-    });
-    let drained_in = up_at.elapsed();
-    let peaks = sampler.finish();
-    let hwm_kib = memory_kib(lf.pid()).1;
-    let disk_after = segment_bytes(&buffer_dir);
-
-    let seqs = kinesis.accepted_user_seqs();
-    let fig = Figures::from_counts(n, n, &counts(seqs, n));
-    // What may be in memory, from the config: the frames read back (buffer_limit) and their
-    // copies on the way out (decoded records, encoded records, aggregates, the request body
-    // and the SDK's copy of it): 8 × buffer_limit, plus 32 MiB of runtime, HTTP client and
-    // allocator slack over the idle process. The backlog (37 MB) is not part of it.
-    let bound_kib = idle_kib + 32 * 1024 + 8 * buffer_limit / 1024;
-    let peak_kib = peaks.rss_kib.max(hwm_kib);
-    fig.print(
-        "Kinesis down with the disk buffer",
-        &format!(
-            "outage {outage:.1?} ({b} records offered in {offered_during:.1?}, all acknowledged \
-             from disk; {on_disk_records} records / {on_disk_bytes} bytes on disk after them, \
-             peak {} bytes); drained {drained_in:.1?} after recovery, {disk_after} bytes left \
-             on disk; RSS idle {idle_kib} KiB, peak {peak_kib} KiB (during the outage {} KiB), \
-             bound {bound_kib} KiB = idle + 32 MiB + 8 × buffer_limit; /health during: {}",
-            peaks.disk_bytes, during.rss_kib, health_during.0
-        ),
-    );
-    assert_eq!(fig.lost, 0, "acknowledged records lost");
-    assert_eq!(fig.delivered, n);
-    assert!(
-        on_disk_records >= b as f64 * 0.9,
-        "the outage's records wait on disk: {on_disk_records}"
-    );
-    assert!(
-        peaks.disk_bytes >= 30_000_000,
-        "the disk buffer grew: {}",
-        peaks.disk_bytes
-    );
-    assert!(
-        disk_after <= 16 * 1024 * 1024,
-        "the disk buffer drained: {disk_after} bytes left"
-    );
-    assert!(
-        peak_kib <= bound_kib,
-        "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB"
-    );
-    assert_eq!(health_during.0, 503, "the outage shows on /health");
 }
 
 #[test]

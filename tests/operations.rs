@@ -12,23 +12,8 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use fault::{FaultKinesis, Faults, RequestFault};
+use fault::{FaultKinesis, Faults, RequestFault, AWS_ENV};
 use support::process::{loadgen, read_jsonl, stalled_fifo, wait_for_lines, Logferry};
-
-const AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
-    (
-        "AWS_SECRET_ACCESS_KEY",
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    ),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/logferry-test-config"),
-    (
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/logferry-test-credentials",
-    ),
-];
 
 /// Every `logferry_*` metric name the dashboard's queries use.
 fn dashboard_metric_names() -> BTreeSet<String> {

@@ -448,3 +448,21 @@ impl FaultKinesis {
         })
     }
 }
+
+/// Environment for a logferry talking to the stand-in: static keys (any are accepted), a
+/// region, and nothing from the host's AWS config.
+pub const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+    (
+        "AWS_SECRET_ACCESS_KEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/logferry-test-config"),
+    (
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/logferry-test-credentials",
+    ),
+    ("AWS_PROFILE", ""),
+];

@@ -25,10 +25,17 @@ const START_ATTEMPTS: usize = 3;
 
 // --- locations (same variables and defaults as scripts/lib/common.sh) ---------------------------
 
-/// The repository root: this crate's manifest directory, or `LOGFERRY_REPO` when the support
-/// code is compiled from elsewhere.
+/// The repository root: `LOGFERRY_REPO`, else the manifest directory of the crate compiling
+/// this file, or its parent for a workspace member such as lambda/ (which has no scripts/).
 pub fn repo_root() -> PathBuf {
-    env_path("LOGFERRY_REPO").unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    env_path("LOGFERRY_REPO").unwrap_or_else(|| {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        if manifest.join("scripts").is_dir() {
+            manifest
+        } else {
+            manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+        }
+    })
 }
 
 /// The Python venv with moto, boto3, confluent-kafka, aws-kinesis-agg, ...

@@ -385,20 +385,14 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-// --- moto and the Python tools (the venv from scripts/setup) ------------------------------------
+// --- moto and tansu: the launchers of the root crate's tests/support/services.rs ----------------
 
-/// The repository root (this crate's parent).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "../../../tests/support/services.rs"]
+pub mod services;
 
-/// The venv's `bin/` folder: `LOGFERRY_VENV`, else `<repo>/.venv`. Panics with a pointer to
-/// scripts/setup when it is missing: a test never passes by not running.
+/// The venv's `bin/` folder entry `tool` (panics with a pointer to scripts/setup when missing).
 pub fn venv_bin(tool: &str) -> PathBuf {
-    let venv = std::env::var_os("LOGFERRY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv"));
-    let path = venv.join("bin").join(tool);
+    let path = services::venv_dir().join("bin").join(tool);
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup (or set LOGFERRY_VENV to a venv that has moto, boto3 \
@@ -408,44 +402,20 @@ pub fn venv_bin(tool: &str) -> PathBuf {
     path
 }
 
-/// moto_server on a free loopback port, killed on drop.
+/// moto_server on a free loopback port, killed on drop, with the Lambda tests' helpers.
 pub struct Moto {
-    child: Child,
+    _server: services::Moto,
     pub endpoint: String,
 }
 
 impl Moto {
     pub fn start() -> Moto {
-        let server = venv_bin("moto_server");
-        for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new(&server)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start moto_server");
-            let until = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < until {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Moto {
-                        child,
-                        endpoint: format!("http://127.0.0.1:{port}"),
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile: retry with another
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let server = services::Moto::start();
+        let endpoint = server.endpoint();
+        Moto {
+            _server: server,
+            endpoint,
         }
-        panic!("moto_server did not start");
     }
 
     /// Runs lambda/tests/support/kinesis_tool.py against this moto; returns its stdout.
@@ -482,105 +452,21 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// --- tansu (Kafka) -------------------------------------------------------------------------------
-
-/// The tansu binary scripts/setup builds: `LOGFERRY_CACHE/bin/tansu`, else
-/// `~/.cache/logferry/bin/tansu`.
-pub fn tansu_bin() -> PathBuf {
-    let cache = std::env::var_os("LOGFERRY_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/logferry")
-        });
-    let bin = cache.join("bin/tansu");
-    assert!(
-        bin.exists(),
-        "{} is missing: run scripts/setup",
-        bin.display()
-    );
-    bin
-}
-
 /// A tansu broker with in-memory storage on a free loopback port, killed on drop.
 pub struct Tansu {
-    child: Child,
+    server: services::Tansu,
     pub bootstrap: String,
 }
 
 impl Tansu {
     pub fn start() -> Tansu {
-        Tansu::start_on(None)
-    }
-
-    /// The port the broker listens on.
-    pub fn port(&self) -> u16 {
-        self.bootstrap
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Starts on `port` (e.g. to bring a stopped broker back), or a free one.
-    pub fn start_on(port: Option<u16>) -> Tansu {
-        let bin = tansu_bin();
-        for _ in 0..3 {
-            let port = port.unwrap_or_else(|| {
-                TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
-            });
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut child = Command::new(&bin)
-                .arg("broker")
-                .args(["--listener-url", &url])
-                .args(["--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start tansu");
-            let until = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < until {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Tansu {
-                        child,
-                        bootstrap: format!("127.0.0.1:{port}"),
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("tansu did not start");
+        let server = services::Tansu::start();
+        let bootstrap = server.bootstrap();
+        Tansu { server, bootstrap }
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new(tansu_bin())
-            .args(["topic", "create", "--broker"])
-            .arg(format!("tcp://{}", self.bootstrap))
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()
-            .expect("run tansu topic create");
-        assert!(
-            out.status.success(),
-            "tansu topic create {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.server.create_topic(name, partitions);
     }
 
     /// `count` messages of `topic` as (key, value), read with confluent-kafka.
@@ -607,12 +493,5 @@ impl Tansu {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

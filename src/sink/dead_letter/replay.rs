@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::{line, list_files, DeadLetterSettings, DeadLetters, DEFAULT_MAX_SIZE};
 use crate::buffer::{memory, AckRef, AckWaiter, Batch, QueueSender};
+use crate::config::fluent_bit::defaults::{self, ConfigFile};
 use crate::config::{Config, ConfigError, SinkEntry};
 use crate::event::Event;
 use crate::health::Health;
@@ -40,8 +41,17 @@ pub const IN_FLIGHT: usize = 4;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
     /// The TOML config file (the sink is used as configured there now).
-    #[arg(long, short = 'c', env = "LOGFERRY_CONFIG")]
-    pub config: PathBuf,
+    #[arg(
+        long,
+        short = 'c',
+        env = "LOGFERRY_CONFIG",
+        conflicts_with = "fluent_bit_config"
+    )]
+    pub config: Option<PathBuf>,
+    /// Or a Fluent Bit classic config (such as the one FireLens generates); its outputs have no
+    /// dead-letter directory, so name the files with `--file`.
+    #[arg(long, env = "LOGFERRY_FLUENT_BIT_CONFIG")]
+    pub fluent_bit_config: Option<PathBuf>,
     /// The sink (its `name`, or `<type>.<index>`) to send the records through.
     #[arg(long)]
     pub sink: String,
@@ -54,10 +64,21 @@ pub struct ReplayArgs {
     pub timeout: crate::config::units::Duration,
 }
 
-/// Loads the config the replay uses. Kept as its own step so that other config sources (a
-/// Fluent Bit config) can be added here.
+impl ReplayArgs {
+    /// The config file named on the command line or, with neither flag, the one `logferry
+    /// run` would use (the mounted FireLens file, else /etc/logferry/logferry.toml).
+    pub fn config_file(&self) -> ConfigFile {
+        match (&self.config, &self.fluent_bit_config) {
+            (Some(path), _) => ConfigFile::Native(path.clone()),
+            (None, Some(path)) => ConfigFile::FluentBit(path.clone()),
+            (None, None) => defaults::choose(&|name| std::env::var(name).ok()).0,
+        }
+    }
+}
+
+/// Loads the config the replay uses: native TOML or a Fluent Bit classic config.
 pub fn load_config(args: &ReplayArgs) -> Result<Config, ConfigError> {
-    Config::load(&args.config)
+    args.config_file().load()
 }
 
 /// Why the replay could not run at all.
@@ -149,7 +170,7 @@ pub async fn run(config: Config, args: &ReplayArgs) -> Result<Summary, ReplayErr
     let known: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
     let Some(entry) = config.sinks.into_iter().find(|s| s.name == args.sink) else {
         return Err(ReplayError::NoSuchSink {
-            config: args.config.display().to_string(),
+            config: args.config_file().path().display().to_string(),
             name: args.sink.clone(),
             known: known.join(", "),
         });
