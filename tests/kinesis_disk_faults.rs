@@ -22,10 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fault::{FaultKinesis, Faults, RequestFault, AWS_ENV};
-use faults::{
-    acked_messages, assert_ok, counts, crash_duplicate_bound, loadgen_ack, memory_kib,
-    segment_bytes, Figures, Sampler,
-};
+use faults::{acked_messages, assert_ok, counts, crash_duplicate_bound, loadgen_ack, Figures};
 use support::process::Logferry;
 
 const COMPONENT: &str = "component=\"kinesis.0\"";
