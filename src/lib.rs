@@ -10,14 +10,18 @@
 //! ```
 //!
 //! - [`event`]: the record model (tag, nanosecond time, ordered map of msgpack values).
-//! - [`config`]: the TOML config, `${ENV}` interpolation, validation with file/line/key.
-//! - [`source`]: forward protocol server (TCP + unix socket), stdin, tail (log files).
+//! - [`config`]: the TOML config, `${ENV}` interpolation, validation with file/line/key, and
+//!   `config::fluent_bit`, the Fluent Bit classic config (FireLens) translated to the same.
+//! - [`source`]: forward protocol server (TCP + unix socket), tcp (JSON lines), stdin, tail (log
+//!   files), CloudWatch Logs subscription payloads.
 //! - [`transform`]: record_modifier, grep, rename, Docker partial message reassembly.
 //! - [`route`]: Fluent Bit style tag matching.
 //! - [`pipeline`]: wiring, the router, and the shutdown sequence.
-//! - [`buffer`]: byte-bounded queues between router and sinks, delivery acknowledgements.
+//! - [`buffer`]: byte-bounded queues between router and sinks (memory or the disk write-ahead
+//!   log), delivery acknowledgements, the fill monitor behind `/health`.
 //! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
-//! - [`sink`]: stdout and file.
+//! - [`sink`]: Kinesis, Kafka/MSK, stdout, file, null; `sink::dead_letter` for records that can
+//!   never be delivered, and their replay.
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
 //! - [`log_limit`]: at most one log line per interval for a repeated error.
 //! - [`shutdown`]: signals and the cancellation token.
