@@ -11,7 +11,7 @@
 use bytes::Bytes;
 
 use crate::event::{Event, EventTime, Tag};
-use crate::msgpack::read::{Head, Reader};
+use crate::msgpack::read::{parse_head, Head, Reader};
 use crate::msgpack::write::{write_int, write_map, write_str, write_uint, WriteError};
 
 /// Bytes before the payload.
@@ -87,13 +87,21 @@ fn int(r: &mut Reader) -> Result<i64, String> {
     }
 }
 
-/// How many records a payload holds, without decoding them.
+/// How many records a payload holds, without decoding (or copying) them: the tag's header is
+/// read and its bytes skipped, whatever its length (forward tags have no length limit).
 pub fn count(payload: &[u8]) -> Result<usize, String> {
-    let mut r = Reader::new(Bytes::copy_from_slice(&payload[..payload.len().min(1024)]));
-    r.read_str_or_bin()
-        .map_err(|e| e.to_string())?
-        .ok_or("expected the tag")?;
-    usize::try_from(int(&mut r)?).map_err(|_| "negative record count".to_string())
+    let (tag_len, head_len) = match parse_head(payload, 0).map_err(|e| e.to_string())? {
+        (Head::Str(n) | Head::Bin(n), head_len) => (n as usize, head_len),
+        _ => return Err("expected the tag".to_string()),
+    };
+    let at = head_len
+        .checked_add(tag_len)
+        .filter(|&at| at <= payload.len())
+        .ok_or("the tag runs past the end of the frame")?;
+    match parse_head(payload, at).map_err(|e| e.to_string())? {
+        (Head::Int(n), _) => usize::try_from(n).map_err(|_| "negative record count".to_string()),
+        (other, _) => Err(format!("expected an integer, found {other:?}")),
+    }
 }
 
 /// Decodes a payload into its tag and records. The records' strings share `payload`.
@@ -146,5 +154,18 @@ mod tests {
         let mut bad = buf[HEADER..].to_vec();
         bad[3] ^= 1;
         assert!(!header.verify(&bad));
+    }
+
+    #[test]
+    fn count_reads_past_a_long_tag_and_refuses_a_truncated_one() {
+        let mut m = Map::new();
+        m.insert("log", Value::string("x"));
+        let tag = "a".repeat(70_000);
+        let ev = Event::new(tag.as_str().into(), EventTime::new(1, 0), m);
+        let mut buf = Vec::new();
+        encode(&mut buf, &tag, &[ev.clone(), ev.clone(), ev], 1).unwrap();
+        assert_eq!(count(&buf[HEADER..]).unwrap(), 3);
+        assert!(count(&buf[HEADER..HEADER + 1000]).is_err());
+        assert!(count(&[]).is_err());
     }
 }
