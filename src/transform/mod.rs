@@ -27,6 +27,13 @@ pub trait Transform: Send {
     /// Emits events held back (partial messages) that are older than the timeout, or all of
     /// them when `force` (shutdown). Default: nothing.
     fn flush(&mut self, _now: std::time::Instant, _force: bool, _out: &mut Vec<Event>) {}
+
+    /// Whether records are held back now, waiting for [`Transform::apply`] or
+    /// [`Transform::flush`] to release them. The router keeps the acknowledgements of the
+    /// messages those records came from open until they are released and delivered.
+    fn holds_records(&self) -> bool {
+        false
+    }
 }
 
 /// The transform types [`build`] knows, as written in `type = "..."`.

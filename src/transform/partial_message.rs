@@ -455,6 +455,12 @@ impl Transform for PartialMessage {
         self.spare = input;
     }
 
+    fn holds_records(&self) -> bool {
+        self.groups
+            .values()
+            .any(|g| matches!(g, Group::Collecting(_)))
+    }
+
     fn flush(&mut self, now: Instant, force: bool, out: &mut Vec<Event>) {
         if self.groups.is_empty() {
             return;
