@@ -505,6 +505,20 @@ pub struct DiskReceiver {
     queued_records: Arc<AtomicUsize>,
     /// A frame read but not yet handed out (waiting for memory room).
     pending: Option<Frame>,
+    /// The last read failed with an I/O error (e.g. too many open files): the receiver tries
+    /// the same position again after [`READ_RETRY`] instead of skipping acknowledged frames.
+    read_failed: bool,
+}
+
+/// Pause before reading again after an I/O error on a segment.
+const READ_RETRY: Duration = Duration::from_millis(500);
+
+/// Why a frame could not be read back.
+enum ReadFailure {
+    /// Opening, seeking or reading failed: the data may be fine, so try again later.
+    Io(String),
+    /// The bytes are there but wrong (a committed frame failing its checksum).
+    Corrupt(String),
 }
 
 /// Opens (creating or recovering) the disk buffer in `settings.path`.
@@ -672,6 +686,7 @@ pub fn open(
         gauge,
         queued_records: queued_records.clone(),
         pending: None,
+        read_failed: false,
     };
     let sender = DiskSender {
         guard: Arc::new(SenderGuard { shared }),
@@ -814,6 +829,10 @@ impl DiskReceiver {
                 self.pending = self.read_next();
             }
             let Some(frame) = self.pending.as_ref() else {
+                if std::mem::take(&mut self.read_failed) {
+                    tokio::time::sleep(READ_RETRY).await;
+                    continue;
+                }
                 if closed {
                     return None;
                 }
@@ -934,10 +953,22 @@ impl DiskReceiver {
             }
             match self.read_frame(size) {
                 Ok(frame) => return Some(frame),
-                Err(e) => {
+                Err(ReadFailure::Io(e)) => {
                     self.shared.component.error("buffer_read");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.shared.name, "buffer_read")
+                    {
+                        tracing::error!(sink = %self.shared.name, segment = self.seg, offset = self.off,
+                            error = %e, suppressed, "cannot read the disk buffer; trying again");
+                    }
+                    self.file = None;
+                    self.read_failed = true;
+                    return None;
+                }
+                Err(ReadFailure::Corrupt(e)) => {
+                    self.shared.component.error("buffer_corrupt");
                     tracing::error!(sink = %self.shared.name, segment = self.seg, offset = self.off,
-                        error = %e, "cannot read the disk buffer; skipping the rest of the segment");
+                        error = %e, "a committed disk buffer frame is corrupt; skipping the rest of the segment");
                     self.file = None;
                     match next.filter(|_| sealed) {
                         Some(id) => {
@@ -969,9 +1000,9 @@ impl DiskReceiver {
                 (token, e.seg, e.end - e.bytes, e.end)
             };
             let read = File::open(seg_path(&self.shared.dir, seg))
-                .map_err(|e| e.to_string())
+                .map_err(io_failure)
                 .and_then(|mut f| {
-                    f.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
+                    f.seek(SeekFrom::Start(start)).map_err(io_failure)?;
                     read_one(&mut f, start, end)
                 });
             match read {
@@ -985,8 +1016,21 @@ impl DiskReceiver {
                         retry_of: Some(token),
                     })
                 }
-                Err(e) => {
+                Err(ReadFailure::Io(e)) => {
+                    // Put it back: the frame is redelivered once the segment can be read again.
+                    lock(&self.shared.state).retry.push_front(token);
                     self.shared.component.error("buffer_read");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.shared.name, "buffer_read")
+                    {
+                        tracing::error!(sink = %self.shared.name, segment = seg, error = %e, suppressed,
+                            "cannot read a batch again for redelivery; trying again");
+                    }
+                    self.read_failed = true;
+                    return None;
+                }
+                Err(ReadFailure::Corrupt(e)) => {
+                    self.shared.component.error("buffer_corrupt");
                     tracing::error!(sink = %self.shared.name, segment = seg, error = %e,
                         "cannot read a batch again for redelivery; it is replayed on the next start");
                 }
@@ -994,16 +1038,14 @@ impl DiskReceiver {
         }
     }
 
-    fn read_frame(&mut self, size: u64) -> Result<Frame, String> {
+    fn read_frame(&mut self, size: u64) -> Result<Frame, ReadFailure> {
         if self.file.is_none() {
-            let mut f =
-                File::open(seg_path(&self.shared.dir, self.seg)).map_err(|e| e.to_string())?;
-            f.seek(SeekFrom::Start(self.off))
-                .map_err(|e| e.to_string())?;
+            let mut f = File::open(seg_path(&self.shared.dir, self.seg)).map_err(io_failure)?;
+            f.seek(SeekFrom::Start(self.off)).map_err(io_failure)?;
             self.file = Some(f);
         }
         let Some(file) = self.file.as_mut() else {
-            return Err("no open segment".to_string());
+            return Err(ReadFailure::Io("no open segment".to_string()));
         };
         let (header, payload) = read_one(file, self.off, size)?;
         let len = (frame::HEADER + header.len) as u64;
@@ -1021,20 +1063,31 @@ impl DiskReceiver {
 }
 
 /// Reads and verifies the frame at `off` (where `file` is positioned); it must end by `size`.
-fn read_one(file: &mut File, off: u64, size: u64) -> Result<(frame::Header, Vec<u8>), String> {
+fn read_one(file: &mut File, off: u64, size: u64) -> Result<(frame::Header, Vec<u8>), ReadFailure> {
     let mut h = [0u8; frame::HEADER];
-    file.read_exact(&mut h).map_err(|e| e.to_string())?;
-    let header = frame::Header::parse(&h)?;
+    file.read_exact(&mut h).map_err(io_failure)?;
+    let header = frame::Header::parse(&h).map_err(ReadFailure::Corrupt)?;
     let len = (frame::HEADER + header.len) as u64;
     if off + len > size {
-        return Err("a frame runs past the committed end".to_string());
+        return Err(ReadFailure::Corrupt(
+            "a frame runs past the committed end".to_string(),
+        ));
     }
     let mut payload = vec![0u8; header.len];
-    file.read_exact(&mut payload).map_err(|e| e.to_string())?;
+    file.read_exact(&mut payload).map_err(io_failure)?;
     if !header.verify(&payload) {
-        return Err("checksum mismatch".to_string());
+        return Err(ReadFailure::Corrupt("checksum mismatch".to_string()));
     }
     Ok((header, payload))
+}
+
+/// An I/O error, except that a committed frame ending early means the file was cut short.
+fn io_failure(e: io::Error) -> ReadFailure {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ReadFailure::Corrupt(format!("the segment ends inside a committed frame ({e})"))
+    } else {
+        ReadFailure::Io(e.to_string())
+    }
 }
 
 /// Acknowledges one frame of the disk buffer when its batch completes.

@@ -207,6 +207,37 @@ async fn frames_with_long_tags_survive_a_restart() {
     );
 }
 
+/// A segment that cannot be opened for a while (here: moved away) is read again from the same
+/// place once it can, not skipped: its frames were acknowledged upstream.
+#[tokio::test]
+async fn a_read_error_is_retried_in_place_without_skipping_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let mut q = open_q(&s).unwrap();
+    for i in 0..3 {
+        send(&q, i, 1, 10).await;
+    }
+    let seg = segment_files(dir.path()).pop().expect("a segment");
+    let away = dir.path().join("moved-away");
+    fs::rename(&seg, &away).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), q.rx.recv())
+            .await
+            .is_err(),
+        "nothing can be read while the segment is gone"
+    );
+    assert!(q.component.error_count("buffer_read") >= 1);
+    fs::rename(&away, &seg).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let b = recv(&mut q).await;
+        got.extend(seqs(&b));
+        b.complete();
+    }
+    assert_eq!(got, vec![0, 1, 2]);
+    assert_eq!(q.component.error_count("buffer_corrupt"), 0);
+}
+
 #[tokio::test]
 async fn segments_are_deleted_once_every_record_in_them_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
