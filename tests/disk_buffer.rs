@@ -268,7 +268,7 @@ fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_record() {
         .iter()
         .map(|&c| c.saturating_sub(1))
         .sum();
-    eprintln!(
+    crate::support::figures::report(format!(
         "kill -9: sent {} (first run {sent_first}), acknowledged before the kill {acked}, \
          delivered at the kill {delivered_at_kill}, delivered in the end {}, lost acknowledged \
          {lost_acked}, missing {missing}, duplicates {} ({dup_acked} replayed by the sink, \
@@ -277,7 +277,7 @@ fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_record() {
         sent_first + (total - acked),
         counts.iter().map(|&c| u64::from(c)).sum::<u64>(),
         dup_acked + dup_resent
-    );
+    ));
     assert!(
         acked >= total / 2,
         "only {acked} acknowledged before the kill"
@@ -333,12 +333,12 @@ fn a_stalled_sink_grows_the_disk_buffer_with_bounded_memory_and_loses_nothing() 
     let age = lf
         .metric("logferry_buffer_oldest_unacked_seconds{component=\"file.0\"")
         .unwrap_or(0.0);
-    eprintln!(
+    crate::support::figures::report(format!(
         "stalled sink: sent {n}, acknowledged {n}; on disk {disk_records} records / \
          {disk_bytes} bytes in {} segments; in memory {in_memory} bytes; oldest unacked {age} s; \
          rss {rss} KiB, peak {peak} KiB",
         segment_files(&work.path().join("buffer"))
-    );
+    ));
     assert!(
         disk_records > (n as f64) * 0.9,
         "the backlog is on disk: {disk_records}"
@@ -369,7 +369,9 @@ fn a_stalled_sink_grows_the_disk_buffer_with_bounded_memory_and_loses_nothing() 
     assert!(lf.terminate().success(), "{}", lf.stderr());
     let missing = seen.iter().filter(|&&c| c == 0).count();
     let dup = seen.iter().filter(|&&c| c > 1).count();
-    eprintln!("after unstalling: delivered {n}, missing {missing}, duplicates {dup}");
+    crate::support::figures::report(format!(
+        "after unstalling: delivered {n}, missing {missing}, duplicates {dup}"
+    ));
     assert_eq!((missing, dup), (0, 0), "missing, duplicated");
 }
 
@@ -421,12 +423,12 @@ fn a_full_disk_holds_input_back_marks_the_buffer_unhealthy_and_recovers() {
                 &format!("{}/buffer\"", work.path().display()),
                 &format!("{}/small/buffer\"", work.path().display()),
             );
-            eprintln!("disk full: a 6 MiB tmpfs holds the buffer");
+            crate::support::figures::report("disk full: a 6 MiB tmpfs holds the buffer");
         }
         None => {
             config.push_str("buffer_max_size = \"6MiB\"\n");
-            eprintln!(
-                "disk full: cannot mount a tmpfs here (not root?); testing a full buffer_max_size instead"
+            crate::support::figures::report(
+                "disk full: cannot mount a tmpfs here (not root?); testing a full buffer_max_size instead",
             );
         }
     }
@@ -461,7 +463,9 @@ fn a_full_disk_holds_input_back_marks_the_buffer_unhealthy_and_recovers() {
     let delivered_blocked = lf
         .metric("logferry_buffer_disk_records{component=\"file.0\"")
         .unwrap_or(0.0);
-    eprintln!("held back with {delivered_blocked} records in the buffer");
+    crate::support::figures::report(format!(
+        "held back with {delivered_blocked} records in the buffer"
+    ));
 
     // Drain: space frees, writes resume, every record arrives once.
     let drain = std::thread::spawn(move || {
@@ -494,11 +498,11 @@ fn a_full_disk_holds_input_back_marks_the_buffer_unhealthy_and_recovers() {
     assert!(lf.terminate().success(), "{}", lf.stderr());
     let missing = seen.iter().filter(|&&c| c == 0).count();
     let dup = seen.iter().filter(|&&c| c > 1).count();
-    eprintln!(
+    crate::support::figures::report(format!(
         "disk full: sent {sent}, acknowledged {}, delivered {}, missing {missing}, duplicates {dup}",
         acked_messages * 500,
         n as usize - missing
-    );
+    ));
     assert_eq!((missing, dup), (0, 0));
     drop(tmpfs);
 }
@@ -562,11 +566,11 @@ fn sigterm_under_load_delivers_or_persists_everything_acknowledged() {
     let after_restart = counts.iter().filter(|&&c| c > 0).count() as u64;
     let lost_acked = counts[..acked as usize].iter().filter(|&&c| c == 0).count();
     let dups: u32 = counts.iter().map(|&c| c.saturating_sub(1)).sum();
-    eprintln!(
+    crate::support::figures::report(format!(
         "SIGTERM: sent {sent}, acknowledged {acked}, delivered before exit {delivered}, \
          delivered after restart {after_restart} ({persisted_files} segment files left), \
          lost acknowledged {lost_acked}, duplicates {dups}, stop took {took:?}"
-    );
+    ));
     assert!(!first.status.success() || sent == total);
     assert_eq!(lost_acked, 0, "acknowledged records were lost");
     assert_eq!(dups, 0, "a clean stop leaves no duplicates");
@@ -612,12 +616,12 @@ fn sigterm_with_a_slow_sink_persists_the_backlog_for_the_next_start() {
     let counts = pipe.counts();
     let lost_acked = counts[..acked as usize].iter().filter(|&&c| c == 0).count();
     let dups: u32 = counts.iter().map(|&c| c.saturating_sub(1)).sum();
-    eprintln!(
+    crate::support::figures::report(format!(
         "SIGTERM, slow sink: sent {sent}, acknowledged {acked}, delivered before exit \
          {delivered_before_exit}, delivered after restart {}, lost acknowledged {lost_acked}, \
          duplicates {dups}, stop took {took:?}",
         counts.iter().filter(|&&c| c > 0).count()
-    );
+    ));
     assert!(
         (delivered_before_exit as u64) < acked,
         "the sink must still have had a backlog at exit"

@@ -425,7 +425,9 @@ buffer_limit = "2MiB"
         "the client must be blocked by backpressure"
     );
     let (rss, peak) = lf.memory_kib();
-    eprintln!("while stalled: rss {rss} KiB, peak {peak} KiB, offered ~60000 KiB");
+    crate::support::figures::report(format!(
+        "while stalled: rss {rss} KiB, peak {peak} KiB, offered ~60000 KiB"
+    ));
     assert!(
         peak < 48 * 1024,
         "peak RSS {peak} KiB while the sink was stalled"

@@ -229,10 +229,10 @@ fn tokens_refresh_while_busy_and_idle_without_auth_failures() {
         "busy {busy_stats}\nidle {idle_stats}\nend {stats}\n{}",
         proxy.log()
     );
-    eprintln!(
+    crate::support::figures::report(format!(
         "refreshes: busy {busy_refreshes}, after idle {idle_refreshes}, end {}\n{context}",
         refreshes(&lf)
-    );
+    ));
     assert!(refreshes(&lf) >= 3, "{}", lf.stderr());
     assert!(
         idle_refreshes >= busy_refreshes + 2,

@@ -324,14 +324,14 @@ fn half_the_entries_throttled_for_a_period_under_load_lose_and_duplicate_nothing
             s.resent_after_success,
         )
     });
-    eprintln!(
+    crate::support::figures::report(format!(
         "50% throttled: sent {n}, acknowledged {n}, delivered {delivered}, lost {lost}, \
          duplicates {duplicates}; throttled entries {throttled} (other entry failures \
          {other_failures}), entries received {received}, resent after success \
          {resent_after_success}; {accepted_while_throttled} accepted during the {:.1?} of \
          throttling, all acknowledged after {took:.1?}",
         throttled_period
-    );
+    ));
     assert_eq!(lost, 0, "records lost");
     assert_eq!(duplicates, 0, "records duplicated by retries");
     assert_eq!(resent_after_success, 0, "an accepted entry was sent again");

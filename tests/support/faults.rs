@@ -51,7 +51,7 @@ impl Figures {
 
     /// Prints `name: sent .., acknowledged .., delivered .., lost .., duplicates ..; extra`.
     pub fn print(&self, name: &str, extra: &str) {
-        eprintln!(
+        crate::support::figures::report(format!(
             "{name}: sent {}, acknowledged {}, delivered {}, lost {}, duplicates {}{}{extra}",
             self.sent,
             self.acked,
@@ -59,7 +59,7 @@ impl Figures {
             self.lost,
             self.duplicates,
             if extra.is_empty() { "" } else { "; " },
-        );
+        ));
     }
 }
 

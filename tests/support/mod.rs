@@ -2,5 +2,6 @@
 //! Not every test file uses every helper, hence the allowance below.
 #![allow(dead_code)]
 
+pub mod figures;
 pub mod process;
 pub mod services;
