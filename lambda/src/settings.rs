@@ -55,6 +55,13 @@ pub enum SettingsError {
          one [[sources]] entry with type = \"cloudwatch_logs\" and no other source ({found})"
     )]
     Sources { file: String, found: String },
+    #[error(
+        "{file}: sink {sink}: buffer = \"disk\" is not for logferry-lambda: an invocation \
+         succeeds only once its records are delivered, and a disk buffer in the function's /tmp \
+         would make success mean \"written to a disk that is discarded with the execution \
+         environment\". Remove buffer (and buffer_path) from the sink"
+    )]
+    DiskBuffer { file: String, sink: String },
 }
 
 /// The loaded configuration and where it came from.
@@ -109,6 +116,16 @@ pub fn load(
         return Err(SettingsError::Sources {
             file: origin,
             found,
+        });
+    }
+    if let Some(sink) = config
+        .sinks
+        .iter()
+        .find(|s| matches!(s.buffer, logferry::buffer::BufferKind::Disk(_)))
+    {
+        return Err(SettingsError::DiskBuffer {
+            file: origin,
+            sink: sink.name.clone(),
         });
     }
     let source = sources.remove(0);
@@ -421,5 +438,28 @@ mod tests {
         let loaded = load(&|_| None, &[], Some(dir.path())).unwrap();
         assert_eq!(loaded.source.id_key, "event_id");
         assert_eq!(loaded.origin, path.display().to_string());
+    }
+
+    #[test]
+    fn a_disk_buffer_is_refused_naming_the_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logferry.toml");
+        let buffer = dir.path().join("buf");
+        std::fs::write(
+            &path,
+            format!(
+                "[[sources]]\ntype = \"cloudwatch_logs\"\n[[sinks]]\nname = \"out\"\n\
+                 type = \"stdout\"\nmatch = \"*\"\nbuffer = \"disk\"\nbuffer_path = {:?}\n",
+                buffer.display().to_string()
+            ),
+        )
+        .unwrap();
+        let Err(e) = load(&|_| None, &[], Some(dir.path())) else {
+            panic!("a disk buffer was accepted")
+        };
+        let text = e.to_string();
+        assert!(text.contains("sink out"), "{text}");
+        assert!(text.contains("buffer = \"disk\""), "{text}");
+        assert!(text.starts_with(&path.display().to_string()), "{text}");
     }
 }
