@@ -141,8 +141,12 @@ impl WriterSink {
                         continue;
                     }
                     self.cx.metrics.dropped("unencodable", 1);
-                    tracing::warn!(sink = %self.cx.name, tag = %event.tag, error = %e,
-                        "record dropped: it cannot be encoded as configured");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.cx.name, "dropped_unencodable")
+                    {
+                        tracing::warn!(suppressed, sink = %self.cx.name, tag = %event.tag, error = %e,
+                            "record dropped: it cannot be encoded as configured");
+                    }
                     continue;
                 }
                 encoded += 1;
@@ -154,9 +158,13 @@ impl WriterSink {
             self.cx.metrics.bytes_out.inc_by(buf.len() as u64);
             match &self.cx.dead_letters {
                 Some(dead_letters) if !unencodable.is_empty() => {
-                    tracing::warn!(sink = %self.cx.name, tag = %batch.tag,
-                        records = unencodable.len(), error = %unencodable[0].1,
-                        "records cannot be encoded as configured: writing them to the dead-letter file");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.cx.name, "dead_letter_unencodable")
+                    {
+                        tracing::warn!(suppressed, sink = %self.cx.name, tag = %batch.tag,
+                            records = unencodable.len(), error = %unencodable[0].1,
+                            "records cannot be encoded as configured: writing them to the dead-letter file");
+                    }
                     let letters: Vec<_> = unencodable
                         .drain(..)
                         .filter_map(|(i, error)| Some((batch.events.get(i)?.clone(), error)))

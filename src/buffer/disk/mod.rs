@@ -280,8 +280,12 @@ impl Shared {
             match st.inflight.get_mut(idx as usize) {
                 Some(entry) if ok => entry.done = true,
                 Some(entry) => {
-                    tracing::warn!(sink = %self.name, segment = entry.seg,
-                        "a batch from the disk buffer was not delivered; it is delivered again in 1 s (or after a restart)");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.name, "buffer_redeliver")
+                    {
+                        tracing::warn!(sink = %self.name, segment = entry.seg, suppressed,
+                            "a batch from the disk buffer was not delivered; it is delivered again in 1 s (or after a restart)");
+                    }
                     self.schedule_retry(token);
                     return;
                 }
@@ -338,8 +342,10 @@ impl Shared {
         let pos = lock(&self.state).ack;
         if let Err(e) = log.record(pos) {
             self.component.error("buffer_ack_write");
-            tracing::warn!(sink = %self.name, error = %e,
-                "cannot record the disk buffer's ack position; acknowledged records may be sent again after a restart");
+            if let Some(suppressed) = crate::log_limit::allow(&self.name, "buffer_ack_write") {
+                tracing::warn!(sink = %self.name, error = %e, suppressed,
+                    "cannot record the disk buffer's ack position; acknowledged records may be sent again after a restart");
+            }
         }
     }
 
@@ -348,7 +354,9 @@ impl Shared {
     fn sync_if_dirty(&self) {
         if let Err(e) = lock(&self.ack_log).sync() {
             self.component.error("buffer_fsync");
-            tracing::warn!(sink = %self.name, error = %e, "fsync of the disk buffer's ack log failed");
+            if let Some(suppressed) = crate::log_limit::allow(&self.name, "buffer_fsync_ack_log") {
+                tracing::warn!(sink = %self.name, error = %e, suppressed, "fsync of the disk buffer's ack log failed");
+            }
         }
         let mut w = lock(&self.writer);
         if !w.dirty {
@@ -357,7 +365,9 @@ impl Shared {
         if let Some(file) = w.file.as_ref() {
             if let Err(e) = file.sync_data() {
                 self.component.error("buffer_fsync");
-                tracing::warn!(sink = %self.name, error = %e, "fsync of the disk buffer failed");
+                if let Some(suppressed) = crate::log_limit::allow(&self.name, "buffer_fsync") {
+                    tracing::warn!(sink = %self.name, error = %e, suppressed, "fsync of the disk buffer failed");
+                }
                 return;
             }
         }

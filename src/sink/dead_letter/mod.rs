@@ -306,8 +306,12 @@ impl Writer {
                         self.dir.display(),
                         group.len()
                     );
-                    tracing::error!(sink = %self.sink, dir = %self.dir.display(), error = %e,
-                        records = group.len(), "dead-letter write failed");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.sink, "dead_letter_write")
+                    {
+                        tracing::error!(sink = %self.sink, dir = %self.dir.display(), error = %e,
+                            records = group.len(), suppressed, "dead-letter write failed");
+                    }
                     self.health.set_unhealthy(&self.health_key, message);
                     self.failing = true;
                     false

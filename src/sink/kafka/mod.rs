@@ -222,13 +222,21 @@ impl KafkaSink {
                 .shared
                 .dead_letter(&tracker, dead_letter::reason::UNENCODABLE, e.to_string())
             {
-                tracing::warn!(sink = %self.shared.name, tag = %event.tag, error = %e,
-                    "record cannot be encoded as configured: written to the dead-letter file");
+                if let Some(suppressed) =
+                    crate::log_limit::allow(&self.shared.name, "dead_letter_unencodable")
+                {
+                    tracing::warn!(suppressed, sink = %self.shared.name, tag = %event.tag, error = %e,
+                        "record cannot be encoded as configured: written to the dead-letter file");
+                }
                 return;
             }
             self.shared.metrics.dropped("unencodable", 1);
-            tracing::warn!(sink = %self.shared.name, tag = %event.tag, error = %e,
-                "record dropped: it cannot be encoded as configured");
+            if let Some(suppressed) =
+                crate::log_limit::allow(&self.shared.name, "dropped_unencodable")
+            {
+                tracing::warn!(suppressed, sink = %self.shared.name, tag = %event.tag, error = %e,
+                    "record dropped: it cannot be encoded as configured");
+            }
             tracker.settle();
             return;
         }
@@ -319,14 +327,21 @@ async fn produce(
                     )
                 }) =>
             {
-                tracing::warn!(sink = %shared.name, topic, bytes = payload.len(), error = %error,
-                    "record refused before sending: written to the dead-letter file");
+                if let Some(suppressed) =
+                    crate::log_limit::allow(&shared.name, "dead_letter_refused")
+                {
+                    tracing::warn!(suppressed, sink = %shared.name, topic, bytes = payload.len(), error = %error,
+                        "record refused before sending: written to the dead-letter file");
+                }
                 return;
             }
             Err((error, back)) if producer::classify(&error) == producer::Failure::TooLarge => {
                 shared.metrics.dropped("too_large", 1);
-                tracing::warn!(sink = %shared.name, topic, bytes = payload.len(), error = %error,
-                    "record dropped: larger than message.max.bytes allows");
+                if let Some(suppressed) = crate::log_limit::allow(&shared.name, "dropped_too_large")
+                {
+                    tracing::warn!(suppressed, sink = %shared.name, topic, bytes = payload.len(), error = %error,
+                        "record dropped: larger than message.max.bytes allows");
+                }
                 back.delivery_opaque.settle();
                 return;
             }

@@ -619,25 +619,37 @@ impl ProducerContext for KafkaContext {
                         )
                     }) =>
             {
-                tracing::warn!(sink = %self.shared.name, topic = message.topic(), error = %error,
-                    "the broker refuses the record: written to the dead-letter file");
+                if let Some(suppressed) =
+                    crate::log_limit::allow(&self.shared.name, "dead_letter_refused")
+                {
+                    tracing::warn!(suppressed, sink = %self.shared.name, topic = message.topic(), error = %error,
+                        "the broker refuses the record: written to the dead-letter file");
+                }
                 self.shared.progress.notify_waiters();
             }
             Err((error, message)) => match classify(error) {
                 Failure::TooLarge => {
                     self.shared.metrics.dropped("too_large", 1);
-                    tracing::warn!(sink = %self.shared.name, topic = message.topic(),
-                        bytes = message.payload_len(), error = %error,
-                        "record dropped: the broker refuses it as too large; raise the topic's \
-                         max.message.bytes or send smaller records");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.shared.name, "dropped_too_large")
+                    {
+                        tracing::warn!(suppressed, sink = %self.shared.name, topic = message.topic(),
+                            bytes = message.payload_len(), error = %error,
+                            "record dropped: the broker refuses it as too large; raise the topic's \
+                             max.message.bytes or send smaller records");
+                    }
                     tracker.settle();
                 }
                 Failure::Invalid => {
                     self.shared.metrics.dropped("invalid_record", 1);
-                    tracing::warn!(sink = %self.shared.name, topic = message.topic(),
-                        error = %error,
-                        "record dropped: the broker refuses it as invalid (a compacted topic \
-                         needs a message key)");
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(&self.shared.name, "dropped_invalid")
+                    {
+                        tracing::warn!(suppressed, sink = %self.shared.name, topic = message.topic(),
+                            error = %error,
+                            "record dropped: the broker refuses it as invalid (a compacted topic \
+                             needs a message key)");
+                    }
                     tracker.settle();
                 }
                 Failure::Retry => {

@@ -715,19 +715,26 @@ impl Task {
         } else {
             dead_letter::reason::INVALID
         };
+        // Counted per record; logged at most every few seconds per reason (with how many were
+        // suppressed), so a stream of oversized records does not flood the log.
+        let log = crate::log_limit::allow(self.name(), why);
         if self.sink.cx.dead_letters.is_some() {
-            tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
-                size, max = self.limits.max_record_size, reason = %reason,
-                "record cannot be sent ({why}): written to the dead-letter file");
+            if let Some(suppressed) = log {
+                tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
+                    size, max = self.limits.max_record_size, reason = %reason, suppressed,
+                    "record cannot be sent ({why}): written to the dead-letter file");
+            }
             for user in users {
                 self.dead_letter(user, why, reason.to_string());
             }
             return;
         }
         self.sink.cx.metrics.dropped(why, users.len() as u64);
-        tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
-            size, max = self.limits.max_record_size, reason = %reason,
-            "record dropped: {why}");
+        if let Some(suppressed) = log {
+            tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
+                size, max = self.limits.max_record_size, reason = %reason, suppressed,
+                "record dropped: {why}");
+        }
         for user in users {
             user.settle(true);
         }

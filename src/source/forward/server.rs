@@ -368,7 +368,12 @@ async fn write_acks<W: AsyncWrite + Unpin>(
 ) {
     while let Some((waiter, chunk)) = acks.recv().await {
         if !waiter.wait().await {
-            tracing::warn!("a forward message was not delivered; not acknowledging it");
+            if let Some(suppressed) = crate::log_limit::allow("forward", "not_acknowledged") {
+                tracing::warn!(
+                    suppressed,
+                    "a forward message was not delivered; not acknowledging it"
+                );
+            }
             continue;
         }
         if writer.write_all(&encode_ack(&chunk)).await.is_err() {
