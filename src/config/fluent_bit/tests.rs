@@ -329,3 +329,98 @@ fn kafka_without_topics_writes_to_fluent_bits_default_topic() {
     };
     assert_eq!(k.settings().unwrap().topics, ["fluent-bit"]);
 }
+
+/// Every option of both Kinesis plugins and of the kafka output, written as a FireLens task
+/// definition would, reaches the native sink under its native name with its value; the result
+/// also loads (so the native loader accepts each one).
+#[test]
+fn every_mapped_kinesis_and_kafka_option_reaches_the_native_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name kinesis\n    Match a\n    region eu-west-1\n    stream s\n    \
+             partition_key kubernetes->pod_name\n    data_keys log,level\n    log_key log\n    \
+             role_arn arn:aws:iam::123456789012:role/r\n    external_id ext\n    time_key t\n    \
+             time_key_format %Y\n    replace_dots _\n    compression gzip\n    append_newline true\n    \
+             aggregation true\n    experimental_concurrency 4\n    experimental_concurrency_retries 2\n    \
+             http_request_timeout 7\n    auto_retry_requests true\n    simple_aggregation false\n\
+             [OUTPUT]\n    Name kafka\n    Match b\n    Brokers b1:9098,b2:9098\n    Topics logs\n    \
+             topic_key team\n    message_key fixed\n    message_key_field container_id\n    \
+             timestamp_key ts\n    timestamp_format iso8601\n    format msgpack\n    \
+             aws_msk_iam true\n    aws_msk_iam_cluster_arn \
+             arn:aws:kafka:us-east-1:123456789012:cluster/logs/abcd-1\n    dynamic_topic on\n    \
+             rdkafka.linger.ms 20\n"
+        ),
+    );
+    let translated = translate(&path, &|_| None).unwrap();
+    let value: toml::Value = toml::from_str(&translated.toml).unwrap();
+    let sinks = value["sinks"].as_array().unwrap();
+    let get = |i: usize, key: &str| -> toml::Value {
+        sinks[i]
+            .get(key)
+            .unwrap_or_else(|| panic!("sink {i} has no `{key}`:\n{}", translated.toml))
+            .clone()
+    };
+    let s = |v: &str| toml::Value::String(v.to_string());
+    for (key, want) in [
+        ("type", s("kinesis")),
+        ("region", s("eu-west-1")),
+        ("stream", s("s")),
+        ("partition_key", s("kubernetes->pod_name")),
+        ("data_keys", s("log,level")),
+        ("log_key", s("log")),
+        ("role_arn", s("arn:aws:iam::123456789012:role/r")),
+        ("external_id", s("ext")),
+        ("time_key", s("t")),
+        ("time_key_format", s("%Y")),
+        ("replace_dots", s("_")),
+        ("compression", s("gzip")),
+        ("append_newline", toml::Value::Boolean(true)),
+        ("aggregation", toml::Value::Boolean(true)),
+        ("max_in_flight", toml::Value::Integer(4)),
+        ("http_request_timeout", s("7s")),
+    ] {
+        assert_eq!(get(0, key), want, "kinesis `{key}`");
+    }
+    for (key, want) in [
+        ("type", s("kafka")),
+        ("brokers", s("b1:9098,b2:9098")),
+        ("topics", s("logs")),
+        ("topic_key", s("team")),
+        ("message_key", s("fixed")),
+        ("message_key_field", s("container_id")),
+        ("timestamp_key", s("ts")),
+        ("timestamp_format", s("iso8601")),
+        ("format", s("msgpack")),
+        ("aws_msk_iam", toml::Value::Boolean(true)),
+        (
+            "aws_msk_iam_cluster_arn",
+            s("arn:aws:kafka:us-east-1:123456789012:cluster/logs/abcd-1"),
+        ),
+        ("dynamic_topic", toml::Value::Boolean(true)),
+    ] {
+        assert_eq!(get(1, key), want, "kafka `{key}`");
+    }
+    assert_eq!(get(1, "rdkafka")["linger.ms"], s("20"));
+    let loaded = parse(&path, &|_| None);
+    assert!(loaded.is_ok(), "{:?}", loaded.err().map(|e| e.to_string()));
+    // Refused keys of the Kinesis plugins name the key and say why.
+    for (option, why) in [
+        ("profile p", "AWS_PROFILE"),
+        ("simple_aggregation true", "aggregation true"),
+        ("port 4566", "needs `endpoint`"),
+    ] {
+        let p = problems(&format!(
+            "{INPUT}[OUTPUT]\n    Name kinesis_streams\n    Match *\n    stream s\n    {option}\n"
+        ));
+        assert_eq!(p.len(), 1, "{option}: {p:?}");
+        let key = option.split(' ').next().unwrap();
+        assert!(
+            p[0].contains(&format!("`{key}`")) && p[0].contains(why),
+            "{p:?}"
+        );
+        assert!(p[0].contains(":8: [OUTPUT] kinesis_streams"), "{p:?}");
+    }
+}
