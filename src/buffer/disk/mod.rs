@@ -272,13 +272,16 @@ impl Shared {
     /// Marks the frame of `token` acknowledged (or failed) and moves the ack position.
     fn acknowledge(self: &Arc<Self>, token: u64, ok: bool) {
         let mut released = Vec::new();
-        let (advanced, deletable) = {
+        let (advanced, deletable, done_ahead) = {
             let mut st = lock(&self.state);
             let Some(idx) = token.checked_sub(st.inflight_base) else {
                 return;
             };
-            match st.inflight.get_mut(idx as usize) {
-                Some(entry) if ok => entry.done = true,
+            let end = match st.inflight.get_mut(idx as usize) {
+                Some(entry) if ok => {
+                    entry.done = true;
+                    (entry.seg, entry.end)
+                }
                 Some(entry) => {
                     if let Some(suppressed) =
                         crate::log_limit::allow(&self.name, "buffer_redeliver")
@@ -290,7 +293,7 @@ impl Shared {
                     return;
                 }
                 None => return,
-            }
+            };
             let mut advanced = false;
             while st.inflight.front().is_some_and(|e| e.done) {
                 if let Some(mut e) = st.inflight.pop_front() {
@@ -308,8 +311,19 @@ impl Shared {
             } else {
                 Vec::new()
             };
-            (advanced, deletable)
+            (advanced, deletable, (!advanced).then_some(end))
         };
+        if let Some(end) = done_ahead {
+            // Delivered behind a frame still pending: recorded so that a crash does not send
+            // it again (see ack_log).
+            if let Err(e) = lock(&self.ack_log).record_done(end, || self.done_ahead()) {
+                self.component.error("buffer_ack_write");
+                if let Some(suppressed) = crate::log_limit::allow(&self.name, "buffer_ack_write") {
+                    tracing::warn!(sink = %self.name, error = %e, suppressed,
+                        "cannot record a delivered frame in the disk buffer's ack log; it may be sent again after a restart");
+                }
+            }
+        }
         if advanced {
             self.persist_ack();
             // Only now may the reader take more frames: the window of frames delivered but
@@ -336,11 +350,21 @@ impl Shared {
         });
     }
 
+    /// The in-flight frames (by their end) delivered ahead of the ack position.
+    fn done_ahead(&self) -> Vec<ack_log::Position> {
+        lock(&self.state)
+            .inflight
+            .iter()
+            .filter(|e| e.done)
+            .map(|e| (e.seg, e.end))
+            .collect()
+    }
+
     /// Appends the current ack position to the ack log.
     fn persist_ack(&self) {
         let mut log = lock(&self.ack_log);
         let pos = lock(&self.state).ack;
-        if let Err(e) = log.record(pos) {
+        if let Err(e) = log.record(pos, || self.done_ahead()) {
             self.component.error("buffer_ack_write");
             if let Some(suppressed) = crate::log_limit::allow(&self.name, "buffer_ack_write") {
                 tracing::warn!(sink = %self.name, error = %e, suppressed,
@@ -515,6 +539,9 @@ pub struct DiskReceiver {
     queued_records: Arc<AtomicUsize>,
     /// A frame read but not yet handed out (waiting for memory room).
     pending: Option<Frame>,
+    /// Frames (by their end) that the ack log says were delivered before a restart, ahead of
+    /// the recorded position: acknowledged when read back, not sent again.
+    delivered_before: std::collections::BTreeSet<ack_log::Position>,
     /// The last read failed with an I/O error (e.g. too many open files): the receiver tries
     /// the same position again after [`READ_RETRY`] instead of skipping acknowledged frames.
     read_failed: bool,
@@ -571,15 +598,20 @@ pub fn open(
     fs::write(&probe, b"probe").map_err(err("cannot write a file in it"))?;
     let _ = fs::remove_file(&probe);
 
-    let ack = match ack_log::read(&dir) {
-        Ok(a) => a,
+    let recovered = match ack_log::read_recovered(&dir) {
+        Ok(r) => r,
         Err(e) => {
             component.error("buffer_corrupt");
             tracing::warn!(sink = %name, path = %dir.display(), error = %e,
                 "the disk buffer's ack file is unreadable; replaying every segment (records may be sent twice)");
-            None
+            ack_log::Recovered::default()
         }
     };
+    let ack = recovered.pos;
+    if !recovered.done.is_empty() {
+        tracing::info!(sink = %name, frames = recovered.done.len(),
+            "frames delivered ahead of the acknowledged position before the restart are not sent again");
+    }
     let mut ids: Vec<u64> = fs::read_dir(&dir)
         .map_err(err("cannot list it"))?
         .filter_map(|e| e.ok())
@@ -697,6 +729,7 @@ pub fn open(
         queued_records: queued_records.clone(),
         pending: None,
         read_failed: false,
+        delivered_before: recovered.done,
     };
     let sender = DiskSender {
         guard: Arc::new(SenderGuard { shared }),
@@ -827,6 +860,26 @@ struct Frame {
     retry_of: Option<u64>,
 }
 
+/// Where a frame lies, without its payload.
+#[derive(Clone, Copy)]
+struct FrameMeta {
+    seg: u64,
+    end: u64,
+    len: u64,
+    written_ms: u64,
+}
+
+impl Frame {
+    fn meta(&self) -> FrameMeta {
+        FrameMeta {
+            seg: self.seg,
+            end: self.end,
+            len: self.len,
+            written_ms: self.written_ms,
+        }
+    }
+}
+
 impl DiskReceiver {
     /// The next batch; `None` once every sender is gone and every frame was read.
     /// Cancel-safe: a frame read while waiting for memory room is kept for the next call.
@@ -886,29 +939,46 @@ impl DiskReceiver {
         }
     }
 
+    /// Puts a frame read for the first time in flight; returns its token.
+    fn track(
+        &self,
+        frame: FrameMeta,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        records: u64,
+    ) -> u64 {
+        let mut st = lock(&self.shared.state);
+        let token = st.inflight_base + st.inflight.len() as u64;
+        st.inflight.push_back(Inflight {
+            permit: Some(permit),
+            seg: frame.seg,
+            end: frame.end,
+            bytes: frame.len,
+            records,
+            written_ms: frame.written_ms,
+            done: false,
+        });
+        token
+    }
+
     fn make_batch(
         &mut self,
         frame: Frame,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Option<Batch> {
+        if frame.retry_of.is_none() && self.delivered_before.remove(&(frame.seg, frame.end)) {
+            let records = frame::count(&frame.payload).unwrap_or(0) as u64;
+            let token = self.track(frame.meta(), permit, records);
+            self.shared.acknowledge(token, true);
+            return None;
+        }
         let bytes = frame.payload.len();
+        let meta = frame.meta();
         let decoded = frame::decode(Bytes::from(frame.payload));
         let records = decoded.as_ref().map(|(_, e)| e.len() as u64).unwrap_or(0);
         let token = if let Some(token) = frame.retry_of {
             token
         } else {
-            let mut st = lock(&self.shared.state);
-            let token = st.inflight_base + st.inflight.len() as u64;
-            st.inflight.push_back(Inflight {
-                permit: Some(permit),
-                seg: frame.seg,
-                end: frame.end,
-                bytes: frame.len,
-                records,
-                written_ms: frame.written_ms,
-                done: false,
-            });
-            token
+            self.track(meta, permit, records)
         };
         let ack = DiskAck {
             shared: Some(self.shared.clone()),
