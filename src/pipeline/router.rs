@@ -97,14 +97,14 @@ impl Router {
                 stage.metrics.records_out.inc_by(events.len() as u64);
             }
         }
-        let holding = stages.iter().any(|s| s.transform.holds_records());
+        let holding = any_holding(&stages);
         (events, holding)
     }
 
     fn holding(&self) -> bool {
         self.transforms
             .lock()
-            .map(|stages| stages.iter().any(|s| s.transform.holds_records()))
+            .map(|stages| any_holding(&stages))
             .unwrap_or(false)
     }
 
@@ -216,6 +216,10 @@ impl Router {
         }
         Ok(())
     }
+}
+
+fn any_holding(stages: &[TransformStage]) -> bool {
+    stages.iter().any(|s| s.transform.holds_records())
 }
 
 fn release(held: &mut Vec<AckRef>) {
