@@ -207,10 +207,16 @@ impl Drop for Sampler {
 
 // --- the crash duplicate bound -----------------------------------------------------------------
 
-/// The acknowledged position recorded in `<dir>/ack`: the greatest (segment, offset) among its
-/// whole 20-byte records (segment u64 LE, offset u64 LE, CRC32 of both u32 LE).
-pub fn recorded_ack_position(dir: &Path) -> Option<(u64, u64)> {
-    let bytes = std::fs::read(dir.join("ack")).ok()?;
+/// Set in the segment field of an ack-log record that names one frame delivered ahead of the
+/// position (a "done frame", see src/buffer/disk/ack_log.rs), not the position itself.
+const DONE_FLAG: u64 = 1 << 63;
+
+/// The whole 20-byte records of `<dir>/ack` whose checksum holds (segment u64 LE, offset u64
+/// LE, CRC32 of both u32 LE).
+fn ack_records(dir: &Path) -> Vec<(u64, u64)> {
+    let Ok(bytes) = std::fs::read(dir.join("ack")) else {
+        return Vec::new();
+    };
     bytes
         .chunks_exact(20)
         .filter(|r| crc32fast::hash(&r[..16]) == u32::from_le_bytes([r[16], r[17], r[18], r[19]]))
@@ -220,7 +226,25 @@ pub fn recorded_ack_position(dir: &Path) -> Option<(u64, u64)> {
                 u64::from_le_bytes(r[8..16].try_into().unwrap()),
             )
         })
+        .collect()
+}
+
+/// The acknowledged position recorded in `<dir>/ack`: the greatest (segment, offset) among
+/// its position records (done-frame records left out).
+pub fn recorded_ack_position(dir: &Path) -> Option<(u64, u64)> {
+    ack_records(dir)
+        .into_iter()
+        .filter(|(seg, _)| seg & DONE_FLAG == 0)
         .max()
+}
+
+/// The frames `<dir>/ack` records as delivered ahead of the position, by (segment, end).
+fn recorded_done_frames(dir: &Path) -> std::collections::BTreeSet<(u64, u64)> {
+    ack_records(dir)
+        .into_iter()
+        .filter(|(seg, _)| seg & DONE_FLAG != 0)
+        .map(|(seg, end)| (seg & !DONE_FLAG, end))
+        .collect()
 }
 
 /// The record count of a frame payload: msgpack tag string, then the count as an unsigned int.
@@ -251,9 +275,11 @@ fn frame_records(payload: &[u8]) -> u64 {
 /// ack position can have been delivered unrecorded, and the frames read back past it hold
 /// shares of `buffer_limit` (min(payload, buffer_limit) bytes each) until the position passes
 /// them. So: the records of the frames after the recorded position, in log order, while their
-/// shares add up to at most `buffer_limit`. Call it with logferry stopped (after the kill).
+/// shares add up to at most `buffer_limit`, less those of the frames the log records as done
+/// (they hold their share until the position passes them, but are not sent again). Call it with logferry stopped (after the kill).
 pub fn crash_duplicate_bound(dir: &Path, buffer_limit: u64) -> (u64, u64) {
     let (ack_seg, ack_off) = recorded_ack_position(dir).unwrap_or((0, 0));
+    let done = recorded_done_frames(dir);
     let mut ids: Vec<u64> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -281,9 +307,12 @@ pub fn crash_duplicate_bound(dir: &Path, buffer_limit: u64) -> (u64, u64) {
                 return (records, frames);
             }
             shares += share;
-            records += frame_records(&bytes[at + 16..at + 16 + len]);
-            frames += 1;
-            at += 16 + len;
+            let end = (at + 16 + len) as u64;
+            if !done.contains(&(id, end)) {
+                records += frame_records(&bytes[at + 16..at + 16 + len]);
+                frames += 1;
+            }
+            at = end as usize;
         }
     }
     (records, frames)
