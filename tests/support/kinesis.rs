@@ -219,11 +219,17 @@ impl Logferry {
             http,
             log,
         };
-        if !wait_port(forward, Duration::from_secs(30)) {
-            let _ = me.child.kill();
-            panic!("logferry did not listen on {forward}:\n{}", me.log());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("logferry exited early with {status}:\n{}", me.log());
+            }
+            if wait_port(forward, Duration::from_millis(100)) {
+                return me;
+            }
         }
-        me
+        let _ = me.child.kill();
+        panic!("logferry did not listen on {forward}:\n{}", me.log())
     }
 
     pub fn log(&self) -> String {

@@ -66,12 +66,50 @@ pub fn tansu_bin() -> PathBuf {
     installed(cache_dir().join("bin").join("tansu"), "tansu")
 }
 
-/// A TCP port that was free on 127.0.0.1 a moment ago. Racy by nature: bind it soon.
+/// A TCP port free on 127.0.0.1 a moment ago, taken from below the kernel's ephemeral range.
+///
+/// Why not port 0: a port the kernel hands out for `bind(0)` comes from the ephemeral range, the
+/// same range it draws the local ports of outgoing connections from. Between this call and the
+/// test's server binding it, any connection made by a parallel test (a loadgen, an SDK client, a
+/// stand-in) can take it, and the server fails with "Address already in use" (CI saw exactly
+/// that). Ports below the range are never used for outgoing connections, so only another
+/// listener can take them; each test process walks its own slice of them (offset by its pid)
+/// and a port is handed out only once per process.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (low, high) = listener_port_window();
+    let span = usize::from(high.saturating_sub(low)).max(1);
+    let offset = (std::process::id() as usize).wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + ((offset + step) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("no free TCP port on 127.0.0.1")
+}
+
+/// Ports `[low, high)` outside the kernel's ephemeral range (`ip_local_port_range`): the 12,000
+/// below it, or above it when it starts too low to leave room.
+fn listener_port_window() -> (u16, u16) {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u16>().ok());
+    let (first, last) = match (bounds.next(), bounds.next()) {
+        (Some(first), Some(last)) => (first, last),
+        _ => (32768, 60999),
+    };
+    if first >= 10_000 {
+        (first.saturating_sub(12_000).max(8_000), first)
+    } else {
+        (last.saturating_add(1).min(64_000), u16::MAX)
+    }
 }
 
 /// Waits until `addr` accepts TCP connections; false after `timeout`.
