@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::process::{logferry_bin, read_jsonl, wait_for_lines};
-use support::services::{free_port, wait_port};
+use support::services::{free_port, wait_listening};
 
 /// A logferry process running a config written to `dir`; killed on drop.
 struct Tail {
@@ -59,16 +59,9 @@ impl Tail {
             stderr,
             http: http.parse().unwrap(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !wait_port(t.http, Duration::from_millis(100)) {
-            if let Some(status) = t.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("logferry exited early with {status}:\n{}", t.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "logferry did not start:\n{}",
-                t.stderr()
-            );
+        let child = t.child.as_mut().expect("spawned above");
+        if let Err(reason) = wait_listening(child, t.http, Duration::from_secs(20)) {
+            panic!("logferry {reason}:\n{}", t.stderr());
         }
         t
     }

@@ -31,28 +31,11 @@ die() {
     exit 1
 }
 
-# Prints a TCP port that was free on 127.0.0.1 a moment ago, taken from below the kernel's
-# ephemeral range (ip_local_port_range): ports the kernel hands out for bind(0) are the ones it
-# also gives outgoing connections, which can take them before our server binds. Racy only against
-# other listeners; callers start their server right away and check it with wait_port.
+# Prints a TCP port that was free on 127.0.0.1 a moment ago, from below the kernel's ephemeral
+# range (tests/support/free_port.py says why). Racy only against other listeners; callers start
+# their server right away and check it with wait_port.
 free_port() {
-    python3 -c 'import os, random, socket
-try:
-    first, last = (int(n) for n in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-except (OSError, ValueError):
-    first, last = 32768, 60999
-low, high = (max(first - 12000, 8000), first) if first >= 10000 else (min(last + 1, 64000), 65535)
-ports = list(range(low, high))
-random.Random(os.getpid()).shuffle(ports)
-for port in ports + [0]:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    print(s.getsockname()[1])
-    s.close()
-    break'
+    python3 "$REPO/tests/support/free_port.py"
 }
 
 # wait_port HOST PORT TIMEOUT_SECONDS [PID]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::support::services::{free_port, http_request, python, support_file, wait_port};
+use crate::support::services::{free_port, http_request, python, support_file, wait_listening};
 
 /// Static test credentials (moto accepts any while auth enforcement is off).
 pub const ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -219,17 +219,11 @@ impl Logferry {
             http,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = me.child.try_wait() {
-                panic!("logferry exited early with {status}:\n{}", me.log());
-            }
-            if wait_port(forward, Duration::from_millis(100)) {
-                return me;
-            }
+        if let Err(reason) = wait_listening(&mut me.child, forward, Duration::from_secs(30)) {
+            let _ = me.child.kill();
+            panic!("logferry {reason}:\n{}", me.log());
         }
-        let _ = me.child.kill();
-        panic!("logferry did not listen on {forward}:\n{}", me.log())
+        me
     }
 
     pub fn log(&self) -> String {

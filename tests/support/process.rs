@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::services::{free_port, http_request, wait_port};
+use super::services::{free_port, http_request, wait_listening};
 
 /// The binary under test.
 pub fn logferry_bin() -> PathBuf {
@@ -58,16 +58,11 @@ impl Logferry {
             http,
             stderr_path,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if wait_port(http, Duration::from_millis(100)) {
-                return lf;
-            }
-            if let Some(status) = lf.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("logferry exited early with {status}:\n{}", lf.stderr());
-            }
+        let child = lf.child.as_mut().expect("spawned above");
+        if let Err(reason) = wait_listening(child, http, Duration::from_secs(20)) {
+            panic!("logferry {reason}:\n{}", lf.stderr());
         }
-        panic!("logferry did not start listening:\n{}", lf.stderr());
+        lf
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -112,6 +112,26 @@ fn listener_port_window() -> (u16, u16) {
     }
 }
 
+/// Waits until `child`, just started, accepts TCP connections on `addr`. Fails at once when it
+/// exits first (a bad config, a port taken) rather than after `timeout`; the error says which.
+pub fn wait_listening(
+    child: &mut Child,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited with {status} before listening"));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("did not listen on {addr} within {timeout:?}"))
+}
+
 /// Waits until `addr` accepts TCP connections; false after `timeout`.
 pub fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -192,23 +212,8 @@ impl ServerProcess {
 
     fn wait_ready(&mut self) -> Result<(), String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "{} exited with {status} before listening",
-                    self.name
-                ));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!(
-            "{} did not listen on {addr} within {START_TIMEOUT:?}",
-            self.name
-        ))
+        wait_listening(&mut self.child, addr, START_TIMEOUT)
+            .map_err(|reason| format!("{} {reason}", self.name))
     }
 
     fn log_text(&self) -> String {

@@ -24,7 +24,6 @@ import json
 import logging
 import logging.handlers
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import msk_iam_proxy as proxy_mod  # noqa: E402
+from free_port import free_port  # noqa: E402
 
 REPO = HERE.parent.parent
 AKID = "AKIAIOSFODNN7LOGFERRY"
@@ -230,27 +230,6 @@ def test_official_signer_tokens_validate_now():
 
 
 # --------------------------------------------------------------------------- end-to-end tests
-
-
-def free_port() -> int:
-    """A port free a moment ago, from below the kernel's ephemeral range: ports bind(0) hands out
-    are also given to outgoing connections, which can take them before our server binds."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            first, last = (int(n) for n in f.read().split())
-    except (OSError, ValueError):
-        first, last = 32768, 60999
-    low, high = (max(first - 12000, 8000), first) if first >= 10000 else (min(last + 1, 64000), 65535)
-    ports = list(range(low, high))
-    random.Random(os.getpid() ^ time.monotonic_ns()).shuffle(ports)
-    for port in ports + [0]:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
 def find_tansu() -> str:
