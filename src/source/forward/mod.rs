@@ -47,6 +47,11 @@ pub struct ForwardConfig {
     /// that nobody believes connections are authenticated when they are not.
     #[serde(default)]
     pub shared_key: Option<String>,
+    /// Fluent Bit 2.1+ sends each event as `[[time, metadata], record]`. The metadata map is
+    /// dropped unless this names a record key to keep it under (e.g. `"_metadata"`); a record
+    /// that already has that key keeps its own value. Default: unset (dropped).
+    #[serde(default)]
+    pub metadata_key: Option<String>,
 }
 
 fn default_buffer_max_size() -> ByteSize {
@@ -111,6 +116,12 @@ impl ForwardConfig {
         }
         if self.buffer_chunk_size.bytes() == 0 {
             problems.push(FieldError::new("buffer_chunk_size", "must be > 0"));
+        }
+        if self.metadata_key.as_deref().is_some_and(str::is_empty) {
+            problems.push(FieldError::new(
+                "metadata_key",
+                "must not be empty; leave it out to drop Fluent Bit's event metadata",
+            ));
         }
         if problems.is_empty() {
             Ok(())

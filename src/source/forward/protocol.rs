@@ -10,6 +10,12 @@
 //!
 //! A lone `nil` is a keepalive. Time is an integer or float of seconds, or an EventTime: ext
 //! type 0 with 8 bytes (u32 seconds and u32 nanoseconds, big-endian), as `fixext8` or `ext8`.
+//!
+//! Fluent Bit 2.1+ sends its own event format by default (`retain_metadata_in_forward_mode`):
+//! where a time stands, it puts `[time, metadata]`, so an entry is `[[time, {metadata}],
+//! record]` and a Message-mode message `[tag, [time, {metadata}], record, option?]`. Every mode
+//! accepts both forms. The metadata map is dropped unless the source names a key to keep it
+//! under ([`Decoder::with_metadata_key`]).
 //! The option may be missing, nil or a map; `chunk` (str or bin) asks for an ack, `compressed`
 //! is read, anything else (`size`, ...) ignored.
 //!
@@ -160,6 +166,8 @@ pub fn encode_ack(chunk: &[u8]) -> Vec<u8> {
 pub struct Decoder {
     limits: Limits,
     last_tag: Option<Tag>,
+    /// Where Fluent Bit's per-event metadata goes in the record; `None` drops it.
+    metadata_key: Option<Bytes>,
 }
 
 /// The option map's fields we act on.
@@ -174,7 +182,15 @@ impl Decoder {
         Decoder {
             limits,
             last_tag: None,
+            metadata_key: None,
         }
+    }
+
+    /// Keeps the metadata of Fluent Bit's event format (`[[time, metadata], record]`) in each
+    /// record, as a map under `key`. A record that already has `key` keeps its own value.
+    pub fn with_metadata_key(mut self, key: Option<Bytes>) -> Self {
+        self.metadata_key = key;
+        self
     }
 
     pub fn decode(&mut self, frame: Bytes) -> Result<Message, ProtocolError> {
@@ -211,21 +227,27 @@ impl Decoder {
             }
         };
         let tag = self.tag(r)?;
-        match r.peek()? {
-            Head::Int(_) | Head::UInt(_) | Head::Float(_) | Head::Ext { .. } => {
-                if len < 3 {
-                    return Err(ProtocolError::Shape(
-                        "a Message-mode message is [tag, time, record, option?]",
-                    ));
-                }
-                let event = entry_body(r, &tag)?;
-                let options = read_options_if(r, len == 4)?;
-                Ok(Message::Events {
-                    mode: Mode::Message,
-                    events: vec![event],
-                    chunk: options.chunk,
-                })
+        let second = r.peek()?;
+        let message_mode = match second {
+            Head::Int(_) | Head::UInt(_) | Head::Float(_) | Head::Ext { .. } => true,
+            Head::Array(2) => is_time_with_metadata(r)?,
+            _ => false,
+        };
+        if message_mode {
+            if len < 3 {
+                return Err(ProtocolError::Shape(
+                    "a Message-mode message is [tag, time, record, option?]",
+                ));
             }
+            let event = self.entry_body(r, &tag)?;
+            let options = read_options_if(r, len == 4)?;
+            return Ok(Message::Events {
+                mode: Mode::Message,
+                events: vec![event],
+                chunk: options.chunk,
+            });
+        }
+        match second {
             Head::Array(count) => {
                 if len > 3 {
                     return Err(ProtocolError::Shape(
@@ -243,7 +265,7 @@ impl Decoder {
                 r.read_head()?;
                 let mut events = Vec::with_capacity((count as usize).min(PREALLOC_LIMIT));
                 for _ in 0..count {
-                    events.push(entry(r, &tag)?);
+                    events.push(self.entry(r, &tag)?);
                 }
                 if r.position() != entries_end {
                     return Err(ProtocolError::Shape(
@@ -281,7 +303,10 @@ impl Decoder {
                 let mut pr = Reader::new(entries);
                 let mut events = Vec::new();
                 while !pr.is_empty() {
-                    events.push(entry(&mut pr, &tag).map_err(|e| truncated(e, entries_len))?);
+                    events.push(
+                        self.entry(&mut pr, &tag)
+                            .map_err(|e| truncated(e, entries_len))?,
+                    );
                 }
                 Ok(Message::Events {
                     mode,
@@ -309,6 +334,68 @@ impl Decoder {
         self.last_tag = Some(tag.clone());
         Ok(tag)
     }
+
+    /// An entry `[time, record]` or `[[time, metadata], record]`.
+    fn entry(&self, r: &mut Reader, tag: &Tag) -> Result<Event, ProtocolError> {
+        match r.read_head()? {
+            Head::Array(2) => self.entry_body(r, tag),
+            _ => Err(ProtocolError::Shape(
+                "an entry must be an array [time, record] or [[time, metadata], record]",
+            )),
+        }
+    }
+
+    /// The time (with or without metadata) and record of an entry or a Message-mode message.
+    fn entry_body(&self, r: &mut Reader, tag: &Tag) -> Result<Event, ProtocolError> {
+        let (time, metadata) = match r.peek()? {
+            Head::Array(2) => {
+                r.read_head()?;
+                let time = read_time(r)?;
+                let metadata =
+                    match r.peek()? {
+                        Head::Map(_) if self.metadata_key.is_some() => Some(r.read_value()?),
+                        Head::Map(_) | Head::Nil => {
+                            r.skip_value()?;
+                            None
+                        }
+                        _ => return Err(ProtocolError::Shape(
+                            "the metadata of an event `[[time, metadata], record]` must be a map",
+                        )),
+                    };
+                (time, metadata)
+            }
+            Head::Array(_) => {
+                return Err(ProtocolError::Shape(
+                    "an event's header must be a time or [time, metadata]",
+                ))
+            }
+            _ => (read_time(r)?, None),
+        };
+        if !matches!(r.peek()?, Head::Map(_)) {
+            return Err(ProtocolError::Shape("a record must be a map"));
+        }
+        let mut record = r.read_map()?;
+        if let (Some(key), Some(metadata)) = (&self.metadata_key, metadata) {
+            if record.get(key).is_none() {
+                record.push(key.clone(), metadata);
+            }
+        }
+        Ok(Event::new(tag.clone(), time, record))
+    }
+}
+
+/// Tells, at a two-element array in second place, Message mode with Fluent Bit's metadata
+/// (`[time, {metadata}]`: a time first) from Forward mode with two entries (`[[...], [...]]`:
+/// an entry first). Leaves the reader where it was.
+fn is_time_with_metadata(r: &mut Reader) -> Result<bool, ProtocolError> {
+    let at = r.position();
+    r.read_head()?;
+    let first = r.peek();
+    r.seek(at);
+    Ok(matches!(
+        first?,
+        Head::Int(_) | Head::UInt(_) | Head::Float(_) | Head::Ext { .. }
+    ))
 }
 
 impl From<ReadError> for ProtocolError {
@@ -323,26 +410,6 @@ fn truncated(e: ProtocolError, input_len: usize) -> ProtocolError {
         ProtocolError::Msgpack(read) => ProtocolError::Msgpack(read.into_truncated(input_len)),
         other => other,
     }
-}
-
-/// An entry `[time, record]`.
-fn entry(r: &mut Reader, tag: &Tag) -> Result<Event, ProtocolError> {
-    match r.read_head()? {
-        Head::Array(2) => entry_body(r, tag),
-        _ => Err(ProtocolError::Shape(
-            "an entry must be an array [time, record]",
-        )),
-    }
-}
-
-/// The time and record of an entry (or of a Message-mode message).
-fn entry_body(r: &mut Reader, tag: &Tag) -> Result<Event, ProtocolError> {
-    let time = read_time(r)?;
-    if !matches!(r.peek()?, Head::Map(_)) {
-        return Err(ProtocolError::Shape("a record must be a map"));
-    }
-    let record = r.read_map()?;
-    Ok(Event::new(tag.clone(), time, record))
 }
 
 fn read_time(r: &mut Reader) -> Result<EventTime, ProtocolError> {
@@ -425,7 +492,7 @@ mod tests {
     use crate::event::Value;
     use std::io::Write;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/firelens");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/firelens");
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -646,6 +713,160 @@ mod tests {
             };
             assert!(frame.as_ptr_range().contains(&log.as_ptr()));
         }
+    }
+
+    /// An entry in Fluent Bit 2.1+'s event format: `[[time, metadata], record]`.
+    fn w_meta_entry(b: &mut Vec<u8>, secs: u32, meta: &[(&str, &str)], pairs: &[(&str, &str)]) {
+        rmp::encode::write_array_len(b, 2).unwrap();
+        w_meta_header(b, secs, meta);
+        w_record(b, pairs);
+    }
+    fn w_meta_header(b: &mut Vec<u8>, secs: u32, meta: &[(&str, &str)]) {
+        rmp::encode::write_array_len(b, 2).unwrap();
+        w_event_time(b, secs, 9, true);
+        w_record(b, meta);
+    }
+
+    fn meta_entries(n: u32) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for i in 0..n {
+            let meta: &[(&str, &str)] = if i == 1 { &[("otel", "x")] } else { &[] };
+            w_meta_entry(
+                &mut payload,
+                2000 + i,
+                meta,
+                &[("log", &format!("line {i}"))],
+            );
+        }
+        payload
+    }
+
+    fn with_metadata(frame: Vec<u8>, key: Option<&str>) -> (Mode, Vec<Event>, Option<Bytes>) {
+        let mut decoder = Decoder::new(Limits::default())
+            .with_metadata_key(key.map(|k| Bytes::copy_from_slice(k.as_bytes())));
+        events(decoder.decode(Bytes::from(frame)).unwrap())
+    }
+
+    fn check_meta_events(evs: &[Event], key: Option<&str>) {
+        assert_eq!(evs.len(), 3);
+        for (i, ev) in evs.iter().enumerate() {
+            assert_eq!(ev.time, EventTime::new(2000 + i as i64, 9));
+            assert_eq!(ev.record.get(b"log"), Some(&s(&format!("line {i}"))));
+            match key {
+                None => assert_eq!(ev.record.len(), 1, "metadata dropped by default"),
+                Some(k) => {
+                    let meta = ev.record.get(k.as_bytes()).unwrap().as_map().unwrap();
+                    let expected = if i == 1 { Some(&s("x")) } else { None };
+                    assert_eq!(meta.get(b"otel"), expected);
+                    assert_eq!(meta.len(), usize::from(i == 1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fluent_bit_event_format_in_forward_and_packed_modes() {
+        let payload = meta_entries(3);
+        for key in [None, Some("_meta")] {
+            // Forward: [tag, [entries], option]
+            let mut forward = Vec::new();
+            rmp::encode::write_array_len(&mut forward, 3).unwrap();
+            w_str(&mut forward, "fb");
+            rmp::encode::write_array_len(&mut forward, 3).unwrap();
+            forward.extend_from_slice(&payload);
+            forward.extend_from_slice(&[0x80]);
+            let (mode, evs, _) = with_metadata(forward, key);
+            assert_eq!(mode, Mode::Forward);
+            check_meta_events(&evs, key);
+
+            let (mode, evs, _) = with_metadata(packed_frame(&payload, true, &[0x80]), key);
+            assert_eq!(mode, Mode::PackedForward);
+            check_meta_events(&evs, key);
+
+            let mut option = Vec::new();
+            rmp::encode::write_map_len(&mut option, 2).unwrap();
+            w_str(&mut option, "compressed");
+            w_str(&mut option, "gzip");
+            w_str(&mut option, "chunk");
+            w_str(&mut option, "abc");
+            let gz = {
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                enc.write_all(&payload).unwrap();
+                enc.finish().unwrap()
+            };
+            let (mode, evs, chunk) = with_metadata(packed_frame(&gz, true, &option), key);
+            assert_eq!(mode, Mode::CompressedPackedForward);
+            assert_eq!(chunk.as_deref(), Some(&b"abc"[..]));
+            check_meta_events(&evs, key);
+        }
+    }
+
+    #[test]
+    fn fluent_bit_event_format_in_message_mode() {
+        for (len, key) in [(3, None), (4, Some("_meta")), (3, Some("_meta"))] {
+            let mut b = Vec::new();
+            rmp::encode::write_array_len(&mut b, len).unwrap();
+            w_str(&mut b, "fb");
+            w_meta_header(&mut b, 2001, &[("otel", "x")]);
+            w_record(&mut b, &[("log", "line 1")]);
+            if len == 4 {
+                option_with_chunk(&mut b, "c1");
+            }
+            let (mode, evs, chunk) = with_metadata(b, key);
+            assert_eq!(mode, Mode::Message);
+            assert_eq!(chunk.is_some(), len == 4);
+            assert_eq!(evs.len(), 1);
+            assert_eq!(evs[0].time, EventTime::new(2001, 9));
+            let meta = evs[0].record.get(b"_meta");
+            assert_eq!(meta.is_some(), key.is_some());
+        }
+    }
+
+    fn option_with_chunk(b: &mut Vec<u8>, chunk: &str) {
+        rmp::encode::write_map_len(b, 1).unwrap();
+        w_str(b, "chunk");
+        w_str(b, chunk);
+    }
+
+    #[test]
+    fn forward_mode_with_two_entries_is_not_taken_for_metadata() {
+        // [tag, [[t, r], [t, r]]]: the second element is a 2-array, as a Message-mode
+        // [time, metadata] header would be; its first element is an entry, not a time.
+        let mut b = Vec::new();
+        rmp::encode::write_array_len(&mut b, 2).unwrap();
+        w_str(&mut b, "fb");
+        rmp::encode::write_array_len(&mut b, 2).unwrap();
+        w_entry(&mut b, 1, &[("log", "a")]);
+        w_meta_entry(&mut b, 2, &[], &[("log", "b")]);
+        let (mode, evs, _) = with_metadata(b, None);
+        assert_eq!(mode, Mode::Forward);
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[1].record.get(b"log"), Some(&s("b")));
+    }
+
+    #[test]
+    fn metadata_key_never_overwrites_a_record_field_and_bad_metadata_is_refused() {
+        let mut payload = Vec::new();
+        w_meta_entry(&mut payload, 1, &[("otel", "x")], &[("_meta", "mine")]);
+        let (_, evs, _) = with_metadata(packed_frame(&payload, true, &[0x80]), Some("_meta"));
+        assert_eq!(evs[0].record.get(b"_meta"), Some(&s("mine")));
+
+        // [[time, "not a map"], record]
+        let mut bad = Vec::new();
+        rmp::encode::write_array_len(&mut bad, 2).unwrap();
+        rmp::encode::write_array_len(&mut bad, 2).unwrap();
+        w_event_time(&mut bad, 1, 0, true);
+        w_str(&mut bad, "not a map");
+        w_record(&mut bad, &[("log", "a")]);
+        let err = decode(packed_frame(&bad, true, &[0x80])).unwrap_err();
+        assert!(err.to_string().contains("metadata"), "{err}");
+        // [[time], record]
+        let mut bad = Vec::new();
+        rmp::encode::write_array_len(&mut bad, 2).unwrap();
+        rmp::encode::write_array_len(&mut bad, 1).unwrap();
+        w_event_time(&mut bad, 1, 0, true);
+        w_record(&mut bad, &[("log", "a")]);
+        assert!(decode(packed_frame(&bad, true, &[0x80])).is_err());
     }
 
     #[test]

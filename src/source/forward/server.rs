@@ -74,7 +74,13 @@ pub async fn start(
     let unix_path = config.unix_path.clone();
     Ok(tokio::spawn(async move {
         let tracker = TaskTracker::new();
-        let server = Server { cx, limits, chunk };
+        let metadata_key = config.metadata_key.clone().map(bytes::Bytes::from);
+        let server = Server {
+            cx,
+            limits,
+            chunk,
+            metadata_key,
+        };
         let server = Arc::new(server);
         tokio::join!(
             accept_tcp(tcp, server.clone(), &tracker),
@@ -126,6 +132,8 @@ struct Server {
     cx: SourceContext,
     limits: Limits,
     chunk: usize,
+    /// Record key for Fluent Bit's event metadata (`None`: dropped).
+    metadata_key: Option<bytes::Bytes>,
 }
 
 async fn accept_tcp(listener: Option<TcpListener>, server: Arc<Server>, tracker: &TaskTracker) {
@@ -212,7 +220,7 @@ impl Server {
     ) -> Result<(), ProtocolError> {
         let mut buf = BytesMut::with_capacity(self.chunk);
         let mut finder = FrameFinder::new(&self.limits);
-        let mut decoder = Decoder::new(self.limits);
+        let mut decoder = Decoder::new(self.limits).with_metadata_key(self.metadata_key.clone());
         let mut needed = 0usize;
         let mut pending = Pending {
             tag: None,
