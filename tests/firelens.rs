@@ -1,4 +1,4 @@
-//! FireLens drop-in: the Fluent Bit configs ECS generates (../shared/fixtures/firelens, read in
+//! FireLens drop-in: the Fluent Bit configs ECS generates (tests/fixtures/firelens, read in
 //! place), their translation compared with hand-written native TOML, the error messages, and
 //! the real binary run on a (path-rewritten) copy of awsvpc-kinesis.conf: Docker's recorded
 //! fluentd frames on the unix socket, loadgen over TCP, records read back from moto's Kinesis,
@@ -19,11 +19,10 @@ use logferry::event::{Event, EventTime, Map, Value};
 use support::services::{free_port, http_request, repo_root, wait_port, Moto};
 
 fn fixtures() -> PathBuf {
-    let dir = repo_root().join("../shared/fixtures/firelens");
+    let dir = repo_root().join("tests/fixtures/firelens");
     assert!(
         dir.join("README.md").is_file(),
-        "the FireLens fixtures are missing: {} (they live next to the repository, in \
-         ../shared/fixtures/firelens)",
+        "the FireLens fixtures are missing: {} (they are part of the repository)",
         dir.display()
     );
     dir

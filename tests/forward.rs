@@ -32,7 +32,7 @@ time_key_format = "double"
 "#;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/firelens")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/firelens")
 }
 
 /// msgpack helpers for hand-built frames.

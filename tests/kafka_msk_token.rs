@@ -1,5 +1,5 @@
 //! `logferry msk-token` against the golden vectors of the official signer
-//! (aws-msk-iam-sasl-signer-python 1.0.2, ../shared/fixtures/msk_iam/tokens.json): for the same
+//! (aws-msk-iam-sasl-signer-python 1.0.2, tests/fixtures/msk_iam/tokens.json): for the same
 //! credentials (given through the environment, read by the default chain), region and signing
 //! time, the token decodes to the same query parameters (User-Agent aside) and signature.
 
@@ -11,7 +11,7 @@ use base64::Engine;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/msk_iam/tokens.json"
+    "/tests/fixtures/msk_iam/tokens.json"
 );
 
 #[derive(serde::Deserialize)]

@@ -380,7 +380,7 @@ def workload_env(docs: list[dict], configmap: str) -> list[list[str]]:
 
 def render_firelens(template_path: Path) -> str:
     """The Fluent Bit config the ECS agent generates for the log router of this task definition
-    (awsvpc), rendered as ../shared/fixtures/firelens/README.md describes."""
+    (awsvpc), rendered as tests/fixtures/firelens/README.md describes."""
     template = load_template(template_path)
     evaluate = resolver(template)
     task = next(r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition")

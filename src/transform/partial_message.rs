@@ -809,7 +809,7 @@ mod tests {
 
         fn fixtures_dir() -> PathBuf {
             let candidates =
-                [PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/firelens")];
+                [PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/firelens")];
             candidates
                 .iter()
                 .find(|p| p.join("docker-fluentd-frames.expected.json").exists())

@@ -3,7 +3,7 @@
 integration tests rely on it.
 
 1. Offline: the proxy's own SigV4 check accepts the golden tokens made by the official signer
-   (../shared/fixtures/msk_iam/tokens.json) at their signing time and refuses them once expired,
+   (tests/fixtures/msk_iam/tokens.json) at their signing time and refuses them once expired,
    with a wrong secret, or tampered with; GS2 and ApiVersions handling.
 2. End to end, with librdkafka (confluent-kafka) authenticating through the proxy to tansu using
    tokens from the official signer (aws-msk-iam-sasl-signer-python): produce and consume; a wrong
@@ -12,7 +12,7 @@ integration tests rely on it.
 
 Needs: python with `confluent-kafka` and `aws-msk-iam-sasl-signer-python`; the tansu binary
 (env TANSU_BIN, else $LOGFERRY_CACHE/bin/tansu, else ~/.cache/logferry/bin/tansu, else on PATH); the fixtures in
-$LOGFERRY_SHARED (default: ../shared beside the repo, or /work/shared).
+tests/fixtures/msk_iam of this repository.
 Prints `PASS`/`FAIL` per test and a final `N passed, N failed` line; exits 1 on any failure.
 """
 
@@ -45,15 +45,8 @@ SECRET = "fake/secret+key=for/logferry/tests0123456"
 REGION = "us-east-1"
 
 
-def shared_dir() -> Path:
-    for candidate in (os.environ.get("LOGFERRY_SHARED"), REPO.parent / "shared", "/work/shared"):
-        if candidate and (Path(candidate) / "fixtures" / "msk_iam" / "tokens.json").is_file():
-            return Path(candidate)
-    raise RuntimeError("fixtures not found: set LOGFERRY_SHARED to the shared/ folder")
-
-
 def golden_cases() -> list[dict]:
-    cases = json.loads((shared_dir() / "fixtures" / "msk_iam" / "tokens.json").read_text())
+    cases = json.loads((REPO / "tests" / "fixtures" / "msk_iam" / "tokens.json").read_text())
     assert len(cases) >= 3, "too few golden cases"
     return cases
 

@@ -379,7 +379,7 @@ pub fn data_message(n: usize, size: usize) -> Vec<u8> {
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/cwlogs"
+        "/../tests/fixtures/cwlogs"
     ))
     .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))

@@ -423,7 +423,7 @@ mod tests {
 
     const FIXTURE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/msk_iam/tokens.json"
+        "/tests/fixtures/msk_iam/tokens.json"
     );
 
     /// A case of the golden vectors made by the official signer

@@ -530,7 +530,7 @@ pub(crate) mod tests {
 
     const FIXTURE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/kpl/aggregated.json"
+        "/tests/fixtures/kpl/aggregated.json"
     );
 
     #[derive(Deserialize)]

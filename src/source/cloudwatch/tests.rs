@@ -1,4 +1,4 @@
-//! Decoding every fixture in ../shared/fixtures/cwlogs/ (exact records or errors), and the
+//! Decoding every fixture in tests/fixtures/cwlogs/ (exact records or errors), and the
 //! options and edge cases the fixtures do not cover.
 
 use std::io::Write;
@@ -9,7 +9,7 @@ use super::*;
 fn fixtures() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/cwlogs"
+        "/tests/fixtures/cwlogs"
     ))
 }
 
@@ -142,7 +142,7 @@ fn every_fixture_is_covered() {
         "lambda-kinesis-trigger.json",
     ];
     let mut found: Vec<String> = std::fs::read_dir(fixtures())
-        .expect("the fixture folder ../shared/fixtures/cwlogs")
+        .expect("the fixture folder tests/fixtures/cwlogs")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     found.sort();
