@@ -7,7 +7,7 @@
 //! still pass through intact.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -199,9 +199,58 @@ impl From<i64> for Value {
 
 /// An ordered map with byte-string keys. Records hold a handful of keys, so lookups are linear
 /// scans over a vector: faster than hashing at this size and it keeps the producer's order.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// A map decoded from msgpack keeps the bytes it was decoded from (`raw`, a slice of the
+/// received frame) and parses them into entries only when something reads a field: a record
+/// that no transform and no option looks into goes from the forward frame to the sink's
+/// encoder without a single allocation, the encoder writing JSON or msgpack straight from the
+/// received bytes. Any change drops `raw`, so it always matches the entries. Nested maps are
+/// lazy in the same way.
+#[derive(Default)]
 pub struct Map {
-    entries: Vec<(Bytes, Value)>,
+    /// The map's msgpack encoding, well-formed and checked by [`crate::msgpack::read`] (no
+    /// container keys, bounded depth), so parsing it cannot fail. `None` once modified.
+    raw: Option<Bytes>,
+    /// The entries, parsed from `raw` on first read, or built directly.
+    parsed: OnceLock<Vec<(Bytes, Value)>>,
+}
+
+impl Clone for Map {
+    fn clone(&self) -> Self {
+        Map {
+            raw: self.raw.clone(),
+            parsed: self.parsed.clone(),
+        }
+    }
+}
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.raw, &other.raw) {
+            (Some(a), Some(b)) if a == b => true,
+            _ => self.entries() == other.entries(),
+        }
+    }
+}
+
+impl fmt::Debug for Map {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.entries().iter().map(|(k, v)| (ByteStr(k), v)))
+            .finish()
+    }
+}
+
+/// Shows a key as text when it is UTF-8.
+struct ByteStr<'a>(&'a [u8]);
+
+impl fmt::Debug for ByteStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(self.0) {
+            Ok(s) => fmt::Debug::fmt(s, f),
+            Err(_) => fmt::Debug::fmt(self.0, f),
+        }
+    }
 }
 
 impl Map {
@@ -211,28 +260,66 @@ impl Map {
 
     pub fn with_capacity(n: usize) -> Self {
         Map {
-            entries: Vec::with_capacity(n),
+            raw: None,
+            parsed: OnceLock::from(Vec::with_capacity(n)),
+        }
+    }
+
+    /// A map over its msgpack encoding, parsed on first read. Only for bytes that
+    /// [`crate::msgpack::read::check_map`] accepted: see [`Map::raw`].
+    pub(crate) fn from_checked_msgpack(raw: Bytes) -> Self {
+        Map {
+            raw: Some(raw),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The msgpack bytes this map was decoded from, while it is unchanged: an encoder may
+    /// write from them instead of walking the entries.
+    pub fn raw(&self) -> Option<&Bytes> {
+        self.raw.as_ref()
+    }
+
+    /// Whether the entries were parsed (or built) already; for tests of the lean path.
+    pub fn is_parsed(&self) -> bool {
+        self.parsed.get().is_some()
+    }
+
+    fn entries(&self) -> &Vec<(Bytes, Value)> {
+        self.parsed.get_or_init(|| match &self.raw {
+            Some(raw) => crate::msgpack::read::parse_checked_map(raw.clone()),
+            None => Vec::new(),
+        })
+    }
+
+    fn entries_mut(&mut self) -> &mut Vec<(Bytes, Value)> {
+        self.entries();
+        self.raw = None;
+        match self.parsed.get_mut() {
+            Some(entries) => entries,
+            // entries() initialised the cell just above.
+            None => unreachable!("map entries are initialised before mutation"),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries().is_empty()
     }
 
     /// The value under `key` (the first one, should a producer have sent a key twice).
     pub fn get(&self, key: &[u8]) -> Option<&Value> {
-        self.entries
+        self.entries()
             .iter()
             .find(|(k, _)| k.as_ref() == key)
             .map(|(_, v)| v)
     }
 
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
-        self.entries
+        self.entries_mut()
             .iter_mut()
             .find(|(k, _)| k.as_ref() == key)
             .map(|(_, v)| v)
@@ -253,13 +340,13 @@ impl Map {
         let key = key.into();
         match self.get_mut(&key) {
             Some(slot) => *slot = value,
-            None => self.entries.push((key, value)),
+            None => self.entries_mut().push((key, value)),
         }
     }
 
     /// Appends without checking for an existing key: for decoders filling a fresh map.
     pub fn push(&mut self, key: Bytes, value: Value) {
-        self.entries.push((key, value));
+        self.entries_mut().push((key, value));
     }
 
     /// Sets a nested path, creating intermediate maps (replacing non-map values on the way).
@@ -282,8 +369,8 @@ impl Map {
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
-        let pos = self.entries.iter().position(|(k, _)| k.as_ref() == key)?;
-        Some(self.entries.remove(pos).1)
+        let pos = self.entries().iter().position(|(k, _)| k.as_ref() == key)?;
+        Some(self.entries_mut().remove(pos).1)
     }
 
     /// Removes a nested path, returning its value.
@@ -308,7 +395,11 @@ impl Map {
             return false;
         }
         self.remove(&to);
-        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| k.as_ref() == from) {
+        if let Some(entry) = self
+            .entries_mut()
+            .iter_mut()
+            .find(|(k, _)| k.as_ref() == from)
+        {
             entry.0 = to;
         }
         true
@@ -316,22 +407,23 @@ impl Map {
 
     /// Keeps the entries for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &Value) -> bool) {
-        self.entries.retain(|(k, v)| keep(k, v));
+        self.entries_mut().retain(|(k, v)| keep(k, v));
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Bytes, &Value)> {
-        self.entries.iter().map(|(k, v)| (k, v))
+        self.entries().iter().map(|(k, v)| (k, v))
     }
 
     pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&mut Bytes, &mut Value)> {
-        self.entries.iter_mut().map(|(k, v)| (k, v))
+        self.entries_mut().iter_mut().map(|(k, v)| (k, v))
     }
 }
 
 impl FromIterator<(Bytes, Value)> for Map {
     fn from_iter<I: IntoIterator<Item = (Bytes, Value)>>(iter: I) -> Self {
         Map {
-            entries: iter.into_iter().collect(),
+            raw: None,
+            parsed: OnceLock::from(iter.into_iter().collect::<Vec<_>>()),
         }
     }
 }

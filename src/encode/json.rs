@@ -14,9 +14,12 @@
 //!   than vanishing as `null`.
 //! - Map keys are strings, rendered like `Str`.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 
 use crate::event::{Map, Value};
+use crate::msgpack::read::{parse_head, Head, ReadError};
 
 /// What follows a backslash for bytes that must be escaped; 0 = written as is, `u` = `\u00XX`.
 const ESCAPE: [u8; 256] = {
@@ -82,6 +85,14 @@ pub(crate) fn write_value_with(out: &mut Vec<u8>, v: &Value, dots: Option<&[u8]>
 }
 
 pub(crate) fn write_map_with(out: &mut Vec<u8>, map: &Map, dots: Option<&[u8]>) {
+    if let Some(raw) = map.raw() {
+        // Checked when decoded, so this cannot fail; should it, the parsed path below runs.
+        let start = out.len();
+        match write_msgpack_with(out, raw, 0, dots) {
+            Ok(_) => return,
+            Err(_) => out.truncate(start),
+        }
+    }
     out.push(b'{');
     for (i, (k, v)) in map.iter().enumerate() {
         if i > 0 {
@@ -92,6 +103,92 @@ pub(crate) fn write_map_with(out: &mut Vec<u8>, map: &Map, dots: Option<&[u8]>) 
         write_value_with(out, v, dots);
     }
     out.push(b'}');
+}
+
+/// Writes the msgpack value at `pos` of `buf` as JSON, straight from the bytes: exactly what
+/// [`write_value_with`] writes for the value [`crate::msgpack::Reader`] would decode there, with
+/// nothing decoded or allocated (but for the rare key that is not a string). Returns where the
+/// value ends. For bytes that [`crate::msgpack::read::check_value`] accepted.
+pub(crate) fn write_msgpack_with(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    pos: usize,
+    dots: Option<&[u8]>,
+) -> Result<usize, ReadError> {
+    let (head, head_len) = parse_head(buf, pos)?;
+    let mut end = pos + head_len;
+    match head {
+        Head::Nil => out.extend_from_slice(b"null"),
+        Head::Bool(true) => out.extend_from_slice(b"true"),
+        Head::Bool(false) => out.extend_from_slice(b"false"),
+        Head::Int(i) => write_i64(out, i),
+        Head::UInt(u) => write_u64(out, u),
+        Head::Float(f) => write_f64(out, f),
+        Head::Str(_) | Head::Bin(_) | Head::Ext { .. } => {
+            let payload = payload(buf, end, head)?;
+            end += payload.len();
+            match head {
+                Head::Ext { .. } => write_base64(out, payload),
+                _ => write_str(out, payload),
+            }
+        }
+        Head::Array(n) => {
+            out.push(b'[');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(b',');
+                }
+                end = write_msgpack_with(out, buf, end, dots)?;
+            }
+            out.push(b']');
+        }
+        Head::Map(n) => {
+            out.push(b'{');
+            for i in 0..n {
+                if i > 0 {
+                    out.push(b',');
+                }
+                end = write_msgpack_key(out, buf, end, dots)?;
+                out.push(b':');
+                end = write_msgpack_with(out, buf, end, dots)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(end)
+}
+
+/// The payload of a `str`, `bin` or `ext` value whose header ends at `at`.
+fn payload(buf: &[u8], at: usize, head: Head) -> Result<&[u8], ReadError> {
+    buf.get(at..at + head.payload_len())
+        .ok_or(ReadError::Incomplete {
+            needed: at + head.payload_len(),
+        })
+}
+
+/// A map key at `pos` as a quoted JSON key. Returns where the key ends.
+pub(crate) fn write_msgpack_key(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    pos: usize,
+    dots: Option<&[u8]>,
+) -> Result<usize, ReadError> {
+    let (key, end) = msgpack_key(buf, pos)?;
+    write_key(out, &key, dots);
+    Ok(end)
+}
+
+/// The map key at `pos` as the reader makes it: the bytes of a `str` or `bin` key (borrowed),
+/// the JSON text of any other scalar (rare: a producer's integer key). Returns where it ends.
+pub(crate) fn msgpack_key(buf: &[u8], pos: usize) -> Result<(Cow<'_, [u8]>, usize), ReadError> {
+    let (head, head_len) = parse_head(buf, pos)?;
+    if let Head::Str(_) | Head::Bin(_) = head {
+        let key = payload(buf, pos + head_len, head)?;
+        return Ok((Cow::Borrowed(key), pos + head_len + key.len()));
+    }
+    let mut text = Vec::new();
+    let end = write_msgpack_with(&mut text, buf, pos, None)?;
+    Ok((Cow::Owned(text), end))
 }
 
 /// A quoted key, with `.` replaced by `dots` when given.
@@ -114,13 +211,57 @@ pub(crate) fn write_key(out: &mut Vec<u8>, key: &[u8], dots: Option<&[u8]>) {
 }
 
 /// The escaped contents of a JSON string, without quotes.
+///
+/// Log text is nearly always plain ASCII without quotes or control characters: that prefix is
+/// found eight bytes at a time and copied in one go. What follows it is checked for UTF-8 once;
+/// valid text (the usual case) is only escaped, and the lossy pass runs only for invalid bytes.
 pub(crate) fn write_str_body(out: &mut Vec<u8>, s: &[u8]) {
-    for chunk in s.utf8_chunks() {
+    let plain = plain_prefix_len(s);
+    out.extend_from_slice(&s[..plain]);
+    let rest = &s[plain..];
+    if rest.is_empty() {
+        return;
+    }
+    if std::str::from_utf8(rest).is_ok() {
+        write_escaped(out, rest);
+        return;
+    }
+    for chunk in rest.utf8_chunks() {
         write_escaped(out, chunk.valid().as_bytes());
         if !chunk.invalid().is_empty() {
             out.extend_from_slice(REPLACEMENT.as_bytes());
         }
     }
+}
+
+/// Length of the longest prefix of `s` made of bytes JSON takes as they are: ASCII from
+/// U+0020 up, except `"` and `\`. Eight bytes per step (SWAR), then byte by byte.
+fn plain_prefix_len(s: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// High bit set in each byte of `v` that is zero (exact when no byte of `v` is >= 0x80
+    /// before it; used only as "some byte matched", then located byte by byte).
+    const fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGH
+    }
+    let mut i = 0;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let special = (w & HIGH)
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+            | zero_bytes(w ^ (ONES * u64::from(b'"')))
+            | zero_bytes(w ^ (ONES * u64::from(b'\\')));
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < s.len() && s[i] < 0x80 && ESCAPE[s[i] as usize] == 0 {
+        i += 1;
+    }
+    i
 }
 
 /// True when `s` would be changed by [`write_str_body`].
@@ -275,6 +416,28 @@ mod tests {
             "bin": "\u{0}a", "ext": "AQIDBA==", "m": {"k\"ey": [null]}
         });
         assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn plain_prefix_stops_at_the_first_byte_that_needs_care() {
+        // Every special byte at every position of a 20-byte string.
+        for special in [0u8, 0x1f, b'"', b'\\', 0x80, 0xff] {
+            for at in 0..20 {
+                let mut s = vec![b'a'; 20];
+                s[at] = special;
+                assert_eq!(plain_prefix_len(&s), at, "byte {special:#x} at {at}");
+            }
+        }
+        assert_eq!(plain_prefix_len(b" !#~[]{}0123456789"), 18);
+        assert_eq!(plain_prefix_len(b""), 0);
+        // Mixed strings still escape exactly like serde_json.
+        for s in [
+            "0123456789abcdef\"",
+            "abcdefgh\u{7f}\t12345678é",
+            "😀abcdefghijkl\n",
+        ] {
+            assert_eq!(json(&Value::from(s)), serde_json::to_string(s).unwrap());
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ use std::cell::RefCell;
 
 use crate::config::field::FieldError;
 use crate::event::{Event, KeyPath, Map, Value};
+use crate::msgpack::read::{check_value, parse_head, Head, ReadError};
 use crate::msgpack::write::{self, WriteError};
 
 pub use compress::Compression;
@@ -78,6 +79,10 @@ pub enum EncodeError {
     TooLong(#[from] WriteError),
     #[error("compressing the record failed: {0}")]
     Compress(String),
+    /// Only for a record whose msgpack was not checked when decoded (a bug): the encoder then
+    /// falls back to the parsed record.
+    #[error("the record's msgpack is malformed: {0}")]
+    Msgpack(#[from] ReadError),
 }
 
 /// What is serialized, decided once at build time.
@@ -231,6 +236,15 @@ impl Encoder {
     }
 
     fn json_record(&self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if let Some(raw) = event.record.raw() {
+            // The lean path: JSON straight from the received msgpack. It cannot fail on a
+            // checked map; should it, the parsed path below writes the record.
+            let start = out.len();
+            match self.json_record_from_msgpack(event, raw, out) {
+                Err(EncodeError::Msgpack(_)) => out.truncate(start),
+                done => return done,
+            }
+        }
         out.push(b'{');
         let mut first = true;
         for (key, value) in event.record.iter().filter(|(k, _)| self.keeps(k)) {
@@ -241,6 +255,52 @@ impl Encoder {
             json::write_key(out, key, self.dots());
             out.push(b':');
             json::write_value_with(out, value, self.dots());
+        }
+        if let Some((time_key, writer)) = &self.time {
+            if !first {
+                out.push(b',');
+            }
+            json::write_key(out, time_key, None);
+            out.push(b':');
+            writer.write_json(event.time, out)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// [`Encoder::json_record`] for a record still in its received msgpack form.
+    fn json_record_from_msgpack(
+        &self,
+        event: &Event,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let (head, head_len) = parse_head(raw, 0)?;
+        let Head::Map(count) = head else {
+            return Err(EncodeError::Msgpack(ReadError::Malformed {
+                offset: 0,
+                reason: "a record must be a map",
+            }));
+        };
+        let filtered = !self.data_keys.is_empty() || self.time.is_some();
+        let mut pos = head_len;
+        let mut first = true;
+        out.push(b'{');
+        for _ in 0..count {
+            if filtered {
+                let (key, key_end) = json::msgpack_key(raw, pos)?;
+                if !self.keeps(&key) {
+                    pos = check_value(raw, key_end, 1)?;
+                    continue;
+                }
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            pos = json::write_msgpack_key(out, raw, pos, self.dots())?;
+            out.push(b':');
+            pos = json::write_msgpack_with(out, raw, pos, self.dots())?;
         }
         if let Some((time_key, writer)) = &self.time {
             if !first {
@@ -393,6 +453,122 @@ mod tests {
 
     fn chrono_time(t: EventTime) -> DateTime<Utc> {
         DateTime::from_timestamp(t.secs, t.nanos).unwrap()
+    }
+
+    /// A record as the forward source decodes it (kept in its msgpack form) and the same record
+    /// parsed (any change drops the msgpack form).
+    fn received_and_parsed(msgpack: Vec<u8>) -> (Event, Event) {
+        let mut reader = crate::msgpack::Reader::new(Bytes::from(msgpack));
+        let map = reader.read_map().unwrap();
+        assert!(reader.is_empty(), "one whole map");
+        assert!(map.raw().is_some() && !map.is_parsed());
+        let mut parsed = map.clone();
+        parsed.retain(|_, _| true);
+        assert!(parsed.raw().is_none());
+        let tag = Tag::from("t");
+        (
+            Event::new(tag.clone(), sample_time(), map),
+            Event::new(tag, sample_time(), parsed),
+        )
+    }
+
+    /// Every msgpack type, odd keys, invalid UTF-8, nested containers and dotted keys, from the
+    /// `rmp` crate (an encoder independent of ours).
+    fn every_kind_of_field() -> Vec<u8> {
+        use rmp::encode::*;
+        let mut b = Vec::new();
+        write_map_len(&mut b, 13).unwrap();
+        write_str(&mut b, "log").unwrap();
+        write_str(
+            &mut b,
+            "GET /a \"q\" \\ \u{1} é 😀 plain ascii text of some length",
+        )
+        .unwrap();
+        write_str(&mut b, "bad.utf8").unwrap();
+        write_str_len(&mut b, 4).unwrap();
+        b.extend_from_slice(b"ok\xe2\x82");
+        write_str(&mut b, "n").unwrap();
+        write_sint(&mut b, -5).unwrap();
+        write_str(&mut b, "u").unwrap();
+        write_u64(&mut b, u64::MAX).unwrap();
+        write_str(&mut b, "f32").unwrap();
+        write_f32(&mut b, 0.1).unwrap();
+        write_str(&mut b, "f64").unwrap();
+        write_f64(&mut b, f64::NAN).unwrap();
+        write_str(&mut b, "flags").unwrap();
+        write_array_len(&mut b, 3).unwrap();
+        write_bool(&mut b, true).unwrap();
+        write_bool(&mut b, false).unwrap();
+        write_nil(&mut b).unwrap();
+        write_bin(&mut b, b"bin.key").unwrap();
+        write_bin(&mut b, b"\x00\xff").unwrap();
+        write_uint(&mut b, 42).unwrap(); // an integer key
+        write_str(&mut b, "int key").unwrap();
+        write_str(&mut b, "ext").unwrap();
+        write_ext_meta(&mut b, 5, 3).unwrap(); // 5 bytes of type 3
+        b.extend_from_slice(b"\x01\x02\x03\x04\x05");
+        write_ext_meta(&mut b, 2, 4).unwrap(); // an ext key
+        b.extend_from_slice(b"\x01\x02");
+        write_str(&mut b, "ext key").unwrap();
+        write_str(&mut b, "kubernetes").unwrap();
+        write_map_len(&mut b, 2).unwrap();
+        write_str(&mut b, "pod.name").unwrap();
+        write_str(&mut b, "web-1").unwrap();
+        write_str(&mut b, "labels").unwrap();
+        write_map_len(&mut b, 1).unwrap();
+        write_str(&mut b, "app.kubernetes.io/name").unwrap();
+        write_array_len(&mut b, 1).unwrap();
+        write_map_len(&mut b, 0).unwrap();
+        write_str(&mut b, "@timestamp").unwrap();
+        write_str(&mut b, "replaced by time_key").unwrap();
+        b
+    }
+
+    #[test]
+    fn received_records_encode_exactly_like_parsed_ones() {
+        let (received, parsed) = received_and_parsed(every_kind_of_field());
+        let option_sets = [
+            EncodeOptions::default(),
+            EncodeOptions {
+                replace_dots: Some("_".into()),
+                append_newline: true,
+                ..EncodeOptions::default()
+            },
+            EncodeOptions {
+                data_keys: vec!["log".into(), "42".into(), "kubernetes".into()],
+                ..with_time(TimeFormat::Epoch)
+            },
+            with_time(TimeFormat::Iso8601(Subsecond::Nanos)),
+            EncodeOptions {
+                format: Format::Msgpack,
+                ..with_time(TimeFormat::Epoch)
+            },
+            EncodeOptions {
+                log_key: Some(KeyPath::parse("kubernetes->labels")),
+                ..EncodeOptions::default()
+            },
+            EncodeOptions {
+                compression: Compression::Gzip,
+                ..EncodeOptions::default()
+            },
+        ];
+        for options in option_sets {
+            let a = encode(&options, &received).unwrap();
+            let b = encode(&options, &parsed).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&a),
+                String::from_utf8_lossy(&b),
+                "{options:?}"
+            );
+        }
+        // Plain JSON encoding reads no field: the received record is never parsed.
+        let (received, _) = received_and_parsed(every_kind_of_field());
+        let json = encode(&EncodeOptions::default(), &received).unwrap();
+        assert!(!received.record.is_parsed());
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["42"], "int key");
+        assert_eq!(value["\"AQI=\""], "ext key");
+        assert_eq!(value["bad.utf8"], "ok\u{FFFD}");
     }
 
     #[test]

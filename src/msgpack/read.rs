@@ -313,6 +313,60 @@ impl Scanner {
     }
 }
 
+/// Checks the value at `pos` as [`Reader`] would decode it, without building anything: it is
+/// complete, nested at most [`MAX_DEPTH`] deep (counting the `depth` containers around it), and
+/// no map key is an array or a map. Returns where the value ends. A map that passes is kept
+/// undecoded ([`Map::from_checked_msgpack`]) and parsed later by [`parse_checked_map`], which
+/// then cannot fail.
+pub fn check_value(buf: &[u8], pos: usize, depth: usize) -> Result<usize, ReadError> {
+    let (head, head_len) = parse_head(buf, pos)?;
+    let mut end = pos + head_len;
+    match head {
+        Head::Array(n) | Head::Map(n) => {
+            if depth >= MAX_DEPTH {
+                return Err(ReadError::malformed(
+                    pos,
+                    "arrays and maps are nested deeper than 64 levels",
+                ));
+            }
+            let children = head.child_count();
+            if children > (buf.len() - end) as u64 {
+                return Err(ReadError::Incomplete {
+                    needed: saturate(end as u64 + children),
+                });
+            }
+            let is_map = matches!(head, Head::Map(_));
+            for _ in 0..n {
+                if is_map {
+                    if let (Head::Array(_) | Head::Map(_), _) = parse_head(buf, end)? {
+                        return Err(ReadError::malformed(
+                            end,
+                            "a map key is an array or a map; keys must be strings or scalars",
+                        ));
+                    }
+                    end = check_value(buf, end, depth + 1)?;
+                }
+                end = check_value(buf, end, depth + 1)?;
+            }
+        }
+        _ => {
+            end += head.payload_len();
+            if end > buf.len() {
+                return Err(ReadError::Incomplete { needed: end });
+            }
+        }
+    }
+    Ok(end)
+}
+
+/// The entries of a map that [`check_value`] accepted. Cannot fail on such bytes; should it
+/// anyway (a bug), the map reads as empty rather than taking the process down.
+pub(crate) fn parse_checked_map(raw: Bytes) -> Vec<(Bytes, Value)> {
+    let parsed = Reader::new(raw).map_entries();
+    debug_assert!(parsed.is_ok(), "a checked map failed to parse: {parsed:?}");
+    parsed.unwrap_or_default()
+}
+
 /// Decodes msgpack values from a [`Bytes`] buffer without copying payloads. After an error the
 /// position is where it was before the failed call.
 #[derive(Clone, Debug)]
@@ -454,17 +508,30 @@ impl Reader {
                 }
                 Value::Array(items)
             }
-            Head::Map(n) => {
-                self.enter(depth, start, head)?;
-                let mut map = Map::with_capacity((n as usize).min(PREALLOC_LIMIT));
-                for _ in 0..n {
-                    let key = self.key(depth + 1)?;
-                    let value = self.value(depth + 1)?;
-                    map.push(key, value);
-                }
-                Value::Map(map)
+            Head::Map(_) => {
+                // Checked whole, then kept as a slice: parsed only if something reads it.
+                let end = check_value(&self.buf, start, depth)?;
+                self.pos = end;
+                Value::Map(Map::from_checked_msgpack(self.buf.slice(start..end)))
             }
         })
+    }
+
+    /// The entries of the map at the current position (which [`check_value`] accepted).
+    fn map_entries(&mut self) -> Result<Vec<(Bytes, Value)>, ReadError> {
+        let start = self.pos;
+        let head = self.read_head()?;
+        let Head::Map(n) = head else {
+            return Err(ReadError::malformed(start, "expected a map"));
+        };
+        self.enter(0, start, head)?;
+        let mut entries = Vec::with_capacity((n as usize).min(PREALLOC_LIMIT));
+        for _ in 0..n {
+            let key = self.key(1)?;
+            let value = self.value(1)?;
+            entries.push((key, value));
+        }
+        Ok(entries)
     }
 
     fn enter(&self, depth: usize, start: usize, head: Head) -> Result<(), ReadError> {

@@ -156,7 +156,12 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), WriteError> {
 }
 
 /// A map with `str` keys (keys are bytes in our model; msgpack producers send them as `str`).
+/// An unchanged map decoded from msgpack is copied as it was received.
 pub fn write_map(out: &mut Vec<u8>, map: &Map) -> Result<(), WriteError> {
+    if let Some(raw) = map.raw() {
+        out.extend_from_slice(raw);
+        return Ok(());
+    }
     write_map_len(out, map.len())?;
     for (k, v) in map.iter() {
         write_str(out, k)?;

@@ -273,7 +273,7 @@ impl<T> Batcher<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryResult {
     Delivered {
-        sequence_number: String,
+        /// The shard the record landed on, as Kinesis names it (`shardId-000000000001`).
         shard_id: String,
     },
     Failed {
@@ -287,20 +287,21 @@ impl EntryResult {
     /// error code failed; one with neither error code nor sequence number is treated as failed
     /// (and retried) rather than acknowledged on a guess.
     pub fn from_parts(
-        sequence_number: Option<String>,
-        shard_id: Option<String>,
-        error_code: Option<String>,
-        error_message: Option<String>,
+        has_sequence_number: bool,
+        shard_id: Option<&str>,
+        error_code: Option<&str>,
+        error_message: Option<&str>,
     ) -> Self {
-        match (error_code, sequence_number) {
-            (None, Some(sequence_number)) => EntryResult::Delivered {
-                sequence_number,
-                shard_id: shard_id.unwrap_or_default(),
+        match error_code {
+            None if has_sequence_number => EntryResult::Delivered {
+                shard_id: shard_id.unwrap_or_default().to_owned(),
             },
-            (code, _) => EntryResult::Failed {
-                code: code.unwrap_or_default(),
-                message: error_message
-                    .unwrap_or_else(|| "no sequence number and no error code".into()),
+            code => EntryResult::Failed {
+                code: code.unwrap_or_default().to_owned(),
+                message: error_message.map_or_else(
+                    || "no sequence number and no error code".into(),
+                    super::api::sanitize,
+                ),
             },
         }
     }
@@ -384,7 +385,6 @@ pub fn classify_status(status: u16) -> ErrorClass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered<T> {
     pub token: T,
-    pub sequence_number: String,
     pub shard_id: String,
 }
 
@@ -445,12 +445,8 @@ pub fn split_results<T>(
     };
     for (entry, result) in batch.entries.into_iter().zip(results) {
         match result {
-            EntryResult::Delivered {
-                sequence_number,
-                shard_id,
-            } => outcome.delivered.push(Delivered {
+            EntryResult::Delivered { shard_id } => outcome.delivered.push(Delivered {
                 token: entry.token,
-                sequence_number,
                 shard_id,
             }),
             EntryResult::Failed { code, message } => {
@@ -909,8 +905,7 @@ mod tests {
 
     fn delivered(n: u32) -> EntryResult {
         EntryResult::Delivered {
-            sequence_number: format!("seq-{n}"),
-            shard_id: "shardId-000000000000".into(),
+            shard_id: format!("shardId-00000000000{n}"),
         }
     }
 
@@ -940,9 +935,12 @@ mod tests {
         let acked: Vec<(u32, &str)> = outcome
             .delivered
             .iter()
-            .map(|d| (d.token, d.sequence_number.as_str()))
+            .map(|d| (d.token, d.shard_id.as_str()))
             .collect();
-        assert_eq!(acked, [(0, "seq-0"), (2, "seq-2")]);
+        assert_eq!(
+            acked,
+            [(0, "shardId-000000000000"), (2, "shardId-000000000002")]
+        );
         let retry: Vec<(u32, &str)> = outcome
             .retry
             .iter()
@@ -1042,20 +1040,19 @@ mod tests {
     #[test]
     fn entry_result_from_sdk_parts() {
         assert_eq!(
-            EntryResult::from_parts(Some("1".into()), Some("s".into()), None, None),
+            EntryResult::from_parts(true, Some("s"), None, None),
             EntryResult::Delivered {
-                sequence_number: "1".into(),
                 shard_id: "s".into()
             }
         );
         assert_eq!(
-            EntryResult::from_parts(None, None, Some("InternalFailure".into()), None),
+            EntryResult::from_parts(false, None, Some("InternalFailure"), None),
             EntryResult::Failed {
                 code: "InternalFailure".into(),
                 message: "no sequence number and no error code".into()
             }
         );
-        let neither = EntryResult::from_parts(None, None, None, None);
+        let neither = EntryResult::from_parts(false, None, None, None);
         assert!(matches!(neither, EntryResult::Failed { ref code, .. } if code.is_empty()));
     }
 
