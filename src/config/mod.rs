@@ -155,7 +155,7 @@ pub struct SinkEntry {
 }
 
 /// Default bound of a sink's in-memory queue.
-pub const DEFAULT_BUFFER_LIMIT: ByteSize = ByteSize::mib(64);
+pub const DEFAULT_BUFFER_LIMIT: ByteSize = ByteSize::mib(16);
 
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,6 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
 use aws_smithy_types::body::SdkBody;
-use base64::Engine;
 use bytes::Bytes;
 
 use super::batch::{self, Batch, EntryResult, ErrorClass, Record};
@@ -467,11 +466,10 @@ pub fn put_records_body<'a>(
     stream: &str,
     records: impl Iterator<Item = &'a Record> + Clone,
 ) -> Bytes {
-    let engine = &base64::engine::general_purpose::STANDARD;
     let size: usize = records
         .clone()
         .map(|r| {
-            base64::encoded_len(r.data.len(), true).unwrap_or(0)
+            r.data.len().div_ceil(3) * 4
                 + 2 * r.partition_key.len()
                 + r.explicit_hash_key.as_ref().map_or(0, |k| k.len() + 20)
                 + 40
@@ -486,13 +484,7 @@ pub fn put_records_body<'a>(
             out.push(b',');
         }
         out.extend_from_slice(b"{\"Data\":\"");
-        let start = out.len();
-        let len = base64::encoded_len(record.data.len(), true).unwrap_or(0);
-        out.resize(start + len, 0);
-        let written = engine
-            .encode_slice(&record.data, &mut out[start..])
-            .unwrap_or(0);
-        out.truncate(start + written);
+        base64_simd::STANDARD.encode_append(&record.data, &mut out);
         out.extend_from_slice(b"\",\"PartitionKey\":");
         json::write_str(&mut out, record.partition_key.as_bytes());
         if let Some(key) = &record.explicit_hash_key {
@@ -521,6 +513,7 @@ mod tests {
         assert_eq!(parsed["StreamName"], "my-stream");
         let sent = parsed["Records"].as_array().unwrap();
         assert_eq!(sent.len(), 3);
+        use base64::Engine;
         let engine = &base64::engine::general_purpose::STANDARD;
         for (record, sent) in records.iter().zip(sent) {
             let data = engine.decode(sent["Data"].as_str().unwrap()).unwrap();

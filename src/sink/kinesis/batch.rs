@@ -520,6 +520,11 @@ pub struct ShardAggregators<T> {
     max_record_size: usize,
     lanes: Vec<Lanes<T>>,
     ready: Vec<Entry<Vec<T>>>,
+    /// Per shard, a random partition key that hashes into it, shared by the user records that
+    /// have no key of their own ([`ShardAggregators::add_spread`]); made on first use.
+    spread_keys: Vec<Option<String>>,
+    /// The shard the next keyless user record goes to (round robin).
+    next_spread: usize,
 }
 
 impl<T> ShardAggregators<T> {
@@ -529,6 +534,8 @@ impl<T> ShardAggregators<T> {
         check_outer_keys(&map, max_record_size)?;
         let lanes = empty_lanes(map.len());
         Ok(ShardAggregators {
+            spread_keys: vec![None; map.len()],
+            next_spread: 0,
             map,
             max_record_size,
             lanes,
@@ -564,6 +571,35 @@ impl<T> ShardAggregators<T> {
                 token: vec![token],
             });
             return Ok(());
+        };
+        self.add_to_shard(index, record, token)
+    }
+
+    /// Adds a user record that has no partition key of its own (the sink would give it a
+    /// random one): it takes the next shard in turn and that shard's spread key, one random key
+    /// that hashes into the shard. Records spread over the shards as evenly as with a random
+    /// key each, without a key per record in the containers (~35 bytes each) and without hashing
+    /// one per record; consumers see random keys either way.
+    pub fn add_spread(&mut self, data: Bytes, token: T) -> Result<(), Rejected<T>> {
+        let index = self.next_spread % self.lanes.len().max(1);
+        self.next_spread = index + 1;
+        let key = match self.spread_keys.get_mut(index) {
+            Some(Some(key)) => key.clone(),
+            Some(slot) => match spread_key(&self.map, index) {
+                Some(key) => slot.insert(key).clone(),
+                // A shard too narrow to hit at random: the record keeps a random key.
+                None => return self.add(Record::new(random_partition_key(), data), token),
+            },
+            None => return self.add(Record::new(random_partition_key(), data), token),
+        };
+        self.add_to_shard(index, Record::new(key, data), token)
+    }
+
+    /// Adds a validated user record to the container of shard `index`, which its keys hash to.
+    fn add_to_shard(&mut self, index: usize, record: Record, token: T) -> Result<(), Rejected<T>> {
+        let reject = |record, token, reason| Rejected {
+            entry: Entry { record, token },
+            reason,
         };
         let shard = &self.map.shards()[index];
         let lanes = &mut self.lanes[index];
@@ -649,6 +685,7 @@ impl<T> ShardAggregators<T> {
     pub fn replace_shard_map(&mut self, map: ShardMap) -> Result<Vec<Rejected<T>>, KplError> {
         check_outer_keys(&map, self.max_record_size)?;
         let old_lanes = std::mem::replace(&mut self.lanes, empty_lanes(map.len()));
+        self.spread_keys = vec![None; map.len()];
         self.map = map;
         let mut rejected = Vec::new();
         for lanes in old_lanes {
@@ -720,6 +757,28 @@ impl<T> ShardAggregators<T> {
                 .flatten()
         })
     }
+}
+
+/// 32 random hex digits: spreads records evenly over the shards' hash key range.
+pub fn random_partition_key() -> String {
+    use rand::Rng;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::rng().random::<u128>();
+    (0..32)
+        .rev()
+        .map(|digit| char::from(HEX[((bits >> (4 * digit)) & 0xf) as usize]))
+        .collect()
+}
+
+/// A random partition key whose MD5 hash falls in shard `index`'s range, or `None` when a few
+/// thousand tries miss (a shard covering less than ~1/1000 of the hash key space).
+fn spread_key(map: &ShardMap, index: usize) -> Option<String> {
+    (0..4096).map(|_| random_partition_key()).find(|key| {
+        shard_map::effective_hash_key(key, None)
+            .ok()
+            .and_then(|hash| map.index_for(hash))
+            == Some(index)
+    })
 }
 
 fn empty_lanes<T>(count: usize) -> Vec<Lanes<T>> {
@@ -1163,6 +1222,62 @@ mod tests {
         for entry in entries {
             batcher.push(entry).unwrap();
         }
+    }
+
+    #[test]
+    fn keyless_records_spread_over_the_shards_with_one_key_each() {
+        let shards = map(&FOUR);
+        let mut aggregators = ShardAggregators::new(shards.clone(), 2_000).unwrap();
+        for i in 0..400u32 {
+            aggregators
+                .add_spread(Bytes::from(vec![i as u8; 40]), i)
+                .unwrap();
+        }
+        let entries = aggregators.flush_all();
+        let mut per_shard = [0usize; 4];
+        let mut keys_per_shard = vec![std::collections::BTreeSet::new(); 4];
+        for entry in &entries {
+            let users = kpl::deaggregate(entry.record.clone()).unwrap();
+            let shard = shards
+                .index_for(
+                    shard_map::effective_hash_key(
+                        &entry.record.partition_key,
+                        entry.record.explicit_hash_key.as_deref(),
+                    )
+                    .unwrap(),
+                )
+                .unwrap();
+            for (user, token) in users.iter().zip(&entry.token) {
+                // Every user record's own key hashes into the shard its container goes to
+                // (what the KCL checks when it deaggregates).
+                let own = shard_map::effective_hash_key(&user.partition_key, None).unwrap();
+                assert_eq!(shards.index_for(own), Some(shard));
+                assert_eq!(user.data.as_ref(), &vec![*token as u8; 40][..]);
+                keys_per_shard[shard].insert(user.partition_key.clone());
+            }
+            per_shard[shard] += users.len();
+        }
+        // Round robin: 100 records per shard, all under the shard's one spread key.
+        assert_eq!(per_shard, [100; 4]);
+        assert!(
+            keys_per_shard.iter().all(|keys| keys.len() == 1),
+            "{keys_per_shard:?}"
+        );
+        // A new shard map brings new keys, and re-routes waiting records correctly.
+        aggregators
+            .add_spread(Bytes::from_static(b"x"), 999)
+            .unwrap();
+        let half = map(&FOUR[..2]);
+        assert!(aggregators.replace_shard_map(half).unwrap().is_empty());
+        aggregators
+            .add_spread(Bytes::from_static(b"y"), 1000)
+            .unwrap();
+        let tokens: Vec<u32> = aggregators
+            .flush_all()
+            .into_iter()
+            .flat_map(|e| e.token)
+            .collect();
+        assert_eq!(tokens.len(), 2);
     }
 
     /// The official deaggregator (aws-kinesis-agg) reads every entry back into exactly the user

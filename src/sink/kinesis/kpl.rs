@@ -178,6 +178,10 @@ impl Slot {
 
 impl KeyTable {
     fn slot(&self, key: &str) -> Slot {
+        // Records with a shared key (the sink's spread keys) come one after another.
+        if self.keys.last().is_some_and(|last| last == key) {
+            return Slot::Existing(self.keys.len() as u64 - 1);
+        }
         match self.positions.get(key) {
             Some(&index) => Slot::Existing(index),
             None => Slot::New(self.keys.len() as u64),

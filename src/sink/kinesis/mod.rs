@@ -37,14 +37,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::api::CallError;
 use self::batch::{
-    Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass, Failed, Record, Rejected,
-    ShardAggregators, MAX_PARTITION_KEY_CHARS,
+    random_partition_key, Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass, Failed,
+    Record, Rejected, ShardAggregators, MAX_PARTITION_KEY_CHARS,
 };
 use self::metrics::{auth_reason, retry_reason, KinesisMetrics};
 use self::permissions::DeniedActions;
@@ -564,7 +563,10 @@ impl Task {
                 }
             };
             let record = self.record_for(event, data.slice(start..end));
-            self.route(record, token, &tag);
+            match record {
+                Ok(record) => self.route(record, token, &tag),
+                Err(data) => self.spread(data, token, &tag),
+            }
         }
         if self.pending_since.is_none()
             && (self.batcher.pending_entries() > 0
@@ -577,8 +579,13 @@ impl Task {
         }
     }
 
-    /// The Kinesis record for an encoded event: its partition key and explicit hash key.
-    fn record_for(&mut self, event: &Event, data: Bytes) -> Record {
+    /// The Kinesis record for an encoded event: its partition key and explicit hash key. A
+    /// record that gets neither while aggregating is handed back (`Err`) for
+    /// [`Task::spread`]: it needs no key of its own.
+    fn record_for(&mut self, event: &Event, data: Bytes) -> Result<Record, Bytes> {
+        let spread = self.aggregators.is_some()
+            && self.sink.explicit_hash_key.is_none()
+            && data.len() + 32 <= self.aggregation_max_size;
         let partition_key = match &self.sink.partition_key {
             Some(path) => {
                 let key = event.record.get_path(path).and_then(|value| {
@@ -591,11 +598,15 @@ impl Task {
                     Some(key) => key,
                     None => {
                         self.sink.metrics.random_keys.inc();
-                        random_key()
+                        if spread {
+                            return Err(data);
+                        }
+                        random_partition_key()
                     }
                 }
             }
-            None => random_key(),
+            None if spread => return Err(data),
+            None => random_partition_key(),
         };
         let mut record = Record::new(partition_key, data);
         if let Some(path) = &self.sink.explicit_hash_key {
@@ -611,7 +622,18 @@ impl Task {
                 }
             }
         }
-        record
+        Ok(record)
+    }
+
+    /// Aggregates a record without a key of its own, spread over the shards in turn.
+    fn spread(&mut self, data: Bytes, token: Token, tag: &str) {
+        if let Some(aggregators) = self.aggregators.as_mut() {
+            if let Err(rejected) = aggregators.add_spread(data, token) {
+                let Rejected { entry, reason } = rejected;
+                self.reject(entry.record.size(), vec![entry.token], &reason, tag);
+            }
+        }
+        self.drain_aggregators();
     }
 
     fn route(&mut self, record: Record, token: Token, tag: &str) {
@@ -1216,11 +1238,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// A random partition key (32 hex digits): spreads records evenly over shards.
-fn random_key() -> String {
-    format!("{:032x}", rand::rng().random::<u128>())
-}
-
 /// Truncates a partition key to 256 characters.
 fn truncate_key(key: std::borrow::Cow<'_, str>) -> String {
     match key.char_indices().nth(MAX_PARTITION_KEY_CHARS) {
@@ -1241,9 +1258,9 @@ mod tests {
         let key = truncate_key(std::borrow::Cow::Borrowed(&long));
         assert_eq!(key.chars().count(), 256);
         assert_eq!(truncate_key(std::borrow::Cow::Borrowed("web-1")), "web-1");
-        let a = random_key();
+        let a = random_partition_key();
         assert_eq!(a.len(), 32);
-        assert_ne!(a, random_key());
+        assert_ne!(a, random_partition_key());
     }
 
     #[tokio::test]
