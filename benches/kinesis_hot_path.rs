@@ -1,6 +1,12 @@
-//! The Kinesis hot path, per 1000 records of ~200 bytes: a forward PackedForward frame is
-//! decoded, each record is encoded as JSON, given its partition key, and packed into KPL
-//! aggregated records grouped by shard (4 shards), ready for PutRecords.
+//! The record path, per 1000 records of ~200 bytes, one variant per destination format:
+//! - `plain_json`: a forward PackedForward frame is decoded, each record encoded as JSON with a
+//!   random partition key (no `partition_key` option), and the PutRecords bodies written
+//!   (two calls of 500).
+//! - `kpl_aggregation`: decoded, encoded, and packed into KPL aggregated records by shard
+//!   (4 shards), keyless records spread over the shards as the sink does.
+//! - `kafka_payload`: decoded and encoded as the JSON message payloads the Kafka sink produces.
+//! - `keyed_kpl_aggregation`: aggregation with a partition key read from a field (`seq`), the
+//!   one variant that parses records.
 //!
 //! `cargo bench --bench kinesis_hot_path`
 
@@ -10,7 +16,8 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use logferry::encode::{EncodeOptions, Encoder};
 use logferry::event::Event;
-use logferry::sink::kinesis::batch::{Record, ShardAggregators};
+use logferry::sink::kinesis::batch::{random_partition_key, Record, ShardAggregators};
+use logferry::sink::kinesis::put_records::put_records_body;
 use logferry::sink::kinesis::shard_map::{ShardListing, ShardMap};
 use logferry::source::forward::protocol::{decode_message, Limits, Message};
 
@@ -68,7 +75,13 @@ fn decode(frame: &Bytes, limits: &Limits) -> Vec<Event> {
 }
 
 /// JSON-encodes every event into one buffer; records are slices of it (as the sink does).
-fn encode(encoder: &Encoder, events: &[Event], buf: &mut Vec<u8>) -> Vec<Record> {
+/// `key` gives each record its partition key.
+fn encode(
+    encoder: &Encoder,
+    events: &[Event],
+    buf: &mut Vec<u8>,
+    key: impl Fn(&Event) -> String,
+) -> Vec<Record> {
     buf.clear();
     let mut ends = Vec::with_capacity(events.len());
     for event in events {
@@ -80,15 +93,16 @@ fn encode(encoder: &Encoder, events: &[Event], buf: &mut Vec<u8>) -> Vec<Record>
     events
         .iter()
         .zip(ends)
-        .map(|(event, (start, end))| {
-            let key = event
-                .record
-                .get(b"seq")
-                .map(|v| v.to_text())
-                .unwrap_or_default();
-            Record::new(key, data.slice(start..end))
-        })
+        .map(|(event, (start, end))| Record::new(key(event), data.slice(start..end)))
         .collect()
+}
+
+fn seq_key(event: &Event) -> String {
+    event
+        .record
+        .get(b"seq")
+        .map(|v| v.to_text())
+        .unwrap_or_default()
 }
 
 fn aggregate(aggregators: &mut ShardAggregators<u32>, records: Vec<Record>) -> usize {
@@ -100,32 +114,64 @@ fn aggregate(aggregators: &mut ShardAggregators<u32>, records: Vec<Record>) -> u
     out + aggregators.flush_all().len()
 }
 
+fn spread(aggregators: &mut ShardAggregators<u32>, records: Vec<Record>) -> usize {
+    let mut out = 0;
+    for record in records {
+        aggregators.add_spread(record.data, 0).expect("fits");
+        out += aggregators.drain_ready().count();
+    }
+    out + aggregators.flush_all().len()
+}
+
 fn bench(c: &mut Criterion) {
     let frame = frame();
     let limits = Limits::default();
     let encoder = Encoder::new(&EncodeOptions::default()).unwrap();
     let mut aggregators = ShardAggregators::new(four_shards(), 1024 * 1024).unwrap();
     let mut buf = Vec::with_capacity(256 * 1024);
+    let mut payload = Vec::with_capacity(512);
 
     let mut group = c.benchmark_group("kinesis_hot_path");
     group.throughput(Throughput::Elements(RECORDS as u64));
-    group.bench_function("decode_encode_aggregate_1000x200B", |b| {
+    group.bench_function("plain_json_1000x200B", |b| {
         b.iter(|| {
             let events = decode(black_box(&frame), &limits);
-            let records = encode(&encoder, &events, &mut buf);
+            let records = encode(&encoder, &events, &mut buf, |_| random_partition_key());
+            let bodies: usize = records
+                .chunks(500)
+                .map(|call| put_records_body("bench", call.iter()).len())
+                .sum();
+            black_box(bodies)
+        })
+    });
+    group.bench_function("kpl_aggregation_1000x200B", |b| {
+        b.iter(|| {
+            let events = decode(black_box(&frame), &limits);
+            let records = encode(&encoder, &events, &mut buf, |_| String::new());
+            black_box(spread(&mut aggregators, records))
+        })
+    });
+    group.bench_function("kafka_payload_1000x200B", |b| {
+        b.iter(|| {
+            let events = decode(black_box(&frame), &limits);
+            let mut bytes = 0;
+            for event in &events {
+                payload.clear();
+                encoder.encode(event, &mut payload).expect("encodes");
+                bytes += payload.len();
+            }
+            black_box(bytes)
+        })
+    });
+    group.bench_function("keyed_kpl_aggregation_1000x200B", |b| {
+        b.iter(|| {
+            let events = decode(black_box(&frame), &limits);
+            let records = encode(&encoder, &events, &mut buf, seq_key);
             black_box(aggregate(&mut aggregators, records))
         })
     });
     group.bench_function("decode_1000x200B", |b| {
         b.iter(|| black_box(decode(black_box(&frame), &limits)))
-    });
-    let events = decode(&frame, &limits);
-    group.bench_function("json_encode_1000x200B", |b| {
-        b.iter(|| black_box(encode(&encoder, black_box(&events), &mut buf)))
-    });
-    let records = encode(&encoder, &events, &mut buf);
-    group.bench_function("kpl_aggregate_1000x200B", |b| {
-        b.iter(|| black_box(aggregate(&mut aggregators, black_box(records.clone()))))
     });
     group.finish();
 }

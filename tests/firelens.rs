@@ -223,7 +223,8 @@ fn bridge_kafka_include_works_with_its_include_and_names_a_missing_one() {
         .iter()
         .map(|s| s.buffer_limit.bytes())
         .collect();
-    assert_eq!(limits, [8_333_333, 64 << 20, 8_333_333, 8_333_333]);
+    let default = logferry::config::DEFAULT_BUFFER_LIMIT.bytes();
+    assert_eq!(limits, [8_333_333, default, 8_333_333, 8_333_333]);
 
     // The grep filters keep ERROR|WARN for api and drop DEBUG for jobs.
     let mut config = config;

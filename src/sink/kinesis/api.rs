@@ -9,12 +9,9 @@ use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError
 use aws_sdk_kinesis::Client;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
-use aws_smithy_types::body::SdkBody;
-use bytes::Bytes;
 
-use super::batch::{self, Batch, EntryResult, ErrorClass, Record};
+use super::batch::{self, ErrorClass};
 use super::shard_map::{ShardListing, ShardMap, ShardMapError};
-use crate::encode::json;
 
 /// A whole call failed.
 #[derive(Debug, Clone)]
@@ -414,121 +411,9 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<ShardMap, List
     Ok(ShardMap::from_listing(listing)?)
 }
 
-/// Sends one PutRecords request. Returns the batch (to pair results with entries) and one
-/// result per entry, or the whole call's error.
-///
-/// The request body is written by [`put_records_body`] in one pass over the entries, each
-/// record's data base64-encoded straight into it, and handed to the SDK just before signing
-/// (the SDK's own serializer would copy every record into a `Blob` and again into its JSON).
-/// The SDK still resolves the endpoint, signs with the client's credentials, sends, and
-/// parses the answer.
-pub async fn put_records<T>(
-    client: Client,
-    stream: String,
-    batch: Batch<T>,
-) -> (Batch<T>, Result<Vec<EntryResult>, CallError>) {
-    let body = put_records_body(&stream, batch.entries().iter().map(|e| &e.record));
-    let result = client
-        .put_records()
-        .stream_name(stream)
-        .set_records(Some(Vec::new()))
-        .customize()
-        .mutate_request(move |request| {
-            request
-                .headers_mut()
-                .insert("content-length", body.len().to_string());
-            *request.body_mut() = SdkBody::from(body.clone());
-        })
-        .send()
-        .await;
-    let result = match result {
-        Ok(out) => Ok(out
-            .records()
-            .iter()
-            .map(|r| {
-                EntryResult::from_parts(
-                    r.sequence_number().is_some(),
-                    r.shard_id(),
-                    r.error_code(),
-                    r.error_message(),
-                )
-            })
-            .collect()),
-        Err(e) => Err(call_error(&e)),
-    };
-    (batch, result)
-}
-
-/// The JSON body of a PutRecords call (the `application/x-amz-json-1.1` form the SDK sends):
-/// `{"StreamName": ..., "Records": [{"Data": base64, "PartitionKey": ..., "ExplicitHashKey":
-/// ...}, ...]}`, sized up front so it is allocated once.
-pub fn put_records_body<'a>(
-    stream: &str,
-    records: impl Iterator<Item = &'a Record> + Clone,
-) -> Bytes {
-    let size: usize = records
-        .clone()
-        .map(|r| {
-            r.data.len().div_ceil(3) * 4
-                + 2 * r.partition_key.len()
-                + r.explicit_hash_key.as_ref().map_or(0, |k| k.len() + 20)
-                + 40
-        })
-        .sum();
-    let mut out = Vec::with_capacity(size + 2 * stream.len() + 32);
-    out.extend_from_slice(b"{\"StreamName\":");
-    json::write_str(&mut out, stream.as_bytes());
-    out.extend_from_slice(b",\"Records\":[");
-    for (i, record) in records.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"Data\":\"");
-        base64_simd::STANDARD.encode_append(&record.data, &mut out);
-        out.extend_from_slice(b"\",\"PartitionKey\":");
-        json::write_str(&mut out, record.partition_key.as_bytes());
-        if let Some(key) = &record.explicit_hash_key {
-            out.extend_from_slice(b",\"ExplicitHashKey\":");
-            json::write_str(&mut out, key.as_bytes());
-        }
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
-    Bytes::from(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn put_records_body_reads_back_as_the_sdk_shape() {
-        let records = [
-            Record::new("pk-\"quoted\"-é", Bytes::from_static(b"{\"log\":\"a\"}\n")),
-            Record::new("k", Bytes::from_static(b"\x00\xff binary")).with_explicit_hash_key("42"),
-            Record::new("empty", Bytes::new()),
-        ];
-        let body = put_records_body("my-stream", records.iter());
-        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(parsed["StreamName"], "my-stream");
-        let sent = parsed["Records"].as_array().unwrap();
-        assert_eq!(sent.len(), 3);
-        use base64::Engine;
-        let engine = &base64::engine::general_purpose::STANDARD;
-        for (record, sent) in records.iter().zip(sent) {
-            let data = engine.decode(sent["Data"].as_str().unwrap()).unwrap();
-            assert_eq!(data, record.data.as_ref());
-            assert_eq!(sent["PartitionKey"], record.partition_key.as_str());
-            assert_eq!(
-                sent.get("ExplicitHashKey").and_then(|k| k.as_str()),
-                record.explicit_hash_key.as_deref()
-            );
-        }
-        assert_eq!(
-            put_records_body("s", std::iter::empty()).as_ref(),
-            br#"{"StreamName":"s","Records":[]}"#
-        );
-    }
 
     #[test]
     fn call_classification() {

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the `type = "kinesis"` options.
 //! - [`client`]: the SDK client and its credentials (default chain, `role_arn`).
-//! - [`api`]: DescribeStreamSummary, ListShards, PutRecords, and what their errors mean.
+//! - [`api`]: DescribeStreamSummary, ListShards, and what the API's errors mean.
+//! - [`put_records`]: the PutRecords request body and answer, written and read by logferry.
 //! - [`kpl`]: the KPL aggregated record format (exact size accounting, deaggregation).
 //! - [`shard_map`]: MD5 hash keys and the open shards' hash key ranges.
 //! - [`batch`]: PutRecords batches within every limit, partial-failure bookkeeping, and
@@ -27,6 +28,7 @@ pub mod config;
 pub mod kpl;
 pub mod metrics;
 pub mod permissions;
+pub mod put_records;
 pub mod shard_map;
 
 pub use config::KinesisConfig;
@@ -790,10 +792,13 @@ impl Task {
                 break;
             };
             self.sink.metrics.requests.inc();
-            let put = api::put_records(
+            // Shard ids are read from the answer only to check where aggregates landed.
+            let shard_ids = batch.entries().iter().any(|e| e.token.expected.is_some());
+            let put = put_records::put_records(
                 self.sink.client.clone(),
                 self.sink.config.stream.clone(),
                 batch,
+                shard_ids,
             );
             // Observed per call, whatever its outcome (timeouts included).
             let latency = self.sink.cx.metrics.request_duration("PutRecords");
