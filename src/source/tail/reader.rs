@@ -407,7 +407,7 @@ impl Reader {
         let t = Tracked {
             uid,
             id,
-            kubernetes: files::kubernetes_metadata(&named),
+            kubernetes: files::kubernetes_metadata(&named).map(Map::into_shared),
             path_value: self
                 .c
                 .path_key
