@@ -78,10 +78,11 @@ pub async fn read_lines(config: StdinConfig, input: impl AsyncRead + Unpin, cx: 
         if !events.is_empty() && (n == 0 || events.len() >= MAX_BATCH || !more_buffered) {
             cx.metrics.records_in.inc_by(events.len() as u64);
             cx.metrics.bytes_in.inc_by(bytes as u64);
-            let batch = std::mem::take(&mut events);
+            let mut batch = std::mem::take(&mut events);
+            let weight = crate::event::pack(&mut batch).max(bytes);
             if cx
                 .router
-                .submit(tag.clone(), batch, bytes, None)
+                .submit(tag.clone(), batch, weight, None)
                 .await
                 .is_err()
             {

@@ -261,7 +261,8 @@ impl Server {
             return End::Done;
         }
         self.cx.metrics.records_in.inc_by(events.len() as u64);
-        let bytes = consumed;
+        // The lean form (one msgpack buffer), weighed as held.
+        let bytes = crate::event::pack(&mut events).max(consumed);
         match self
             .cx
             .router

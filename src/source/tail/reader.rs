@@ -740,7 +740,7 @@ impl Reader {
             }
             return;
         }
-        let events: Vec<Event> = out
+        let mut events: Vec<Event> = out
             .into_iter()
             .map(|(mut record, time)| {
                 if let Some(meta) = &t.kubernetes {
@@ -767,7 +767,8 @@ impl Reader {
             return;
         };
         let shutdown = self.shutdown.clone();
-        let weight = bytes.max(events.len());
+        // The records in their lean form: one msgpack buffer for the read, weighed as held.
+        let weight = crate::event::pack(&mut events).max(events.len());
         let routed = self.handle.block_on(async move {
             tokio::select! {
                 biased;
