@@ -271,7 +271,7 @@ impl Map {
     }
 
     /// A map over its msgpack encoding, parsed on first read. Only for bytes that
-    /// [`crate::msgpack::read::check_map`] accepted: see [`Map::raw`].
+    /// [`crate::msgpack::read::check_value`] accepted: see [`Map::raw`].
     pub(crate) fn from_checked_msgpack(raw: Bytes) -> Self {
         Map {
             raw: Some(raw),

@@ -9,7 +9,10 @@
 //!             source/forward/protocol   route.rs
 //! ```
 //!
-//! - [`event`]: the record model (tag, nanosecond time, ordered map of msgpack values).
+//! - [`event`]: the record model (tag, nanosecond time, ordered map of msgpack values). A record
+//!   stays in the msgpack form it arrived in (a slice of the forward frame, or of one packed
+//!   buffer per read for tail, tcp and stdin) until something reads a field; encoders write from
+//!   those bytes, so a record nothing looks into is never parsed.
 //! - [`config`]: the TOML config, `${ENV}` interpolation, validation with file/line/key, and
 //!   `config::fluent_bit`, the Fluent Bit classic config (FireLens) translated to the same.
 //! - [`source`]: forward protocol server (TCP + unix socket), tcp (JSON lines), stdin, tail (log
@@ -22,6 +25,7 @@
 //! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
 //! - [`sink`]: Kinesis, Kafka/MSK, stdout, file, null; `sink::dead_letter` for records that can
 //!   never be delivered, and their replay.
+//!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
 //! - [`log_limit`]: at most one log line per interval for a repeated error.
 //! - [`shutdown`]: signals and the cancellation token.

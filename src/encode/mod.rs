@@ -256,6 +256,17 @@ impl Encoder {
             out.push(b':');
             json::write_value_with(out, value, self.dots());
         }
+        self.close_json_record(event, first, out)
+    }
+
+    /// Ends a JSON record: the time under `time_key` when configured, then `}`. `first`: no
+    /// field was written before.
+    fn close_json_record(
+        &self,
+        event: &Event,
+        first: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         if let Some((time_key, writer)) = &self.time {
             if !first {
                 out.push(b',');
@@ -302,16 +313,7 @@ impl Encoder {
             out.push(b':');
             pos = json::write_msgpack_with(out, raw, pos, self.dots())?;
         }
-        if let Some((time_key, writer)) = &self.time {
-            if !first {
-                out.push(b',');
-            }
-            json::write_key(out, time_key, None);
-            out.push(b':');
-            writer.write_json(event.time, out)?;
-        }
-        out.push(b'}');
-        Ok(())
+        self.close_json_record(event, first, out)
     }
 
     fn msgpack_record(&self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
