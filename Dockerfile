@@ -24,6 +24,7 @@ WORKDIR /src
 # The whole workspace manifest set: Cargo.lock is honoured (--locked), lambda/ is a workspace
 # member and benches/ holds a bench target the root manifest declares.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY src ./src
 COPY lambda ./lambda
 COPY benches ./benches
