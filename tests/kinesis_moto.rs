@@ -371,3 +371,36 @@ fn aggregates_stay_within_aggregation_max_size() {
         "aggregates are filled up to the limit: {biggest}"
     );
 }
+
+/// A client that waits for each chunk's ack before sending the next (Fluent Bit's out_forward
+/// with Require_ack_response, loadgen here) is not held back by aggregation: its records go out
+/// once nothing more is queued, not after `flush`. With `flush = "60s"` four chunks would take
+/// four minutes if each waited for the timer.
+#[test]
+fn acked_chunks_are_not_held_for_the_flush_interval_when_aggregating() {
+    let moto = Moto::start();
+    let stream = unique_stream("linger");
+    create_stream(&moto.endpoint(), &stream, 2);
+    let lf = Logferry::start(
+        &format!(
+            "stream = \"{stream}\"\nendpoint = \"{}\"\nflush = \"60s\"\naggregation = true",
+            moto.endpoint()
+        ),
+        &[],
+    );
+    let started = std::time::Instant::now();
+    lf.loadgen(0, 2000, 200);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(50),
+        "four acked chunks took {waited:?}: they waited for the 60 s flush"
+    );
+    wait_delivered(&lf, 2000);
+    let ratio = lf.metric("logferry_kinesis_aggregation_ratio");
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 40));
+    assert!(ratio > 10.0, "records were still aggregated: ratio {ratio}");
+    let counts = read_stream(&moto.endpoint(), &stream).seq_counts();
+    assert_eq!(counts.len(), 2000);
+    assert!(counts.values().all(|&n| n == 1), "no duplicates");
+}

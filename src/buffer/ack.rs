@@ -14,6 +14,10 @@ use tokio::sync::oneshot;
 struct AckInner {
     failed: AtomicBool,
     tx: Mutex<Option<oneshot::Sender<bool>>>,
+    /// A client is blocked until this resolves (a forward client waiting for its `chunk` ack),
+    /// rather than a source that only records progress (a tail checkpoint): sinks then send
+    /// what they hold at once instead of letting it wait for fuller batches.
+    client_waits: bool,
 }
 
 impl Drop for AckInner {
@@ -33,14 +37,31 @@ pub struct AckRef {
 }
 
 impl AckRef {
-    /// A new acknowledgement with its first reference and the waiter for the result.
+    /// A new acknowledgement with its first reference and the waiter for the result; a client
+    /// is blocked until it resolves.
     pub fn new() -> (AckRef, AckWaiter) {
+        Self::with_client_waiting(true)
+    }
+
+    /// An acknowledgement nobody is blocked on: the source only records its progress when it
+    /// resolves (a tail checkpoint), so sinks may keep filling batches meanwhile.
+    pub fn for_progress() -> (AckRef, AckWaiter) {
+        Self::with_client_waiting(false)
+    }
+
+    fn with_client_waiting(client_waits: bool) -> (AckRef, AckWaiter) {
         let (tx, rx) = oneshot::channel();
         let inner = Arc::new(AckInner {
             failed: AtomicBool::new(false),
             tx: Mutex::new(Some(tx)),
+            client_waits,
         });
         (AckRef { inner: Some(inner) }, AckWaiter { rx })
+    }
+
+    /// Whether a client is blocked until this acknowledgement resolves.
+    pub fn client_waits(&self) -> bool {
+        self.inner.as_ref().is_some_and(|inner| inner.client_waits)
     }
 
     /// This holder delivered its records.

@@ -143,6 +143,12 @@ impl Batch {
         self.events.len()
     }
 
+    /// Whether a client is blocked until these records are delivered (see
+    /// [`AckRef::client_waits`]): sinks send them without waiting for fuller batches.
+    pub fn client_waits(&self) -> bool {
+        self.ack.as_ref().is_some_and(AckRef::client_waits)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

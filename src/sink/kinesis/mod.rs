@@ -70,6 +70,14 @@ const SHARD_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 const SHARD_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
 /// Consecutive failed calls (of the retryable kind) before the sink reports itself unhealthy.
 const UNHEALTHY_AFTER: u32 = 3;
+/// How long records a client is blocked on (forward `chunk` acks) wait in open aggregates and
+/// batches once nothing more is queued, instead of the `flush` interval: a client that sends
+/// its next chunk only after the ack would otherwise get one chunk per `flush` (500 records/s).
+/// None at all: such a client sends nothing while it waits, so waiting only slows it (2 ms
+/// cost a third of its rate in the side-by-side bench). Under sustained load the queue is
+/// rarely empty and aggregates still fill; records nobody is blocked on (Docker's driver, tail
+/// checkpoints) wait for `flush` as before.
+const CLIENT_WAIT_LINGER: Duration = Duration::ZERO;
 
 // --- acknowledgement bookkeeping -----------------------------------------------------------------
 
@@ -363,6 +371,9 @@ struct Task {
     in_flight: JoinSet<PutResult>,
     /// When the oldest record waiting in a container or the batcher arrived.
     pending_since: Option<Instant>,
+    /// When a record a client is blocked on last arrived, while such records wait in a
+    /// container or the batcher (see [`CLIENT_WAIT_LINGER`]).
+    client_waiting_since: Option<Instant>,
     /// No call is started before this (after a failed call).
     blocked_until: Option<Instant>,
     consecutive_failures: u32,
@@ -422,6 +433,7 @@ impl Task {
             retry_seq: 0,
             in_flight: JoinSet::new(),
             pending_since: None,
+            client_waiting_since: None,
             blocked_until: None,
             consecutive_failures: 0,
             unhealthy: false,
@@ -457,6 +469,12 @@ impl Task {
                 .blocked_until
                 .filter(|_| !self.ready.is_empty() && self.in_flight.len() < max_in_flight);
             let accept = input_open && self.ready.len() < max_in_flight * 2;
+            let refresh_due = (self.refresh_wanted && self.refresh.is_none())
+                .then(|| self.last_refresh + SHARD_REFRESH_MIN_GAP);
+            let linger_at = self
+                .client_waiting_since
+                .filter(|_| accept)
+                .map(|t| t + CLIENT_WAIT_LINGER);
             let refreshing = self.refresh.is_some();
             let rechecking = self.recheck.is_some();
             let tick =
@@ -495,8 +513,15 @@ impl Task {
                         self.flush_all();
                     }
                 },
+                // Only reached when no batch is queued (the input arm comes first).
+                _ = sleep_until_opt(linger_at), if linger_at.is_some() => self.flush_all(),
+                // Wakes the loop when a wanted listing may start (checked below).
+                _ = sleep_until_opt(refresh_due), if refresh_due.is_some() => {}
             }
-            if self.refresh_wanted && self.refresh.is_none() {
+            if self.refresh_wanted
+                && self.refresh.is_none()
+                && self.last_refresh.elapsed() >= SHARD_REFRESH_MIN_GAP
+            {
                 self.start_refresh();
             }
         }
@@ -519,6 +544,7 @@ impl Task {
     /// Encodes an input batch and routes its records into containers / the batcher.
     fn accept(&mut self, batch: crate::buffer::Batch) {
         let tag = batch.tag.clone();
+        let client_waits = batch.client_waits();
         let (events, done) = batch.into_parts();
         self.sink.cx.metrics.records_in.inc_by(events.len() as u64);
         let mut buf = Vec::with_capacity(self.encode_capacity);
@@ -578,6 +604,9 @@ impl Task {
                     .is_some_and(|a| a.pending_records() > 0))
         {
             self.pending_since = Some(Instant::now());
+        }
+        if client_waits && self.pending_since.is_some() {
+            self.client_waiting_since = Some(Instant::now());
         }
     }
 
@@ -777,6 +806,7 @@ impl Task {
             self.ready.push_back(batch);
         }
         self.pending_since = None;
+        self.client_waiting_since = None;
     }
 
     // --- sending -----------------------------------------------------------------------------
@@ -856,7 +886,9 @@ impl Task {
             delivered.token.settle(true);
         }
         self.sink.metrics.update_ratio();
-        if stale_shard && self.last_refresh.elapsed() >= SHARD_REFRESH_MIN_GAP {
+        if stale_shard && !self.refresh_wanted {
+            // Listed again at once, or SHARD_REFRESH_MIN_GAP after the last listing: a reshard
+            // noticed right after one is remembered, not dropped.
             tracing::info!(sink = %self.name(),
                 "a record landed on another shard than predicted: the stream was resharded; \
                  listing the shards again");

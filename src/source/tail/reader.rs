@@ -758,7 +758,7 @@ impl Reader {
         self.metrics.records_in.inc_by(events.len() as u64);
         self.metrics.bytes_in.inc_by(bytes as u64);
         let (ack, waiter) = if self.cp.is_some() {
-            let (a, w) = AckRef::new();
+            let (a, w) = AckRef::for_progress();
             (Some(a), Some(w))
         } else {
             (None, None)
