@@ -623,13 +623,13 @@ mod tests {
         let first = events[0].record.raw().unwrap().as_ptr();
         let last = events[2].record.raw().unwrap();
         assert_eq!(
-            unsafe_free_distance(first, last.as_ptr()),
+            byte_distance(first, last.as_ptr()),
             expected.len() - last.len()
         );
     }
 
     /// Byte distance between two pointers into one buffer.
-    fn unsafe_free_distance(a: *const u8, b: *const u8) -> usize {
+    fn byte_distance(a: *const u8, b: *const u8) -> usize {
         (b as usize) - (a as usize)
     }
 
