@@ -284,12 +284,19 @@ impl Map {
     /// cost ~1 KiB per line when each record had its own copy).
     pub fn into_shared(self) -> Map {
         let mut out = Vec::new();
-        if crate::msgpack::write::write_map(&mut out, &self).is_err()
-            || crate::msgpack::read::check_value(&out, 0, 0) != Ok(out.len())
-        {
+        if crate::msgpack::write::write_map(&mut out, &self).is_err() {
             return self;
         }
-        Map::from_checked_msgpack(Bytes::from(out))
+        let len = out.len();
+        Map::from_written(&Bytes::from(out), 0, len).unwrap_or(self)
+    }
+
+    /// The map that [`crate::msgpack::write::write_map`] wrote at `start..end` of `buf`, in
+    /// msgpack form, if the reader would take it (a map built in memory may nest deeper than a
+    /// received record may).
+    fn from_written(buf: &Bytes, start: usize, end: usize) -> Option<Map> {
+        (end > start && crate::msgpack::read::check_value(buf, start, 0) == Ok(end))
+            .then(|| Map::from_checked_msgpack(buf.slice(start..end)))
     }
 
     /// The msgpack bytes this map was decoded from, while it is unchanged: an encoder may
@@ -504,8 +511,9 @@ impl Event {
 /// lean form the forward source gets for free, for sources that build their records field by
 /// field (tail, tcp, stdin). A packed record costs its msgpack bytes and nothing per field,
 /// keeps nothing else alive (a read buffer its strings pointed into), and is encoded straight
-/// from those bytes. Returns the bytes packed: the weight of the batch in a sink's queue. A
-/// record that cannot be packed (nested deeper than msgpack records may be) stays as it is.
+/// from those bytes. Returns the bytes packed (at least one per record): the weight of the
+/// batch in a sink's queue. A record that cannot be packed (nested deeper than msgpack records
+/// may be) stays as it is.
 pub fn pack(events: &mut [Event]) -> usize {
     let mut buf = Vec::new();
     let mut ends = Vec::with_capacity(events.len());
@@ -519,12 +527,12 @@ pub fn pack(events: &mut [Event]) -> usize {
     let packed = Bytes::from(buf);
     let mut start = 0;
     for (event, end) in events.iter_mut().zip(ends) {
-        if end > start && crate::msgpack::read::check_value(&packed, start, 0) == Ok(end) {
-            event.record = Map::from_checked_msgpack(packed.slice(start..end));
+        if let Some(record) = Map::from_written(&packed, start, end) {
+            event.record = record;
         }
         start = end;
     }
-    packed.len()
+    packed.len().max(events.len())
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub async fn read_lines(config: StdinConfig, input: impl AsyncRead + Unpin, cx: 
             cx.metrics.records_in.inc_by(events.len() as u64);
             cx.metrics.bytes_in.inc_by(bytes as u64);
             let mut batch = std::mem::take(&mut events);
-            let weight = crate::event::pack(&mut batch).max(bytes);
+            let weight = crate::event::pack(&mut batch);
             if cx
                 .router
                 .submit(tag.clone(), batch, weight, None)

@@ -262,7 +262,7 @@ impl Server {
         }
         self.cx.metrics.records_in.inc_by(events.len() as u64);
         // The lean form (one msgpack buffer), weighed as held.
-        let bytes = crate::event::pack(&mut events).max(consumed);
+        let bytes = crate::event::pack(&mut events);
         match self
             .cx
             .router

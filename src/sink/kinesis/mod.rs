@@ -658,11 +658,18 @@ impl Task {
 
     /// Aggregates a record without a key of its own, spread over the shards in turn.
     fn spread(&mut self, data: Bytes, token: Token, tag: &str) {
-        if let Some(aggregators) = self.aggregators.as_mut() {
-            if let Err(rejected) = aggregators.add_spread(data, token) {
-                let Rejected { entry, reason } = rejected;
-                self.reject(entry.record.size(), vec![entry.token], &reason, tag);
-            }
+        let refused = self
+            .aggregators
+            .as_mut()
+            .and_then(|aggregators| aggregators.add_spread(data, token).err());
+        self.aggregated(refused, tag);
+    }
+
+    /// After adding a user record to the aggregators: rejects what they refused, and moves
+    /// finished containers on.
+    fn aggregated(&mut self, refused: Option<Rejected<Token>>, tag: &str) {
+        if let Some(Rejected { entry, reason }) = refused {
+            self.reject(entry.record.size(), vec![entry.token], &reason, tag);
         }
         self.drain_aggregators();
     }
@@ -673,13 +680,11 @@ impl Task {
             .as_ref()
             .is_some_and(|_| record.size() <= self.aggregation_max_size);
         if aggregate {
-            if let Some(aggregators) = self.aggregators.as_mut() {
-                if let Err(rejected) = aggregators.add(record, token) {
-                    let Rejected { entry, reason } = rejected;
-                    self.reject(entry.record.size(), vec![entry.token], &reason, tag);
-                }
-            }
-            self.drain_aggregators();
+            let refused = self
+                .aggregators
+                .as_mut()
+                .and_then(|aggregators| aggregators.add(record, token).err());
+            self.aggregated(refused, tag);
         } else {
             let entry = Entry {
                 token: Tokens {

@@ -768,7 +768,7 @@ impl Reader {
         };
         let shutdown = self.shutdown.clone();
         // The records in their lean form: one msgpack buffer for the read, weighed as held.
-        let weight = crate::event::pack(&mut events).max(events.len());
+        let weight = crate::event::pack(&mut events);
         let routed = self.handle.block_on(async move {
             tokio::select! {
                 biased;
