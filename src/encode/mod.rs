@@ -298,18 +298,17 @@ impl Encoder {
         let mut first = true;
         out.push(b'{');
         for _ in 0..count {
-            if filtered {
-                let (key, key_end) = json::msgpack_key(raw, pos)?;
-                if !self.keeps(&key) {
-                    pos = check_value(raw, key_end, 1)?;
-                    continue;
-                }
+            let (key, key_end) = json::msgpack_key(raw, pos)?;
+            if filtered && !self.keeps(&key) {
+                pos = check_value(raw, key_end, 1)?;
+                continue;
             }
             if !first {
                 out.push(b',');
             }
             first = false;
-            pos = json::write_msgpack_key(out, raw, pos, self.dots())?;
+            json::write_key(out, &key, self.dots());
+            pos = key_end;
             out.push(b':');
             pos = json::write_msgpack_with(out, raw, pos, self.dots())?;
         }
