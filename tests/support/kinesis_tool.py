@@ -4,6 +4,8 @@
 Usage: kinesis_tool.py ENDPOINT COMMAND [ARGS]
   create STREAM SHARDS            create a stream and wait until it is ACTIVE
   split STREAM                    split every open shard in two (resharding), wait until ACTIVE
+  merge STREAM                    merge the open shards pairwise (adjacent hash key ranges),
+                                  wait until ACTIVE after each merge
   stream-arn STREAM               prints the stream's ARN (DescribeStreamSummary)
   shards STREAM                   JSON list of every shard (open and closed) with its range
   iam-user NAME POLICY_JSON       create an IAM user with an inline policy (none when POLICY_JSON
@@ -114,6 +116,17 @@ def main():
                 StreamName=stream,
                 ShardToSplit=shard["ShardId"],
                 NewStartingHashKey=str((start + end) // 2 + 1),
+            )
+            wait_active(kinesis, stream)
+    elif command == "merge":
+        stream = args[0]
+        open_shards = [s for s in list_shards(kinesis, stream) if not shard_info(s)["closed"]]
+        open_shards.sort(key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]))
+        for lower, upper in zip(open_shards[::2], open_shards[1::2]):
+            kinesis.merge_shards(
+                StreamName=stream,
+                ShardToMerge=lower["ShardId"],
+                AdjacentShardToMerge=upper["ShardId"],
             )
             wait_active(kinesis, stream)
     elif command == "iam-user":

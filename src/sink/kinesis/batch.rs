@@ -381,10 +381,11 @@ pub fn classify_status(status: u16) -> ErrorClass {
     }
 }
 
-/// An entry Kinesis accepted: acknowledge its token.
+/// An entry Kinesis accepted, and the shard it landed on: acknowledge its token (or, for an
+/// aggregate that landed on another shard than predicted, send its user records again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered<T> {
-    pub token: T,
+    pub entry: Entry<T>,
     pub shard_id: String,
 }
 
@@ -445,10 +446,9 @@ pub fn split_results<T>(
     };
     for (entry, result) in batch.entries.into_iter().zip(results) {
         match result {
-            EntryResult::Delivered { shard_id } => outcome.delivered.push(Delivered {
-                token: entry.token,
-                shard_id,
-            }),
+            EntryResult::Delivered { shard_id } => {
+                outcome.delivered.push(Delivered { entry, shard_id })
+            }
             EntryResult::Failed { code, message } => {
                 let failed = Failed {
                     entry,
@@ -1003,7 +1003,7 @@ mod tests {
         let acked: Vec<(u32, &str)> = outcome
             .delivered
             .iter()
-            .map(|d| (d.token, d.shard_id.as_str()))
+            .map(|d| (d.entry.token, d.shard_id.as_str()))
             .collect();
         assert_eq!(
             acked,

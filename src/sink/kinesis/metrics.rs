@@ -13,6 +13,7 @@
 //! | `kinesis_retries_total` | component, kind (`entry`/`request`) | entries sent again |
 //! | `kinesis_random_partition_keys_total` | component | records given a random key because `partition_key` was missing or empty |
 //! | `kinesis_shard_map_refreshes_total` | component | ListShards refreshes applied |
+//! | `kinesis_misplaced_aggregates_total` | component | aggregates that landed on another shard than predicted (resharding): acknowledged once the refreshed map shows that shard's range holds all their user records, else sent again |
 //!
 //! The metrics every sink shares ([`crate::metrics`]) are fed from here too:
 //! `request_duration_seconds{operation="PutRecords"}`, `retries_total{reason}` (with
@@ -109,6 +110,7 @@ pub struct KinesisMetrics {
     pub request_retries: Counter,
     pub random_keys: Counter,
     pub shard_map_refreshes: Counter,
+    pub misplaced_aggregates: Counter,
     failed_entries: Family<Coded, Counter>,
     failed_requests: Family<Coded, Counter>,
 }
@@ -172,6 +174,11 @@ impl KinesisMetrics {
                 "kinesis_shard_map_refreshes",
                 "Shard maps (ListShards) applied for aggregation",
             ),
+            misplaced_aggregates: counter(
+                "kinesis_misplaced_aggregates",
+                "Aggregated records accepted on another shard than predicted (the stream was \
+                 resharded): their user records are sent again",
+            ),
             failed_entries: registry.shared(
                 "kinesis_failed_entries",
                 "PutRecords entries refused, by error code",
@@ -203,9 +210,26 @@ impl KinesisMetrics {
 
     /// Counts one accepted Kinesis record of `size` bytes holding `user_records` log records.
     pub fn sent(&self, size: usize, user_records: usize) {
+        self.sent_after_check(size, user_records);
+        self.billed(size);
+    }
+
+    /// Counts an aggregate of `size` bytes Kinesis accepted on another shard than predicted:
+    /// billed, but its user records are not delivered until they are sent again.
+    pub fn misplaced(&self, size: usize) {
+        self.misplaced_aggregates.inc();
+        self.billed(size);
+    }
+
+    /// Counts a misplaced aggregate found, once the shard map was refreshed, to lie within the
+    /// range of the shard it landed on: delivered after all (already billed).
+    pub fn sent_after_check(&self, size: usize, user_records: usize) {
         self.records_sent.inc();
         self.user_records_sent.inc_by(user_records as u64);
         self.bytes_sent.inc_by(size as u64);
+    }
+
+    fn billed(&self, size: usize) {
         self.payload_units
             .inc_by(size.div_ceil(PAYLOAD_UNIT).max(1) as u64);
     }

@@ -86,6 +86,9 @@ const CLIENT_WAIT_LINGER: Duration = Duration::ZERO;
 struct Tracker {
     remaining: AtomicUsize,
     failed: AtomicBool,
+    /// A client sends nothing more until this batch is acknowledged (forward `chunk` acks):
+    /// its records, retried ones included, go out without waiting for fuller batches.
+    client_waits: bool,
     done: Mutex<Option<BatchDone>>,
     /// The batch's records, kept only with a dead-letter file: what a dead letter holds.
     events: Option<Vec<Event>>,
@@ -110,10 +113,16 @@ impl Token {
 }
 
 impl Tracker {
-    fn new(records: usize, done: BatchDone, events: Option<Vec<Event>>) -> Arc<Tracker> {
+    fn new(
+        records: usize,
+        done: BatchDone,
+        events: Option<Vec<Event>>,
+        client_waits: bool,
+    ) -> Arc<Tracker> {
         let tracker = Arc::new(Tracker {
             remaining: AtomicUsize::new(records),
             failed: AtomicBool::new(false),
+            client_waits,
             done: Mutex::new(Some(done)),
             events,
         });
@@ -151,8 +160,8 @@ impl Tracker {
 struct Tokens {
     users: Vec<Token>,
     attempts: u32,
-    /// (shard map epoch, shard index) the entry is expected to land on, when aggregating.
-    expected: Option<(u64, usize)>,
+    /// The shard the entry is expected to land on, when it comes from the aggregators.
+    expected: Option<Expected>,
     /// What Kinesis counts for the entry (data + partition key), for the metrics.
     size: usize,
 }
@@ -163,6 +172,29 @@ impl Tokens {
             user.settle(ok);
         }
     }
+
+    /// Whether a client is blocked until one of these records is acknowledged.
+    fn client_waits(&self) -> bool {
+        self.users.iter().any(|user| user.tracker.client_waits)
+    }
+
+    /// An aggregate (more than one user record) expected on a shard other than `shard_id`:
+    /// the stream was resharded since the shard map it was built from, and a KCL consumer
+    /// drops the whole aggregate if any of its user records is outside the shard's range.
+    fn misplaced_on(&self, shard_id: &str) -> bool {
+        self.users.len() > 1
+            && self
+                .expected
+                .as_ref()
+                .is_some_and(|expected| *expected.shard_id != *shard_id)
+    }
+}
+
+/// Where the aggregators predicted an entry to land: the shard map it was built from (its
+/// epoch) and the shard's id.
+struct Expected {
+    epoch: u64,
+    shard_id: Arc<str>,
 }
 
 // --- the sink ------------------------------------------------------------------------------------
@@ -365,8 +397,13 @@ struct Task {
     batcher: Batcher<Tokens>,
     /// Full batches waiting for a slot.
     ready: VecDeque<Batch<Tokens>>,
-    /// Entries waiting out a backoff, by due time.
-    retries: BTreeMap<(Instant, u64), Entry<Tokens>>,
+    /// Entries waiting out a backoff, by due time: the failed entries of one answer (with the
+    /// same number of attempts) wait and go back together, so they fill one call, not many.
+    retries: BTreeMap<(Instant, u64), Vec<Entry<Tokens>>>,
+    /// Aggregates that landed on another shard than predicted, with that shard's id: accepted
+    /// by Kinesis but not acknowledged, waiting for the shard map refresh that tells whether
+    /// the shard's range holds all their user records (else they are sent again).
+    misplaced: Vec<(Entry<Tokens>, String)>,
     retry_seq: u64,
     in_flight: JoinSet<PutResult>,
     /// When the oldest record waiting in a container or the batcher arrived.
@@ -430,6 +467,7 @@ impl Task {
             batcher,
             ready: VecDeque::new(),
             retries: BTreeMap::new(),
+            misplaced: Vec::new(),
             retry_seq: 0,
             in_flight: JoinSet::new(),
             pending_since: None,
@@ -492,6 +530,7 @@ impl Task {
                 listed = wait_refresh(&mut self.refresh), if refreshing => {
                     self.refresh = None;
                     self.apply_refresh(listed);
+                    self.resend_misplaced();
                 }
                 _ = sleep_until_opt(retry_at), if retry_at.is_some() => self.release_retries(),
                 _ = sleep_until_opt(flush_at), if flush_at.is_some() => self.flush_all(),
@@ -531,6 +570,7 @@ impl Task {
     fn is_idle(&self) -> bool {
         self.ready.is_empty()
             && self.retries.is_empty()
+            && self.misplaced.is_empty()
             && self.in_flight.is_empty()
             && self.batcher.pending_entries() == 0
             && self
@@ -566,7 +606,7 @@ impl Task {
             Some(_) => (Some(events), Vec::new()),
             None => (None, events),
         };
-        let tracker = Tracker::new(ends.len(), done, kept);
+        let tracker = Tracker::new(ends.len(), done, kept, client_waits);
         let events: &[Event] = match &tracker.events {
             Some(kept) => kept,
             None => &events,
@@ -719,7 +759,12 @@ impl Task {
                 entry.record.explicit_hash_key.as_deref(),
             )
             .ok()?;
-            Some((self.epoch, a.shard_map().index_for(hash)?))
+            let map = a.shard_map();
+            let shard = map.shards().get(map.index_for(hash)?)?;
+            Some(Expected {
+                epoch: self.epoch,
+                shard_id: Arc::from(shard.id()),
+            })
         });
         Entry {
             token: Tokens {
@@ -866,42 +911,40 @@ impl Task {
         };
         self.call_succeeded();
         let mut stale_shard = false;
-        for delivered in &outcome.delivered {
-            let tokens = &delivered.token;
-            if let (Some((epoch, index)), Some(a)) = (tokens.expected, self.aggregators.as_ref()) {
-                if epoch == self.epoch
-                    && a.shard_map()
-                        .shards()
-                        .get(index)
-                        .is_some_and(|s| s.id() != delivered.shard_id)
-                {
-                    stale_shard = true;
-                }
-            }
-        }
         for delivered in outcome.delivered {
-            let users = delivered.token.users.len();
-            self.sink.metrics.sent(delivered.token.size, users);
+            let tokens = &delivered.entry.token;
+            if tokens
+                .expected
+                .as_ref()
+                .is_some_and(|expected| *expected.shard_id != *delivered.shard_id)
+            {
+                stale_shard = true;
+            }
+            if tokens.misplaced_on(&delivered.shard_id) {
+                // Accepted, but a KCL consumer would drop the whole aggregate: every user
+                // record in it goes again by the refreshed map before it is acknowledged.
+                self.sink.metrics.misplaced(tokens.size);
+                self.misplaced.push((delivered.entry, delivered.shard_id));
+                continue;
+            }
+            let users = tokens.users.len();
+            self.sink.metrics.sent(tokens.size, users);
             self.sink.cx.metrics.records_out.inc_by(users as u64);
-            self.sink
-                .cx
-                .metrics
-                .bytes_out
-                .inc_by(delivered.token.size as u64);
-            delivered.token.settle(true);
+            self.sink.cx.metrics.bytes_out.inc_by(tokens.size as u64);
+            tokens.settle(true);
         }
         self.sink.metrics.update_ratio();
         if stale_shard && !self.refresh_wanted {
             // Listed again at once, or SHARD_REFRESH_MIN_GAP after the last listing: a reshard
             // noticed right after one is remembered, not dropped.
-            tracing::info!(sink = %self.name(),
+            tracing::info!(sink = %self.name(), misplaced_aggregates = self.misplaced.len(),
                 "a record landed on another shard than predicted: the stream was resharded; \
-                 listing the shards again");
+                 listing the shards again (aggregates that landed elsewhere are sent again)");
             self.refresh_wanted = true;
         }
         // Retries are counted per reason once per answer, not once per entry.
         let mut retried: Vec<(&'static str, u64)> = Vec::new();
-        for failed in outcome.retry {
+        for failed in &outcome.retry {
             self.sink.metrics.failed_entry(&failed.code);
             self.sink.metrics.entry_retries.inc();
             let reason = retry_reason(&failed.code, None);
@@ -909,9 +952,8 @@ impl Task {
                 Some((_, n)) => *n += 1,
                 None => retried.push((reason, 1)),
             }
-            let attempt = failed.entry.token.attempts;
-            self.schedule_retry(failed, RETRY_BACKOFF.delay(attempt));
         }
+        self.schedule_retries(outcome.retry, |attempt| RETRY_BACKOFF.delay(attempt));
         for (reason, entries) in retried {
             self.sink.cx.metrics.retried(reason, entries);
             if let Some(suppressed) = crate::log_limit::allow(self.name(), reason) {
@@ -947,15 +989,14 @@ impl Task {
                 sts_action: None,
             };
             self.report_fatal(&error, "PutRecords");
-            for failed in fatal {
+            for failed in &fatal {
                 self.sink.metrics.failed_entry(&failed.code);
                 self.sink
                     .cx
                     .metrics
                     .retried(retry_reason(&failed.code, None), 1);
-                let attempt = failed.entry.token.attempts;
-                self.schedule_retry(failed, slow_delay(attempt));
             }
+            self.schedule_retries(fatal, slow_delay);
         }
     }
 
@@ -1007,15 +1048,18 @@ impl Task {
         };
         let until = Instant::now() + delay;
         self.blocked_until = Some(self.blocked_until.map_or(until, |t| t.max(until)));
-        for entry in batch.into_entries() {
-            self.sink.metrics.request_retries.inc();
-            let failed = Failed {
+        self.sink.metrics.request_retries.inc_by(batch.len() as u64);
+        let failed = batch
+            .into_entries()
+            .into_iter()
+            .map(|entry| Failed {
                 entry,
                 code: error.code.clone(),
                 message: String::new(),
-            };
-            self.schedule_retry(failed, Duration::ZERO);
-        }
+            })
+            .collect();
+        // Due at once: the whole sink waits out the backoff (`blocked_until`).
+        self.schedule_retries(failed, |_| Duration::ZERO);
     }
 
     fn report_fatal(&mut self, error: &CallError, action: &str) {
@@ -1044,87 +1088,233 @@ impl Task {
             .set_unhealthy(&self.sink.cx.name, reason);
     }
 
-    /// Puts a failed entry back after `delay`, unless it ran out of retries.
-    fn schedule_retry(&mut self, failed: Failed<Tokens>, delay: Duration) {
+    /// Puts failed entries back after a backoff (`delay` of the attempts made so far), unless
+    /// they ran out of retries. Entries with as many attempts wait as one group and go back
+    /// into the batches together.
+    fn schedule_retries(&mut self, failed: Vec<Failed<Tokens>>, delay: impl Fn(u32) -> Duration) {
+        let mut groups: Vec<(u32, Vec<Entry<Tokens>>)> = Vec::new();
+        for failed in failed {
+            let Some(mut entry) = self.within_retry_limit(failed) else {
+                continue;
+            };
+            let attempt = entry.token.attempts;
+            entry.token.attempts += 1;
+            match groups.iter_mut().find(|(a, _)| *a == attempt) {
+                Some((_, group)) => group.push(entry),
+                None => groups.push((attempt, vec![entry])),
+            }
+        }
+        let now = Instant::now();
+        for (attempt, group) in groups {
+            self.retry_seq += 1;
+            self.retries
+                .insert((now + delay(attempt), self.retry_seq), group);
+        }
+    }
+
+    /// The failed entry, or `None` once it reached `retry_limit`: then its records are written
+    /// to the dead-letter file, or dropped (counted, logged, failing their acknowledgement).
+    fn within_retry_limit(&mut self, failed: Failed<Tokens>) -> Option<Entry<Tokens>> {
         let Failed {
-            mut entry,
+            entry,
             code,
             message,
         } = failed;
-        if let Some(limit) = self.sink.config.retry_limit {
-            if entry.token.attempts >= limit && self.sink.cx.dead_letters.is_some() {
-                tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
-                    records = entry.token.users.len(), last_error = %code, retry_limit = limit,
-                    "records still failing after retry_limit retries: written to the dead-letter file");
-                let error = format!("{code}: {message}");
-                for user in entry.token.users {
-                    self.dead_letter(user, dead_letter::reason::RETRY_LIMIT, error.clone());
-                }
-                return;
-            }
-            if entry.token.attempts >= limit {
-                let users = entry.token.users.len() as u64;
-                self.sink.cx.metrics.dropped("retry_limit", users);
-                tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
-                    records = users, last_error = %code, retry_limit = limit,
-                    "records dropped: still failing after retry_limit retries");
-                entry.token.settle(false);
-                return;
-            }
+        let Some(limit) = self.sink.config.retry_limit else {
+            return Some(entry);
+        };
+        if entry.token.attempts < limit {
+            return Some(entry);
         }
-        entry.token.attempts += 1;
-        self.retry_seq += 1;
-        self.retries
-            .insert((Instant::now() + delay, self.retry_seq), entry);
+        if self.sink.cx.dead_letters.is_some() {
+            tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
+                records = entry.token.users.len(), last_error = %code, retry_limit = limit,
+                "records still failing after retry_limit retries: written to the dead-letter file");
+            let error = format!("{code}: {message}");
+            for user in entry.token.users {
+                self.dead_letter(user, dead_letter::reason::RETRY_LIMIT, error.clone());
+            }
+            return None;
+        }
+        let users = entry.token.users.len() as u64;
+        self.sink.cx.metrics.dropped("retry_limit", users);
+        tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
+            records = users, last_error = %code, retry_limit = limit,
+            "records dropped: still failing after retry_limit retries");
+        entry.token.settle(false);
+        None
     }
 
-    /// Moves entries whose backoff ended back into batches. Aggregated entries built for an
-    /// older shard map are split and aggregated again by the current one.
+    /// Moves entries whose backoff ended back into the batches, where they wait like new
+    /// records: under load they fill the next calls with new records; when a client is blocked
+    /// on them, they go as soon as nothing more is queued (the linger). Aggregated entries
+    /// built for an older shard map are split and aggregated again by the current one.
     fn release_retries(&mut self) {
         let now = Instant::now();
         let later = self.retries.split_off(&(now, u64::MAX));
         let due = std::mem::replace(&mut self.retries, later);
-        for (_, entry) in due {
-            let stale = matches!(entry.token.expected, Some((epoch, _)) if epoch != self.epoch)
+        let mut client_waits = false;
+        for entry in due.into_values().flatten() {
+            client_waits |= entry.token.client_waits();
+            let stale = entry
+                .token
+                .expected
+                .as_ref()
+                .is_some_and(|expected| expected.epoch != self.epoch)
                 && entry.token.users.len() > 1;
             if stale {
-                if let Some(aggregators) = self.aggregators.as_mut() {
-                    let Entry { record, token } = entry;
-                    let attempts = token.attempts;
-                    let expected = token.expected;
-                    let plain = Entry {
-                        record,
-                        token: token.users,
-                    };
-                    match aggregators.reroute(plain) {
-                        Ok(rejected) => {
-                            for r in rejected {
-                                let Rejected { entry, reason } = r;
-                                self.reject(entry.record.size(), vec![entry.token], &reason, "");
-                            }
-                            self.pending_since.get_or_insert(now);
-                        }
-                        Err(failed) => {
-                            let entry = Entry {
-                                token: Tokens {
-                                    users: failed.entry.token,
-                                    attempts,
-                                    expected,
-                                    size: failed.entry.record.size(),
-                                },
-                                record: failed.entry.record,
-                            };
-                            self.push(entry, "");
-                        }
-                    }
-                    self.drain_aggregators();
-                    continue;
+                self.reaggregate(entry);
+            } else {
+                self.push(entry, "");
+            }
+        }
+        self.mark_pending(now, client_waits);
+    }
+
+    /// Records are waiting in containers or the batcher since `now` (unless older ones wait
+    /// already); with `client_waits`, a client is blocked on them.
+    fn mark_pending(&mut self, now: Instant, client_waits: bool) {
+        let pending = self.batcher.pending_entries() > 0
+            || self
+                .aggregators
+                .as_ref()
+                .is_some_and(|a| a.pending_records() > 0);
+        if !pending {
+            return;
+        }
+        self.pending_since.get_or_insert(now);
+        if client_waits {
+            self.client_waiting_since = Some(now);
+        }
+    }
+
+    /// Aggregates the user records of an aggregated entry again by the current shard map
+    /// (one that failed, or landed on another shard, after the map changed). An entry that
+    /// cannot be split goes back as it is.
+    fn reaggregate(&mut self, entry: Entry<Tokens>) {
+        let Some(aggregators) = self.aggregators.as_mut() else {
+            return self.push(entry, "");
+        };
+        let Entry { record, token } = entry;
+        let Tokens {
+            users,
+            attempts,
+            expected,
+            size,
+        } = token;
+        match aggregators.reroute(Entry {
+            record,
+            token: users,
+        }) {
+            Ok(rejected) => {
+                for Rejected { entry, reason } in rejected {
+                    self.reject(entry.record.size(), vec![entry.token], &reason, "");
                 }
             }
-            self.push(entry, "");
+            Err(failed) => {
+                let entry = Entry {
+                    token: Tokens {
+                        users: failed.entry.token,
+                        attempts,
+                        expected,
+                        size,
+                    },
+                    record: failed.entry.record,
+                };
+                self.push(entry, "");
+            }
         }
-        if let Some(batch) = self.batcher.flush() {
-            self.ready.push_back(batch);
+        self.drain_aggregators();
+    }
+
+    /// After a shard listing (whatever its outcome), for each aggregate that landed on another
+    /// shard than predicted: if the listing shows that shard and its range holds every user
+    /// record of the aggregate, a KCL consumer keeps it: acknowledged. Otherwise the consumer
+    /// drops the aggregate whole, so every user record in it goes again: regrouped by the
+    /// current map if it is newer than the one the aggregate was built from, else unaggregated
+    /// (Kinesis routes plain records by their own keys; every consumer reads them in range).
+    fn resend_misplaced(&mut self) {
+        if self.misplaced.is_empty() {
+            return;
+        }
+        let misplaced = std::mem::take(&mut self.misplaced);
+        let mut client_waits = false;
+        let mut resent = 0usize;
+        for (entry, landed) in misplaced {
+            if self.landed_in_range(&entry.record, &landed) {
+                let users = entry.token.users.len();
+                self.sink.metrics.sent_after_check(entry.token.size, users);
+                self.sink.cx.metrics.records_out.inc_by(users as u64);
+                self.sink
+                    .cx
+                    .metrics
+                    .bytes_out
+                    .inc_by(entry.token.size as u64);
+                entry.token.settle(true);
+                continue;
+            }
+            resent += 1;
+            client_waits |= entry.token.client_waits();
+            let regroup = entry
+                .token
+                .expected
+                .as_ref()
+                .is_some_and(|expected| expected.epoch != self.epoch);
+            if regroup {
+                self.reaggregate(entry);
+            } else {
+                self.unaggregate(entry);
+            }
+        }
+        if resent > 0 {
+            tracing::info!(sink = %self.name(), aggregates = resent,
+                "aggregates that landed on a shard not holding all their user records: \
+                 sending their user records again");
+        }
+        self.mark_pending(Instant::now(), client_waits);
+    }
+
+    /// Whether the shard `shard_id`, as the current map lists it, holds the hash key of every
+    /// user record of the aggregated `record`.
+    fn landed_in_range(&self, record: &batch::Record, shard_id: &str) -> bool {
+        let Some(aggregators) = self.aggregators.as_ref() else {
+            return false;
+        };
+        let Some(shard) = aggregators
+            .shard_map()
+            .shards()
+            .iter()
+            .find(|shard| shard.id() == shard_id)
+        else {
+            return false;
+        };
+        let Ok(users) = kpl::deaggregate(record.clone()) else {
+            return false;
+        };
+        users.iter().all(|user| {
+            shard_map::effective_hash_key(&user.partition_key, user.explicit_hash_key.as_deref())
+                .is_ok_and(|hash| shard.contains(hash))
+        })
+    }
+
+    /// Sends the user records of an aggregate as plain entries, each with its own keys.
+    fn unaggregate(&mut self, entry: Entry<Tokens>) {
+        let records = match kpl::deaggregate(entry.record.clone()) {
+            Ok(records) if records.len() == entry.token.users.len() => records,
+            Ok(_) | Err(_) => return self.push(entry, ""),
+        };
+        let attempts = entry.token.attempts;
+        for (record, user) in records.into_iter().zip(entry.token.users) {
+            let entry = Entry {
+                token: Tokens {
+                    users: vec![user],
+                    attempts,
+                    expected: None,
+                    size: record.size(),
+                },
+                record,
+            };
+            self.push(entry, "");
         }
     }
 
@@ -1311,7 +1501,7 @@ mod tests {
         let ev = Event::new("t".into(), EventTime::default(), Map::new());
         let batch = crate::buffer::Batch::new("t".into(), vec![ev.clone(), ev], 10, Some(ack));
         let (events, done) = batch.into_parts();
-        let tracker = Tracker::new(events.len(), done, None);
+        let tracker = Tracker::new(events.len(), done, None, false);
         tracker.settle(true);
         let mut waiter = Box::pin(waiter.wait());
         assert!(
@@ -1327,7 +1517,7 @@ mod tests {
         let ev = Event::new("t".into(), EventTime::default(), Map::new());
         let (events, done) =
             crate::buffer::Batch::new("t".into(), vec![ev.clone(), ev], 10, Some(ack)).into_parts();
-        let tracker = Tracker::new(events.len(), done, None);
+        let tracker = Tracker::new(events.len(), done, None, false);
         tracker.settle(false);
         tracker.settle(true);
         assert!(!waiter.wait().await, "a record given up on fails the ack");
