@@ -306,6 +306,7 @@ fn parser_regex_types_time_keep_and_preserve_key() {
             transforms: r#"
 [[transforms]]
 type = "parser"
+match = "*"
 key_name = "log"
 preserve_key = true
 [[transforms.parsers]]
@@ -366,6 +367,7 @@ fn parser_logfmt_docker_and_cri() {
             transforms: r#"
 [[transforms]]
 type = "parser"
+match = "*"
 reserve_data = true
 [[transforms.parsers]]
 format = "docker"
@@ -409,12 +411,14 @@ fn nest_and_lift_with_prefixes() {
             transforms: r#"
 [[transforms]]
 type = "nest"
+match = "*"
 operation = "lift"
 nested_under = "inner"
 remove_prefix = "x_"
 
 [[transforms]]
 type = "nest"
+match = "*"
 operation = "nest"
 wildcard = ["k_*", "b"]
 nest_under = "kept"
@@ -463,6 +467,7 @@ fn modify_rules_in_order_under_conditions() {
             transforms: r#"
 [[transforms]]
 type = "modify"
+match = "*"
 key_exists = "a"
 key_value_matches = { b = "^x.*" }
 key_does_not_exist = "nope"
@@ -478,6 +483,7 @@ rules = ['Set a "set over"', "Add s1 addedlater"]
 
 [[transforms]]
 type = "modify"
+match = "*"
 key_value_equals = { level = "warn" }
 rename = { level = "severity" }
 "#,

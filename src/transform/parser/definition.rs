@@ -13,7 +13,8 @@
 //!
 //! Time: with a `time_format`, the field `time_key` is read as the record's time and removed
 //! unless `time_keep`. A time that does not parse leaves the record's time as it was; the field
-//! stays for `json` but is still removed for `regex` and `logfmt` (Fluent Bit 5.1 does both).
+//! stays for `json` but is removed for `regex` and `logfmt`, even with `time_keep` (Fluent Bit
+//! 5.1 does both).
 //! `types` converts `regex` and `logfmt` fields (see [`super::types`]).
 
 use bytes::Bytes;
@@ -228,7 +229,11 @@ impl Parser {
     fn read_time(&self, record: &mut Map, drop_bad_time: bool) -> Option<EventTime> {
         let rule = self.time.as_ref()?;
         let time = rule.format.parse_value(record.get(&rule.key)?);
-        if !rule.keep && (time.is_some() || drop_bad_time) {
+        let drop = match time {
+            Some(_) => !rule.keep,
+            None => drop_bad_time,
+        };
+        if drop {
             record.remove(&rule.key);
         }
         time
@@ -315,6 +320,8 @@ mod tests {
         let out = run(&kept, "14/May/2024:09:30:01 WARN").unwrap();
         assert_eq!(out.time, Some(EventTime::new(1715679001, 0)));
         assert_eq!(keys(&out.record), ["time", "level"]);
+        let bad = run(&kept, "yesterday WARN").unwrap();
+        assert_eq!((bad.time, keys(&bad.record)), (None, vec!["level".into()]));
     }
 
     #[test]
