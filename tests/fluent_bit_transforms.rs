@@ -490,3 +490,40 @@ rename = { level = "severity" }
         },
     );
 }
+
+#[test]
+fn parser_reserve_data_with_preserve_key_and_colliding_fields() {
+    check(
+        "reserve_data + preserve_key",
+        Case {
+            input: &[
+                r#"{"a":"0","log":"a=1 log=inner other=parsed b","other":"orig","z":2}"#,
+                r#"{"log":"","o":1}"#,
+                r#"{"o":2,"log":"x=\"quoted value\" y"}"#,
+            ],
+            filters: "
+[FILTER]
+    Name         parser
+    Match        *
+    Key_Name     log
+    Parser       logfmt
+    Reserve_Data On
+    Preserve_Key On
+",
+            parsers: "
+[PARSER]
+    Name   logfmt
+    Format logfmt
+",
+            transforms: r#"
+[[transforms]]
+type = "parser"
+match = "*"
+reserve_data = true
+preserve_key = true
+[[transforms.parsers]]
+format = "logfmt"
+"#,
+        },
+    );
+}
