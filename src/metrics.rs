@@ -437,6 +437,12 @@ impl ComponentMetrics {
         self.errors.get_or_create(&self.reason(reason)).inc();
     }
 
+    /// The error counter for one reason, to fetch once when the errors may be frequent (a
+    /// parser transform's unmatched lines).
+    pub fn error_counter(&self, reason: &str) -> Counter {
+        self.errors.get_or_create(&self.reason(reason)).clone()
+    }
+
     /// Counts `n` records dropped for `reason` (`too_large`, `unmatched`, ...).
     pub fn dropped(&self, reason: &str, n: u64) {
         self.dropped.get_or_create(&self.reason(reason)).inc_by(n);

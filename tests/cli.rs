@@ -43,6 +43,38 @@ fn every_shipped_example_validates() {
     assert!(checked >= 2, "examples/ has config files");
 }
 
+/// The TOML examples of docs/configuration.md load: a snippet without sources or sinks gets a
+/// stdin source and a null sink around it.
+#[test]
+fn configuration_md_toml_examples_validate() {
+    let text = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (i, block) in text.split("```toml\n").skip(1).enumerate() {
+        let body = block.split("```").next().unwrap_or_default();
+        let mut config = body.to_string();
+        if !config.contains("[[sources]]") {
+            config = format!("[[sources]]\ntype = \"stdin\"\n\n{config}");
+        }
+        if !config.contains("[[sinks]]") {
+            config.push_str("\n[[sinks]]\ntype = \"null\"\nmatch = \"*\"\n");
+        }
+        let path = dir.path().join(format!("example{i}.toml"));
+        std::fs::write(&path, &config).unwrap();
+        let out = logferry(&["validate", "--config", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "docs/configuration.md TOML example {i}:\n{config}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "the parser, nest and modify examples are checked"
+    );
+}
+
 #[test]
 fn validate_names_file_line_and_key_for_each_problem() {
     let dir = tempfile::tempdir().unwrap();

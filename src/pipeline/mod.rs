@@ -303,11 +303,15 @@ pub async fn build(
     }
     let stages = transforms
         .into_iter()
-        .map(|t| TransformStage {
-            metrics: metrics.component(&t.name, "transform"),
-            name: t.name,
-            matcher: t.matcher,
-            transform: t.transform,
+        .map(|mut t| {
+            let stage_metrics = metrics.component(&t.name, "transform");
+            t.transform.attach_metrics(&stage_metrics);
+            TransformStage {
+                metrics: stage_metrics,
+                name: t.name,
+                matcher: t.matcher,
+                transform: t.transform,
+            }
         })
         .collect();
     let router = Arc::new(Router::new(

@@ -377,4 +377,49 @@ mod tests {
         rx.recv().await.expect("the plain line").complete();
         assert!(resolved(plain).await);
     }
+
+    /// The lean record path: a record whose tag no transform takes reaches the sink still in
+    /// its msgpack form, never parsed; the same record under a matched tag is parsed.
+    #[tokio::test]
+    async fn records_no_transform_takes_stay_unparsed() {
+        let metrics = Metrics::new();
+        let (queue, mut rx) = memory::queue(1 << 20, metrics.component("out", "sink").queue_bytes);
+        let stages = [
+            ("parser", "[[parsers]]\nformat = \"json\""),
+            ("nest", "operation = \"lift\"\nnested_under = \"k\""),
+            ("modify", "set = { a = \"b\" }"),
+        ]
+        .into_iter()
+        .map(|(kind, options)| TransformStage {
+            name: kind.into(),
+            matcher: TagMatcher::glob("app.*"),
+            transform: crate::transform::build(kind, options.parse::<toml::Table>().unwrap())
+                .map_err(|e| format!("{e:?}"))
+                .unwrap(),
+            metrics: metrics.component(kind, "transform"),
+        })
+        .collect();
+        let router = Router::new(
+            stages,
+            vec![SinkRoute {
+                name: "out".into(),
+                matcher: TagMatcher::glob("*"),
+                queue,
+            }],
+            metrics.component("router", "router"),
+        );
+        for tag in ["other", "app.web"] {
+            let mut record = Map::new();
+            record.insert("log", Value::from("{\"x\":1}"));
+            let mut events = vec![Event::new(tag.into(), EventTime::new(1, 0), record)];
+            crate::event::pack(&mut events);
+            router.submit(tag.into(), events, 10, None).await.unwrap();
+        }
+        let untouched = rx.recv().await.expect("the other record");
+        assert!(untouched.events[0].record.raw().is_some());
+        assert!(!untouched.events[0].record.is_parsed(), "never parsed");
+        let parsed = rx.recv().await.expect("the app record");
+        assert_eq!(parsed.events[0].record.get(b"x"), Some(&Value::Int(1)));
+        assert_eq!(parsed.events[0].record.get(b"a"), Some(&Value::from("b")));
+    }
 }

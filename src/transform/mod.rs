@@ -1,5 +1,6 @@
 //! Record transforms between decoding and routing: add/remove keys, filter by pattern, rename,
-//! and rejoin Docker's split long lines.
+//! rejoin Docker's split long lines, parse a text field into fields (`parser`), move keys in and
+//! out of maps (`nest`) and Fluent Bit's `modify` rules.
 //!
 //! Each `[[transforms]]` entry names a `type`; the config loader strips the common keys (`type`,
 //! `match`, `match_regex`) and hands the rest of the table to [`build`], which deserializes it
@@ -8,7 +9,10 @@
 
 pub mod fluent_regex;
 pub mod grep;
+pub mod modify;
+pub mod nest;
 pub mod pairs;
+pub mod parser;
 pub mod partial_message;
 pub mod path;
 pub mod record_modifier;
@@ -34,10 +38,22 @@ pub trait Transform: Send {
     fn holds_records(&self) -> bool {
         false
     }
+
+    /// Hands the transform its component's counters, once, before the first batch (the
+    /// `parser` transform counts the lines no parser matched). Default: nothing to count.
+    fn attach_metrics(&mut self, _metrics: &crate::metrics::ComponentMetrics) {}
 }
 
 /// The transform types [`build`] knows, as written in `type = "..."`.
-pub const TYPES: &[&str] = &["record_modifier", "grep", "rename", "partial_message"];
+pub const TYPES: &[&str] = &[
+    "record_modifier",
+    "grep",
+    "rename",
+    "partial_message",
+    "parser",
+    "nest",
+    "modify",
+];
 
 /// Builds the transform `type_name` from its options (the entry's table with the common keys
 /// removed; a `toml::Deserializer` keeps spans for error positions, a `toml::Table` works too).
@@ -60,6 +76,13 @@ where
         "partial_message" => Box::new(partial_message::PartialMessage::new(
             partial_message::PartialMessageConfig::deserialize(options)?,
         )?),
+        "parser" => Box::new(parser::ParserTransform::new(
+            parser::ParserConfig::deserialize(options)?,
+        )?),
+        "nest" => Box::new(nest::Nest::new(nest::NestConfig::deserialize(options)?)?),
+        "modify" => Box::new(modify::Modify::new(modify::ModifyConfig::deserialize(
+            options,
+        )?)?),
         other => {
             return Err(EntryError::UnknownType {
                 given: other.to_string(),
@@ -85,6 +108,9 @@ mod tests {
             ("grep", "regex = [\"log x\"]"),
             ("rename", "rename = { a = \"b\" }"),
             ("partial_message", ""),
+            ("parser", "[[parsers]]\nformat = \"json\""),
+            ("nest", "operation = \"lift\"\nnested_under = \"k\""),
+            ("modify", "set = { a = \"b\" }"),
         ];
         for (name, src) in examples {
             assert!(TYPES.contains(&name));
@@ -99,9 +125,9 @@ mod tests {
 
     #[test]
     fn unknown_type_lists_the_known_ones() {
-        match build_src("modify", "") {
+        match build_src("lua", "") {
             Err(EntryError::UnknownType { given, known }) => {
-                assert_eq!(given, "modify");
+                assert_eq!(given, "lua");
                 assert_eq!(known, TYPES);
             }
             other => panic!("{:?}", other.err()),
@@ -119,6 +145,17 @@ mod tests {
                 "renam",
             ),
             ("partial_message", "flush_timout = \"1s\"", "flush_timout"),
+            (
+                "parser",
+                "key_nam = \"log\"\n[[parsers]]\nformat = \"json\"",
+                "key_nam",
+            ),
+            (
+                "nest",
+                "operation = \"nest\"\nwildcards = \"a\"",
+                "wildcards",
+            ),
+            ("modify", "sett = { a = \"b\" }", "sett"),
         ] {
             match build_src(name, src) {
                 Err(EntryError::Parse(e)) => {

@@ -64,6 +64,49 @@ impl<'de> Visitor<'de> for PairsVisitor {
     }
 }
 
+/// One string or a list of strings (`wildcard = "kube_*"` or `wildcard = ["a*", "b"]`): Fluent
+/// Bit's repeatable keys, written once or many times.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StringOrList(pub Vec<String>);
+
+impl StringOrList {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for StringOrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StringOrListVisitor)
+    }
+}
+
+struct StringOrListVisitor;
+
+impl<'de> Visitor<'de> for StringOrListVisitor {
+    type Value = StringOrList;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or a list of strings")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<StringOrList, E> {
+        Ok(StringOrList(vec![v.to_string()]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrList, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<String>()? {
+            items.push(item);
+        }
+        Ok(StringOrList(items))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +138,19 @@ mod tests {
             ]
         );
         assert!(parse("p = [\"lonely\"]").is_err());
+    }
+
+    #[test]
+    fn string_or_list_takes_both_forms() {
+        #[derive(Deserialize)]
+        struct L {
+            l: StringOrList,
+        }
+        let one: L = toml::from_str("l = \"a*\"").unwrap();
+        assert_eq!(one.l.0, ["a*"]);
+        let many: L = toml::from_str("l = [\"a\", \"b\"]").unwrap();
+        assert_eq!(many.l.0, ["a", "b"]);
+        assert!(toml::from_str::<L>("l = 3").is_err());
     }
 
     #[test]

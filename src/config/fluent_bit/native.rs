@@ -23,6 +23,8 @@ pub enum Val {
     List(Vec<(String, At)>),
     /// A table of strings, one entry per classic line (`rdkafka.*`).
     Table(Vec<(String, String, At)>),
+    /// An array of inline tables of scalars (a parser filter's `parsers`, one per `Parser`).
+    Tables(Vec<Vec<(String, Val)>>),
 }
 
 /// One native key with its value and origin.
@@ -157,6 +159,29 @@ fn write_key(text: &mut String, key: &Key) {
                 let _ = writeln!(text, "{}.{} = {}", key.native, quote(name), quote(value));
             }
         }
+        Val::Tables(tables) => {
+            let _ = writeln!(text, "{} = [", key.native);
+            for table in tables {
+                let fields: Vec<String> = table
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        inline_scalar(value).map(|v| format!("{name} = {v}"))
+                    })
+                    .collect();
+                let _ = writeln!(text, "    {{ {} }},", fields.join(", "));
+            }
+            text.push_str("]\n");
+        }
+    }
+}
+
+/// A scalar as a TOML value; lists and tables are not written inline.
+fn inline_scalar(value: &Val) -> Option<String> {
+    match value {
+        Val::Str(s) => Some(quote(s)),
+        Val::Bool(b) => Some(b.to_string()),
+        Val::Int(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -13,8 +13,9 @@
 //!   `${VAR:-default}` gives a default. An undefined variable is an error (Fluent Bit would
 //!   silently use an empty string).
 //!
-//! Other section kinds (`[PARSER]`, `[MULTILINE_PARSER]`, `[PLUGINS]`, `[UPSTREAM]`, ...) and
-//! other `@` commands are errors naming the file and line.
+//! Other section kinds (`[MULTILINE_PARSER]`, `[PLUGINS]`, `[UPSTREAM]`, ...) and other `@`
+//! commands are errors naming the file and line. `[PARSER]` sections are read only from the file
+//! `Parsers_File` names ([`read_parsers`]), as Fluent Bit reads them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,16 +30,19 @@ pub enum SectionKind {
     Input,
     Filter,
     Output,
+    /// A parser definition, only in a parsers file.
+    Parser,
 }
 
 impl SectionKind {
-    /// `SERVICE`, `INPUT`, `FILTER`, `OUTPUT`.
+    /// `SERVICE`, `INPUT`, `FILTER`, `OUTPUT`, `PARSER`.
     pub fn name(self) -> &'static str {
         match self {
             SectionKind::Service => "SERVICE",
             SectionKind::Input => "INPUT",
             SectionKind::Filter => "FILTER",
             SectionKind::Output => "OUTPUT",
+            SectionKind::Parser => "PARSER",
         }
     }
 }
@@ -71,12 +75,29 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// Reads `path` and everything it includes. Problems are collected, not stopped at.
 pub fn read(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> (Vec<Section>, Vec<Problem>) {
+    read_kind(path, lookup, false)
+}
+
+/// Reads a parsers file (`Parsers_File`): `[PARSER]` sections only.
+pub fn read_parsers(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> (Vec<Section>, Vec<Problem>) {
+    read_kind(path, lookup, true)
+}
+
+fn read_kind(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    parsers_file: bool,
+) -> (Vec<Section>, Vec<Problem>) {
     let mut reader = Reader {
         lookup,
         vars: HashMap::new(),
         sections: Vec::new(),
         problems: Vec::new(),
         stack: Vec::new(),
+        parsers_file,
     };
     reader.file(path, None);
     (reader.sections, reader.problems)
@@ -89,6 +110,8 @@ struct Reader<'l> {
     problems: Vec<Problem>,
     /// Files being read, outermost first (include loop detection).
     stack: Vec<PathBuf>,
+    /// Reading a parsers file: `[PARSER]` sections are taken, the main sections are not.
+    parsers_file: bool,
 }
 
 /// Where the reader is: in a translated section, in one it refuses (keys skipped), or outside.
@@ -201,19 +224,42 @@ impl Reader<'_> {
         };
         let name = name.trim().to_ascii_uppercase();
         let kind = match name.as_str() {
-            "SERVICE" => SectionKind::Service,
-            "INPUT" => SectionKind::Input,
-            "FILTER" => SectionKind::Filter,
-            "OUTPUT" => SectionKind::Output,
-            "PARSER" | "MULTILINE_PARSER" => {
+            "PARSER" if self.parsers_file => SectionKind::Parser,
+            _ if self.parsers_file => {
                 self.problem(
                     path,
                     Some(line),
                     None,
                     format!(
-                        "[{name}] sections are not supported: logferry has no Fluent Bit parser \
-                         definitions (the tail input has built-in json, docker and cri parsers)"
+                        "[{name}] sections are not supported in a parsers file; logferry reads \
+                         [PARSER] sections there"
                     ),
+                );
+                return Current::Refused;
+            }
+            "SERVICE" => SectionKind::Service,
+            "INPUT" => SectionKind::Input,
+            "FILTER" => SectionKind::Filter,
+            "OUTPUT" => SectionKind::Output,
+            "PARSER" => {
+                self.problem(
+                    path,
+                    Some(line),
+                    None,
+                    "[PARSER] sections belong in the file `Parsers_File` (in [SERVICE]) names; \
+                     move them there"
+                        .to_string(),
+                );
+                return Current::Refused;
+            }
+            "MULTILINE_PARSER" => {
+                self.problem(
+                    path,
+                    Some(line),
+                    None,
+                    "[MULTILINE_PARSER] sections are not supported (the tail input has built-in \
+                     docker and cri multiline parsers)"
+                        .to_string(),
                 );
                 return Current::Refused;
             }

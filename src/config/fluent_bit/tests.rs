@@ -424,3 +424,118 @@ fn every_mapped_kinesis_and_kafka_option_reaches_the_native_sink() {
         assert!(p[0].contains(":8: [OUTPUT] kinesis_streams"), "{p:?}");
     }
 }
+
+/// A parsers file next to the config, and a config whose [FILTER] sections are `filters`.
+fn filter_config(dir: &Path, parsers: &str, filters: &str) -> PathBuf {
+    write(dir, "parsers.conf", parsers);
+    write(
+        dir,
+        "fluent-bit.conf",
+        &format!(
+            "[SERVICE]\n    Parsers_File parsers.conf\n{INPUT}{filters}[OUTPUT]\n    Name null\n    \
+             Match *\n"
+        ),
+    )
+}
+
+const PARSERS: &str = "[PARSER]\n    Name apache\n    Format regex\n    Regex ^(?<host>\\S+) \
+                       (?<code>\\d+)$\n    Types code:integer\n    Time_Keep On\n[PARSER]\n    \
+                       Name ltsv\n    Format ltsv\n";
+
+#[test]
+fn parser_filter_copies_the_named_parsers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filter_config(
+        dir.path(),
+        PARSERS,
+        "[FILTER]\n    Name parser\n    Match *\n    Key_Name log\n    Parser apache\n    \
+         Reserve_Data On\n",
+    );
+    let t = translate(&path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.toml.contains("type = \"parser\""), "{}", t.toml);
+    assert!(
+        t.toml.contains("{ name = \"apache\", regex = \"^(?<host>\\\\S+) (?<code>\\\\d+)$\", types = \"code:integer\", format = \"regex\", time_keep = true }"),
+        "{}",
+        t.toml
+    );
+    assert!(parse(&path, &|_| None).is_ok());
+}
+
+#[test]
+fn parser_filter_problems_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filter_config(
+        dir.path(),
+        PARSERS,
+        "[FILTER]\n    Name parser\n    Match *\n    Key_Name log\n    Parser nope\n    \
+         Parser ltsv\n",
+    );
+    let problems: Vec<String> = match parse(&path, &|_| None) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("fluent-bit.conf:10:") && p.contains("`nope`")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("parsers.conf:9:") && p.contains("ltsv")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn modify_rules_keep_their_interleaved_order_and_nest_maps_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filter_config(
+        dir.path(),
+        "",
+        "[FILTER]\n    Name modify\n    Match *\n    Condition Key_exists a\n    Set a 1\n    \
+         Rename a b\n    Add c \"x y\"\n[FILTER]\n    Name nest\n    Match *\n    Operation \
+         nest\n    Wildcard k_*\n    Wildcard j\n    Nest_under inner\n",
+    );
+    let t = translate(&path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        t.toml.contains(
+            "rules = [\n    \"set a 1\",\n    \"rename a b\",\n    \"add c \\\"x y\\\"\",\n]"
+        ),
+        "{}",
+        t.toml
+    );
+    assert!(
+        t.toml.contains("condition = [\n    \"Key_exists a\",\n]"),
+        "{}",
+        t.toml
+    );
+    assert!(
+        t.toml.contains("wildcard = [\n    \"k_*\",\n    \"j\",\n]"),
+        "{}",
+        t.toml
+    );
+    assert!(parse(&path, &|_| None).is_ok());
+
+    let path = filter_config(
+        dir.path(),
+        "",
+        "[FILTER]\n    Name modify\n    Match *\n    Move_to_start a\n    Condition \
+         A_key_matches x\n",
+    );
+    let problems: Vec<String> = match parse(&path, &|_| None) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains(":9:") && problems[0].contains("Move_to_start"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains(":10:") && problems[1].contains("a_key_matches"),
+        "{problems:?}"
+    );
+}

@@ -37,6 +37,7 @@ pub fn translate(sections: &[Section]) -> Translated {
         counters: Vec::new(),
         mem_buf_limit: 0,
         flush: None,
+        parsers: Vec::new(),
     };
     // [SERVICE] first: its Flush applies to the outputs.
     for section in sections.iter().filter(|s| s.kind == SectionKind::Service) {
@@ -63,6 +64,8 @@ struct Translator {
     mem_buf_limit: u64,
     /// `[SERVICE] Flush`, as a logferry duration, with its origin.
     flush: Option<(String, At)>,
+    /// The `[PARSER]` sections of the `Parsers_File`s, for the parser filters to name.
+    parsers: Vec<Section>,
 }
 
 /// The entries of one section not yet handled, and the keys the plugin was asked about (for
@@ -98,6 +101,17 @@ impl<'s> Keys<'s> {
     fn all(&mut self, key: &'static str) -> Vec<&'s Entry> {
         self.known.push(key);
         let (taken, left) = self.left.iter().partition(|e| e.lower == key);
+        self.left = left;
+        taken
+    }
+
+    /// Takes every entry of any of `keys`, in written order (`modify` rules of several kinds).
+    fn all_of(&mut self, keys: &[&'static str]) -> Vec<&'s Entry> {
+        self.known.extend_from_slice(keys);
+        let (taken, left) = self
+            .left
+            .iter()
+            .partition(|e| keys.contains(&e.lower.as_str()));
         self.left = left;
         taken
     }
@@ -260,11 +274,28 @@ impl Translator {
         keys.no_op("storage.metrics");
         keys.no_op("scheduler.cap");
         keys.no_op("scheduler.base");
-        keys.refuse(
-            "parsers_file",
-            "parser files are not supported: logferry has no Fluent Bit parser definitions (the \
-             tail input has built-in json, docker and cri parsers); remove it",
-        );
+        for e in keys.all("parsers_file") {
+            // Relative to the file that names it, as Fluent Bit resolves it against the
+            // config file's directory.
+            let path = match e.file.parent() {
+                Some(dir) => dir.join(&e.value),
+                None => PathBuf::from(&e.value),
+            };
+            let (sections, problems) =
+                super::reader::read_parsers(&path, &|name| std::env::var(name).ok());
+            self.parsers.extend(sections);
+            for mut p in problems {
+                if p.line.is_none() && p.file == path {
+                    // The file itself could not be read: say where it was named.
+                    p.message = format!("Parsers_File {}: {}", path.display(), p.message);
+                    p.file = e.file.clone();
+                    p.line = Some(e.line);
+                    p.entry = Some("[SERVICE]".to_string());
+                    p.key = Some(e.key.clone());
+                }
+                keys.problems.push(p);
+            }
+        }
         keys.refuse("log_file", "logferry logs to standard error; remove it");
         keys.refuse(
             "plugins_file",
@@ -326,6 +357,9 @@ impl Translator {
             (SectionKind::Input, "tail") => ("tail", true),
             (SectionKind::Filter, "record_modifier") => ("record_modifier", true),
             (SectionKind::Filter, "grep") => ("grep", true),
+            (SectionKind::Filter, "parser") => ("parser", true),
+            (SectionKind::Filter, "nest") => ("nest", true),
+            (SectionKind::Filter, "modify") => ("modify", true),
             (SectionKind::Output, "kinesis_streams" | "kinesis") => ("kinesis", true),
             (SectionKind::Output, "kafka") => ("kafka", true),
             (SectionKind::Output, "stdout") => ("stdout", true),
@@ -336,7 +370,7 @@ impl Translator {
         if !supported {
             let known = match section.kind {
                 SectionKind::Input => "forward, tcp, tail",
-                SectionKind::Filter => "record_modifier, grep",
+                SectionKind::Filter => "record_modifier, grep, parser, nest, modify",
                 _ => "kinesis_streams, kinesis, kafka, stdout, file, null",
             };
             self.problems.push(Problem {
@@ -386,6 +420,9 @@ impl Translator {
                 matchers(&mut keys, &mut native);
                 match plugin.as_str() {
                     "record_modifier" => record_modifier(&mut keys, &mut native),
+                    "parser" => parser(&mut keys, &mut native, &self.parsers),
+                    "nest" => nest(&mut keys, &mut native),
+                    "modify" => modify(&mut keys, &mut native),
                     _ => grep(&mut keys, &mut native),
                 }
             }
@@ -693,6 +730,198 @@ fn grep(keys: &mut Keys, native: &mut Native) {
     list(keys, native, "regex", "regex");
     list(keys, native, "exclude", "exclude");
     string(keys, native, "logical_op", "logical_op");
+}
+
+/// `[FILTER] parser`: the named parsers are looked up among the `[PARSER]` sections of the
+/// `Parsers_File` and written inline, in the filter's order.
+fn parser(keys: &mut Keys, native: &mut Native, parsers: &[Section]) {
+    match keys.one("key_name") {
+        Some(e) => native.set("key_name", Val::Str(e.value.clone()), at(e)),
+        None => keys.problems.push(Problem {
+            file: native.file.clone(),
+            line: Some(native.line),
+            entry: Some(native.label.clone()),
+            key: Some("Key_Name".to_string()),
+            message: "missing: Fluent Bit's parser filter needs `Key_Name` (the field to parse)"
+                .to_string(),
+        }),
+    }
+    boolean(keys, native, "reserve_data", "reserve_data");
+    boolean(keys, native, "preserve_key", "preserve_key");
+    // Deprecated in Fluent Bit and without effect there.
+    keys.no_op("unescape_key");
+    let named = keys.all("parser");
+    let mut tables = Vec::with_capacity(named.len());
+    for e in &named {
+        let definition = parsers.iter().find(|p| {
+            p.entries
+                .iter()
+                .any(|k| k.lower == "name" && k.value == e.value)
+        });
+        match definition {
+            Some(section) => {
+                if let Some(table) = parser_definition(section, &mut keys.problems) {
+                    tables.push(table);
+                }
+            }
+            None => keys.problem(
+                e,
+                format!(
+                    "parser `{}` is not defined: add a [PARSER] section with `Name {}` to the \
+                     file `Parsers_File` (in [SERVICE]) names",
+                    e.value, e.value
+                ),
+            ),
+        }
+    }
+    match named.first() {
+        Some(first) => native.set("parsers", Val::Tables(tables), at(first)),
+        None => keys.problems.push(Problem {
+            file: native.file.clone(),
+            line: Some(native.line),
+            entry: Some(native.label.clone()),
+            key: Some("Parser".to_string()),
+            message: "missing: name at least one parser (`Parser <name>`, defined in the \
+                      Parsers_File)"
+                .to_string(),
+        }),
+    }
+}
+
+/// One `[PARSER]` section as a native parser table; its problems are reported against it.
+fn parser_definition(section: &Section, problems: &mut Vec<Problem>) -> Option<Vec<(String, Val)>> {
+    let name = section
+        .entries
+        .iter()
+        .find(|e| e.lower == "name")
+        .map_or("", |e| e.value.as_str());
+    let mut keys = Keys::new(format!("[PARSER] {name}"), section);
+    let mut table = Vec::new();
+    for key in ["name", "regex", "time_key", "time_format", "types"] {
+        if let Some(e) = keys.one(key) {
+            table.push((key.to_string(), Val::Str(e.value.clone())));
+        }
+    }
+    match keys.one("format") {
+        Some(e) => match e.value.to_ascii_lowercase().as_str() {
+            f @ ("json" | "regex" | "logfmt") => {
+                table.push(("format".to_string(), Val::Str(f.to_string())))
+            }
+            other => keys.problem(
+                e,
+                format!(
+                    "format `{other}` is not supported; logferry parses json, regex and logfmt"
+                ),
+            ),
+        },
+        None => keys.problems.push(Problem {
+            file: section.file.clone(),
+            line: Some(section.line),
+            entry: Some(keys.label.clone()),
+            key: Some("Format".to_string()),
+            message: "missing: every [PARSER] needs a `Format`".to_string(),
+        }),
+    }
+    for key in ["time_keep", "skip_empty_values"] {
+        if let Some(e) = keys.one(key) {
+            match values::boolean(&e.value) {
+                Ok(b) => table.push((key.to_string(), Val::Bool(b))),
+                Err(m) => keys.problem(e, m),
+            }
+        }
+    }
+    for key in [
+        "time_offset",
+        "time_system_timezone",
+        "time_strict",
+        "decode_field",
+        "decode_field_as",
+    ] {
+        keys.refuse(
+            key,
+            "not supported by logferry's parser transform (times without an offset are UTC); \
+             remove it",
+        );
+    }
+    let before = problems.len();
+    keys.finish("PARSER", problems);
+    (problems.len() == before).then_some(table)
+}
+
+/// `[FILTER] nest`.
+fn nest(keys: &mut Keys, native: &mut Native) {
+    if let Some(e) = keys.one("operation") {
+        native.set("operation", Val::Str(e.value.to_ascii_lowercase()), at(e));
+    }
+    list(keys, native, "wildcard", "wildcard");
+    for key in ["nest_under", "nested_under", "add_prefix", "remove_prefix"] {
+        string(keys, native, key, key);
+    }
+}
+
+/// The `modify` rules logferry runs, by their Fluent Bit key.
+const MODIFY_RULES: &[&str] = &[
+    "set",
+    "add",
+    "remove",
+    "remove_wildcard",
+    "rename",
+    "hard_rename",
+    "copy",
+    "hard_copy",
+];
+
+/// `[FILTER] modify`: rules keep their written order across kinds as `rules` lines
+/// (`"Set key value"`), conditions go to `condition`.
+fn modify(keys: &mut Keys, native: &mut Native) {
+    let rules = keys.all_of(MODIFY_RULES);
+    if let Some(first) = rules.first() {
+        let items = rules
+            .iter()
+            .map(|e| (format!("{} {}", e.lower, e.value), at(e)))
+            .collect();
+        native.set("rules", Val::List(items), at(first));
+    }
+    let conditions = keys.all("condition");
+    for e in &conditions {
+        let kind = e
+            .value
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !matches!(
+            kind.as_str(),
+            "key_exists" | "key_does_not_exist" | "key_value_equals" | "key_value_matches"
+        ) {
+            keys.problem(
+                e,
+                format!(
+                    "condition `{kind}` is not supported; logferry's modify supports \
+                     Key_exists, Key_does_not_exist, Key_value_equals and Key_value_matches"
+                ),
+            );
+        }
+    }
+    if let Some(first) = conditions.first() {
+        let items = conditions
+            .iter()
+            .map(|e| (e.value.clone(), at(e)))
+            .collect();
+        native.set("condition", Val::List(items), at(first));
+    }
+    for key in [
+        "remove_regex",
+        "move_to_start",
+        "move_to_end",
+        "add_if_not_present",
+    ] {
+        keys.refuse(
+            key,
+            "not supported by logferry's modify; use set, add, remove, remove_wildcard, rename, \
+             hard_rename, copy or hard_copy",
+        );
+    }
 }
 
 fn retry_limit(keys: &mut Keys, native: &mut Native, e: &Entry) {
