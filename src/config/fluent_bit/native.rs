@@ -23,6 +23,8 @@ pub enum Val {
     List(Vec<(String, At)>),
     /// A table of strings, one entry per classic line (`rdkafka.*`).
     Table(Vec<(String, String, At)>),
+    /// An array of tables of strings, one table per classic line (`Security.Users`).
+    Records(Vec<(Vec<(String, String)>, At)>),
 }
 
 /// One native key with its value and origin.
@@ -86,10 +88,15 @@ impl Native {
         self.keys.iter().any(|k| k.native == native)
     }
 
-    /// The origin of a native key (its first part for dotted keys), if set.
+    /// The origin of a native key: the key itself (`tls.crt_file`), else its first part for
+    /// dotted keys and list items (`rdkafka.x`, `users[0].username`), if set.
     pub fn origin(&self, native: &str) -> Option<&At> {
-        let top = native.split('.').next().unwrap_or(native);
-        self.keys.iter().find(|k| k.native == top).map(|k| &k.at)
+        let top = native.split(['.', '[']).next().unwrap_or(native);
+        self.keys
+            .iter()
+            .find(|k| k.native == native)
+            .or_else(|| self.keys.iter().find(|k| k.native == top))
+            .map(|k| &k.at)
     }
 }
 
@@ -156,6 +163,17 @@ fn write_key(text: &mut String, key: &Key) {
             for (name, value, _) in items {
                 let _ = writeln!(text, "{}.{} = {}", key.native, quote(name), quote(value));
             }
+        }
+        Val::Records(records) => {
+            let _ = writeln!(text, "{} = [", key.native);
+            for (fields, _) in records {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|(name, value)| format!("{} = {}", quote(name), quote(value)))
+                    .collect();
+                let _ = writeln!(text, "    {{ {} }},", fields.join(", "));
+            }
+            text.push_str("]\n");
         }
     }
 }
