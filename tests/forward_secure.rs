@@ -766,3 +766,71 @@ fn fluent_bit_with_the_shared_key_without_tls() {
     };
     fluent_bit_delivers(&extra, args, 1_000);
 }
+
+/// The same options from a Fluent Bit classic `[INPUT] forward` section (`--fluent-bit-config`),
+/// with Fluent Bit itself as the client.
+#[test]
+fn fluent_bit_config_secure_forward_input_with_fluent_bit_as_client() {
+    use support::services::{free_port, wait_listening};
+    let Some(bin) = fluent_bit() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let (port, http) = (free_port(), free_port());
+    let classic = dir.path().join("fluent-bit.conf");
+    std::fs::write(
+        &classic,
+        format!(
+            "[SERVICE]\n    HTTP_Server On\n    HTTP_Listen 127.0.0.1\n    HTTP_Port {http}\n\n\
+             [INPUT]\n    Name forward\n    Listen 127.0.0.1\n    Port {port}\n    tls on\n    \
+             tls.verify off\n    tls.crt_file {}\n    tls.key_file {}\n    Shared_Key {SHARED_KEY}\n    \
+             Self_Hostname agg-classic\n    Security.Users fbuser fb pass 9\n\n\
+             [OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File out.jsonl\n    Format plain\n",
+            certs.server_crt.display(),
+            certs.server_key.display(),
+            dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let stderr_path = dir.path().join("logferry.stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .arg("run")
+        .arg("--fluent-bit-config")
+        .arg(&classic)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("spawn logferry");
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let http_addr = format!("127.0.0.1:{http}").parse().unwrap();
+    if let Err(e) = wait_listening(&mut child, http_addr, Duration::from_secs(20)) {
+        let _ = child.kill();
+        panic!("logferry {e}:\n{}", stderr());
+    }
+    let to = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut args = fb_tls(None, SHARED_KEY);
+    // The password is the rest of the Security.Users line, spaces included.
+    args.extend([
+        "username=fbuser".to_string(),
+        "password=fb pass 9".to_string(),
+    ]);
+    let fb = FluentBit::start(&bin, dir.path(), 500, to, &strs(&args));
+    let out = dir.path().join("out.jsonl");
+    let waited = std::panic::catch_unwind(|| wait_for_lines(&out, 500, Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(fb);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    if waited.is_err() {
+        panic!("records missing\n--- logferry:\n{}", stderr());
+    }
+    check_sequence(&numbered(&read_jsonl(&out)), 500);
+    let log = stderr();
+    assert!(!log.contains("handshake failed"), "{log}");
+    assert!(
+        !log.contains("fb pass 9") && !log.contains(SHARED_KEY),
+        "{log}"
+    );
+}

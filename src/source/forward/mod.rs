@@ -284,3 +284,73 @@ impl ForwardConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ForwardConfig {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text).validate() {
+            Ok(()) => Vec::new(),
+            Err(p) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn secure_options_parse_with_their_defaults() {
+        let c = parse(
+            "listen = \"0.0.0.0:24224\"\nshared_key = \"k1\"\n[tls]\ncrt_file = \"/c\"\n\
+             key_file = \"/k\"\n[[users]]\nusername = \"a\"\npassword = \"pa\"\n",
+        );
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.handshake_timeout.get(),
+            std::time::Duration::from_secs(10)
+        );
+        assert!(c.tls.as_ref().is_some_and(|t| t.ca_file.is_none()));
+        let s = c.security().expect("handshake");
+        assert!(s.require_auth);
+        assert_eq!(s.self_hostname, handshake::machine_hostname());
+        assert_eq!(s.users.len(), 1);
+        // Neither the key nor a password shows in debug output of the config.
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("k1") && !debug.contains("pa\""), "{debug}");
+        assert!(parse("").security().is_none(), "no handshake by default");
+    }
+
+    #[test]
+    fn inconsistent_secure_options_are_refused() {
+        let p = problems("users = [{ username = \"a\", password = \"b\" }]\n");
+        assert!(p[0].starts_with("users: needs shared_key"), "{p:?}");
+        let p = problems("shared_key = \"\"\n");
+        assert!(p[0].starts_with("shared_key: is empty"), "{p:?}");
+        let p = problems("shared_key = \"k\"\nempty_shared_key = true\n");
+        assert!(p[0].starts_with("empty_shared_key: contradicts"), "{p:?}");
+        let p = problems("require_auth = false\n");
+        assert!(p[0].starts_with("require_auth: has no effect"), "{p:?}");
+        let p = problems("shared_key = \"k\"\nhandshake_timeout = \"0s\"\n");
+        assert!(
+            p[0].starts_with("handshake_timeout: must be above 0"),
+            "{p:?}"
+        );
+        let p = problems(
+            "shared_key = \"k\"\nusers = [{ username = \"a\", password = \"b\" }, \
+             { username = \"a\", password = \"c\" }]\n",
+        );
+        assert!(
+            p[0].starts_with("users[1].username: `a` is listed twice"),
+            "{p:?}"
+        );
+        let p =
+            problems("unix_path = \"/tmp/x.sock\"\n[tls]\ncrt_file = \"/c\"\nkey_file = \"/k\"\n");
+        assert!(
+            p[0].starts_with("tls: applies to the TCP listener"),
+            "{p:?}"
+        );
+        assert!(toml::from_str::<ForwardConfig>("[tls]\ncrt_file = \"/c\"\n").is_err());
+    }
+}
