@@ -428,6 +428,19 @@ fn plain_text_on_the_tls_port_is_refused_and_counted() {
 }
 
 #[test]
+fn a_port_probe_is_counted_without_a_warning() {
+    let (mut lf, _certs, _d) = start_tls(TLS_AND_KEY);
+    // What a TCP health check does: connect, then hang up without a word.
+    drop(TcpStream::connect(lf.forward).unwrap());
+    wait_until(&lf, "the probe counted", Duration::from_secs(10), || {
+        counted(&lf, "errors", "handshake_closed") == 1.0
+    });
+    assert_eq!(counted(&lf, "errors", "tls_handshake"), 0.0);
+    assert!(!lf.stderr().contains("handshake failed"), "{}", lf.stderr());
+    assert!(lf.terminate().success());
+}
+
+#[test]
 fn a_stalled_handshake_is_cut_off_after_the_timeout() {
     let extra = TLS_AND_KEY.replace("self_hostname", "handshake_timeout = \"1s\"\nself_hostname");
     let (mut lf, _certs, _d) = start_tls(&extra);

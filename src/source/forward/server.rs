@@ -230,6 +230,10 @@ enum Refused {
 impl Refused {
     fn metric(&self) -> (MetricKind, &'static str) {
         match self {
+            // Closed before the TLS handshake finished: a port probe, most likely.
+            Refused::Tls(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                (MetricKind::Error, "handshake_closed")
+            }
             Refused::Tls(_) => (MetricKind::Error, "tls_handshake"),
             Refused::Timeout(_) => (MetricKind::Error, "handshake_timeout"),
             Refused::Handshake(e) => e.metric(),
@@ -316,6 +320,13 @@ impl Server {
         match kind {
             MetricKind::AuthFailure => self.cx.metrics.auth_failure(reason),
             MetricKind::Error => self.cx.metrics.error(reason),
+        }
+        // A client that hangs up mid-handshake (TCP health checks and port probes connect and
+        // close) is counted but not worth a warning.
+        if reason == "handshake_closed" {
+            tracing::debug!(source = %self.cx.name, %peer, reason, error = %why,
+                "a forward client closed the connection during the handshake");
+            return;
         }
         if let Some(suppressed) = crate::log_limit::allow(
             &self.cx.name,
