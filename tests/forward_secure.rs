@@ -380,6 +380,23 @@ fn client_certificates_are_required_with_a_ca_file() {
     assert_eq!(read_jsonl(&lf.path("out.jsonl")).len(), 3);
 }
 
+#[test]
+fn tls_without_a_shared_key_needs_no_handshake() {
+    // Dotted keys work as well as a [sources.tls] table.
+    let (mut lf, certs, _d) = start_tls("tls.crt_file = \"{crt}\"\ntls.key_file = \"{key}\"\n");
+    let mut args = tls_args(&certs);
+    args.extend(["--count", "20"].map(String::from));
+    let r = py_client(&lf, &strs(&args));
+    assert!(r.ok, "{}\n{}", r.json, lf.stderr());
+    assert!(
+        r.json["helo"].is_null(),
+        "no HELO without a shared key: {}",
+        r.json
+    );
+    assert!(lf.terminate().success());
+    check_sequence(&read_jsonl(&lf.path("out.jsonl")), 20);
+}
+
 /// A forward message in plain text, as a client without TLS sends it.
 fn plain_message() -> Vec<u8> {
     use rmp::encode::*;
