@@ -624,7 +624,9 @@ fn forward_tls(keys: &mut Keys, native: &mut Native) {
         );
     }
     if !on {
-        for e in [crt, key, ca, verify, verify_client].into_iter().flatten() {
+        // Certificate files without TLS are most likely a forgotten `tls on`; the verify flags
+        // mean nothing then (Fluent Bit ignores them too).
+        for e in [crt, key, ca].into_iter().flatten() {
             keys.problem(
                 e,
                 "TLS is off in this section: add `tls on`, or remove this",

@@ -75,11 +75,11 @@ pub enum Outcome {
 pub enum HandshakeError {
     #[error("the client closed the connection during the handshake")]
     Closed,
-    #[error("reading the handshake failed: {0}")]
+    #[error("the connection failed during the handshake: {0}")]
     Io(#[from] std::io::Error),
     #[error("the handshake is not valid msgpack or too large: {0}")]
     Frame(#[from] ProtocolError),
-    #[error("the client sent {0} instead of a PING: it does not do the shared_key handshake; set shared_key (and, for Fluent Bit, tls on) on the client")]
+    #[error("the client sent {0} instead of a PING: it does not do the shared_key handshake; give it the shared key (Fluentd: <security> shared_key, Fluent Bit: Shared_Key), or set require_auth = false while clients are being changed")]
     NoPing(&'static str),
     #[error("the PING is malformed ({0})")]
     Malformed(&'static str),
@@ -113,7 +113,8 @@ pub enum MetricKind {
     Error,
 }
 
-/// Largest PING accepted when every client must authenticate (real ones are ~300 bytes).
+/// Largest PING accepted (real ones are ~300 bytes); a bigger first message that starts like a
+/// PING is refused as invalid.
 const MAX_PING_BYTES: usize = 64 * 1024;
 
 /// Runs the server side of the handshake on a fresh connection. Bytes the client sent after its
