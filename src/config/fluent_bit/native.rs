@@ -25,6 +25,8 @@ pub enum Val {
     Table(Vec<(String, String, At)>),
     /// An array of inline tables of scalars (a parser filter's `parsers`, one per `Parser`).
     Tables(Vec<Vec<(String, Val)>>),
+    /// An array of tables of strings, one table per classic line (`Security.Users`).
+    Records(Vec<(Vec<(String, String)>, At)>),
 }
 
 /// One native key with its value and origin.
@@ -88,10 +90,15 @@ impl Native {
         self.keys.iter().any(|k| k.native == native)
     }
 
-    /// The origin of a native key (its first part for dotted keys), if set.
+    /// The origin of a native key: the key itself (`tls.crt_file`), else its first part for
+    /// dotted keys and list items (`rdkafka.x`, `users[0].username`), if set.
     pub fn origin(&self, native: &str) -> Option<&At> {
-        let top = native.split('.').next().unwrap_or(native);
-        self.keys.iter().find(|k| k.native == top).map(|k| &k.at)
+        let top = native.split(['.', '[']).next().unwrap_or(native);
+        self.keys
+            .iter()
+            .find(|k| k.native == native)
+            .or_else(|| self.keys.iter().find(|k| k.native == top))
+            .map(|k| &k.at)
     }
 }
 
@@ -167,6 +174,17 @@ fn write_key(text: &mut String, key: &Key) {
                     .filter_map(|(name, value)| {
                         inline_scalar(value).map(|v| format!("{name} = {v}"))
                     })
+                    .collect();
+                let _ = writeln!(text, "    {{ {} }},", fields.join(", "));
+            }
+            text.push_str("]\n");
+        }
+        Val::Records(records) => {
+            let _ = writeln!(text, "{} = [", key.native);
+            for (fields, _) in records {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|(name, value)| format!("{} = {}", quote(name), quote(value)))
                     .collect();
                 let _ = writeln!(text, "    {{ {} }},", fields.join(", "));
             }

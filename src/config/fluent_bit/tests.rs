@@ -539,3 +539,109 @@ fn modify_rules_keep_their_interleaved_order_and_nest_maps_its_keys() {
         "{problems:?}"
     );
 }
+
+const OUTPUT: &str = "[OUTPUT]\n    Name null\n    Match *\n";
+
+fn forward_source(text: &str) -> crate::source::forward::ForwardConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "fluent-bit.conf", text);
+    let config = parse(&path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    match &config.sources[0].config {
+        crate::source::SourceConfig::Forward(f) => f.clone(),
+        _ => panic!("forward expected"),
+    }
+}
+
+#[test]
+fn forward_secure_options_reach_the_native_source() {
+    let f = forward_source(&format!(
+        "[INPUT]\n    Name forward\n    Port 24224\n    tls on\n    tls.verify on\n    \
+         tls.crt_file /etc/tls/server.crt\n    tls.key_file /etc/tls/server.key\n    \
+         tls.ca_file /etc/tls/ca.crt\n    tls.debug 1\n    Shared_Key s3cret\n    \
+         Self_Hostname agg-1\n    Security.Users alice pass word\n    \
+         security.users bob p2\n{OUTPUT}"
+    ));
+    let tls = f.tls.as_ref().expect("tls");
+    assert_eq!(tls.crt_file, PathBuf::from("/etc/tls/server.crt"));
+    assert_eq!(tls.key_file, PathBuf::from("/etc/tls/server.key"));
+    assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/tls/ca.crt")));
+    let sec = f.security().expect("handshake configured");
+    assert_eq!(sec.shared_key.expose(), "s3cret");
+    assert_eq!(sec.self_hostname, "agg-1");
+    let users: Vec<(&str, &str)> = sec
+        .users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.expose()))
+        .collect();
+    // The password is the rest of the line, as Fluent Bit splits it.
+    assert_eq!(users, [("alice", "pass word"), ("bob", "p2")]);
+    assert!(sec.require_auth);
+
+    let f = forward_source(&format!(
+        "[INPUT]\n    Name forward\n    Empty_Shared_Key on\n    Security.Users u p\n{OUTPUT}"
+    ));
+    assert!(f.tls.is_none());
+    assert_eq!(f.security().expect("handshake").shared_key.expose(), "");
+}
+
+#[test]
+fn forward_secure_problems_name_file_line_and_key() {
+    let p = problems(&format!(
+        "[INPUT]\n    Name forward\n    tls on\n    tls.crt_file /c\n    tls.key_file /k\n    \
+         tls.verify off\n    tls.ca_file /ca\n    tls.key_passwd x\n{OUTPUT}"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains(":6: [INPUT] forward: `tls.verify`: with tls.ca_file"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].contains(":8: [INPUT] forward: `tls.key_passwd`: not supported"),
+        "{}",
+        p[1]
+    );
+    let p = problems(&format!(
+        "[INPUT]\n    Name forward\n    tls on\n    tls.crt_file /c\n{OUTPUT}"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(":3: [INPUT] forward: `tls`: `tls on` needs tls.key_file"),
+        "{}",
+        p[0]
+    );
+
+    let p = problems(&format!(
+        "[INPUT]\n    Name forward\n    tls.crt_file /c\n    Security.Users lonely\n    \
+         tls.verify_client_cert on\n{OUTPUT}"
+    ));
+    assert!(
+        p.iter()
+            .any(|m| m.contains(":3: [INPUT] forward: `tls.crt_file`: TLS is off")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|m| m
+            .contains(":4: [INPUT] forward: `Security.Users`: expected `<username> <password>`")),
+        "{p:?}"
+    );
+
+    // Found by the native source: users without a shared key, on the Security.Users line.
+    let p = problems(&format!(
+        "[INPUT]\n    Name forward\n    Listen 127.0.0.1\n    Security.Users a b\n{OUTPUT}"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(":4: [INPUT] forward: `Security.Users`: needs shared_key"),
+        "{}",
+        p[0]
+    );
+    // tls on a unix-socket-only input.
+    let p = problems(&format!(
+        "[INPUT]\n    Name forward\n    unix_path /tmp/f.sock\n    Shared_Key k\n{OUTPUT}"
+    ));
+    assert!(
+        p[0].contains(":4: [INPUT] forward: `Shared_Key`: applies to the TCP listener"),
+        "{p:?}"
+    );
+}

@@ -583,18 +583,142 @@ fn forward(keys: &mut Keys, native: &mut Native) {
     string(keys, native, "unix_perm", "unix_perm");
     string(keys, native, "buffer_chunk_size", "buffer_chunk_size");
     string(keys, native, "buffer_max_size", "buffer_max_size");
-    string(keys, native, "shared_key", "shared_key");
-    keys.no_op("self_hostname");
-    keys.refuse(
-        "empty_shared_key",
-        "the forward shared_key handshake is not implemented; remove it",
-    );
+    forward_security(keys, native);
+    forward_tls(keys, native);
     for key in ["tag", "tag_prefix"] {
         keys.refuse(
             key,
             "logferry's forward input keeps the tags clients send; remove it (and match on the \
              clients' tags)",
         );
+    }
+}
+
+/// `Shared_Key`, `Empty_Shared_Key`, `Self_Hostname`, `Security.Users` (each `<username>
+/// <password>`, the password being the rest of the line, as Fluent Bit splits it).
+fn forward_security(keys: &mut Keys, native: &mut Native) {
+    string(keys, native, "shared_key", "shared_key");
+    boolean(keys, native, "empty_shared_key", "empty_shared_key");
+    string(keys, native, "self_hostname", "self_hostname");
+    let users = keys.all("security.users");
+    let mut records = Vec::new();
+    for e in &users {
+        match e.value.trim().split_once(char::is_whitespace) {
+            Some((user, password)) if !password.trim().is_empty() => records.push((
+                vec![
+                    ("username".to_string(), user.to_string()),
+                    ("password".to_string(), password.trim().to_string()),
+                ],
+                at(e),
+            )),
+            _ => keys.problem(
+                e,
+                "expected `<username> <password>` (one user per Security.Users line)",
+            ),
+        }
+    }
+    if let Some(first) = users.first() {
+        native.set("users", Val::Records(records), at(first));
+    }
+}
+
+/// `tls on` with `tls.crt_file`, `tls.key_file` and optional `tls.ca_file` (client certificates
+/// then required). `tls.verify` / `tls.verify_client_cert` are accepted where they agree with
+/// that; what logferry cannot honour is an error.
+fn forward_tls(keys: &mut Keys, native: &mut Native) {
+    let tls = keys.one("tls");
+    let on = match tls.map(|e| (e, values::boolean(&e.value))) {
+        Some((_, Ok(on))) => on,
+        Some((e, Err(m))) => {
+            keys.problem(e, m);
+            false
+        }
+        None => false,
+    };
+    let crt = keys.one("tls.crt_file");
+    let key = keys.one("tls.key_file");
+    let ca = keys.one("tls.ca_file");
+    let verify = keys.one("tls.verify");
+    let verify_client = keys.one("tls.verify_client_cert");
+    keys.no_op("tls.debug");
+    for refused in [
+        "tls.key_passwd",
+        "tls.min_version",
+        "tls.max_version",
+        "tls.ciphers",
+    ] {
+        keys.refuse(
+            refused,
+            "not supported by logferry's forward input (TLS 1.2 and 1.3 with rustls' defaults, \
+             unencrypted key files); remove it",
+        );
+    }
+    for refused in ["tls.vhost", "tls.verify_hostname", "tls.ca_path"] {
+        keys.refuse(
+            refused,
+            "not supported by logferry's forward input; remove it (client certificates are \
+             checked against tls.ca_file)",
+        );
+    }
+    if !on {
+        // Certificate files without TLS are most likely a forgotten `tls on`; the verify flags
+        // mean nothing then (Fluent Bit ignores them too).
+        for e in [crt, key, ca].into_iter().flatten() {
+            keys.problem(
+                e,
+                "TLS is off in this section: add `tls on`, or remove this",
+            );
+        }
+        return;
+    }
+    let Some(tls) = tls else { return };
+    let (Some(crt), Some(key)) = (crt, key) else {
+        let missing = if crt.is_none() {
+            "tls.crt_file"
+        } else {
+            "tls.key_file"
+        };
+        keys.problem(
+            tls,
+            format!("`tls on` needs {missing} (a PEM file) in this section"),
+        );
+        return;
+    };
+    native.set("tls.crt_file", Val::Str(crt.value.clone()), at(crt));
+    native.set("tls.key_file", Val::Str(key.value.clone()), at(key));
+    let flag = |keys: &mut Keys, e: Option<&Entry>| match e.map(|e| (e, values::boolean(&e.value)))
+    {
+        Some((_, Ok(b))) => Some(b),
+        Some((e, Err(m))) => {
+            keys.problem(e, m);
+            None
+        }
+        None => None,
+    };
+    let verify_value = flag(keys, verify);
+    let verify_client_value = flag(keys, verify_client);
+    match ca {
+        Some(ca) => {
+            native.set("tls.ca_file", Val::Str(ca.value.clone()), at(ca));
+            for (e, value) in [(verify, verify_value), (verify_client, verify_client_value)] {
+                if let (Some(e), Some(false)) = (e, value) {
+                    keys.problem(
+                        e,
+                        "with tls.ca_file logferry always requires and verifies client \
+                         certificates; remove tls.ca_file to accept clients without one, or \
+                         remove this",
+                    );
+                }
+            }
+        }
+        None => {
+            if let (Some(e), Some(true)) = (verify_client, verify_client_value) {
+                keys.problem(
+                    e,
+                    "verifying client certificates needs tls.ca_file (the CA that signed them)",
+                );
+            }
+        }
     }
 }
 

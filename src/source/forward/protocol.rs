@@ -21,8 +21,8 @@
 //!
 //! Decoding copies nothing: record strings are slices of the frame (or of the decompressed
 //! payload), so a `str` holding invalid UTF-8 passes through byte for byte. Tags are decoded
-//! lossily (invalid UTF-8 becomes U+FFFD) into a shared [`Tag`]. The shared_key handshake is
-//! not implemented (configuration rejects it).
+//! lossily (invalid UTF-8 becomes U+FFFD) into a shared [`Tag`]. The shared_key handshake that
+//! may precede the messages is in [`super::handshake`].
 
 use std::io::Read;
 use std::sync::Arc;

@@ -13,20 +13,28 @@
 //! On shutdown the listeners stop accepting, but open connections are read until the client
 //! closes them or stays quiet for a second: when ECS stops a task, the app containers stop
 //! first and Docker's driver flushes its queue to the log router, which must still take it.
+//!
+//! A TCP connection first passes the TLS handshake (with `tls`) and the forward handshake (with
+//! a shared key), both within `handshake_timeout`; one that fails is logged with its peer and
+//! the reason, counted, and closed before any message of it is decoded. The same connection
+//! code then serves a `TcpStream`, a `TlsStream` or a `UnixStream`.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use super::handshake::{self, HandshakeError, MetricKind, Outcome, Security};
 use super::protocol::{
     encode_ack, Decoder, FrameFinder, FrameStatus, Limits, Message, ProtocolError,
 };
-use super::ForwardConfig;
+use super::{tls, ForwardConfig};
 use crate::buffer::{AckRef, AckWaiter};
 use crate::event::{Event, Tag};
 use crate::source::{SourceContext, SourceError};
@@ -42,6 +50,14 @@ pub async fn start(
     config: ForwardConfig,
     cx: SourceContext,
 ) -> Result<tokio::task::JoinHandle<()>, SourceError> {
+    // Certificates first: a bad path stops start-up before anything listens.
+    let tls = match &config.tls {
+        Some(t) => Some(tls::acceptor(t).map_err(|e| SourceError::Setup {
+            name: cx.name.clone(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
     let tcp = match config.tcp_listen() {
         Some(addr) => Some(
             TcpListener::bind(&addr)
@@ -58,9 +74,19 @@ pub async fn start(
         Some(path) => Some(bind_unix(path, config.unix_mode(), &cx.name)?),
         None => None,
     };
+    let security = config.security();
     if let Some(l) = &tcp {
         if let Ok(addr) = l.local_addr() {
-            tracing::info!(source = %cx.name, %addr, "forward input listening on TCP");
+            tracing::info!(source = %cx.name, %addr, tls = tls.is_some(),
+                client_certificates = config.tls.as_ref().is_some_and(|t| t.ca_file.is_some()),
+                shared_key = security.is_some(),
+                users = security.as_ref().map_or(0, |s| s.users.len()),
+                "forward input listening on TCP");
+            if tls.is_none() && security.is_none() && !addr.ip().is_loopback() {
+                tracing::warn!(source = %cx.name, %addr,
+                    "the forward input accepts anyone who can reach this address, in plain text; \
+                     on a network you do not trust, set tls and shared_key");
+            }
         }
     }
     if let Some(path) = &config.unix_path {
@@ -80,6 +106,9 @@ pub async fn start(
             limits,
             chunk,
             metadata_key,
+            tls,
+            security,
+            handshake_timeout: config.handshake_timeout.get(),
         };
         let server = Arc::new(server);
         tokio::join!(
@@ -134,6 +163,11 @@ struct Server {
     chunk: usize,
     /// Record key for Fluent Bit's event metadata (`None`: dropped).
     metadata_key: Option<bytes::Bytes>,
+    /// TLS of the TCP listener.
+    tls: Option<TlsAcceptor>,
+    /// The shared_key handshake of TCP connections.
+    security: Option<Security>,
+    handshake_timeout: std::time::Duration,
 }
 
 async fn accept_tcp(listener: Option<TcpListener>, server: Arc<Server>, tracker: &TaskTracker) {
@@ -141,7 +175,8 @@ async fn accept_tcp(listener: Option<TcpListener>, server: Arc<Server>, tracker:
     accept_loop(&server, tracker, || async {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((stream, peer.to_string()))
+        let server = server.clone();
+        Ok(async move { server.tcp_connection(stream, peer.to_string()).await })
     })
     .await
 }
@@ -150,17 +185,22 @@ async fn accept_unix(listener: Option<UnixListener>, server: Arc<Server>, tracke
     let Some(listener) = listener else { return };
     accept_loop(&server, tracker, || async {
         let (stream, _) = listener.accept().await?;
-        Ok((stream, "unix".to_string()))
+        let server = server.clone();
+        Ok(async move {
+            server
+                .connection(stream, "unix".to_string(), BytesMut::new())
+                .await
+        })
     })
     .await
 }
 
-/// Accepts connections until shutdown, one task each.
-async fn accept_loop<S, F, Fut>(server: &Arc<Server>, tracker: &TaskTracker, mut accept: F)
+/// Accepts connections until shutdown; `accept` returns the task serving each, run on its own.
+async fn accept_loop<F, Fut, C>(server: &Arc<Server>, tracker: &TaskTracker, mut accept: F)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<(S, String)>>,
+    Fut: std::future::Future<Output = std::io::Result<C>>,
+    C: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
         let accepted = tokio::select! {
@@ -168,11 +208,35 @@ where
             _ = server.cx.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let server = server.clone();
-                tracker.spawn(async move { server.connection(stream, peer).await });
+            Ok(serve) => {
+                tracker.spawn(serve);
             }
             Err(e) => accept_failed(server, e).await,
+        }
+    }
+}
+
+/// Why a TCP connection was closed before its first message.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("TLS handshake failed: {0}; is the client sending plain text to this TLS port, or does it not trust our certificate (or, with tls.ca_file, present none)?")]
+    Tls(std::io::Error),
+    #[error("no complete handshake within handshake_timeout ({0:?})")]
+    Timeout(std::time::Duration),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
+impl Refused {
+    fn metric(&self) -> (MetricKind, &'static str) {
+        match self {
+            // Closed before the TLS handshake finished: a port probe, most likely.
+            Refused::Tls(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                (MetricKind::Error, "handshake_closed")
+            }
+            Refused::Tls(_) => (MetricKind::Error, "tls_handshake"),
+            Refused::Timeout(_) => (MetricKind::Error, "handshake_timeout"),
+            Refused::Handshake(e) => e.metric(),
         }
     }
 }
@@ -184,6 +248,11 @@ async fn accept_failed(server: &Server, e: std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
+/// The address part of `host:port` (log keys: one line per client host, not per connection).
+fn peer_host(peer: &str) -> &str {
+    peer.rsplit_once(':').map_or(peer, |(host, _)| host)
+}
+
 /// Records of consecutive messages that share a tag and ask for no ack.
 struct Pending {
     tag: Option<Tag>,
@@ -192,14 +261,90 @@ struct Pending {
 }
 
 impl Server {
-    async fn connection<S>(&self, stream: S, peer: String)
+    /// A TCP connection: TLS, then the handshake, then messages.
+    async fn tcp_connection(&self, stream: TcpStream, peer: String) {
+        let deadline = Instant::now() + self.handshake_timeout;
+        let Some(acceptor) = &self.tls else {
+            return self.handshake_then_serve(stream, peer, deadline).await;
+        };
+        let accepted = tokio::select! {
+            r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => r,
+            _ = self.cx.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok(Ok(tls)) => self.handshake_then_serve(tls, peer, deadline).await,
+            Ok(Err(e)) => self.refuse(&peer, Refused::Tls(e)),
+            Err(_) => self.refuse(&peer, Refused::Timeout(self.handshake_timeout)),
+        }
+    }
+
+    async fn handshake_then_serve<S>(&self, mut stream: S, peer: String, deadline: Instant)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut buf = BytesMut::with_capacity(self.chunk);
+        if let Some(security) = &self.security {
+            let shook = tokio::select! {
+                r = tokio::time::timeout_at(
+                    deadline,
+                    handshake::server(&mut stream, &mut buf, security),
+                ) => r,
+                _ = self.cx.shutdown.cancelled() => return,
+            };
+            match shook {
+                Ok(Ok(Outcome::Authenticated)) => {
+                    tracing::debug!(source = %self.cx.name, %peer, "forward client authenticated");
+                }
+                Ok(Ok(Outcome::Unauthenticated)) => {
+                    self.cx.metrics.auth_failure("no_handshake");
+                    if let Some(suppressed) = crate::log_limit::allow(
+                        &self.cx.name,
+                        &format!("unauthenticated {}", peer_host(&peer)),
+                    ) {
+                        tracing::warn!(source = %self.cx.name, %peer, suppressed,
+                            "accepting a forward client that skipped the shared_key handshake \
+                             (require_auth = false)");
+                    }
+                }
+                Ok(Err(e)) => return self.refuse(&peer, Refused::Handshake(e)),
+                Err(_) => return self.refuse(&peer, Refused::Timeout(self.handshake_timeout)),
+            }
+        }
+        self.connection(stream, peer, buf).await
+    }
+
+    /// Counts and logs a connection closed during TLS or the handshake (dropping the stream
+    /// closes it). The log names the peer and the reason, never a key or digest.
+    fn refuse(&self, peer: &str, why: Refused) {
+        let (kind, reason) = why.metric();
+        match kind {
+            MetricKind::AuthFailure => self.cx.metrics.auth_failure(reason),
+            MetricKind::Error => self.cx.metrics.error(reason),
+        }
+        // A client that hangs up mid-handshake (TCP health checks and port probes connect and
+        // close) is counted but not worth a warning.
+        if reason == "handshake_closed" {
+            tracing::debug!(source = %self.cx.name, %peer, reason, error = %why,
+                "a forward client closed the connection during the handshake");
+            return;
+        }
+        if let Some(suppressed) = crate::log_limit::allow(
+            &self.cx.name,
+            &format!("refused {reason} {}", peer_host(peer)),
+        ) {
+            tracing::warn!(source = %self.cx.name, %peer, reason, error = %why, suppressed,
+                "closing a forward connection: handshake failed");
+        }
+    }
+
+    async fn connection<S>(&self, stream: S, peer: String, buf: BytesMut)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut reader, writer) = tokio::io::split(stream);
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let ack_writer = tokio::spawn(write_acks(writer, acks_rx));
-        if let Err(e) = self.read_loop(&mut reader, &acks_tx).await {
+        if let Err(e) = self.read_loop(&mut reader, buf, &acks_tx).await {
             let reason = match e {
                 ProtocolError::FrameTooLarge { .. }
                 | ProtocolError::DecompressedTooLarge { .. } => "frame_too_large",
@@ -216,9 +361,9 @@ impl Server {
     async fn read_loop<R: AsyncRead + Unpin>(
         &self,
         reader: &mut R,
+        mut buf: BytesMut,
         acks: &mpsc::UnboundedSender<(AckWaiter, bytes::Bytes)>,
     ) -> Result<(), ProtocolError> {
-        let mut buf = BytesMut::with_capacity(self.chunk);
         let mut finder = FrameFinder::new(&self.limits);
         let mut decoder = Decoder::new(self.limits).with_metadata_key(self.metadata_key.clone());
         let mut needed = 0usize;
@@ -384,7 +529,8 @@ async fn write_acks<W: AsyncWrite + Unpin>(
             }
             continue;
         }
-        if writer.write_all(&encode_ack(&chunk)).await.is_err() {
+        // TLS buffers what is written: flush so the ack leaves now.
+        if writer.write_all(&encode_ack(&chunk)).await.is_err() || writer.flush().await.is_err() {
             return;
         }
     }
