@@ -118,6 +118,8 @@ pub struct StreamRecord {
     pub partition_key: String,
     pub data_b64: String,
     pub aggregated: bool,
+    /// ApproximateArrivalTimestamp, seconds since the epoch.
+    pub arrival: f64,
     pub users: Vec<UserRecord>,
 }
 

@@ -16,7 +16,7 @@ Usage: kinesis_tool.py ENDPOINT COMMAND [ARGS]
   read STREAM                     JSON of everything in the stream, read from every shard:
         {"shards": [{"shard_id", "start", "end", "closed"}],
          "records": [{"shard_id", "sequence_number", "partition_key", "data_b64",
-                      "aggregated": bool,
+                      "aggregated": bool, "arrival": ApproximateArrivalTimestamp (s),
                       "users": [{"partition_key", "explicit_hash_key", "data_b64"}]}]}
         "users" is what aws_kinesis_agg.iter_deaggregate_records yields for that record
         (a plain record yields itself).
@@ -93,6 +93,7 @@ def read(kinesis, stream):
                     "partition_key": record["PartitionKey"],
                     "data_b64": base64.b64encode(record["Data"]).decode("ascii"),
                     "aggregated": record["Data"][: len(MAGIC)] == MAGIC,
+                    "arrival": record["ApproximateArrivalTimestamp"].timestamp(),
                     "users": users,
                 })
             if not resp["Records"] and resp.get("MillisBehindLatest", 0) == 0:

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::batch::{DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_BYTES};
 use super::kpl;
+use super::rate_limit::ShardRates;
 use crate::config::field::FieldError;
 use crate::config::units::{ByteSize, Duration};
 use crate::encode::{Compression, EncodeOptions, Encoder, Format, TimeFormat};
@@ -98,6 +99,23 @@ pub struct KinesisConfig {
     /// Time limit of one PutRecords (or other Kinesis) HTTP attempt. Default 10s.
     #[serde(default = "default_http_request_timeout")]
     pub http_request_timeout: Duration,
+    /// Hold records back to each shard's write limits before Kinesis refuses them, as the KPL
+    /// does (needs kinesis:ListShards; without it records go unheld and throttled ones are
+    /// retried). Default true.
+    #[serde(default = "default_true")]
+    pub shard_rate_limit: bool,
+    /// Records per second the limiter lets through per shard. Default 1000, Kinesis's limit
+    /// (an aggregated record counts once).
+    #[serde(default)]
+    pub shard_records_per_second: Option<u32>,
+    /// Bytes (data + partition key) per second the limiter lets through per shard. Default
+    /// 1MiB, Kinesis's limit.
+    #[serde(default)]
+    pub shard_bytes_per_second: Option<ByteSize>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_flush() -> Duration {
@@ -218,6 +236,40 @@ impl KinesisConfig {
                 "must be at least 100ms (e.g. \"10s\")",
             ));
         }
+        if self.shard_records_per_second == Some(0) {
+            problems.push(FieldError::new(
+                "shard_records_per_second",
+                "must be above 0 (Kinesis takes 1000 records/s per shard; leave it unset for that)",
+            ));
+        }
+        if self
+            .shard_bytes_per_second
+            .is_some_and(|b| b.as_usize() < 1024)
+        {
+            problems.push(FieldError::new(
+                "shard_bytes_per_second",
+                "must be at least 1KiB (Kinesis takes 1MiB/s per shard; leave it unset for that)",
+            ));
+        }
+        if !self.shard_rate_limit {
+            for (key, set) in [
+                (
+                    "shard_records_per_second",
+                    self.shard_records_per_second.is_some(),
+                ),
+                (
+                    "shard_bytes_per_second",
+                    self.shard_bytes_per_second.is_some(),
+                ),
+            ] {
+                if set {
+                    problems.push(FieldError::new(
+                        key,
+                        "only applies with shard_rate_limit = true",
+                    ));
+                }
+            }
+        }
         if let Err(e) = self.encoder() {
             problems.push(e);
         }
@@ -226,6 +278,20 @@ impl KinesisConfig {
         } else {
             Err(problems)
         }
+    }
+
+    /// The per-shard rates of the limiter, when it is on.
+    pub fn shard_rates(&self) -> Option<ShardRates> {
+        self.shard_rate_limit.then(|| ShardRates {
+            records_per_second: self
+                .shard_records_per_second
+                .map_or(ShardRates::KINESIS.records_per_second, f64::from),
+            bytes_per_second: self
+                .shard_bytes_per_second
+                .map_or(ShardRates::KINESIS.bytes_per_second, |b| {
+                    b.as_usize() as f64
+                }),
+        })
     }
 
     /// The encode options these settings describe (JSON records, as the Go and C plugins send).

@@ -13,6 +13,8 @@
 //! | `kinesis_retries_total` | component, kind (`entry`/`request`) | entries sent again |
 //! | `kinesis_random_partition_keys_total` | component | records given a random key because `partition_key` was missing or empty |
 //! | `kinesis_shard_map_refreshes_total` | component | ListShards refreshes applied |
+//! | `kinesis_rate_limited_entries_total` | component | entries held back by the per-shard rate limiter |
+//! | `kinesis_rate_limited_seconds_total` | component | time during which the limiter held entries back |
 //! | `kinesis_misplaced_aggregates_total` | component | aggregates that landed on another shard than predicted (resharding): acknowledged once the refreshed map shows that shard's range holds all their user records, else sent again |
 //!
 //! The metrics every sink shares ([`crate::metrics`]) are fed from here too:
@@ -111,6 +113,8 @@ pub struct KinesisMetrics {
     pub random_keys: Counter,
     pub shard_map_refreshes: Counter,
     pub misplaced_aggregates: Counter,
+    pub rate_limited_entries: Counter,
+    pub rate_limited_seconds: Counter<f64, AtomicU64>,
     failed_entries: Family<Coded, Counter>,
     failed_requests: Family<Coded, Counter>,
 }
@@ -179,6 +183,17 @@ impl KinesisMetrics {
                 "Aggregated records accepted on another shard than predicted (the stream was \
                  resharded): their user records are sent again",
             ),
+            rate_limited_entries: counter(
+                "kinesis_rate_limited_entries",
+                "Entries held back to a shard's write limits (records/s, bytes/s) before sending",
+            ),
+            rate_limited_seconds: registry
+                .shared::<Family<Component, Counter<f64, AtomicU64>>>(
+                    "kinesis_rate_limited_seconds",
+                    "Time during which the per-shard rate limiter held entries back",
+                )
+                .get_or_create(&c())
+                .clone(),
             failed_entries: registry.shared(
                 "kinesis_failed_entries",
                 "PutRecords entries refused, by error code",

@@ -29,6 +29,7 @@ pub mod kpl;
 pub mod metrics;
 pub mod permissions;
 pub mod put_records;
+pub mod rate_limit;
 pub mod shard_map;
 
 pub use config::KinesisConfig;
@@ -49,6 +50,7 @@ use self::batch::{
 };
 use self::metrics::{auth_reason, retry_reason, KinesisMetrics};
 use self::permissions::DeniedActions;
+use self::rate_limit::ShardLimiter;
 use self::shard_map::ShardMap;
 use super::backoff::Backoff;
 use super::dead_letter;
@@ -78,6 +80,25 @@ const UNHEALTHY_AFTER: u32 = 3;
 /// rarely empty and aggregates still fill; records nobody is blocked on (Docker's driver, tail
 /// checkpoints) wait for `flush` as before.
 const CLIENT_WAIT_LINGER: Duration = Duration::ZERO;
+/// Shortest time between two releases of entries the rate limiter holds: tokens come one
+/// record at a time (every millisecond at 1000 records/s), and a call per record would cost
+/// more than the wait. 50 ms lets about 50 records per shard go together.
+const LIMITER_RELEASE_GAP: Duration = Duration::from_millis(50);
+/// How much the rate limiter holds, in seconds of the shards' limits, before the sink stops
+/// taking records from its queue (which then pushes back on the sources).
+const LIMITER_HOLD_SECONDS: f64 = 2.0;
+/// Bytes the rate limiter holds at most, whatever the shard count.
+const LIMITER_HOLD_MAX_BYTES: usize = 64 << 20;
+
+/// Whether the limiter holds enough that the sink should take no more records for now.
+fn held_enough(limiter: &ShardLimiter<Tokens>) -> bool {
+    let shards = limiter.shard_map().len().max(1) as f64;
+    let rates = limiter.rates();
+    let records = LIMITER_HOLD_SECONDS * shards * rates.records_per_second;
+    let bytes = (LIMITER_HOLD_SECONDS * shards * rates.bytes_per_second) as usize;
+    limiter.held_entries() as f64 >= records
+        || limiter.held_bytes() >= bytes.min(LIMITER_HOLD_MAX_BYTES)
+}
 
 // --- acknowledgement bookkeeping -----------------------------------------------------------------
 
@@ -243,7 +264,7 @@ impl KinesisSink {
     /// Delivers until the queue is closed and every record is settled.
     pub async fn run(self, input: QueueReceiver) {
         let limits = self.start_up().await;
-        let shard_map = if self.config.aggregation {
+        let shard_map = if self.config.aggregation || self.config.shard_rate_limit {
             self.first_shard_map().await
         } else {
             None
@@ -339,8 +360,9 @@ impl KinesisSink {
         }
     }
 
-    /// The first shard map for aggregation. Without one (ListShards not permitted), records
-    /// are sent unaggregated rather than risking aggregates that span shards.
+    /// The first shard map, for aggregation and the per-shard rate limiter. Without one
+    /// (ListShards not permitted), records are sent unaggregated rather than risking
+    /// aggregates that span shards, and unheld (throttled ones are retried).
     async fn first_shard_map(&self) -> Option<ShardMap> {
         let mut failures = 0u32;
         loop {
@@ -351,8 +373,8 @@ impl KinesisSink {
                         &self.cx.health,
                         "ListShards",
                         &e,
-                        "delivering meanwhile without aggregation (records cannot be \
-                         aggregated by shard without the shard listing)",
+                        "delivering meanwhile without aggregation and without per-shard rate \
+                         limits (both need the shard listing)",
                     );
                     tracing::error!(sink = %self.cx.name, stream = %self.config.stream,
                         "{report}");
@@ -365,7 +387,7 @@ impl KinesisSink {
                         retry_in = ?delay, "cannot list the shards to aggregate by; retrying");
                     if failures >= 5 {
                         tracing::warn!(sink = %self.cx.name,
-                            "sending unaggregated until a shard listing succeeds");
+                            "sending unaggregated and unheld until a shard listing succeeds");
                         return None;
                     }
                     tokio::time::sleep(delay).await;
@@ -390,6 +412,9 @@ struct Task {
     limits: BatchLimits,
     /// With aggregation and a shard map: one open container per shard.
     aggregators: Option<ShardAggregators<Token>>,
+    /// With `shard_rate_limit` and a shard map: entries held to each shard's write limits
+    /// between the aggregators and the batcher.
+    limiter: Option<ShardLimiter<Tokens>>,
     /// Largest aggregated record; user records bigger than this go out unaggregated.
     aggregation_max_size: usize,
     /// Bumped whenever the shard map changes.
@@ -404,6 +429,8 @@ struct Task {
     /// by Kinesis but not acknowledged, waiting for the shard map refresh that tells whether
     /// the shard's range holds all their user records (else they are sent again).
     misplaced: Vec<(Entry<Tokens>, String)>,
+    /// When the rate limiter last let entries go (see [`LIMITER_RELEASE_GAP`]).
+    last_release: Instant,
     retry_seq: u64,
     in_flight: JoinSet<PutResult>,
     /// When the oldest record waiting in a container or the batcher arrived.
@@ -441,7 +468,17 @@ impl Task {
             .map(|s| s.as_usize())
             .unwrap_or(limits.max_record_size)
             .min(limits.max_record_size);
-        let aggregators = match shard_map {
+        let limiter = match (&shard_map, sink.config.shard_rates()) {
+            (Some(map), Some(rates)) => {
+                tracing::info!(sink = %sink.cx.name, shards = map.len(),
+                    records_per_second = rates.records_per_second,
+                    bytes_per_second = rates.bytes_per_second,
+                    "holding records to each shard's write limits");
+                Some(ShardLimiter::new(map.clone(), rates, Instant::now()))
+            }
+            _ => None,
+        };
+        let aggregators = match shard_map.filter(|_| sink.config.aggregation) {
             Some(map) => match ShardAggregators::new(map, aggregation_max_size) {
                 Ok(a) => Some(a),
                 Err(e) => {
@@ -462,12 +499,14 @@ impl Task {
             sink,
             limits,
             aggregators,
+            limiter,
             aggregation_max_size,
             epoch: 0,
             batcher,
             ready: VecDeque::new(),
             retries: BTreeMap::new(),
             misplaced: Vec::new(),
+            last_release: Instant::now(),
             retry_seq: 0,
             in_flight: JoinSet::new(),
             pending_since: None,
@@ -506,7 +545,9 @@ impl Task {
             let blocked_at = self
                 .blocked_until
                 .filter(|_| !self.ready.is_empty() && self.in_flight.len() < max_in_flight);
-            let accept = input_open && self.ready.len() < max_in_flight * 2;
+            let accept = input_open
+                && self.ready.len() < max_in_flight * 2
+                && self.limiter.as_ref().is_none_or(|l| !held_enough(l));
             let refresh_due = (self.refresh_wanted && self.refresh.is_none())
                 .then(|| self.last_refresh + SHARD_REFRESH_MIN_GAP);
             let linger_at = self
@@ -515,8 +556,13 @@ impl Task {
                 .map(|t| t + CLIENT_WAIT_LINGER);
             let refreshing = self.refresh.is_some();
             let rechecking = self.recheck.is_some();
-            let tick =
-                self.sink.config.aggregation || self.sink.denied.is_denied("DescribeStreamSummary");
+            let wants_map = self.sink.config.aggregation || self.limiter.is_some();
+            let tick = wants_map || self.sink.denied.is_denied("DescribeStreamSummary");
+            let release_at = self
+                .limiter
+                .as_ref()
+                .and_then(ShardLimiter::next_release)
+                .map(|at| at.max(self.last_release + LIMITER_RELEASE_GAP));
             tokio::select! {
                 biased;
                 Some(joined) = self.in_flight.join_next() => match joined {
@@ -533,6 +579,7 @@ impl Task {
                     self.resend_misplaced();
                 }
                 _ = sleep_until_opt(retry_at), if retry_at.is_some() => self.release_retries(),
+                _ = sleep_until_opt(release_at), if release_at.is_some() => self.release_held(),
                 _ = sleep_until_opt(flush_at), if flush_at.is_some() => self.flush_all(),
                 _ = sleep_until_opt(blocked_at), if blocked_at.is_some() => {
                     self.blocked_until = None;
@@ -542,7 +589,7 @@ impl Task {
                     self.apply_recheck(checked);
                 }
                 _ = refresh_tick.tick(), if tick => {
-                    self.refresh_wanted = self.sink.config.aggregation;
+                    self.refresh_wanted = wants_map;
                     self.start_recheck();
                 }
                 batch = input.recv(), if accept => match batch {
@@ -571,6 +618,7 @@ impl Task {
         self.ready.is_empty()
             && self.retries.is_empty()
             && self.misplaced.is_empty()
+            && self.limiter.as_ref().is_none_or(|l| l.held_entries() == 0)
             && self.in_flight.is_empty()
             && self.batcher.pending_entries() == 0
             && self
@@ -777,7 +825,24 @@ impl Task {
         }
     }
 
+    /// Queues an entry for sending: into the batcher, once the per-shard rate limiter (if
+    /// any) lets it go.
     fn push(&mut self, entry: Entry<Tokens>, tag: &str) {
+        let entry = match self.limiter.as_mut() {
+            Some(limiter) => match limiter.admit(entry, Instant::now()) {
+                Some(entry) => entry,
+                None => {
+                    self.sink.metrics.rate_limited_entries.inc();
+                    return;
+                }
+            },
+            None => entry,
+        };
+        self.batch(entry, tag);
+    }
+
+    /// Adds an entry to the batcher (a full batch moves to `ready`).
+    fn batch(&mut self, entry: Entry<Tokens>, tag: &str) {
         match self.batcher.push(entry) {
             Ok(Some(full)) => self.ready.push_back(full),
             Ok(None) => {}
@@ -1171,6 +1236,28 @@ impl Task {
         self.mark_pending(now, client_waits);
     }
 
+    /// Moves the entries the rate limiter lets go now into the batcher.
+    fn release_held(&mut self) {
+        let now = Instant::now();
+        self.last_release = now;
+        let Some(limiter) = self.limiter.as_mut() else {
+            return;
+        };
+        let mut released = Vec::new();
+        limiter.release(now, &mut released);
+        let held_for = limiter.take_held_time(now);
+        self.sink
+            .metrics
+            .rate_limited_seconds
+            .inc_by(held_for.as_secs_f64());
+        let mut client_waits = false;
+        for entry in released {
+            client_waits |= entry.token.client_waits();
+            self.batch(entry, "");
+        }
+        self.mark_pending(now, client_waits);
+    }
+
     /// Records are waiting in containers or the batcher since `now` (unless older ones wait
     /// already); with `client_waits`, a client is blocked on them.
     fn mark_pending(&mut self, now: Instant, client_waits: bool) {
@@ -1389,15 +1476,53 @@ impl Task {
                 return;
             }
         };
+        let current = match (&self.aggregators, &self.limiter) {
+            (Some(aggregators), _) => Some(aggregators.shard_map()),
+            (None, Some(limiter)) => Some(limiter.shard_map()),
+            (None, None) => None,
+        };
+        if current == Some(&map) {
+            return;
+        }
+        self.sink.metrics.shard_map_refreshes.inc();
+        tracing::info!(sink = %self.name(), shards = map.len(), "shard map updated");
+        self.limit_by(&map);
+        if self.sink.config.aggregation {
+            self.aggregate_by(map);
+        }
+    }
+
+    /// Gives the rate limiter a new shard map (or starts it, if it waited for a first one);
+    /// what it held is admitted again by the new map.
+    fn limit_by(&mut self, map: &ShardMap) {
+        let Some(rates) = self.sink.config.shard_rates() else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(limiter) = self.limiter.as_mut() else {
+            tracing::info!(sink = %self.name(), shards = map.len(),
+                "shard listing available: holding records to each shard's write limits from now on");
+            self.limiter = Some(ShardLimiter::new(map.clone(), rates, now));
+            return;
+        };
+        if limiter.shard_map() == map {
+            return;
+        }
+        for entry in limiter.replace_shard_map(map.clone(), now) {
+            self.push(entry, "");
+        }
+    }
+
+    /// Gives the aggregators a new shard map (or starts aggregating, if aggregation waited for
+    /// a first listing); user records in open containers are routed again by it.
+    fn aggregate_by(&mut self, map: ShardMap) {
         let Some(aggregators) = self.aggregators.as_mut() else {
-            // Aggregation was off for want of a shard listing: turn it on now.
             match ShardAggregators::new(map, self.aggregation_max_size) {
                 Ok(aggregators) => {
                     tracing::info!(sink = %self.name(), shards = aggregators.shard_map().len(),
                         "shard listing available: aggregating by shard from now on");
                     self.aggregators = Some(aggregators);
                     self.epoch += 1;
-                    self.sink.metrics.shard_map_refreshes.inc();
                 }
                 Err(e) => tracing::warn!(sink = %self.name(), error = %e,
                     "cannot aggregate with this shard listing"),
@@ -1407,21 +1532,17 @@ impl Task {
         if *aggregators.shard_map() == map {
             return;
         }
-        let shards = map.len();
         match aggregators.replace_shard_map(map) {
             Ok(rejected) => {
                 self.epoch += 1;
-                self.sink.metrics.shard_map_refreshes.inc();
-                tracing::info!(sink = %self.name(), shards, "shard map updated");
-                for r in rejected {
-                    let Rejected { entry, reason } = r;
+                for Rejected { entry, reason } in rejected {
                     self.reject(entry.record.size(), vec![entry.token], &reason, "");
                 }
                 self.drain_aggregators();
             }
             Err(e) => {
                 tracing::warn!(sink = %self.name(), error = %e,
-                    "cannot use the new shard map; keeping the previous one");
+                    "cannot aggregate with the new shard map; keeping the previous one");
             }
         }
     }

@@ -230,6 +230,27 @@ impl ShardMap {
     }
 }
 
+/// A map of `shards` open shards splitting the hash key space evenly, for tests.
+#[cfg(test)]
+pub(crate) fn even_map(shards: usize) -> ShardMap {
+    let width = u128::MAX / shards as u128 + 1;
+    ShardMap::from_listing((0..shards).map(|i| {
+        let start = width * i as u128;
+        let end = if i + 1 == shards {
+            u128::MAX
+        } else {
+            start + width - 1
+        };
+        ShardListing {
+            shard_id: format!("shardId-{i:012}"),
+            starting_hash_key: start.to_string(),
+            ending_hash_key: end.to_string(),
+            closed: false,
+        }
+    }))
+    .unwrap_or_else(|e| panic!("an even map is consistent: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
