@@ -17,12 +17,15 @@
 //!   `config::fluent_bit`, the Fluent Bit classic config (FireLens) translated to the same.
 //! - [`source`]: forward protocol server (TCP + unix socket), tcp (JSON lines), stdin, tail (log
 //!   files), CloudWatch Logs subscription payloads.
-//! - [`transform`]: record_modifier, grep, rename, Docker partial message reassembly.
+//! - [`transform`]: record_modifier, grep, rename, parser, nest, modify, Docker partial message
+//!   reassembly.
 //! - [`route`]: Fluent Bit style tag matching.
 //! - [`pipeline`]: wiring, the router, and the shutdown sequence.
 //! - [`buffer`]: byte-bounded queues between router and sinks (memory or the disk write-ahead
 //!   log), delivery acknowledgements, the fill monitor behind `/health`.
 //! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
+//! - [`kinesis_record`]: the Kinesis record, its routing hash key and the KPL aggregated format,
+//!   shared by the Kinesis sink and the sources that read Kinesis records.
 //! - [`sink`]: Kinesis, Kafka/MSK, stdout, file, null; `sink::dead_letter` for records that can
 //!   never be delivered, and their replay.
 //!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
@@ -37,6 +40,7 @@ pub mod encode;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod kinesis_record;
 pub mod loadgen;
 pub mod log_limit;
 pub mod metrics;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fault::{FaultKinesis, Faults, RequestFault};
 use kin::Logferry;
-use logferry::sink::kinesis::batch::Record;
-use logferry::sink::kinesis::kpl;
+use logferry::kinesis_record::kpl;
+use logferry::kinesis_record::Record;
 
 fn sink(endpoint: &str, extra: &str) -> String {
     format!(
@@ -347,4 +347,45 @@ fn half_the_entries_throttled_for_a_period_under_load_lose_and_duplicate_nothing
     );
     let (code, log) = lf.stop();
     assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+}
+
+#[test]
+fn a_shard_kinesis_throttles_is_held_to_its_write_limits_from_then_on() {
+    // `shard_rate_limit` is `auto` by default: nothing is held until Kinesis throttles.
+    let kinesis = FaultKinesis::start(Faults {
+        entry_failure_rate: 0.5,
+        ..Faults::default()
+    });
+    let lf = Logferry::start(
+        &sink(&kinesis.endpoint(), "shard_records_per_second = 200"),
+        &[],
+    );
+    lf.loadgen_no_ack(0, 200, 100);
+    lf.wait_for("an entry throttled", Duration::from_secs(30), |_| {
+        kinesis.throttled_entries() > 0
+    });
+    assert_eq!(
+        lf.metric("logferry_kinesis_rate_limited_entries_total"),
+        0.0,
+        "nothing held before the first throttled answer is handled"
+    );
+    kinesis.set(Faults::default());
+    // From an empty bucket at 200 records/s, 1000 more records are held about 5 s.
+    lf.loadgen_no_ack(200, 1000, 100);
+    wait_all_accepted(&lf, &kinesis, 1200);
+    let held = lf.metric("logferry_kinesis_rate_limited_entries_total");
+    let held_for = lf.metric("logferry_kinesis_rate_limited_seconds_total");
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+    assert!(
+        held >= 500.0,
+        "{held} entries held once the shard was throttled"
+    );
+    assert!(held_for >= 2.0, "held for {held_for} s");
+    assert!(
+        log.contains("holding records to its write limits from now on"),
+        "{}",
+        kin::tail(&log, 30)
+    );
+    assert_exactly_once(&kinesis, 1200);
 }

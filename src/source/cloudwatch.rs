@@ -34,8 +34,8 @@ use serde::Deserialize;
 use crate::config::field::FieldError;
 use crate::config::units::{ByteSize, Duration};
 use crate::event::{Event, EventTime, Map, Tag, Value};
-use crate::sink::kinesis::batch::Record;
-use crate::sink::kinesis::kpl::{self, KplError};
+use crate::kinesis_record::kpl::{self, KplError};
+use crate::kinesis_record::Record;
 
 /// The gzip magic number.
 const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];

@@ -421,8 +421,8 @@ impl FaultKinesis {
     /// `seq` of every user record accepted, once per acceptance (aggregated records are split
     /// with the crate's deaggregator; plain records are JSON with a `seq`).
     pub fn accepted_user_seqs(&self) -> Vec<u64> {
-        use logferry::sink::kinesis::batch::Record;
-        use logferry::sink::kinesis::kpl;
+        use logferry::kinesis_record::kpl;
+        use logferry::kinesis_record::Record;
         self.seen(|seen| {
             let mut seqs = Vec::new();
             for (data, times) in &seen.accepted {

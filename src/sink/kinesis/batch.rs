@@ -11,8 +11,10 @@
 
 use bytes::Bytes;
 
-use super::kpl::{self, AddError, Aggregator, KplError, OuterKeys};
-use super::shard_map::{self, HashKeyError, ShardMap};
+use super::shard_map::ShardMap;
+use crate::kinesis_record::hash_key;
+use crate::kinesis_record::kpl::{self, AddError, Aggregator, KplError, OuterKeys};
+use crate::kinesis_record::{validate_record, Record, RejectReason};
 
 /// PutRecords takes at most this many entries per request.
 pub const MAX_ENTRIES: usize = 500;
@@ -21,92 +23,6 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 /// Per-record limit (data + partition key) of a stream whose MaxRecordSize was not raised;
 /// read the stream's own from DescribeStreamSummary.
 pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
-/// Partition keys are 1 to 256 Unicode characters.
-pub const MAX_PARTITION_KEY_CHARS: usize = 256;
-
-/// One Kinesis record: what a PutRecords entry carries, and what a KPL user record holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub partition_key: String,
-    pub explicit_hash_key: Option<String>,
-    pub data: Bytes,
-}
-
-impl Record {
-    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
-        Record {
-            partition_key: partition_key.into(),
-            explicit_hash_key: None,
-            data: data.into(),
-        }
-    }
-
-    pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
-        self.explicit_hash_key = Some(explicit_hash_key.into());
-        self
-    }
-
-    /// The size Kinesis counts against its record and request limits: data plus partition key
-    /// (UTF-8 bytes; the explicit hash key is not counted).
-    pub fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
-    }
-}
-
-/// Why a record can never be sent as it is. Each fails the same way on every attempt, so the
-/// record belongs in the dead-letter file, not in a retry loop.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RejectReason {
-    #[error(
-        "record is {size} bytes (data + partition key), over the stream's {max} byte record limit; \
-         shrink the record or raise the stream's MaxRecordSize"
-    )]
-    TooLarge { size: usize, max: usize },
-    #[error("partition key is empty; Kinesis needs 1 to 256 characters")]
-    EmptyPartitionKey,
-    #[error("partition key has {chars} characters; Kinesis accepts at most 256")]
-    PartitionKeyTooLong { chars: usize },
-    #[error("explicit hash key is invalid: {0}")]
-    InvalidExplicitHashKey(#[from] HashKeyError),
-}
-
-impl RejectReason {
-    /// The record is well-formed but too big: count it as `too_large`.
-    pub fn is_too_large(&self) -> bool {
-        matches!(self, RejectReason::TooLarge { .. })
-    }
-}
-
-/// Checks everything Kinesis would refuse about a single record, any of which would otherwise
-/// fail the whole PutRecords request. Returns the record's counted size.
-pub fn validate_record(record: &Record, max_record_size: usize) -> Result<usize, RejectReason> {
-    validate_partition_key(&record.partition_key)?;
-    if let Some(explicit) = &record.explicit_hash_key {
-        shard_map::parse_hash_key(explicit)?;
-    }
-    let size = record.size();
-    if size > max_record_size {
-        return Err(RejectReason::TooLarge {
-            size,
-            max: max_record_size,
-        });
-    }
-    Ok(size)
-}
-
-pub(crate) fn validate_partition_key(key: &str) -> Result<(), RejectReason> {
-    if key.is_empty() {
-        return Err(RejectReason::EmptyPartitionKey);
-    }
-    // Counting characters is only needed when the byte length could exceed the limit.
-    if key.len() > MAX_PARTITION_KEY_CHARS {
-        let chars = key.chars().count();
-        if chars > MAX_PARTITION_KEY_CHARS {
-            return Err(RejectReason::PartitionKeyTooLong { chars });
-        }
-    }
-    Ok(())
-}
 
 /// A record on its way to Kinesis with the caller's token for acknowledging it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -558,7 +474,7 @@ impl<T> ShardAggregators<T> {
         if let Err(reason) = validate_record(&record, self.max_record_size) {
             return Err(reject(record, token, reason));
         }
-        let hash = match shard_map::effective_hash_key(
+        let hash = match hash_key::effective_hash_key(
             &record.partition_key,
             record.explicit_hash_key.as_deref(),
         ) {
@@ -783,7 +699,7 @@ pub fn random_partition_key() -> String {
 /// thousand tries miss (a shard covering less than ~1/1000 of the hash key space).
 fn spread_key(map: &ShardMap, index: usize) -> Option<String> {
     (0..4096).map(|_| random_partition_key()).find(|key| {
-        shard_map::effective_hash_key(key, None)
+        hash_key::effective_hash_key(key, None)
             .ok()
             .and_then(|hash| map.index_for(hash))
             == Some(index)
@@ -810,7 +726,8 @@ fn check_outer_keys(map: &ShardMap, max_record_size: usize) -> Result<(), KplErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::kinesis::shard_map::{hash_key, ShardListing};
+    use crate::kinesis_record::hash_key::{hash_key, HashKeyError};
+    use crate::sink::kinesis::shard_map::ShardListing;
 
     fn record(key: &str, size: usize) -> Record {
         Record::new(key, vec![b'x'; size])
@@ -1166,7 +1083,7 @@ mod tests {
         assert_eq!(users.len(), entry.token.len());
         let route = |r: &Record| {
             let hash =
-                shard_map::effective_hash_key(&r.partition_key, r.explicit_hash_key.as_deref())
+                hash_key::effective_hash_key(&r.partition_key, r.explicit_hash_key.as_deref())
                     .unwrap();
             map.index_for(hash).unwrap()
         };
@@ -1249,7 +1166,7 @@ mod tests {
             let users = kpl::deaggregate(entry.record.clone()).unwrap();
             let shard = shards
                 .index_for(
-                    shard_map::effective_hash_key(
+                    hash_key::effective_hash_key(
                         &entry.record.partition_key,
                         entry.record.explicit_hash_key.as_deref(),
                     )
@@ -1259,7 +1176,7 @@ mod tests {
             for (user, token) in users.iter().zip(&entry.token) {
                 // Every user record's own key hashes into the shard its container goes to
                 // (what the KCL checks when it deaggregates).
-                let own = shard_map::effective_hash_key(&user.partition_key, None).unwrap();
+                let own = hash_key::effective_hash_key(&user.partition_key, None).unwrap();
                 assert_eq!(shards.index_for(own), Some(shard));
                 assert_eq!(user.data.as_ref(), &vec![*token as u8; 40][..]);
                 keys_per_shard[shard].insert(user.partition_key.clone());

@@ -6,12 +6,12 @@ use std::time::Duration as StdDuration;
 use serde::Deserialize;
 
 use super::batch::{DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_BYTES};
-use super::kpl;
 use super::rate_limit::ShardRates;
 use crate::config::field::FieldError;
 use crate::config::units::{ByteSize, Duration};
 use crate::encode::{Compression, EncodeOptions, Encoder, Format, TimeFormat};
 use crate::event::KeyPath;
+use crate::kinesis_record::kpl;
 
 /// Largest per-record limit a stream can have (MaxRecordSize raised to 10 MiB).
 pub const MAX_STREAM_RECORD_SIZE: usize = 10 * 1024 * 1024;
@@ -100,10 +100,11 @@ pub struct KinesisConfig {
     #[serde(default = "default_http_request_timeout")]
     pub http_request_timeout: Duration,
     /// Hold records back to each shard's write limits before Kinesis refuses them, as the KPL
-    /// does (needs kinesis:ListShards; without it records go unheld and throttled ones are
-    /// retried). Default true.
-    #[serde(default = "default_true")]
-    pub shard_rate_limit: bool,
+    /// does: `true` (every shard from the start), `auto` (each shard from the first time
+    /// Kinesis throttles it) or `false`. Needs kinesis:ListShards; without it records go
+    /// unheld and throttled ones are retried. Default `auto`.
+    #[serde(default)]
+    pub shard_rate_limit: ShardRateLimit,
     /// Records per second the limiter lets through per shard. Default 1000, Kinesis's limit
     /// (an aggregated record counts once).
     #[serde(default)]
@@ -114,8 +115,35 @@ pub struct KinesisConfig {
     pub shard_bytes_per_second: Option<ByteSize>,
 }
 
-fn default_true() -> bool {
-    true
+/// When the per-shard rate limiter holds records back (`shard_rate_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShardRateLimit {
+    /// Each shard from the first entry Kinesis throttles on it.
+    #[default]
+    Auto,
+    /// Every shard from the start.
+    On,
+    /// Never: throttled entries are retried after a backoff.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for ShardRateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Bool(bool),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Bool(true) => Ok(ShardRateLimit::On),
+            Written::Bool(false) => Ok(ShardRateLimit::Off),
+            Written::Text(text) if text == "auto" => Ok(ShardRateLimit::Auto),
+            Written::Text(text) => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a shard_rate_limit: use \"auto\", true or false"
+            ))),
+        }
+    }
 }
 
 fn default_flush() -> Duration {
@@ -251,7 +279,7 @@ impl KinesisConfig {
                 "must be at least 1KiB (Kinesis takes 1MiB/s per shard; leave it unset for that)",
             ));
         }
-        if !self.shard_rate_limit {
+        if self.shard_rate_limit == ShardRateLimit::Off {
             for (key, set) in [
                 (
                     "shard_records_per_second",
@@ -265,7 +293,7 @@ impl KinesisConfig {
                 if set {
                     problems.push(FieldError::new(
                         key,
-                        "only applies with shard_rate_limit = true",
+                        "does not apply with shard_rate_limit = false",
                     ));
                 }
             }
@@ -280,9 +308,9 @@ impl KinesisConfig {
         }
     }
 
-    /// The per-shard rates of the limiter, when it is on.
+    /// The per-shard rates of the limiter, unless it is off.
     pub fn shard_rates(&self) -> Option<ShardRates> {
-        self.shard_rate_limit.then(|| ShardRates {
+        (self.shard_rate_limit != ShardRateLimit::Off).then(|| ShardRates {
             records_per_second: self
                 .shard_records_per_second
                 .map_or(ShardRates::KINESIS.records_per_second, f64::from),

@@ -25,14 +25,13 @@ pub mod api;
 pub mod batch;
 pub mod client;
 pub mod config;
-pub mod kpl;
 pub mod metrics;
 pub mod permissions;
 pub mod put_records;
 pub mod rate_limit;
 pub mod shard_map;
 
-pub use config::KinesisConfig;
+pub use config::{KinesisConfig, ShardRateLimit};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,7 +45,7 @@ use tokio::time::Instant;
 use self::api::CallError;
 use self::batch::{
     random_partition_key, Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass, Failed,
-    Record, Rejected, ShardAggregators, MAX_PARTITION_KEY_CHARS,
+    Rejected, ShardAggregators,
 };
 use self::metrics::{auth_reason, retry_reason, KinesisMetrics};
 use self::permissions::DeniedActions;
@@ -59,6 +58,8 @@ use crate::buffer::memory::BatchDone;
 use crate::buffer::QueueReceiver;
 use crate::encode::Encoder;
 use crate::event::{Event, KeyPath};
+use crate::kinesis_record::kpl;
+use crate::kinesis_record::{hash_key, Record, RejectReason, MAX_PARTITION_KEY_CHARS};
 
 /// Delays between retries of throttled or failed entries, and of failed calls.
 const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -264,7 +265,7 @@ impl KinesisSink {
     /// Delivers until the queue is closed and every record is settled.
     pub async fn run(self, input: QueueReceiver) {
         let limits = self.start_up().await;
-        let shard_map = if self.config.aggregation || self.config.shard_rate_limit {
+        let shard_map = if self.config.aggregation || self.config.shard_rates().is_some() {
             self.first_shard_map().await
         } else {
             None
@@ -470,11 +471,18 @@ impl Task {
             .min(limits.max_record_size);
         let limiter = match (&shard_map, sink.config.shard_rates()) {
             (Some(map), Some(rates)) => {
+                let always = sink.config.shard_rate_limit == ShardRateLimit::On;
                 tracing::info!(sink = %sink.cx.name, shards = map.len(),
                     records_per_second = rates.records_per_second,
                     bytes_per_second = rates.bytes_per_second,
-                    "holding records to each shard's write limits");
-                Some(ShardLimiter::new(map.clone(), rates, Instant::now()))
+                    "holding records to each shard's write limits {}",
+                    if always { "from the start" } else { "once Kinesis throttles it" });
+                Some(ShardLimiter::new(
+                    map.clone(),
+                    rates,
+                    always,
+                    Instant::now(),
+                ))
             }
             _ => None,
         };
@@ -731,7 +739,7 @@ impl Task {
         if let Some(path) = &self.sink.explicit_hash_key {
             if let Some(value) = event.record.get_path(path) {
                 let text = value.to_text();
-                match shard_map::parse_hash_key(text.trim()) {
+                match hash_key::parse_hash_key(text.trim()) {
                     Ok(_) => record.explicit_hash_key = Some(text.trim().to_string()),
                     Err(e) => {
                         self.sink.cx.metrics.error("invalid_explicit_hash_key");
@@ -802,7 +810,7 @@ impl Task {
     /// Wraps an entry from the aggregators with the shard it is expected to land on.
     fn with_expected_shard(&self, entry: Entry<Vec<Token>>) -> Entry<Tokens> {
         let expected = self.aggregators.as_ref().and_then(|a| {
-            let hash = shard_map::effective_hash_key(
+            let hash = hash_key::effective_hash_key(
                 &entry.record.partition_key,
                 entry.record.explicit_hash_key.as_deref(),
             )
@@ -877,7 +885,7 @@ impl Task {
 
     /// A record that can never be sent: written to the dead-letter file, or logged and
     /// counted as dropped; either way settled so it blocks nothing.
-    fn reject(&self, size: usize, users: Vec<Token>, reason: &batch::RejectReason, tag: &str) {
+    fn reject(&self, size: usize, users: Vec<Token>, reason: &RejectReason, tag: &str) {
         let why = if reason.is_too_large() {
             dead_letter::reason::TOO_LARGE
         } else {
@@ -1017,6 +1025,9 @@ impl Task {
                 Some((_, n)) => *n += 1,
                 None => retried.push((reason, 1)),
             }
+            if reason == crate::metrics::retry_reason::THROTTLED {
+                self.engage_limiter(&failed.entry.record);
+            }
         }
         self.schedule_retries(outcome.retry, |attempt| RETRY_BACKOFF.delay(attempt));
         for (reason, entries) in retried {
@@ -1079,6 +1090,11 @@ impl Task {
     /// A whole call failed: every entry goes back, and no call starts before the backoff ends.
     fn call_failed(&mut self, batch: Batch<Tokens>, error: CallError) {
         self.consecutive_failures += 1;
+        if retry_reason(&error.code, error.status) == crate::metrics::retry_reason::THROTTLED {
+            for entry in batch.entries() {
+                self.engage_limiter(&entry.record);
+            }
+        }
         self.sink.metrics.failed_request(&error.code);
         self.sink.cx.metrics.error("put_records");
         self.sink
@@ -1236,6 +1252,17 @@ impl Task {
         self.mark_pending(now, client_waits);
     }
 
+    /// Kinesis throttled `record`: its shard is held to its limits from now on (`auto`).
+    fn engage_limiter(&mut self, record: &Record) {
+        let Some(limiter) = self.limiter.as_mut() else {
+            return;
+        };
+        if let Some(shard) = limiter.throttled(record, Instant::now()) {
+            tracing::info!(sink = %self.sink.cx.name, stream = %self.sink.config.stream,
+                shard, "Kinesis throttled the shard: holding records to its write limits from now on");
+        }
+    }
+
     /// Moves the entries the rate limiter lets go now into the batcher.
     fn release_held(&mut self) {
         let now = Instant::now();
@@ -1363,7 +1390,7 @@ impl Task {
 
     /// Whether the shard `shard_id`, as the current map lists it, holds the hash key of every
     /// user record of the aggregated `record`.
-    fn landed_in_range(&self, record: &batch::Record, shard_id: &str) -> bool {
+    fn landed_in_range(&self, record: &Record, shard_id: &str) -> bool {
         let Some(aggregators) = self.aggregators.as_ref() else {
             return false;
         };
@@ -1379,7 +1406,7 @@ impl Task {
             return false;
         };
         users.iter().all(|user| {
-            shard_map::effective_hash_key(&user.partition_key, user.explicit_hash_key.as_deref())
+            hash_key::effective_hash_key(&user.partition_key, user.explicit_hash_key.as_deref())
                 .is_ok_and(|hash| shard.contains(hash))
         })
     }
@@ -1502,7 +1529,8 @@ impl Task {
         let Some(limiter) = self.limiter.as_mut() else {
             tracing::info!(sink = %self.name(), shards = map.len(),
                 "shard listing available: holding records to each shard's write limits from now on");
-            self.limiter = Some(ShardLimiter::new(map.clone(), rates, now));
+            let always = self.sink.config.shard_rate_limit == ShardRateLimit::On;
+            self.limiter = Some(ShardLimiter::new(map.clone(), rates, always, now));
             return;
         };
         if limiter.shard_map() == map {

@@ -26,8 +26,9 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::api::{call_error, sanitize, CallError};
-use super::batch::{Batch, EntryResult, ErrorClass, Record};
+use super::batch::{Batch, EntryResult, ErrorClass};
 use crate::encode::json;
+use crate::kinesis_record::Record;
 
 /// Sends one PutRecords request. Returns the batch (to pair results with entries) and one
 /// result per entry, or the whole call's error. Delivered results carry the shard id only

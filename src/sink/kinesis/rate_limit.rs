@@ -10,14 +10,22 @@
 //!
 //! Entries of one shard leave in the order they came; a shard that waits holds back no other.
 //! An entry whose hash key no listed shard holds passes at once (Kinesis routes it).
+//!
+//! A shard is held to its limits once it is *engaged*: from the start (`shard_rate_limit =
+//! true`), or (`auto`, the default) from the first entry Kinesis throttled on it, with an empty
+//! bucket then, since Kinesis just said it has none. Until a shard is engaged its entries pass
+//! without their hash key being computed, so a stream that never throttles (one with spare
+//! capacity, or a local stand-in that enforces nothing) costs nothing and is never slowed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::batch::{Entry, Record};
-use super::shard_map::{effective_hash_key, ShardMap};
+use super::batch::Entry;
+use super::shard_map::ShardMap;
+use crate::kinesis_record::hash_key::effective_hash_key;
+use crate::kinesis_record::Record;
 
 /// What one shard takes per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,12 +105,20 @@ pub struct ShardLimiter<T> {
     held_since: Option<Instant>,
     /// Time entries were held, not yet reported by [`ShardLimiter::take_held_time`].
     held_time: Duration,
+    /// Per shard: held to its limits.
+    engaged: Vec<bool>,
+    /// Every shard is engaged from the start (`shard_rate_limit = true`).
+    always: bool,
 }
 
 impl<T> ShardLimiter<T> {
-    pub fn new(map: ShardMap, rates: ShardRates, now: Instant) -> ShardLimiter<T> {
+    /// A limiter for the shards of `map`; with `always`, every shard is engaged from the start,
+    /// else each one once Kinesis throttles it ([`ShardLimiter::throttled`]).
+    pub fn new(map: ShardMap, rates: ShardRates, always: bool, now: Instant) -> ShardLimiter<T> {
         let shards = map.len();
         ShardLimiter {
+            engaged: vec![always; shards],
+            always,
             rates,
             map,
             buckets: vec![Bucket::full(&rates, now); shards],
@@ -125,9 +141,15 @@ impl<T> ShardLimiter<T> {
     /// The entry back if its shard takes it now (its tokens are taken), else `None`: it is
     /// held until [`ShardLimiter::release`] lets it go.
     pub fn admit(&mut self, entry: Entry<T>, now: Instant) -> Option<Entry<T>> {
+        if !self.engaged.contains(&true) {
+            return Some(entry);
+        }
         let Some(index) = self.shard_of(&entry.record) else {
             return Some(entry);
         };
+        if !self.engaged[index] {
+            return Some(entry);
+        }
         if self.held[index].is_empty() {
             let bucket = &mut self.buckets[index];
             bucket.refill(&self.rates, now);
@@ -183,10 +205,35 @@ impl<T> ShardLimiter<T> {
             .min()
     }
 
+    /// Kinesis throttled `record`: its shard is held to its limits from now on, starting with
+    /// an empty bucket. Returns the shard's id when it was not engaged yet.
+    pub fn throttled(&mut self, record: &Record, now: Instant) -> Option<&str> {
+        let index = self.shard_of(record)?;
+        if self.engaged[index] {
+            return None;
+        }
+        self.engaged[index] = true;
+        self.buckets[index] = Bucket {
+            records: 0.0,
+            bytes: 0.0,
+            updated: now,
+        };
+        Some(self.map.shards()[index].id())
+    }
+
+    /// Whether any shard is held to its limits.
+    pub fn is_engaged(&self) -> bool {
+        self.engaged.contains(&true)
+    }
+
     /// Switches to a new shard listing: new buckets (full: the new shards have their own
-    /// capacity), and every held entry handed back to be admitted again by the new map.
+    /// capacity), and every held entry handed back to be admitted again by the new map. The
+    /// new shards are engaged if any shard was (split children of a throttled shard are likely
+    /// as busy as it was).
     pub fn replace_shard_map(&mut self, map: ShardMap, now: Instant) -> Vec<Entry<T>> {
         let shards = map.len();
+        let engaged = self.always || self.is_engaged();
+        self.engaged = vec![engaged; shards];
         self.map = map;
         self.buckets = vec![Bucket::full(&self.rates, now); shards];
         let held = std::mem::replace(
@@ -250,7 +297,7 @@ mod tests {
     #[test]
     fn a_shard_takes_a_second_of_burst_then_its_rate_in_order() {
         let t0 = Instant::now();
-        let mut limiter = ShardLimiter::new(even_map(2), RATES, t0);
+        let mut limiter = ShardLimiter::new(even_map(2), RATES, true, t0);
         let mut passed = Vec::new();
         for id in 0..15 {
             if let Some(e) = limiter.admit(entry(0, 10, id), t0) {
@@ -283,7 +330,7 @@ mod tests {
     #[test]
     fn bytes_limit_aggregates_and_oversized_entries_wait_for_a_full_bucket() {
         let t0 = Instant::now();
-        let mut limiter = ShardLimiter::new(even_map(2), RATES, t0);
+        let mut limiter = ShardLimiter::new(even_map(2), RATES, true, t0);
         assert!(limiter.admit(entry(0, 600, 1), t0).is_some());
         assert!(
             limiter.admit(entry(0, 600, 2), t0).is_none(),
@@ -311,7 +358,7 @@ mod tests {
     #[test]
     fn a_new_shard_map_hands_back_what_was_held() {
         let t0 = Instant::now();
-        let mut limiter = ShardLimiter::new(even_map(2), RATES, t0);
+        let mut limiter = ShardLimiter::new(even_map(2), RATES, true, t0);
         for id in 0..12 {
             let _ = limiter.admit(entry(1, 10, id), t0);
         }
@@ -319,5 +366,37 @@ mod tests {
         assert_eq!(back.iter().map(|e| e.token).collect::<Vec<_>>(), [10, 11]);
         assert_eq!(limiter.held_entries(), 0);
         assert_eq!(limiter.next_release(), None);
+    }
+
+    #[test]
+    fn in_auto_mode_only_a_throttled_shard_is_held_starting_empty() {
+        let t0 = Instant::now();
+        let mut limiter = ShardLimiter::new(even_map(2), RATES, false, t0);
+        for id in 0..50 {
+            assert!(limiter.admit(entry(0, 10, id), t0).is_some(), "not engaged");
+        }
+        let throttled = entry(1, 10, 99);
+        assert_eq!(
+            limiter.throttled(&throttled.record, t0),
+            Some("shardId-000000000001")
+        );
+        assert_eq!(limiter.throttled(&throttled.record, t0), None, "once");
+        assert!(
+            limiter.admit(entry(0, 10, 100), t0).is_some(),
+            "shard 0 stays free"
+        );
+        assert!(limiter.admit(throttled, t0).is_none(), "an empty bucket");
+        assert_eq!(
+            limiter.next_release(),
+            Some(t0 + Duration::from_millis(100))
+        );
+        // A new map engages every shard once one was.
+        let back = limiter.replace_shard_map(even_map(4), t0);
+        assert_eq!(back.len(), 1);
+        let mut admitted = 0;
+        for id in 0..15 {
+            admitted += usize::from(limiter.admit(entry(0, 10, id), t0).is_some());
+        }
+        assert_eq!(admitted, 10, "held to its limits after the new listing");
     }
 }

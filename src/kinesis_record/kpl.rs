@@ -28,8 +28,8 @@ use md5::{Digest, Md5};
 use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 
-use super::batch::{self, Record, RejectReason};
-use super::shard_map::{self, HashKeyError};
+use super::hash_key::{self, HashKeyError};
+use super::{validate_partition_key, validate_record, Record, RejectReason};
 
 /// First bytes of every aggregated record's data.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -119,7 +119,7 @@ pub enum KplError {
 /// Checks that containers sent with `outer_partition_key` under `max_record_size` can hold user
 /// records at all.
 pub fn check_limit(max_record_size: usize, outer_partition_key: &str) -> Result<(), KplError> {
-    batch::validate_partition_key(outer_partition_key).map_err(KplError::OuterPartitionKey)?;
+    validate_partition_key(outer_partition_key).map_err(KplError::OuterPartitionKey)?;
     let needed = outer_partition_key.len() + FRAMING_LEN;
     if max_record_size <= needed {
         return Err(KplError::LimitTooSmall {
@@ -255,7 +255,7 @@ struct Placement {
 ///
 /// Mixing user records with and without an explicit hash key in one container is valid (the KCL
 /// reads it right), but aws-kinesis-agg's deaggregator then reports the table's first explicit
-/// hash key for the records that had none; [`super::batch::ShardAggregators`] keeps them apart.
+/// hash key for the records that had none; [`crate::sink::kinesis::batch::ShardAggregators`] keeps them apart.
 #[derive(Debug)]
 pub struct Aggregator {
     max_record_size: usize,
@@ -271,7 +271,7 @@ impl Aggregator {
     pub fn new(max_record_size: usize, outer: OuterKeys) -> Result<Self, KplError> {
         check_limit(max_record_size, &outer.partition_key)?;
         if let Some(explicit) = &outer.explicit_hash_key {
-            shard_map::parse_hash_key(explicit).map_err(KplError::OuterExplicitHashKey)?;
+            hash_key::parse_hash_key(explicit).map_err(KplError::OuterExplicitHashKey)?;
         }
         Ok(Aggregator {
             max_record_size,
@@ -317,13 +317,13 @@ impl Aggregator {
 
     /// Whether [`Aggregator::try_add`] would take `record` now.
     pub fn would_fit(&self, record: &Record) -> bool {
-        batch::validate_record(record, self.max_record_size).is_ok()
+        validate_record(record, self.max_record_size).is_ok()
             && (self.is_empty() || self.fits(self.place(record).added_len))
     }
 
     /// Adds a user record, unless it would push the container over the record limit.
     pub fn try_add(&mut self, record: Record) -> Result<(), AddError> {
-        if let Err(reason) = batch::validate_record(&record, self.max_record_size) {
+        if let Err(reason) = validate_record(&record, self.max_record_size) {
             return Err(AddError::Rejected { record, reason });
         }
         let placement = self.place(&record);
