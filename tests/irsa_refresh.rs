@@ -13,7 +13,7 @@
 //!
 //! The web identity trust policy (eks-irsa-role.trust.json) is not checked here: moto does not
 //! evaluate trust policies for AssumeRoleWithWebIdentity, whose call must run with enforcement
-//! off (TESTING.md).
+//! off (docs/security.md).
 
 #[path = "support/expiring_sts.rs"]
 mod expiring_sts;
