@@ -21,12 +21,14 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# The whole workspace manifest set: Cargo.lock is honoured (--locked), lambda/ is a workspace
-# member and benches/ holds a bench target the root manifest declares.
+# The whole workspace manifest set: Cargo.lock is honoured (--locked), lambda/ and test-kit/
+# (the tests' dev-dependency) are workspace members and benches/ holds a bench target the root
+# manifest declares.
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 COPY src ./src
 COPY lambda ./lambda
+COPY test-kit ./test-kit
 COPY benches ./benches
 # The cache mounts keep the registry and the target directory between builds of this Dockerfile;
 # the binary is copied out of the cached target directory in the same step.

@@ -4,7 +4,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use support::process::{logferry, Logferry};
+use logferry_test_kit::logferry::{logferry, Logferry};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -62,7 +62,7 @@ fn configuration_md_toml_examples_validate() {
         }
         let path = dir.path().join(format!("example{i}.toml"));
         std::fs::write(&path, &config).unwrap();
-        let mut validate = std::process::Command::new(support::process::logferry_bin());
+        let mut validate = std::process::Command::new(logferry_test_kit::logferry::logferry_bin());
         validate.args(["validate", "--config", path.to_str().unwrap()]);
         for name in config
             .split("${")
@@ -162,7 +162,7 @@ fn run_exits_1_on_config_errors_and_2_on_runtime_failures() {
 fn stdin_json_lines_to_stdout_and_clean_exit_at_end_of_input() {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(support::process::logferry_bin())
+    let mut child = Command::new(logferry_test_kit::logferry::logferry_bin())
         .args(["run", "--config"])
         .arg(repo().join("examples/stdin-to-stdout.toml"))
         .stdin(Stdio::piped())
@@ -203,8 +203,12 @@ fn health_and_metrics_endpoints() {
     assert_eq!((code, body.as_str()), (200, "{\"status\":\"ok\"}"));
     let url = format!("http://{}/health", lf.http);
     assert!(logferry(&["healthcheck", "--url", &url]).status.success());
-    support::process::loadgen(&lf.forward.to_string(), &["--records", "10"]);
-    support::process::wait_for_lines(&lf.path("o"), 10, std::time::Duration::from_secs(10));
+    logferry_test_kit::logferry::loadgen(&lf.forward.to_string(), &["--records", "10"]);
+    logferry_test_kit::logferry::wait_for_lines(
+        &lf.path("o"),
+        10,
+        std::time::Duration::from_secs(10),
+    );
     // The sink counts a batch right after writing it: poll briefly.
     let want = [
         "logferry_records_in_total{component=\"forward.0\",kind=\"source\"} 10",

@@ -4,17 +4,15 @@
 //!
 //! Kinesis runs against moto (the stream read back with boto3), Kafka against tansu.
 
-#[path = "support/kafka.rs"]
-mod kafka;
-#[path = "support/kinesis.rs"]
-mod kin;
+use support::kafka;
+use support::kinesis as kin;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::services::{Moto, Tansu};
+use logferry_test_kit::stand_ins::{Moto, Tansu};
 
 /// Runs logferry with a stdin source (JSON lines, tag `app`) and one sink until it drains and
 /// exits; returns its exit code and log.
@@ -449,8 +447,8 @@ fn bytes_that_are_not_utf8_survive_the_dead_letter_round_trip() {
 
 #[test]
 fn a_dead_letter_directory_that_breaks_at_run_time_shows_on_health_and_metrics() {
+    use logferry_test_kit::net::{free_port, http_request};
     use std::io::Write;
-    use support::services::{free_port, http_request};
     let dir = tempfile::tempdir().unwrap();
     let dl = dir.path().join("dl");
     let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -476,7 +474,10 @@ fn a_dead_letter_directory_that_breaks_at_run_time_shows_on_health_and_metrics()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(support::services::wait_port(http, Duration::from_secs(30)));
+    assert!(logferry_test_kit::net::wait_port(
+        http,
+        Duration::from_secs(30)
+    ));
     // The directory exists (created at start); now it is replaced by a file.
     std::fs::remove_dir(&dl).unwrap();
     std::fs::write(&dl, b"not a directory").unwrap();

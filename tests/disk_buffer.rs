@@ -2,15 +2,16 @@
 //! a `file` sink. Fault tests: kill -9 mid-stream, a stalled sink with a growing backlog, disk
 //! full, an unwritable buffer path, SIGTERM under load. Each prints its figures.
 
-#[path = "support/faults.rs"]
-mod faults;
+use support::faults;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::process::{logferry_bin, Logferry};
+use logferry_test_kit::forward_ack::{loadgen_ack, report_field};
+use logferry_test_kit::logferry::{logferry_bin, Logferry};
+use logferry_test_kit::wait::wait_until;
 
 /// `WORK` is replaced by a directory that outlives restarts of logferry.
 const DISK_TO_FILE: &str = r#"
@@ -35,41 +36,13 @@ fn config(template: &str, work: &Path) -> String {
     template.replace("WORK", &work.display().to_string())
 }
 
-/// Runs `logferry loadgen --ack` against `target`; returns its output (success or not).
-fn loadgen_ack(target: &str, start: u64, records: u64, batch: u64, size: u64) -> Output {
-    Command::new(logferry_bin())
-        .args(["loadgen", "--target", target, "--ack"])
-        .args(["--start-seq", &start.to_string()])
-        .args(["--records", &records.to_string()])
-        .args(["--batch", &batch.to_string()])
-        .args(["--size", &size.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run loadgen")
-}
-
 /// `(records sent, messages acknowledged)` from loadgen's report, which it prints on stdout
 /// when it finishes and includes in its error when the server goes away.
 fn loadgen_figures(out: &Output) -> (u64, u64) {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let field = |name: &str| -> u64 {
-        let key = format!("\"{name}\":");
-        let at = text
-            .find(&key)
-            .unwrap_or_else(|| panic!("no {name} in loadgen output: {text}"))
-            + key.len();
-        text[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap_or_else(|_| panic!("bad {name} in loadgen output: {text}"))
-    };
-    (field("records"), field("acked_messages"))
+    (
+        report_field(out, "records"),
+        report_field(out, "acked_messages"),
+    )
 }
 
 /// How often each `seq` occurs in the output file (every occurrence on a line counts, so a
@@ -103,14 +76,6 @@ fn line_count(path: &Path) -> usize {
     std::fs::read(path)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
         .unwrap_or(0)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn kill9(lf: &mut Logferry) {
@@ -147,7 +112,7 @@ impl SlowPipe {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
         let path = dir.join("out.pipe");
-        let reader = support::process::stalled_fifo(&path);
+        let reader = logferry_test_kit::logferry::stalled_fifo(&path);
         let counts = Arc::new(Mutex::new(vec![0u32; n as usize]));
         let fast = Arc::new(AtomicBool::new(false));
         let (c, f) = (counts.clone(), fast.clone());
@@ -305,7 +270,7 @@ fn a_stalled_sink_grows_the_disk_buffer_with_bounded_memory_and_loses_nothing() 
     use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
     let pipe = work.path().join("out.pipe");
-    let reader = support::process::stalled_fifo(&pipe);
+    let reader = logferry_test_kit::logferry::stalled_fifo(&pipe);
     let config = config(DISK_TO_FILE, work.path())
         .replace("out.jsonl", "out.pipe")
         .replace("\"4MiB\"", "\"2MiB\"");
@@ -406,7 +371,7 @@ fn a_full_disk_holds_input_back_marks_the_buffer_unhealthy_and_recovers() {
     use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
     let pipe = work.path().join("out.pipe");
-    let reader = support::process::stalled_fifo(&pipe);
+    let reader = logferry_test_kit::logferry::stalled_fifo(&pipe);
     let mount_at = work.path().join("small");
     // LOGFERRY_TEST_NO_TMPFS=1 forces the unprivileged variant.
     let tmpfs = if std::env::var_os("LOGFERRY_TEST_NO_TMPFS").is_some() {

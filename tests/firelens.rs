@@ -4,8 +4,7 @@
 //! fluentd frames on the unix socket, loadgen over TCP, records read back from moto's Kinesis,
 //! and the documented health check run with the real `nc`.
 
-#[path = "support/kinesis.rs"]
-mod kin;
+use support::kinesis as kin;
 mod support;
 
 use std::io::Write;
@@ -16,7 +15,11 @@ use std::time::{Duration, Instant};
 use logferry::config::fluent_bit;
 use logferry::config::{Config, ConfigError};
 use logferry::event::{Event, EventTime, Map, Value};
-use support::services::{free_port, http_request, repo_root, wait_port, Moto};
+use logferry_test_kit::metrics;
+use logferry_test_kit::net::{free_port, http_request, wait_port};
+use logferry_test_kit::paths::repo_root;
+use logferry_test_kit::stand_ins::Moto;
+use logferry_test_kit::wait::wait_until_or;
 
 fn fixtures() -> PathBuf {
     let dir = repo_root().join("tests/fixtures/firelens");
@@ -161,8 +164,11 @@ fn fargate_minimal_fails_on_cloudwatch_logs_with_file_line_section_and_key() {
         )]
     );
     // The same through the command line, exit code 1.
-    let out =
-        support::process::logferry(&["validate", "--fluent-bit-config", path.to_str().unwrap()]);
+    let out = logferry_test_kit::logferry::logferry(&[
+        "validate",
+        "--fluent-bit-config",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -268,7 +274,7 @@ fn bridge_kafka_include_works_with_its_include_and_names_a_missing_one() {
 
 #[test]
 fn both_config_flags_at_once_are_refused() {
-    let out = support::process::logferry(&[
+    let out = logferry_test_kit::logferry::logferry(&[
         "validate",
         "--config",
         "a.toml",
@@ -290,7 +296,7 @@ fn without_flags_the_mounted_fluent_bit_file_wins_else_the_native_default() {
     )
     .unwrap();
     let validate = || {
-        Command::new(support::process::logferry_bin())
+        Command::new(logferry_test_kit::logferry::logferry_bin())
             .arg("validate")
             .env_remove("LOGFERRY_CONFIG")
             .env_remove("LOGFERRY_FLUENT_BIT_CONFIG")
@@ -345,25 +351,15 @@ impl Router {
 
     /// The first metric line containing every one of `parts`.
     fn metric(&self, parts: &[&str]) -> f64 {
-        self.metrics()
-            .lines()
-            .find(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metrics::first_containing(&self.metrics(), parts).unwrap_or(0.0)
     }
 
     fn wait_for(&self, what: &str, mut check: impl FnMut(&Router) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if check(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "timed out waiting for {what}:\n{}",
-            kin::tail(&self.log(), 60)
+        wait_until_or(
+            what,
+            Duration::from_secs(60),
+            || check(self),
+            || kin::tail(&self.log(), 60),
         );
     }
 
@@ -439,7 +435,7 @@ fn awsvpc_router_ships_docker_frames_and_loadgen_records_to_kinesis_and_answers_
     std::fs::write(&conf, text).unwrap();
 
     let log = dir.path().join("logferry.log");
-    let mut command = Command::new(support::process::logferry_bin());
+    let mut command = Command::new(logferry_test_kit::logferry::logferry_bin());
     command.arg("run");
     kin::aws_env(&mut command);
     command
@@ -509,7 +505,7 @@ fn awsvpc_router_ships_docker_frames_and_loadgen_records_to_kinesis_and_answers_
     drop(unix);
     // An app with its own fluent logger on TCP 24224.
     let tag = "web-firelens-0123456789abcdef0123456789abcdef";
-    let out = Command::new(support::process::logferry_bin())
+    let out = Command::new(logferry_test_kit::logferry::logferry_bin())
         .args(["loadgen", "--target", &format!("127.0.0.1:{forward}")])
         .args([
             "--records",

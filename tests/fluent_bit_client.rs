@@ -16,11 +16,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::process::{read_jsonl, wait_for_lines, Logferry};
+use logferry_test_kit::logferry::{read_jsonl, wait_for_lines, Logferry};
+use logferry_test_kit::stand_ins::{fluent_bit_bin, numbered_lines, FluentBit};
 
 const CONFIG: &str = r#"
 [service]
@@ -40,86 +39,6 @@ time_key = "time"
 time_key_format = "double"
 "#;
 
-/// The Fluent Bit binary, or `None` (with a loud line) when this machine has none.
-fn fluent_bit() -> Option<PathBuf> {
-    match std::env::var_os("FLUENT_BIT_BIN").map(PathBuf::from) {
-        Some(path) if path.is_file() => Some(path),
-        other => {
-            eprintln!(
-                "\n*** SKIPPED: Fluent Bit interop test: FLUENT_BIT_BIN is {} (scripts/test sets \
-                 it from ../shared/bench/peers/fluent-bit) ***\n",
-                match other {
-                    Some(p) => format!("{} (not a file)", p.display()),
-                    None => "unset".to_string(),
-                }
-            );
-            None
-        }
-    }
-}
-
-/// A running Fluent Bit, killed on drop.
-struct FluentBit {
-    child: Child,
-    log: PathBuf,
-}
-
-impl FluentBit {
-    /// `fluent-bit -i tail (input file, from its head) -o forward (to logferry) <out_args>`.
-    fn forward(bin: &Path, input: &Path, to: std::net::SocketAddr, out_args: &[&str]) -> Self {
-        let log = input.with_extension("fluent-bit.log");
-        let mut cmd = Command::new(bin);
-        cmd.args(["-f", "1", "-i", "tail", "-p"])
-            .arg(format!("path={}", input.display()))
-            .args(["-p", "read_from_head=true", "-p", "refresh_interval=1"])
-            .args([
-                "-t",
-                "app.fb",
-                "-o",
-                "forward",
-                "-m",
-                "*",
-                "-p",
-                "host=127.0.0.1",
-            ])
-            .arg("-p")
-            .arg(format!("port={}", to.port()));
-        for arg in out_args {
-            cmd.args(["-p", arg]);
-        }
-        let file = std::fs::File::create(&log).expect("fluent-bit log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("fluent-bit log"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn fluent-bit");
-        FluentBit { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for FluentBit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Writes `n` lines `line <i>` to a file for Fluent Bit's tail input.
-fn numbered_lines(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("input.log");
-    let mut text = String::with_capacity(n * 12);
-    for i in 0..n {
-        text.push_str(&format!("line {i}\n"));
-    }
-    std::fs::write(&path, text).expect("write input");
-    path
-}
-
 /// Every `line <i>` for i in 0..n exactly once, in order.
 fn check_lines(records: &[serde_json::Value], n: usize) {
     let logs: Vec<&str> = records
@@ -136,7 +55,9 @@ fn check_lines(records: &[serde_json::Value], n: usize) {
 
 /// One Fluent Bit → logferry run: `n` lines with these `out_forward` options.
 fn run(out_args: &[&str], metadata_key: Option<&str>, n: usize) {
-    let Some(bin) = fluent_bit() else { return };
+    let Some(bin) = fluent_bit_bin("Fluent Bit interop test") else {
+        return;
+    };
     let extra = metadata_key
         .map(|k| format!("metadata_key = \"{k}\""))
         .unwrap_or_default();

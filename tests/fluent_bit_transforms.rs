@@ -13,26 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use logferry_test_kit::logferry::logferry_bin;
+use logferry_test_kit::stand_ins::fluent_bit_bin;
 use serde_json::Value;
-use support::process::logferry_bin;
-
-/// The Fluent Bit binary, or `None` (with a loud line) when this machine has none.
-fn fluent_bit() -> Option<PathBuf> {
-    match std::env::var_os("FLUENT_BIT_BIN").map(PathBuf::from) {
-        Some(path) if path.is_file() => Some(path),
-        other => {
-            eprintln!(
-                "\n*** SKIPPED: Fluent Bit transform comparison: FLUENT_BIT_BIN is {} \
-                 (scripts/test sets it from ../shared/bench/peers/fluent-bit) ***\n",
-                match other {
-                    Some(p) => format!("{} (not a file)", p.display()),
-                    None => "unset".to_string(),
-                }
-            );
-            None
-        }
-    }
-}
 
 /// One comparison: input lines, Fluent Bit `[FILTER]`/`[PARSER]` sections and the native TOML
 /// transforms meant to be equivalent.
@@ -191,7 +174,9 @@ fn compare(label: &str, expected: &[Value], got: &[Value], log: &str) {
 
 /// Runs one case through Fluent Bit and through logferry twice; the outputs must be equal.
 fn check(name: &str, case: Case) {
-    let Some(bin) = fluent_bit() else { return };
+    let Some(bin) = fluent_bit_bin("Fluent Bit transform comparison") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut input = case.input.join("\n");

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use support::process::{check_sequence, loadgen, read_jsonl, wait_for_lines, Logferry};
-use support::services::python;
+use logferry_test_kit::forward_ack::{expected_ack, read_ack};
+use logferry_test_kit::logferry::{check_sequence, loadgen, read_jsonl, wait_for_lines, Logferry};
+use logferry_test_kit::paths::python;
 
 const FORWARD_TO_FILE: &str = r#"
 [service]
@@ -71,23 +72,6 @@ mod frames {
         enc.write_all(data).unwrap();
         enc.finish().unwrap()
     }
-}
-
-fn read_ack(stream: &mut TcpStream) -> Vec<u8> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut buf = [0u8; 128];
-    let n = stream.read(&mut buf).expect("an ack");
-    buf[..n].to_vec()
-}
-
-fn expected_ack(chunk: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmp::encode::write_map_len(&mut out, 1).unwrap();
-    rmp::encode::write_str(&mut out, "ack").unwrap();
-    rmp::encode::write_str(&mut out, chunk).unwrap();
-    out
 }
 
 #[test]
@@ -385,7 +369,7 @@ fn a_stalled_sink_pauses_the_source_with_bounded_memory_and_loses_nothing() {
     use std::io::BufRead;
     let pipe_dir = tempfile::tempdir().unwrap();
     let pipe = pipe_dir.path().join("out.pipe");
-    let reader = support::process::stalled_fifo(&pipe);
+    let reader = logferry_test_kit::logferry::stalled_fifo(&pipe);
     let config = format!(
         r#"
 [service]

@@ -22,11 +22,13 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::process::{check_sequence, read_jsonl, wait_for_lines, Logferry};
-use support::services::python;
+use logferry_test_kit::logferry::{check_sequence, read_jsonl, wait_for_lines, Logferry};
+use logferry_test_kit::metrics;
+use logferry_test_kit::paths::python;
+use logferry_test_kit::stand_ins::{fluent_bit_bin, numbered_lines, FluentBit};
 
 const SHARED_KEY: &str = "fleet-key-3f9c";
 
@@ -168,26 +170,9 @@ key_file = "{key}"
 
 /// The sum of the metric lines of the forward source with this name and reason.
 fn counted(lf: &Logferry, metric: &str, reason: &str) -> f64 {
-    lf.metrics()
-        .lines()
-        .filter(|l| {
-            l.starts_with(&format!("logferry_{metric}_total{{"))
-                && l.contains("kind=\"source\"")
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Waits until `f` holds, or panics with `what` and logferry's log.
-fn wait_until(lf: &Logferry, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        if Instant::now() > deadline {
-            panic!("{what} within {timeout:?}\n--- logferry:\n{}", lf.stderr());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let name = format!("logferry_{metric}_total{{");
+    let reason = format!("reason=\"{reason}\"");
+    metrics::sum_containing(&lf.metrics(), &[&name, "kind=\"source\"", &reason])
 }
 
 /// No secret in logferry's log, whatever happened.
@@ -277,12 +262,9 @@ fn python_client_with_a_wrong_key_gets_a_failed_pong_and_nothing_enters() {
     assert_eq!(r.json["pong"][1], false, "{}", r.json);
     assert_eq!(r.json["pong"][2], "shared_key mismatch");
     assert_eq!(r.json["acked"], 0);
-    wait_until(
-        &lf,
-        "the wrong key counted",
-        Duration::from_secs(10),
-        || counted(&lf, "auth_failures", "shared_key") == 1.0,
-    );
+    lf.wait_until("the wrong key counted", Duration::from_secs(10), || {
+        counted(&lf, "auth_failures", "shared_key") == 1.0
+    });
     let log = lf.stderr();
     let line = log
         .lines()
@@ -326,12 +308,9 @@ fn python_client_must_authenticate_as_a_listed_user() {
             bad.json
         );
     }
-    wait_until(
-        &lf,
-        "two refused users counted",
-        Duration::from_secs(10),
-        || counted(&lf, "auth_failures", "password") == 2.0,
-    );
+    lf.wait_until("two refused users counted", Duration::from_secs(10), || {
+        counted(&lf, "auth_failures", "password") == 2.0
+    });
     // The first refusal is logged with the user it claimed; the second, from the same address
     // within 10 s, is only counted (log lines are rate-limited per client address and reason).
     let log = lf.stderr();
@@ -362,8 +341,7 @@ fn client_certificates_are_required_with_a_ca_file() {
         "a client without a certificate got in: {}",
         without.json
     );
-    wait_until(
-        &lf,
+    lf.wait_until(
         "the missing certificate counted",
         Duration::from_secs(10),
         || counted(&lf, "errors", "tls_handshake") >= 1.0,
@@ -431,7 +409,7 @@ fn plain_text_on_the_tls_port_is_refused_and_counted() {
     let mut s = TcpStream::connect(lf.forward).unwrap();
     s.write_all(&plain_message()).unwrap();
     expect_closed(&mut s, Duration::from_secs(15));
-    wait_until(&lf, "plain text counted", Duration::from_secs(10), || {
+    lf.wait_until("plain text counted", Duration::from_secs(10), || {
         counted(&lf, "errors", "tls_handshake") == 1.0
     });
     let log = lf.stderr();
@@ -449,7 +427,7 @@ fn a_port_probe_is_counted_without_a_warning() {
     let (mut lf, _certs, _d) = start_tls(TLS_AND_KEY);
     // What a TCP health check does: connect, then hang up without a word.
     drop(TcpStream::connect(lf.forward).unwrap());
-    wait_until(&lf, "the probe counted", Duration::from_secs(10), || {
+    lf.wait_until("the probe counted", Duration::from_secs(10), || {
         counted(&lf, "errors", "handshake_closed") == 1.0
     });
     assert_eq!(counted(&lf, "errors", "tls_handshake"), 0.0);
@@ -470,7 +448,7 @@ fn a_stalled_handshake_is_cut_off_after_the_timeout() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "closed after {took:?}"
     );
-    wait_until(&lf, "the stall counted", Duration::from_secs(10), || {
+    lf.wait_until("the stall counted", Duration::from_secs(10), || {
         counted(&lf, "errors", "handshake_timeout") == 1.0
     });
     assert!(lf.terminate().success());
@@ -489,8 +467,7 @@ fn a_client_that_skips_the_handshake_is_refused_without_tls_too() {
         got.starts_with(b"\x92\xa4HELO"),
         "the HELO came first: {got:?}"
     );
-    wait_until(
-        &lf,
+    lf.wait_until(
         "the skipped handshake counted",
         Duration::from_secs(10),
         || counted(&lf, "auth_failures", "no_handshake") == 1.0,
@@ -498,7 +475,7 @@ fn a_client_that_skips_the_handshake_is_refused_without_tls_too() {
     // A client that stalls after HELO.
     let mut s = TcpStream::connect(lf.forward).unwrap();
     expect_closed(&mut s, Duration::from_secs(10));
-    wait_until(&lf, "the stall counted", Duration::from_secs(10), || {
+    lf.wait_until("the stall counted", Duration::from_secs(10), || {
         counted(&lf, "errors", "handshake_timeout") == 1.0
     });
     assert!(lf.terminate().success());
@@ -539,7 +516,7 @@ fn a_bad_certificate_path_stops_start_up_naming_the_option_and_file() {
         .replace("{dir}", &dir.path().display().to_string()),
     )
     .unwrap();
-    let out = support::process::logferry(&["run", "--config", path.to_str().unwrap()]);
+    let out = logferry_test_kit::logferry::logferry(&["run", "--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -549,74 +526,6 @@ fn a_bad_certificate_path_stops_start_up_naming_the_option_and_file() {
 }
 
 // --- Fluent Bit's out_forward -------------------------------------------------------------
-
-/// The Fluent Bit binary, or `None` (with a loud line) when this machine has none.
-fn fluent_bit() -> Option<PathBuf> {
-    match std::env::var_os("FLUENT_BIT_BIN").map(PathBuf::from) {
-        Some(path) if path.is_file() => Some(path),
-        other => {
-            eprintln!(
-                "\n*** SKIPPED: Fluent Bit secure forward test: FLUENT_BIT_BIN is {} (scripts/test \
-                 sets it from ../shared/bench/peers/fluent-bit) ***\n",
-                match other {
-                    Some(p) => format!("{} (not a file)", p.display()),
-                    None => "unset".to_string(),
-                }
-            );
-            None
-        }
-    }
-}
-
-/// `fluent-bit -i tail (numbered lines) -o forward (to logferry) <out_args>`, killed on drop.
-struct FluentBit {
-    child: Child,
-    log: PathBuf,
-}
-
-impl FluentBit {
-    fn start(
-        bin: &Path,
-        dir: &Path,
-        n: usize,
-        to: std::net::SocketAddr,
-        out_args: &[&str],
-    ) -> Self {
-        let input = dir.join("input.log");
-        let text: String = (0..n).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&input, text).unwrap();
-        let log = dir.join("fluent-bit.log");
-        let mut cmd = Command::new(bin);
-        cmd.args(["-f", "1", "-i", "tail", "-p"])
-            .arg(format!("path={}", input.display()))
-            .args(["-p", "read_from_head=true", "-p", "refresh_interval=1"])
-            .args(["-t", "app.fb", "-o", "forward", "-m", "*"])
-            .args(["-p", "host=127.0.0.1", "-p"])
-            .arg(format!("port={}", to.port()));
-        for arg in out_args {
-            cmd.args(["-p", arg]);
-        }
-        let file = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("spawn fluent-bit");
-        FluentBit { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for FluentBit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `{"log": "line <i>"}` records as `{"seq": i}`, for [`check_sequence`].
 fn numbered(records: &[serde_json::Value]) -> Vec<serde_json::Value> {
@@ -636,11 +545,13 @@ fn numbered(records: &[serde_json::Value]) -> Vec<serde_json::Value> {
 /// Fluent Bit over TLS with these options (made from the test's certificates) delivers `n`
 /// records, each exactly once.
 fn fluent_bit_delivers(extra: &str, out_args: impl Fn(&Certs) -> Vec<String>, n: usize) {
-    let Some(bin) = fluent_bit() else { return };
+    let Some(bin) = fluent_bit_bin("Fluent Bit secure forward test") else {
+        return;
+    };
     let (mut lf, certs, dir) = start_tls(extra);
     let out_args = out_args(&certs);
     let args = strs(&out_args);
-    let fb = FluentBit::start(&bin, dir.path(), n, lf.forward, &args);
+    let fb = FluentBit::forward(&bin, &numbered_lines(dir.path(), n), lf.forward, &args);
     let out = lf.path("out.jsonl");
     if std::panic::catch_unwind(|| wait_for_lines(&out, n, Duration::from_secs(60))).is_err() {
         panic!(
@@ -713,9 +624,16 @@ fn fluent_bit_with_users_and_password() {
 /// Fluent Bit with `out_args` is refused: nothing arrives, `reason` is counted, the log names
 /// the peer.
 fn fluent_bit_refused(extra: &str, out_args: &[String], metric: &str, reason: &str) {
-    let Some(bin) = fluent_bit() else { return };
+    let Some(bin) = fluent_bit_bin("Fluent Bit secure forward test") else {
+        return;
+    };
     let (mut lf, _certs, dir) = start_tls(extra);
-    let fb = FluentBit::start(&bin, dir.path(), 100, lf.forward, &strs(out_args));
+    let fb = FluentBit::forward(
+        &bin,
+        &numbered_lines(dir.path(), 100),
+        lf.forward,
+        &strs(out_args),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while counted(&lf, metric, reason) < 1.0 {
         if Instant::now() > deadline {
@@ -801,8 +719,10 @@ fn fluent_bit_with_the_shared_key_without_tls() {
 /// with Fluent Bit itself as the client.
 #[test]
 fn fluent_bit_config_secure_forward_input_with_fluent_bit_as_client() {
-    use support::services::{free_port, wait_listening};
-    let Some(bin) = fluent_bit() else { return };
+    use logferry_test_kit::net::{free_port, wait_listening};
+    let Some(bin) = fluent_bit_bin("Fluent Bit secure forward test") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let (port, http) = (free_port(), free_port());
@@ -844,7 +764,7 @@ fn fluent_bit_config_secure_forward_input_with_fluent_bit_as_client() {
         "username=fbuser".to_string(),
         "password=fb pass 9".to_string(),
     ]);
-    let fb = FluentBit::start(&bin, dir.path(), 500, to, &strs(&args));
+    let fb = FluentBit::forward(&bin, &numbered_lines(dir.path(), 500), to, &strs(&args));
     let out = dir.path().join("out.jsonl");
     let waited = std::panic::catch_unwind(|| wait_for_lines(&out, 500, Duration::from_secs(60)));
     std::thread::sleep(Duration::from_millis(1000));

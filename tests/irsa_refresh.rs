@@ -13,14 +13,11 @@
 //!
 //! The web identity trust policy (eks-irsa-role.trust.json) is not checked here: moto does not
 //! evaluate trust policies for AssumeRoleWithWebIdentity, whose call must run with enforcement
-//! off (TESTING.md).
+//! off (docs/security.md).
 
-#[path = "support/expiring_sts.rs"]
-mod expiring_sts;
-#[path = "support/iam_documents.rs"]
-mod iam;
-#[path = "support/kinesis.rs"]
-mod kin;
+use logferry_test_kit::expiring_sts;
+use support::iam_documents as iam;
+use support::kinesis as kin;
 mod support;
 
 use std::collections::BTreeSet;
@@ -28,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use expiring_sts::ExpiringSts;
 use kin::{create_stream, read_stream, tool, unique_stream, Logferry};
-use support::services::Moto;
+use logferry_test_kit::stand_ins::Moto;
 
 const LIFETIME: Duration = Duration::from_secs(12);
 /// AssumeRoleWithWebIdentity calls to see: the first one and at least two refreshes.

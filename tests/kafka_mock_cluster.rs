@@ -5,8 +5,7 @@
 //! The sink is driven through the library (queue -> sink task), because the mock cluster lives
 //! inside the test process.
 
-#[path = "support/kafka.rs"]
-mod kafka;
+use support::kafka;
 mod support;
 
 use std::sync::Arc;

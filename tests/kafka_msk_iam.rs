@@ -3,16 +3,14 @@
 //! the secret it knows (not with the signer logferry uses), checks host, action and expiry,
 //! and relays authenticated traffic to tansu, which advertises the proxy's address.
 
-#[path = "support/kafka.rs"]
-mod kafka;
+use support::kafka;
 mod support;
 
 use std::time::Duration;
 
-use kafka::{
-    assert_exactly_once, consume_msk, seqs, wait_until, TansuBehindProxy, AKID, REGION, SECRET,
-};
-use support::process::{loadgen, Logferry};
+use kafka::{assert_exactly_once, consume_msk, seqs, TansuBehindProxy, AKID, REGION, SECRET};
+use logferry_test_kit::logferry::{loadgen, Logferry};
+use logferry_test_kit::wait::wait_until_or;
 
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -123,7 +121,7 @@ fn refused_then_fixed(refusing_secret: &str, refusing_args: &[&str], reason: &st
         &lf.forward.to_string(),
         &["--records", &n.to_string(), "--batch", "50"],
     );
-    wait_until(
+    wait_until_or(
         "logferry to report the authentication failure on /health",
         Duration::from_secs(30),
         || {
@@ -161,13 +159,13 @@ fn refused_then_fixed(refusing_secret: &str, refusing_args: &[&str], reason: &st
 
     // Fixed: the same port now accepts logferry's credentials.
     let accepting = stack.proxy(SECRET, &[]);
-    wait_until(
+    wait_until_or(
         "every waiting record to be delivered",
         Duration::from_secs(60),
         || delivered(&lf) >= n,
         || format!("delivered {}\n{}", delivered(&lf), lf.stderr()),
     );
-    wait_until(
+    wait_until_or(
         "/health to recover",
         Duration::from_secs(20),
         || lf.health().0 == 200,

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use logferry::sink::kafka::auth::{CredentialSource, MskTokenProvider};
 use logferry::sink::kafka::msk_iam::MskTarget;
-use support::services::Moto;
+use logferry_test_kit::stand_ins::Moto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_arn_credentials_come_from_sts_assume_role() {

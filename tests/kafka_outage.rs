@@ -7,20 +7,17 @@
 //!
 //! Prints its figures: sent, acknowledged by logferry, delivered, lost, duplicates.
 
-#[path = "support/faults.rs"]
-mod faults;
-#[path = "support/kafka.rs"]
-mod kafka;
-#[path = "support/outage.rs"]
-mod outage;
+use support::faults;
+use support::kafka;
+use support::outage;
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
 use faults::CutProxy;
-use support::process::Logferry;
-use support::services::Tansu;
+use logferry_test_kit::logferry::Logferry;
+use logferry_test_kit::stand_ins::Tansu;
 
 fn config(bootstrap: &str, work: &Path) -> String {
     format!(

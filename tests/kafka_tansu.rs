@@ -1,8 +1,7 @@
 //! The Kafka sink end to end against tansu (an Apache-Kafka-compatible broker): records sent
 //! with `logferry loadgen` to the forward input, read back with the rdkafka crate's consumer.
 
-#[path = "support/kafka.rs"]
-mod kafka;
+use support::kafka;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,8 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka::{assert_exactly_once, consume, seqs, Consumed};
-use support::process::{loadgen, Logferry};
-use support::services::{python, Tansu};
+use logferry_test_kit::logferry::{loadgen, Logferry};
+use logferry_test_kit::paths::python;
+use logferry_test_kit::stand_ins::Tansu;
 
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -2,14 +2,13 @@
 //! enforcement (right and wrong secret), `role_arn` through moto's STS, and IRSA (web identity
 //! token file + AWS_ROLE_ARN) through moto's STS.
 
-#[path = "support/kinesis.rs"]
-mod kin;
+use support::kinesis as kin;
 mod support;
 
 use std::time::Duration;
 
 use kin::{create_stream, read_stream, tool, unique_stream, Logferry};
-use support::services::Moto;
+use logferry_test_kit::stand_ins::Moto;
 
 /// The actions docs/kinesis.md lists for the sink, and nothing else. The resource is `*`
 /// because moto evaluates Kinesis actions against resource `*` only (its Kinesis responses do

@@ -9,21 +9,19 @@
 //!
 //! Each prints its figures: sent, acknowledged by logferry, delivered, lost, duplicates.
 
-#[path = "support/fault_kinesis.rs"]
-mod fault;
-#[path = "support/faults.rs"]
-mod faults;
-#[path = "support/outage.rs"]
-mod outage;
+use logferry_test_kit::fault_kinesis as fault;
+use support::faults;
+use support::kinesis::AcceptedUserSeqs;
+use support::outage;
 mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fault::{FaultKinesis, Faults, RequestFault, AWS_ENV};
 use faults::{acked_messages, assert_ok, counts, crash_duplicate_bound, loadgen_ack, Figures};
-use support::process::Logferry;
+use logferry_test_kit::logferry::Logferry;
 
 const COMPONENT: &str = "component=\"kinesis.0\"";
 
@@ -51,18 +49,6 @@ buffer_path = "{}/buffer"
 "#,
         work.display()
     )
-}
-
-fn wait_until(what: &str, timeout: Duration, lf: &Logferry, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            lf.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn metric(lf: &Logferry, name: &str) -> f64 {
@@ -129,12 +115,9 @@ fn kill_9_with_concurrent_requests_repeats_at_most_the_documented_window() {
     let mut lf = Logferry::start_with_env(&config, AWS_ENV);
     let target = lf.forward.to_string();
     let client = std::thread::spawn(move || loadgen_ack(&target, 0, total, batch, 200));
-    wait_until(
-        "some records delivered",
-        Duration::from_secs(60),
-        &lf,
-        || metric(&lf, "logferry_records_out_total") >= 500.0 || client.is_finished(),
-    );
+    lf.wait_until("some records delivered", Duration::from_secs(60), || {
+        metric(&lf, "logferry_records_out_total") >= 500.0 || client.is_finished()
+    });
     let pid = lf.pid().to_string();
     assert!(Command::new("kill")
         .args(["-KILL", &pid])
@@ -159,15 +142,10 @@ fn kill_9_with_concurrent_requests_repeats_at_most_the_documented_window() {
         batch,
         200,
     ));
-    wait_until(
-        "every record delivered",
-        Duration::from_secs(60),
-        &lf,
-        || {
-            metric(&lf, "logferry_buffer_disk_records") == 0.0
-                && kinesis.seen(|s| s.accepted.len()) as u64 >= total
-        },
-    );
+    lf.wait_until("every record delivered", Duration::from_secs(60), || {
+        metric(&lf, "logferry_buffer_disk_records") == 0.0
+            && kinesis.seen(|s| s.accepted.len()) as u64 >= total
+    });
     let counts = counts(kinesis.accepted_user_seqs(), total);
     let fig = Figures::from_counts(total, acked, &counts);
     let dup_acked: u64 = counts[..acked as usize]

@@ -4,10 +4,8 @@
 //! Every record must be delivered exactly once as the stand-in counts it, and only failed
 //! entries may be sent again.
 
-#[path = "support/fault_kinesis.rs"]
-mod fault;
-#[path = "support/kinesis.rs"]
-mod kin;
+use logferry_test_kit::fault_kinesis as fault;
+use support::kinesis as kin;
 mod support;
 
 use std::collections::BTreeMap;

@@ -2,14 +2,13 @@
 //! `logferry loadgen` (forward protocol), the stream read back from every shard with boto3
 //! GetRecords and deaggregated with the official aws-kinesis-agg library.
 
-#[path = "support/kinesis.rs"]
-mod kin;
+use support::kinesis as kin;
 mod support;
 
 use std::time::Duration;
 
 use kin::{create_stream, md5_hash_key, read_stream, unique_stream, Logferry};
-use support::services::Moto;
+use logferry_test_kit::stand_ins::Moto;
 
 fn sink(endpoint: &str, stream: &str, extra: &str) -> String {
     format!("stream = \"{stream}\"\nendpoint = \"{endpoint}\"\nflush = \"200ms\"\n{extra}")

@@ -4,8 +4,7 @@
 //! figures against the real limits (1000 records/s, 1 MiB/s per shard, enforced by the
 //! bench's fake-kinesis) are in docs/kinesis.md.
 
-#[path = "support/kinesis.rs"]
-mod kin;
+use support::kinesis as kin;
 mod support;
 
 use std::collections::BTreeMap;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use kin::{create_stream, read_stream, unique_stream, Logferry, StreamContents};
-use support::services::Kinesalite;
+use logferry_test_kit::stand_ins::Kinesalite;
 
 /// The most any one-second window of a shard's arrivals holds, by records and by bytes (data
 /// + partition key), over every shard.

@@ -8,8 +8,7 @@
 //! from is dropped whole. Every record logferry acknowledged must survive that judgement,
 //! including those sent while the sink still used the shard map from before the reshard.
 
-#[path = "support/kinesis.rs"]
-mod kin;
+use support::kinesis as kin;
 mod support;
 
 use std::collections::BTreeMap;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kin::{create_stream, md5_hash_key, read_stream, unique_stream, Logferry, StreamContents};
-use support::services::Kinesalite;
+use logferry_test_kit::stand_ins::Kinesalite;
 
 fn sink(endpoint: &str, stream: &str, extra: &str) -> String {
     format!("stream = \"{stream}\"\nendpoint = \"{endpoint}\"\nflush = \"200ms\"\n{extra}")

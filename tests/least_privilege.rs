@@ -25,10 +25,8 @@
 //! The Lambda forwarder (lambda/) runs the same Kinesis sink as the `logferry` binary, so
 //! running the binary with `lambda-forwarder-role.json` proves the calls the forwarder makes.
 
-#[path = "support/iam_documents.rs"]
-mod iam;
-#[path = "support/kinesis.rs"]
-mod kin;
+use support::iam_documents as iam;
+use support::kinesis as kin;
 mod support;
 
 use std::time::Duration;
@@ -38,8 +36,8 @@ use iam::{
     stream_arn, user, without, EXAMPLE_ACCOUNT, EXAMPLE_REGION,
 };
 use kin::{create_stream, read_stream, tool, unique_stream, Logferry};
+use logferry_test_kit::stand_ins::Moto;
 use serde_json::Value;
-use support::services::Moto;
 
 /// One run of logferry: its stream and the keys of the user it runs as.
 struct Case {

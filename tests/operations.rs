@@ -4,16 +4,15 @@
 //! auth failures, buffer gauges in memory and on disk), and `/health` reports a buffer over
 //! `health_buffer_threshold` and clears once it drains.
 
-#[path = "support/fault_kinesis.rs"]
-mod fault;
+use logferry_test_kit::fault_kinesis as fault;
 mod support;
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fault::{FaultKinesis, Faults, RequestFault, AWS_ENV};
-use support::process::{loadgen, read_jsonl, stalled_fifo, wait_for_lines, Logferry};
+use logferry_test_kit::logferry::{loadgen, read_jsonl, stalled_fifo, wait_for_lines, Logferry};
 
 /// Every `logferry_*` metric name the dashboard's queries use.
 fn dashboard_metric_names() -> BTreeSet<String> {
@@ -79,23 +78,6 @@ fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-fn wait_until(lf: &Logferry, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stderr = lf.stderr();
-    let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-    panic!(
-        "timed out waiting for {what}; metrics:\n{}\nlogferry log (last lines first):\n{}",
-        lf.metrics(),
-        tail.join("\n")
-    );
-}
-
 #[test]
 fn the_dashboard_queries_only_exported_metrics_and_they_move_under_load() {
     // First a call refused for lack of permission, then entries throttled or failed now and
@@ -143,8 +125,7 @@ buffer_path = "{{dir}}/buffer"
         &["--records", "100", "--size", "200", "--start-seq", "0"],
     );
     // /health and its gauges report the sink while calls are refused (1 to 3 s: slow retries).
-    wait_until(
-        &lf,
+    lf.wait_until(
         "the refused call on /health",
         Duration::from_secs(30),
         || {
@@ -156,7 +137,7 @@ buffer_path = "{{dir}}/buffer"
                     .contains("logferry_unhealthy{component=\"to_kinesis\"} 1")
         },
     );
-    wait_until(&lf, "the refused calls", Duration::from_secs(30), || {
+    lf.wait_until("the refused calls", Duration::from_secs(30), || {
         kinesis.seen(|s| s.put_calls) >= 2
     });
     kinesis.set(Faults {
@@ -177,8 +158,7 @@ buffer_path = "{{dir}}/buffer"
             "100",
         ],
     );
-    wait_until(
-        &lf,
+    lf.wait_until(
         "every record delivered to both sinks",
         Duration::from_secs(60),
         || {
@@ -198,9 +178,9 @@ buffer_path = "{{dir}}/buffer"
         &["--records", "10", "--tag", "nobody", "--ack"],
     );
     wait_for_lines(&lf.path("out.jsonl"), n as usize, Duration::from_secs(10));
-    support::process::check_sequence(&read_jsonl(&lf.path("out.jsonl")), n);
+    logferry_test_kit::logferry::check_sequence(&read_jsonl(&lf.path("out.jsonl")), n);
     // Health comes back once a call succeeds after the refused one.
-    wait_until(&lf, "/health 200 again", Duration::from_secs(30), || {
+    lf.wait_until("/health 200 again", Duration::from_secs(30), || {
         lf.health().0 == 200
     });
     let metrics = lf.metrics();
@@ -394,8 +374,7 @@ buffer_limit = "256KiB"
             ],
         )
     });
-    wait_until(
-        &lf,
+    lf.wait_until(
         "/health 503 for the full buffer",
         Duration::from_secs(30),
         || {
@@ -411,29 +390,24 @@ buffer_limit = "256KiB"
         "{reason}"
     );
     // While stalled, the oldest record ages and the records are counted.
-    wait_until(
-        &lf,
-        "the oldest record to age",
-        Duration::from_secs(10),
-        || {
-            let m = lf.metrics();
-            sample_sum(
+    lf.wait_until("the oldest record to age", Duration::from_secs(10), || {
+        let m = lf.metrics();
+        sample_sum(
+            &m,
+            "logferry_buffer_oldest_unacked_seconds",
+            &["component=\"stuck\""],
+        ) >= 1.0
+            && sample_sum(
                 &m,
-                "logferry_buffer_oldest_unacked_seconds",
+                "logferry_buffer_memory_records",
                 &["component=\"stuck\""],
-            ) >= 1.0
-                && sample_sum(
-                    &m,
-                    "logferry_buffer_memory_records",
-                    &["component=\"stuck\""],
-                ) > 0.0
-                && sample_sum(
-                    &m,
-                    "logferry_unhealthy",
-                    &["component=\"stuck.buffer_fill\""],
-                ) == 1.0
-        },
-    );
+            ) > 0.0
+            && sample_sum(
+                &m,
+                "logferry_unhealthy",
+                &["component=\"stuck.buffer_fill\""],
+            ) == 1.0
+    });
     // Unstick the output: read the pipe to the end of what the sender sends.
     let drain = std::thread::spawn(move || {
         let mut lines = 0u64;
@@ -448,8 +422,7 @@ buffer_limit = "256KiB"
     });
     sender.join().expect("loadgen finished");
     assert_eq!(drain.join().unwrap(), n, "every record came out");
-    wait_until(
-        &lf,
+    lf.wait_until(
         "/health 200 after draining",
         Duration::from_secs(10),
         || lf.health().0 == 200,

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use logferry_test_kit::logferry::{logferry_bin, read_jsonl, wait_for_lines};
+use logferry_test_kit::metrics;
+use logferry_test_kit::net::{free_port, wait_listening};
+use logferry_test_kit::wait::wait_until;
 use serde_json::Value;
-use support::process::{logferry_bin, read_jsonl, wait_for_lines};
-use support::services::{free_port, wait_listening};
 
 /// A logferry process running a config written to `dir`; killed on drop.
 struct Tail {
@@ -76,13 +78,8 @@ impl Tail {
 
     /// The value of the first metric line starting with `prefix` (0 when absent).
     fn metric(&self, prefix: &str) -> f64 {
-        let (_, body) = support::services::http_request(self.http, "GET", "/metrics", b"");
-        String::from_utf8_lossy(&body)
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        let (_, body) = logferry_test_kit::net::http_request(self.http, "GET", "/metrics", b"");
+        metrics::first(&String::from_utf8_lossy(&body), prefix).unwrap_or(0.0)
     }
 
     fn pid(&self) -> u32 {
@@ -168,14 +165,6 @@ fn exactly_once(seen: &[u64], n: u64) {
         dup.len(),
         dup.iter().take(5).collect::<Vec<_>>()
     );
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -743,7 +732,11 @@ fn shipped_tail_examples_validate() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("examples")
             .join(name);
-        let out = support::process::logferry(&["validate", "--config", path.to_str().unwrap()]);
+        let out = logferry_test_kit::logferry::logferry(&[
+            "validate",
+            "--config",
+            path.to_str().unwrap(),
+        ]);
         assert!(
             out.status.success(),
             "{name}: {}",

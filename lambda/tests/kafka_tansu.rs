@@ -4,8 +4,10 @@ mod support;
 
 use std::time::Duration;
 
+use logferry_test_kit::kafka::consume;
+use logferry_test_kit::stand_ins::Tansu;
 use serde_json::{json, Value};
-use support::{fixture, Function, Tansu};
+use support::{fixture, Function};
 
 #[test]
 fn data_message_into_a_kafka_topic_on_tansu() {
@@ -16,7 +18,7 @@ fn data_message_into_a_kafka_topic_on_tansu() {
         dir.path(),
         &[
             ("LOGFERRY_SINK", "kafka"),
-            ("LOGFERRY_BROKERS", &tansu.bootstrap),
+            ("LOGFERRY_BROKERS", &tansu.bootstrap()),
             ("LOGFERRY_TOPIC", "logs"),
         ],
     );
@@ -35,11 +37,15 @@ fn data_message_into_a_kafka_topic_on_tansu() {
     let decoded: Value =
         serde_json::from_slice(&fixture("lambda-data-message-realistic.decoded.json")).unwrap();
     let events = decoded["logEvents"].as_array().unwrap();
-    let got = tansu.consume("logs", 5);
+    let got = consume(&tansu.bootstrap(), "logs", 5, Duration::from_secs(30));
     assert_eq!(got.len(), 5);
-    for ((key, value), event) in got.iter().zip(events) {
-        assert_eq!(key, "web/app/0123", "message key = logStream by default");
-        let record: Value = serde_json::from_str(value).unwrap();
+    for (message, event) in got.iter().zip(events) {
+        assert_eq!(
+            message.key.as_deref(),
+            Some(&b"web/app/0123"[..]),
+            "message key = logStream by default"
+        );
+        let record = message.json();
         assert_eq!(record["message"], event["message"]);
         assert_eq!(record["id"], event["id"]);
         assert_eq!(record["logGroup"], "/ecs/web");

@@ -4,13 +4,10 @@
 
 mod support;
 
-#[path = "../../tests/support/fault_kinesis.rs"]
-mod fault_kinesis;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use fault_kinesis::{FaultKinesis, Faults, RequestFault};
+use logferry_test_kit::fault_kinesis::{FaultKinesis, Faults, RequestFault};
 use serde_json::Value;
 use support::{awslogs_event, data_message, Function};
 

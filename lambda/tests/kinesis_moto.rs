@@ -5,8 +5,10 @@ mod support;
 
 use std::time::Duration;
 
+use logferry_test_kit::kinesis::{create_stream, read_stream as read_kinesis, tool};
+use logferry_test_kit::stand_ins::Moto;
 use serde_json::{json, Value};
-use support::{fixture, Function, Moto};
+use support::{fixture, Function};
 
 fn messages() -> Vec<String> {
     let decoded: Value =
@@ -38,16 +40,13 @@ fn kinesis_function(
 /// Every user record in `stream` (deaggregated by aws-kinesis-agg): (partition key, whether
 /// it came out of an aggregated record, parsed JSON data).
 fn read_stream_records(moto: &Moto, stream: &str) -> Vec<(String, bool, Value)> {
-    moto.tool(&["read-stream", stream])
-        .lines()
-        .map(|l| {
-            let r: Value = serde_json::from_str(l).unwrap();
-            let data: Value = serde_json::from_str(r["data"].as_str().unwrap()).unwrap();
-            (
-                r["partition_key"].as_str().unwrap().to_string(),
-                r["aggregated"].as_bool().unwrap_or(false),
-                data,
-            )
+    read_kinesis(&moto.endpoint(), stream)
+        .records
+        .iter()
+        .flat_map(|r| {
+            r.users
+                .iter()
+                .map(|u| (u.partition_key.clone(), r.aggregated, u.json()))
         })
         .collect()
 }
@@ -61,7 +60,7 @@ fn read_stream(moto: &Moto, stream: &str) -> Vec<(String, Value)> {
 
 fn data_message_into_kinesis(aggregation: &str) {
     let moto = Moto::start();
-    moto.tool(&["create-stream", "out"]);
+    create_stream(&moto.endpoint(), "out", 1);
     let dir = tempfile::tempdir().unwrap();
     let f = kinesis_function(dir.path(), &moto, "out", aggregation);
     let reply = f
@@ -106,13 +105,14 @@ fn data_message_into_kinesis_aggregated() {
 fn the_real_chain_from_a_subscription_filter_through_a_kinesis_trigger() {
     let moto = Moto::start();
     let sent = ["first line", "{\"level\":\"info\"}", "third — ✓"];
-    let event = moto.tool(&[&["cwl-chain", "cwl"][..], &sent[..]].concat());
-    moto.tool(&["create-stream", "out"]);
+    let event = tool(
+        &moto.endpoint(),
+        &[&["cwl-chain", "cwl"][..], &sent[..]].concat(),
+    );
+    create_stream(&moto.endpoint(), "out", 1);
     let dir = tempfile::tempdir().unwrap();
     let f = kinesis_function(dir.path(), &moto, "out", "false");
-    let reply = f
-        .invoke(event.as_bytes(), Duration::from_secs(30))
-        .response();
+    let reply = f.invoke(&event, Duration::from_secs(30)).response();
     assert_eq!(reply, json!({"batchItemFailures": []}), "{}", f.log_text());
     let got: Vec<Value> = read_stream(&moto, "out")
         .into_iter()

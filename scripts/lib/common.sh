@@ -9,7 +9,7 @@
 #   LOGFERRY_CACHE          cache shared by clones; tansu lives in its bin/ (default ~/.cache/logferry)
 #   LOGFERRY_KINESALITE_DIR folder whose node_modules holds kinesalite (default <repo>/.tools/node)
 #   LOGFERRY_PYTHON         interpreter used to create the venv (default python3)
-# tests/support/services.rs resolves the same variables with the same defaults.
+# test-kit/src/paths.rs resolves the same variables with the same defaults.
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 LOGFERRY_VENV="${LOGFERRY_VENV:-$REPO/.venv}"

@@ -1,6 +1,7 @@
 //! Shared by the fault tests (destination outages, throttling, kill -9):
 //!
-//! - [`loadgen_ack`]: `logferry loadgen --ack`, the forward client that counts acknowledgements.
+//! - [`loadgen_ack`]: `logferry loadgen --ack`, the forward client that counts acknowledgements
+//!   (the test kit's, re-exported here with [`memory_kib`]).
 //! - [`Figures`]: the line every fault test prints: records sent, acknowledged by logferry,
 //!   delivered, lost (acknowledged but never delivered), duplicates.
 //! - [`Sampler`]: polls logferry's resident memory (/proc) and its disk buffer's bytes on disk
@@ -14,7 +15,6 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -51,7 +51,7 @@ impl Figures {
 
     /// Prints `name: sent .., acknowledged .., delivered .., lost .., duplicates ..; extra`.
     pub fn print(&self, name: &str, extra: &str) {
-        crate::support::figures::report(format!(
+        super::figures::report(format!(
             "{name}: sent {}, acknowledged {}, delivered {}, lost {}, duplicates {}{}{extra}",
             self.sent,
             self.acked,
@@ -73,64 +73,12 @@ pub fn counts(seqs: impl IntoIterator<Item = u64>, n: u64) -> Vec<u32> {
     counts
 }
 
-// --- the forward client --------------------------------------------------------------------------
+// --- the forward client and memory: the kit's ---------------------------------------------------
 
-/// `logferry loadgen --ack`; returns its output whether it succeeded or not.
-pub fn loadgen_ack(target: &str, start: u64, records: u64, batch: u64, size: u64) -> Output {
-    Command::new(crate::support::process::logferry_bin())
-        .args(["loadgen", "--target", target, "--ack"])
-        .args(["--start-seq", &start.to_string()])
-        .args(["--records", &records.to_string()])
-        .args(["--batch", &batch.to_string()])
-        .args(["--size", &size.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run loadgen")
-}
+pub use logferry_test_kit::forward_ack::{acked_messages, assert_ok, loadgen_ack};
+pub use logferry_test_kit::logferry::memory_kib;
 
-pub fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "loadgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Messages acknowledged, from loadgen's JSON report (stdout, or its error when cut off).
-pub fn acked_messages(out: &Output) -> u64 {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = "\"acked_messages\":";
-    let at = text
-        .find(key)
-        .unwrap_or_else(|| panic!("no acks in {text}"))
-        + key.len();
-    text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
-// --- memory and disk sampling ------------------------------------------------------------------
-
-/// Resident memory of `pid` in KiB: (VmRSS, VmHWM = the peak since start).
-pub fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
+// --- disk sampling -------------------------------------------------------------------------------
 
 /// Bytes of segment files in a disk buffer directory.
 pub fn segment_bytes(dir: &Path) -> u64 {

@@ -16,7 +16,9 @@
 
 use serde_json::Value;
 
-use crate::support::services::{repo_root, Moto};
+use logferry_test_kit::kinesis::{tool, REGION};
+use logferry_test_kit::paths::repo_root;
+use logferry_test_kit::stand_ins::Moto;
 
 /// The example values the documents in infra/iam/ are written with.
 pub const EXAMPLE_ACCOUNT: &str = "123456789012";
@@ -67,7 +69,7 @@ pub fn for_test(doc: &Value, account: &str, stream: &str, stream_arn: &str) -> V
     let text = doc
         .to_string()
         .replace(EXAMPLE_ACCOUNT, account)
-        .replace(EXAMPLE_REGION, crate::kin::REGION)
+        .replace(EXAMPLE_REGION, REGION)
         .replace(
             &format!(":stream/{EXAMPLE_STREAM}\""),
             &format!(":stream/{stream}\""),
@@ -125,11 +127,8 @@ pub fn without(doc: &Value, action: &str) -> Option<Value> {
 /// Creates a user whose only policy is `policy` (none when `None`); returns its keys.
 pub fn user(moto: &Moto, name: &str, policy: Option<&Value>) -> (String, String) {
     let policy = policy.map(Value::to_string).unwrap_or_default();
-    let key: Value = serde_json::from_slice(&crate::kin::tool(
-        &moto.endpoint(),
-        &["iam-user", name, &policy],
-    ))
-    .unwrap();
+    let key: Value =
+        serde_json::from_slice(&tool(&moto.endpoint(), &["iam-user", name, &policy])).unwrap();
     (
         key["AccessKeyId"].as_str().unwrap().to_string(),
         key["SecretAccessKey"].as_str().unwrap().to_string(),
@@ -137,7 +136,7 @@ pub fn user(moto: &Moto, name: &str, policy: Option<&Value>) -> (String, String)
 }
 
 pub fn stream_arn(moto: &Moto, stream: &str) -> String {
-    String::from_utf8(crate::kin::tool(&moto.endpoint(), &["stream-arn", stream])).unwrap()
+    String::from_utf8(tool(&moto.endpoint(), &["stream-arn", stream])).unwrap()
 }
 
 /// The account in an ARN (`arn:aws:kinesis:REGION:ACCOUNT:...`).

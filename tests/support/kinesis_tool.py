@@ -13,6 +13,9 @@ Usage: kinesis_tool.py ENDPOINT COMMAND [ARGS]
                                   {"AccessKeyId", "SecretAccessKey"}
   iam-role NAME POLICY_JSON       create a role anyone may assume, with an inline policy; prints
                                   its ARN
+  cwl-chain STREAM MESSAGES...    create STREAM (1 shard), subscribe log group /ecs/web to it, put the
+                                  messages as log events, read what CloudWatch Logs wrote to STREAM
+                                  and print a Lambda Kinesis trigger event built from those records
   read STREAM                     JSON of everything in the stream, read from every shard:
         {"shards": [{"shard_id", "start", "end", "closed"}],
          "records": [{"shard_id", "sequence_number", "partition_key", "data_b64",
@@ -102,6 +105,53 @@ def read(kinesis, stream):
     return out
 
 
+def cwl_chain(endpoint, kinesis, stream, messages):
+    """moto's CloudWatch Logs subscription path: what a Lambda Kinesis trigger would receive."""
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    wait_active(kinesis, stream)
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    logs = boto3.client("logs", endpoint_url=endpoint)
+    logs.create_log_group(logGroupName="/ecs/web")
+    logs.create_log_stream(logGroupName="/ecs/web", logStreamName="web/app/0123")
+    logs.put_subscription_filter(logGroupName="/ecs/web", filterName="to-logferry",
+                                 filterPattern="", destinationArn=arn,
+                                 roleArn="arn:aws:iam::123456789012:role/x")
+    now = int(time.time() * 1000)
+    logs.put_log_events(logGroupName="/ecs/web", logStreamName="web/app/0123",
+                        logEvents=[{"timestamp": now + i, "message": m}
+                                   for i, m in enumerate(messages)])
+    records = []
+    for shard in list_shards(kinesis, stream):
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            resp = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            records.extend(resp["Records"])
+            if not resp["Records"]:
+                break
+            iterator = resp.get("NextShardIterator")
+    if not records:
+        raise SystemExit("CloudWatch Logs wrote nothing to the stream")
+    region = kinesis.meta.region_name
+    return {"Records": [{
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": r["PartitionKey"],
+            "sequenceNumber": r["SequenceNumber"],
+            "data": base64.b64encode(r["Data"]).decode(),
+            "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp(),
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"shardId-000000000000:{r['SequenceNumber']}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/logferry-lambda",
+        "awsRegion": region,
+        "eventSourceARN": arn,
+    } for r in records]}
+
+
 def main():
     endpoint, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     kinesis = client(endpoint)
@@ -155,6 +205,8 @@ def main():
         sys.stdout.write(summary["StreamDescriptionSummary"]["StreamARN"])
     elif command == "shards":
         json.dump([shard_info(s) for s in list_shards(kinesis, args[0])], sys.stdout)
+    elif command == "cwl-chain":
+        json.dump(cwl_chain(endpoint, kinesis, args[0], args[1:]), sys.stdout)
     elif command == "read":
         json.dump(read(kinesis, args[0]), sys.stdout)
     else:

@@ -2,15 +2,12 @@
 //! load while the destination is up, a sustained outage under load (every record acknowledged
 //! from disk), recovery under more load, then the figures and the assertions: 0 lost, the disk
 //! buffer grew and drained, resident memory stayed under a bound derived from the config.
-//!
-//! Needs `crate::faults` (tests/support/faults.rs) and `crate::support` in the test crate.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::faults::{assert_ok, counts, loadgen_ack, memory_kib, segment_bytes, Figures, Sampler};
-use crate::support::process::Logferry;
+use super::faults::{assert_ok, counts, loadgen_ack, memory_kib, segment_bytes, Figures, Sampler};
+use logferry_test_kit::logferry::Logferry;
 
 /// Records sent before, during and after the outage.
 pub const BEFORE: u64 = 20_000;
@@ -40,18 +37,6 @@ fn metric(lf: &Logferry, component: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn wait_until(what: &str, timeout: Duration, lf: &Logferry, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            lf.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Runs the scenario against a logferry whose only sink is `dest`, disk-buffered in
 /// `buffer_dir` with `buffer_limit` bytes of memory queue (and 16 MiB segments, so drained
 /// ones are deleted during the test).
@@ -71,12 +56,9 @@ pub fn spills_to_disk_and_drains(
 
     // Up: the first part is delivered.
     assert_ok(&loadgen_ack(&target, 0, a, 500, 200));
-    wait_until(
-        "the first part delivered",
-        Duration::from_secs(30),
-        lf,
-        || metric(lf, c, "logferry_records_out_total") >= a as f64,
-    );
+    lf.wait_until("the first part delivered", Duration::from_secs(30), || {
+        metric(lf, c, "logferry_records_out_total") >= a as f64
+    });
 
     // Down for ~8 s while 150k more records (~37 MB) arrive: all acknowledged from disk.
     (dest.go_down)();
@@ -99,7 +81,7 @@ pub fn spills_to_disk_and_drains(
     (dest.come_up)();
     let up_at = Instant::now();
     assert_ok(&loadgen_ack(&target, a + b, AFTER, 500, 200));
-    wait_until("the backlog drained", Duration::from_secs(60), lf, || {
+    lf.wait_until("the backlog drained", Duration::from_secs(60), || {
         metric(lf, c, "logferry_records_out_total") >= n as f64
             && metric(lf, c, "logferry_buffer_disk_records") == 0.0
     });

@@ -1,5 +1,6 @@
 //! A Lambda Runtime API stand-in (the three endpoints a custom runtime uses, plus init/error)
-//! and a handle on the real `logferry-lambda` binary running against it.
+//! and a handle on the real `logferry-lambda` binary running against it. The stand-ins the
+//! function delivers to (moto, tansu) and the readers of what arrived are the test kit's.
 //!
 //! Protocol: the function long-polls `GET /2018-06-01/runtime/invocation/next`, which answers
 //! with the event and the `Lambda-Runtime-Aws-Request-Id` / `Lambda-Runtime-Deadline-Ms`
@@ -15,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use logferry_test_kit::paths::fixture_path;
+use logferry_test_kit::wait::wait_for_exit;
 use serde_json::Value;
 
 /// What the function answered.
@@ -307,18 +310,9 @@ impl Function {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start logferry-lambda");
-        let until = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > until {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("logferry-lambda did not exit after a failed init");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_for_exit(&mut child, Duration::from_secs(20), || {
+            "logferry-lambda did not exit after a failed init".to_string()
+        });
         let error = api.state.inner.lock().unwrap().init_error.clone();
         (error.expect("no POST to /runtime/init/error"), status)
     }
@@ -376,122 +370,8 @@ pub fn data_message(n: usize, size: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// A CloudWatch Logs fixture (tests/fixtures/cwlogs, made as its README says).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/cwlogs"
-    ))
-    .join(name);
+    let path = fixture_path("cwlogs").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-// --- moto and tansu: the launchers of the root crate's tests/support/services.rs ----------------
-
-#[path = "../../../tests/support/services.rs"]
-pub mod services;
-
-/// The venv's `bin/` folder entry `tool` (panics with a pointer to scripts/setup when missing).
-pub fn venv_bin(tool: &str) -> PathBuf {
-    let path = services::venv_dir().join("bin").join(tool);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup (or set LOGFERRY_VENV to a venv that has moto, boto3 \
-         and aws-kinesis-agg)",
-        path.display()
-    );
-    path
-}
-
-/// moto_server on a free loopback port, killed on drop, with the Lambda tests' helpers.
-pub struct Moto {
-    _server: services::Moto,
-    pub endpoint: String,
-}
-
-impl Moto {
-    pub fn start() -> Moto {
-        let server = services::Moto::start();
-        let endpoint = server.endpoint();
-        Moto {
-            _server: server,
-            endpoint,
-        }
-    }
-
-    /// Runs lambda/tests/support/kinesis_tool.py against this moto; returns its stdout.
-    pub fn tool(&self, args: &[&str]) -> String {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kinesis_tool.py");
-        let out = Command::new(venv_bin("python"))
-            .arg(script)
-            .args(args)
-            .envs(self.aws_env())
-            .output()
-            .expect("run kinesis_tool.py");
-        assert!(
-            out.status.success(),
-            "kinesis_tool.py {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The variables pointing an AWS SDK (or boto3) at this moto with fake credentials.
-    pub fn aws_env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_SESSION_TOKEN", "testing"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_DEFAULT_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-}
-
-/// A tansu broker with in-memory storage on a free loopback port, killed on drop.
-pub struct Tansu {
-    server: services::Tansu,
-    pub bootstrap: String,
-}
-
-impl Tansu {
-    pub fn start() -> Tansu {
-        let server = services::Tansu::start();
-        let bootstrap = server.bootstrap();
-        Tansu { server, bootstrap }
-    }
-
-    pub fn create_topic(&self, name: &str, partitions: u32) {
-        self.server.create_topic(name, partitions);
-    }
-
-    /// `count` messages of `topic` as (key, value), read with confluent-kafka.
-    pub fn consume(&self, topic: &str, count: usize) -> Vec<(String, String)> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kafka_consume.py");
-        let out = Command::new(venv_bin("python"))
-            .arg(script)
-            .args([&self.bootstrap, topic, &count.to_string(), "30"])
-            .output()
-            .expect("run kafka_consume.py");
-        assert!(
-            out.status.success(),
-            "kafka_consume.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                (
-                    v["key"].as_str().unwrap().to_string(),
-                    v["value"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    }
 }

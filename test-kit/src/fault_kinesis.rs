@@ -418,26 +418,6 @@ fn put_records(state: &Mutex<State>, body: &[u8]) -> String {
 }
 
 impl FaultKinesis {
-    /// `seq` of every user record accepted, once per acceptance (aggregated records are split
-    /// with the crate's deaggregator; plain records are JSON with a `seq`).
-    pub fn accepted_user_seqs(&self) -> Vec<u64> {
-        use logferry::kinesis_record::kpl;
-        use logferry::kinesis_record::Record;
-        self.seen(|seen| {
-            let mut seqs = Vec::new();
-            for (data, times) in &seen.accepted {
-                let users = kpl::deaggregate(Record::new("k", bytes::Bytes::from(data.clone())))
-                    .expect("accepted data deaggregates");
-                for user in users {
-                    let json: serde_json::Value = serde_json::from_slice(&user.data).unwrap();
-                    let seq = json["seq"].as_u64().expect("a seq");
-                    seqs.extend(std::iter::repeat_n(seq, *times as usize));
-                }
-            }
-            seqs
-        })
-    }
-
     /// Entries answered with ProvisionedThroughputExceededException so far.
     pub fn throttled_entries(&self) -> u64 {
         self.seen(|s| {

@@ -4,7 +4,7 @@
 //! - `AssumeRoleWithWebIdentity` (STS, form-encoded, unsigned): recorded (session name, role,
 //!   token), forwarded to moto with moto's auth enforcement switched off for that one call
 //!   (an unsigned AssumeRoleWithWebIdentity crashes moto while enforcement is on; see
-//!   TESTING.md), and answered with `Expiration` rewritten to `lifetime` from now. moto ignores
+//!   docs/security.md), and answered with `Expiration` rewritten to `lifetime` from now. moto ignores
 //!   nothing here: the SDK does not send `DurationSeconds` for web identity, so moto would
 //!   grant an hour.
 //! - every other request (Kinesis): the access key in its SigV4 `Authorization` header is looked
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use crate::support::services::http_request;
+use crate::net::http_request;
 
 /// One AssumeRoleWithWebIdentity call as the proxy saw it.
 #[derive(Debug, Clone)]

@@ -1,70 +1,144 @@
-//! Running the real `logferry` binary in tests: config in a temp dir, free ports, SIGTERM, logs.
+//! The harness that runs the real `logferry` binary: its config in a temp dir, a forward port
+//! and an HTTP port picked free, `/health` and `/metrics`, its log, SIGTERM and kill -9; and
+//! `logferry loadgen`, the client most tests send records with.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::services::{free_port, http_request, wait_listening};
+use crate::metrics;
+use crate::net::{free_addr, http_request, wait_listening};
+use crate::paths::cargo_bin;
+use crate::wait::{tail, wait_for_exit, wait_until_or};
 
 /// The binary under test.
 pub fn logferry_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logferry"))
+    cargo_bin("logferry")
 }
 
-/// A running logferry process.
+/// The addresses and folder a config is written for.
+pub struct Places<'a> {
+    /// Where the forward source listens.
+    pub forward: SocketAddr,
+    /// `[service] http_listen`.
+    pub http: SocketAddr,
+    /// The test's temp dir (logferry's working files: outputs, buffers).
+    pub dir: &'a Path,
+}
+
+/// Which port must accept connections before the harness hands logferry to the test.
+#[derive(Debug, Clone, Copy)]
+pub enum Ready {
+    /// `/health` and `/metrics` (every source is open by then).
+    Http,
+    /// The forward source (for configs without an HTTP server).
+    Forward,
+}
+
+/// How to start logferry beyond its config.
+pub struct Launch<'a> {
+    /// Added to (or overriding) the inherited environment, after `configure`.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Adjusts the command first (e.g. the AWS test environment).
+    pub configure: &'a dyn Fn(&mut Command),
+    pub ready: Ready,
+    pub timeout: Duration,
+    /// Whether stdout goes to the log too (else it is discarded).
+    pub stdout_to_log: bool,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            env: &[],
+            configure: &|_| {},
+            ready: Ready::Http,
+            timeout: Duration::from_secs(20),
+            stdout_to_log: false,
+        }
+    }
+}
+
+/// A running `logferry run`, killed and reaped on drop.
 pub struct Logferry {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub forward: SocketAddr,
     pub http: SocketAddr,
-    stderr_path: PathBuf,
+    log: PathBuf,
 }
 
 impl Logferry {
     /// Starts logferry with `config`, in which `{forward}` (a TCP address), `{http}`, and
-    /// `{dir}` (the test's temp dir) are substituted. Waits until the forward port accepts.
+    /// `{dir}` (the test's temp dir) are substituted. Waits until the HTTP port accepts.
     pub fn start(config: &str) -> Logferry {
         Self::start_with_env(config, &[])
     }
 
+    /// As [`Logferry::start`], with `env` added to the environment.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Logferry {
+        Self::launch(
+            |at| {
+                config
+                    .replace("{forward}", &at.forward.to_string())
+                    .replace("{http}", &at.http.to_string())
+                    .replace("{dir}", &at.dir.display().to_string())
+            },
+            Launch {
+                env,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Writes the config `config` makes for the chosen places, starts logferry on it and waits
+    /// until it is ready; panics with its log when it exits or does not listen in time.
+    pub fn launch(config: impl FnOnce(&Places) -> String, launch: Launch) -> Logferry {
         let dir = tempfile::tempdir().expect("temp dir");
-        let forward: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let text = config
-            .replace("{forward}", &forward.to_string())
-            .replace("{http}", &http.to_string())
-            .replace("{dir}", &dir.path().display().to_string());
+        let forward = free_addr();
+        let http = free_addr();
+        let text = config(&Places {
+            forward,
+            http,
+            dir: dir.path(),
+        });
         let config_path = dir.path().join("logferry.toml");
         std::fs::write(&config_path, text).expect("write config");
-        let stderr_path = dir.path().join("logferry.stderr");
-        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let log = dir.path().join("logferry.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(logferry_bin());
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for (k, v) in env {
+        cmd.arg("run").arg("--config").arg(&config_path);
+        (launch.configure)(&mut cmd);
+        for (k, v) in launch.env {
             cmd.env(k, v);
         }
+        let stdout = if launch.stdout_to_log {
+            Stdio::from(log_file.try_clone().expect("log file"))
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(log_file);
         let child = cmd.spawn().expect("spawn logferry");
         let mut lf = Logferry {
             child: Some(child),
             dir,
             forward,
             http,
-            stderr_path,
+            log,
+        };
+        let addr = match launch.ready {
+            Ready::Http => http,
+            Ready::Forward => forward,
         };
         let child = lf.child.as_mut().expect("spawned above");
-        if let Err(reason) = wait_listening(child, http, Duration::from_secs(20)) {
+        if let Err(reason) = wait_listening(child, addr, launch.timeout) {
             panic!("logferry {reason}:\n{}", lf.stderr());
         }
         lf
     }
 
+    /// A path in the test's temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -75,7 +149,7 @@ impl Logferry {
 
     /// What logferry logged so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// `GET /metrics`.
@@ -85,13 +159,14 @@ impl Logferry {
         String::from_utf8_lossy(&body).into_owned()
     }
 
-    /// The value of one metric line (the first whose text starts with `prefix`).
+    /// The value of the first metric line starting with `prefix`.
     pub fn metric(&self, prefix: &str) -> Option<f64> {
-        self.metrics()
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metrics::first(&self.metrics(), prefix)
+    }
+
+    /// The values of every metric line starting with `prefix`, added up (0 when none).
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        metrics::sum(&self.metrics(), prefix)
     }
 
     /// `GET /health`: status code and body.
@@ -102,44 +177,40 @@ impl Logferry {
 
     /// Resident and peak resident memory in KiB, from /proc.
     pub fn memory_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_kib(self.pid())
+    }
+
+    /// Waits until `check` holds; panics with the end of logferry's log after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        wait_until_or(what, timeout, check, || {
+            format!("--- logferry log:\n{}", tail(&self.stderr(), 60))
+        });
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.terminate_within(Duration::from_secs(60))
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate_within(&mut self, timeout: Duration) -> ExitStatus {
         let pid = self.pid().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.wait(Duration::from_secs(60))
+        self.wait(timeout)
     }
 
     /// Waits for exit; kills and panics after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
+        let log = self.log.clone();
         let child = self.child.as_mut().expect("already waited");
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "logferry did not exit within {timeout:?}:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = wait_for_exit(child, timeout, || {
+            format!(
+                "logferry:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        self.child = None;
+        status
     }
 }
 
@@ -150,6 +221,20 @@ impl Drop for Logferry {
             let _ = child.wait();
         }
     }
+}
+
+/// Resident memory of `pid` in KiB: (VmRSS, VmHWM = the peak since start).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// Runs `logferry loadgen` with these arguments to completion.
