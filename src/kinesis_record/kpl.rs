@@ -255,7 +255,7 @@ struct Placement {
 ///
 /// Mixing user records with and without an explicit hash key in one container is valid (the KCL
 /// reads it right), but aws-kinesis-agg's deaggregator then reports the table's first explicit
-/// hash key for the records that had none; [`crate::sink::kinesis::batch::ShardAggregators`] keeps them apart.
+/// hash key for the records that had none; [`crate::sink::kinesis::aggregators::ShardAggregators`] keeps them apart.
 #[derive(Debug)]
 pub struct Aggregator {
     max_record_size: usize,

@@ -29,6 +29,7 @@
 //! as invalid) — or, with `dead_letter_path`, written to the dead-letter file for that reason
 //! ([`super::dead_letter`]); the records of a batch are then kept until it is settled.
 
+pub mod aggregators;
 pub mod api;
 pub mod batch;
 pub mod client;

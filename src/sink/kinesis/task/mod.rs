@@ -18,8 +18,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::aggregators::ShardAggregators;
 use super::api::{self, CallError};
-use super::batch::{Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass, ShardAggregators};
+use super::batch::{Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass};
 use super::rate_limit::ShardLimiter;
 use super::settle::{Token, Tokens};
 use super::shard_map::ShardMap;

@@ -3,8 +3,9 @@
 
 use tokio::time::Instant;
 
+use super::super::aggregators::ShardAggregators;
 use super::super::api::{self, CallError};
-use super::super::batch::{Entry, Rejected, ShardAggregators};
+use super::super::batch::{Entry, Rejected};
 use super::super::rate_limit::ShardLimiter;
 use super::super::settle::Tokens;
 use super::super::shard_map::ShardMap;
