@@ -10,7 +10,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
 
-use super::batch::{self, ErrorClass};
+use super::retry_policy::{classify_call, ErrorClass, NOT_PERMITTED, REFUSED_CREDENTIALS};
 use super::shard_map::{ShardListing, ShardMap, ShardMapError};
 
 /// A whole call failed.
@@ -46,10 +46,7 @@ impl CallError {
     }
 
     fn is_permission_code(&self) -> bool {
-        matches!(
-            self.code.as_str(),
-            "AccessDeniedException" | "AccessDenied" | "NotAuthorized"
-        )
+        NOT_PERMITTED.contains(&self.code.as_str())
     }
 
     /// What an operator should do about this error for `stream`.
@@ -85,16 +82,7 @@ impl CallError {
                  allow kms:GenerateDataKey on the key and check that the key is enabled"
             );
         }
-        if matches!(
-            code,
-            "UnrecognizedClientException"
-                | "InvalidClientTokenId"
-                | "InvalidSignatureException"
-                | "SignatureDoesNotMatch"
-                | "IncompleteSignature"
-                | "MissingAuthenticationToken"
-        ) || self.status == Some(403)
-        {
+        if REFUSED_CREDENTIALS.contains(&code) || self.status == Some(403) {
             return "the AWS credentials were refused (wrong secret key, or an unknown or \
                     expired access key): check where they come from (environment, profile, \
                     role_arn, IRSA)"
@@ -143,39 +131,6 @@ pub fn sanitize(message: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }
-}
-
-/// Codes that mean "try again later" whatever the HTTP status says.
-fn retryable_code(code: &str) -> bool {
-    matches!(
-        code,
-        "ProvisionedThroughputExceededException"
-            | "ThrottlingException"
-            | "Throttling"
-            | "LimitExceededException"
-            | "InternalFailure"
-            | "InternalServerError"
-            | "ServiceUnavailable"
-            | "ServiceUnavailableException"
-            | "KMSThrottlingException"
-            | "ExpiredToken"
-            | "ExpiredTokenException"
-            | "RequestExpired"
-            | "RequestTimeout"
-            | "RequestTimeoutException"
-            | "SlowDown"
-    )
-}
-
-/// Classifies a failed call by code and status.
-pub fn classify_call(code: &str, status: Option<u16>) -> ErrorClass {
-    if batch::classify(code) == ErrorClass::Fatal {
-        return ErrorClass::Fatal;
-    }
-    if retryable_code(code) {
-        return ErrorClass::Retryable;
-    }
-    status.map_or(ErrorClass::Retryable, batch::classify_status)
 }
 
 /// Turns an SDK error into a [`CallError`].

@@ -8,6 +8,7 @@
 //! With KPL aggregation, [`super::aggregators::ShardAggregators`] fills the entries: one per
 //! aggregated record, its token the list of the user records' tokens.
 
+use super::retry_policy::{classify, ErrorClass};
 use crate::kinesis_record::{validate_record, Record, RejectReason};
 
 /// PutRecords takes at most this many entries per request.
@@ -214,80 +215,6 @@ impl EntryResult {
                 ),
             },
         }
-    }
-}
-
-/// Whether sending the same entry again can succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Throttling or a transient service fault: retry with backoff.
-    Retryable,
-    /// A configuration problem (permissions, KMS key, missing stream, invalid request) that
-    /// fails the same way until an operator acts: report it loudly, do not retry silently.
-    Fatal,
-}
-
-/// Classifies a Kinesis error code, per entry or for a whole request.
-///
-/// PutRecords documents ProvisionedThroughputExceededException and InternalFailure per entry;
-/// the KMS, permission and validation codes come from the operation's error list. Unknown codes
-/// are retryable: with at-least-once delivery, a bounded retry of an unexpected code is safer
-/// than dropping records.
-pub fn classify(code: &str) -> ErrorClass {
-    const FATAL: &[&str] = &[
-        "KMSAccessDeniedException",
-        "KMSDisabledException",
-        "KMSInvalidStateException",
-        "KMSNotFoundException",
-        "KMSOptInRequired",
-        "AccessDeniedException",
-        "ResourceNotFoundException",
-        "InvalidArgumentException",
-        "ValidationException",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "InvalidClientTokenId",
-        "SerializationException",
-        "NotAuthorized",
-        "OptInRequired",
-    ];
-    if FATAL.contains(&code) {
-        ErrorClass::Fatal
-    } else {
-        // ProvisionedThroughputExceededException, InternalFailure, KMSThrottlingException,
-        // ThrottlingException, ServiceUnavailable, LimitExceededException, ExpiredToken
-        // (credentials refresh), and anything unknown.
-        ErrorClass::Retryable
-    }
-}
-
-/// Whether a per-entry error code is about the record itself (it fails the same way on every
-/// attempt and nothing an operator changes in the stream fixes it), as opposed to throttling,
-/// a transient fault, or a configuration problem (KMS key, permissions, missing stream) that
-/// affects every record and is reported on `/health`. Such records go to the dead-letter file.
-pub fn is_record_error(code: &str) -> bool {
-    let configuration = code.starts_with("KMS")
-        || code.contains("AccessDenied")
-        || code.contains("NotFound")
-        || code.contains("Signature")
-        || code.contains("Token")
-        || code.contains("Authoriz")
-        || matches!(
-            code,
-            "UnrecognizedClientException" | "NotAuthorized" | "OptInRequired"
-        );
-    classify(code) == ErrorClass::Fatal && !configuration
-}
-
-/// Classifies a whole-request failure by HTTP status: 5xx and 429 are transient, other 4xx are
-/// the request's or the configuration's fault.
-pub fn classify_status(status: u16) -> ErrorClass {
-    match status {
-        429 | 500..=599 => ErrorClass::Retryable,
-        400..=499 => ErrorClass::Fatal,
-        _ => ErrorClass::Retryable,
     }
 }
 
@@ -643,58 +570,6 @@ pub(crate) mod tests {
         let mismatch = split_results(batch.clone(), vec![delivered(0)]).unwrap_err();
         assert_eq!((mismatch.entries, mismatch.results), (2, 1));
         assert_eq!(mismatch.batch, batch);
-    }
-
-    #[test]
-    fn classification() {
-        for code in [
-            "ProvisionedThroughputExceededException",
-            "InternalFailure",
-            "KMSThrottlingException",
-            "ThrottlingException",
-            "ServiceUnavailable",
-            "SomethingNew",
-            "",
-        ] {
-            assert_eq!(classify(code), ErrorClass::Retryable, "{code}");
-        }
-        for code in [
-            "KMSAccessDeniedException",
-            "KMSDisabledException",
-            "KMSNotFoundException",
-            "KMSInvalidStateException",
-            "KMSOptInRequired",
-            "AccessDeniedException",
-            "ResourceNotFoundException",
-            "ValidationException",
-        ] {
-            assert_eq!(classify(code), ErrorClass::Fatal, "{code}");
-        }
-        for code in [
-            "ValidationException",
-            "InvalidArgumentException",
-            "SerializationException",
-        ] {
-            assert!(is_record_error(code), "{code}");
-        }
-        for code in [
-            "ProvisionedThroughputExceededException",
-            "InternalFailure",
-            "KMSAccessDeniedException",
-            "KMSNotFoundException",
-            "AccessDeniedException",
-            "ResourceNotFoundException",
-            "InvalidSignatureException",
-            "MissingAuthenticationToken",
-            "SomethingNew",
-        ] {
-            assert!(!is_record_error(code), "{code}");
-        }
-        assert_eq!(classify_status(500), ErrorClass::Retryable);
-        assert_eq!(classify_status(503), ErrorClass::Retryable);
-        assert_eq!(classify_status(429), ErrorClass::Retryable);
-        assert_eq!(classify_status(400), ErrorClass::Fatal);
-        assert_eq!(classify_status(403), ErrorClass::Fatal);
     }
 
     #[test]

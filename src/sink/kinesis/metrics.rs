@@ -19,8 +19,8 @@
 //!
 //! The metrics every sink shares ([`crate::metrics`]) are fed from here too:
 //! `request_duration_seconds{operation="PutRecords"}`, `retries_total{reason}` (with
-//! [`retry_reason`] mapping Kinesis error codes onto the shared reasons),
-//! `auth_failures_total{reason}` ([`auth_reason`]) and
+//! [`super::retry_policy::retry_reason`] mapping Kinesis error codes onto the shared reasons),
+//! `auth_failures_total{reason}` ([`super::retry_policy::auth_reason`]) and
 //! `token_refreshes_total{token="aws_credentials"}` (the client's credentials provider).
 
 use std::sync::atomic::AtomicU64;
@@ -30,53 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::metrics::{retry_reason as reason, Metrics};
-
-/// The shared `retries_total` reason of a Kinesis error code (an entry's `ErrorCode`, or a
-/// failed call's code and HTTP status).
-pub fn retry_reason(code: &str, status: Option<u16>) -> &'static str {
-    match code {
-        "ProvisionedThroughputExceededException"
-        | "ThrottlingException"
-        | "Throttling"
-        | "LimitExceededException"
-        | "KMSThrottlingException"
-        | "SlowDown" => reason::THROTTLED,
-        "InternalFailure"
-        | "InternalServerError"
-        | "ServiceUnavailable"
-        | "ServiceUnavailableException" => reason::INTERNAL,
-        "timeout" | "RequestTimeout" | "RequestTimeoutException" => reason::TIMEOUT,
-        "dispatch" | "response" | "request" => reason::NETWORK,
-        "ResourceNotFoundException" => reason::NOT_FOUND,
-        _ => match auth_reason(code, status) {
-            Some(auth) => auth,
-            None if status.is_some_and(|s| s >= 500) => reason::INTERNAL,
-            None => reason::OTHER,
-        },
-    }
-}
-
-/// The `auth_failures_total` reason of a Kinesis error, if it is one: `access_denied` (the
-/// credentials are valid but not allowed) or `credentials` (refused, unknown or expired).
-pub fn auth_reason(code: &str, status: Option<u16>) -> Option<&'static str> {
-    match code {
-        "AccessDeniedException" | "AccessDenied" | "NotAuthorized" | "KMSAccessDeniedException" => {
-            Some(reason::ACCESS_DENIED)
-        }
-        "UnrecognizedClientException"
-        | "InvalidClientTokenId"
-        | "InvalidSignatureException"
-        | "SignatureDoesNotMatch"
-        | "IncompleteSignature"
-        | "MissingAuthenticationToken"
-        | "ExpiredToken"
-        | "ExpiredTokenException"
-        | "RequestExpired" => Some(reason::CREDENTIALS),
-        _ if status == Some(403) => Some(reason::ACCESS_DENIED),
-        _ => None,
-    }
-}
+use crate::metrics::Metrics;
 
 /// One PUT payload unit: 25 KB.
 pub const PAYLOAD_UNIT: usize = 25 * 1024;
@@ -262,30 +216,6 @@ impl KinesisMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_codes_map_onto_shared_reasons() {
-        let r = |code: &str, status| retry_reason(code, status);
-        assert_eq!(
-            r("ProvisionedThroughputExceededException", None),
-            "throttled"
-        );
-        assert_eq!(r("KMSThrottlingException", Some(400)), "throttled");
-        assert_eq!(r("InternalFailure", None), "internal");
-        assert_eq!(r("HTTP502", Some(502)), "internal");
-        assert_eq!(r("timeout", None), "timeout");
-        assert_eq!(r("dispatch", None), "network");
-        assert_eq!(r("AccessDeniedException", Some(400)), "access_denied");
-        assert_eq!(r("ExpiredTokenException", Some(400)), "credentials");
-        assert_eq!(r("ResourceNotFoundException", Some(400)), "not_found");
-        assert_eq!(r("SomethingNew", Some(400)), "other");
-        assert_eq!(
-            auth_reason("InvalidSignatureException", Some(400)),
-            Some("credentials")
-        );
-        assert_eq!(auth_reason("HTTP403", Some(403)), Some("access_denied"));
-        assert_eq!(auth_reason("InternalFailure", Some(500)), None);
-    }
 
     #[test]
     fn two_sinks_share_families_and_render_once() {

@@ -8,7 +8,8 @@
 //! - [`batch`]: PutRecords batches within every limit, partial-failure bookkeeping, and
 //!   per-shard aggregation containers (the KPL format itself is [`crate::kinesis_record::kpl`]).
 //! - [`rate_limit`]: each shard's write limits, kept before Kinesis enforces them.
-//! - `retry_policy`: backoffs, and when failures make the sink unhealthy.
+//! - [`retry_policy`]: what each Kinesis error code means (retryable or fatal, which shared
+//!   reason it counts under), backoffs, and when failures make the sink unhealthy.
 //! - `settle`: which upstream acknowledgements an answer settles.
 //! - `task`: the running loop, split by step: `intake` (records into entries), `answer`
 //!   (calls and their answers), `retry` (entries going back), `reshard` (shard map changes).
@@ -38,16 +39,17 @@ pub mod metrics;
 pub mod permissions;
 pub mod put_records;
 pub mod rate_limit;
-mod retry_policy;
+pub mod retry_policy;
 mod settle;
 pub mod shard_map;
 mod task;
 
 pub use config::{KinesisConfig, ShardRateLimit};
 
-use self::batch::{BatchLimits, ErrorClass};
-use self::metrics::{auth_reason, KinesisMetrics};
+use self::batch::BatchLimits;
+use self::metrics::KinesisMetrics;
 use self::permissions::DeniedActions;
+use self::retry_policy::{auth_reason, ErrorClass};
 use self::retry_policy::{slow_delay, RETRY_BACKOFF, UNHEALTHY_AFTER};
 use self::shard_map::ShardMap;
 use self::task::Task;

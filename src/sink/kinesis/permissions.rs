@@ -82,7 +82,7 @@ impl DeniedActions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::kinesis::batch::ErrorClass;
+    use crate::sink::kinesis::retry_policy::ErrorClass;
 
     #[test]
     fn a_refused_action_is_reported_until_allowed() {

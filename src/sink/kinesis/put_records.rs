@@ -26,7 +26,8 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::api::{call_error, sanitize, CallError};
-use super::batch::{Batch, EntryResult, ErrorClass};
+use super::batch::{Batch, EntryResult};
+use super::retry_policy::ErrorClass;
 use crate::encode::json;
 use crate::kinesis_record::Record;
 

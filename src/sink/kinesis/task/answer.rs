@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::super::api::CallError;
-use super::super::batch::{self, Batch, EntryResult, ErrorClass, Failed};
-use super::super::metrics::{auth_reason, retry_reason};
+use super::super::batch::{self, Batch, EntryResult, Failed};
 use super::super::put_records;
+use super::super::retry_policy::{self, auth_reason, retry_reason, ErrorClass};
 use super::super::retry_policy::{slow_delay, RETRY_BACKOFF, UNHEALTHY_AFTER};
 use super::super::settle::Tokens;
 use crate::sink::dead_letter;
@@ -129,7 +129,7 @@ impl Task {
         if self.sink.cx.dead_letters.is_some() {
             let (rejected, config): (Vec<_>, Vec<_>) = fatal
                 .into_iter()
-                .partition(|f| batch::is_record_error(&f.code));
+                .partition(|f| retry_policy::is_record_error(&f.code));
             fatal = config;
             for failed in rejected {
                 self.sink.metrics.failed_entry(&failed.code);

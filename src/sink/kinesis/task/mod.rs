@@ -20,8 +20,9 @@ use tokio::time::Instant;
 
 use super::aggregators::ShardAggregators;
 use super::api::{self, CallError};
-use super::batch::{Batch, BatchLimits, Batcher, Entry, EntryResult, ErrorClass};
+use super::batch::{Batch, BatchLimits, Batcher, Entry, EntryResult};
 use super::rate_limit::ShardLimiter;
+use super::retry_policy::ErrorClass;
 use super::settle::{Token, Tokens};
 use super::shard_map::ShardMap;
 use super::{KinesisSink, ShardRateLimit};
