@@ -54,7 +54,7 @@ use self::shard_map::ShardMap;
 use super::backoff::Backoff;
 use super::dead_letter;
 use super::{SinkContext, SinkError};
-use crate::buffer::memory::BatchDone;
+use crate::buffer::queue::BatchDone;
 use crate::buffer::QueueReceiver;
 use crate::encode::Encoder;
 use crate::event::{Event, KeyPath};
