@@ -5,15 +5,15 @@
 //! which owns the order they stop in:
 //!
 //! 1. wait for a signal, or for every source to reach the end of its input;
-//! 2. [stop the sources](stop_sources): no new records, and forward connections finish what
+//! 2. stop the sources (`stop_sources`): no new records, and forward connections finish what
 //!    they already read (their records must reach the router before it closes);
-//! 3. [flush the transforms](flush_transforms): records held back (partial messages) are
+//! 3. flush the transforms (`flush_transforms`): records held back (partial messages) are
 //!    routed, because nothing else will release them once the sources are gone;
-//! 4. [drain the sinks](drain_sinks): dropping the router closes the sink queues, and each sink
+//! 4. drain the sinks (`drain_sinks`): dropping the router closes the sink queues, and each sink
 //!    delivers what is left and stops;
 //! 5. stop the buffer monitor and the HTTP server last, so `/metrics` and `/health` stay up
 //!    while the pipeline drains;
-//! 6. [report](report_undelivered) what was still queued if the grace period ran out.
+//! 6. report (`report_undelivered`) what was still queued if the grace period ran out.
 //!
 //! Steps 2 to 4 share one deadline, the grace period: the orchestrator (ECS, Kubernetes) kills
 //! the process when it ends, so every step gives up at the same instant rather than each
