@@ -5,9 +5,24 @@
 //!
 //! ```text
 //! source ──► decode ──► transforms ──► route ──► buffer (per sink) ──► encode ──► sink ──► ack
-//! source/     msgpack/   transform/     pipeline/  buffer/               encode/    sink/     buffer/ack
-//!             source/forward/protocol   route.rs
+//! source/     msgpack/   transform/     pipeline/  buffer/queue          encode/    sink/     buffer/ack
+//!             source/forward/protocol   route.rs   (memory or disk)
 //! ```
+//!
+//! Every component has the same shape, so reading one tells how to read the others:
+//!
+//! - its config struct's `validate()` checks every option without opening anything and names
+//!   each bad key (`Result<(), Vec<FieldError>>`, or the checked form the component then runs
+//!   with: tail's compiled patterns, Kafka's producer settings);
+//! - a sink's or a transform's `build(config, ..)` opens what it needs (files, clients,
+//!   compiled patterns), so start-up fails on what cannot work; a sink's `run(self, queue)`
+//!   then delivers until its queue is closed and drained;
+//! - a source's `start(config, cx)` is its build and run in one call: it binds what it
+//!   listens on (failing start-up on a taken port) and returns its spawned task, because
+//!   nothing is wired to a source after it is built, while a sink is built before its queue is
+//!   handed to it;
+//! - health is reported through the one [`health::Health`] every component gets in its
+//!   context, and counters through [`metrics::ComponentMetrics`].
 //!
 //! - [`event`]: the record model (tag, nanosecond time, ordered map of msgpack values). A record
 //!   stays in the msgpack form it arrived in (a slice of the forward frame, or of one packed
@@ -20,9 +35,12 @@
 //! - [`transform`]: record_modifier, grep, rename, parser, nest, modify, Docker partial message
 //!   reassembly.
 //! - [`route`]: Fluent Bit style tag matching.
-//! - [`pipeline`]: wiring, the router, and the shutdown sequence.
-//! - [`buffer`]: byte-bounded queues between router and sinks (memory or the disk write-ahead
-//!   log), delivery acknowledgements, the fill monitor behind `/health`.
+//! - [`pipeline`]: wiring (sinks and their queues, the router and its transforms, sources),
+//!   and the router.
+//! - [`buffer`]: between router and sinks: `buffer::queue`, the [`buffer::Batch`], sender and
+//!   receiver every sink queue shows; behind it the in-memory buffer bounded in bytes
+//!   (`buffer::memory`) or the disk write-ahead log (`buffer::disk`); delivery
+//!   acknowledgements; the fill monitor behind `/health`.
 //! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
 //! - [`kinesis_record`]: the Kinesis record, its routing hash key and the KPL aggregated format,
 //!   shared by the Kinesis sink and the sources that read Kinesis records.
@@ -31,7 +49,8 @@
 //!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
 //! - [`log_limit`]: at most one log line per interval for a repeated error.
-//! - [`shutdown`]: signals and the cancellation token.
+//! - [`shutdown`]: signals, the cancellation token, and the shutdown sequence (stop sources,
+//!   flush transforms, drain sinks, within the grace period), with why it runs in that order.
 //! - [`loadgen`]: a forward-protocol load generator for benchmarks.
 
 pub mod buffer;

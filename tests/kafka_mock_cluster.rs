@@ -49,7 +49,7 @@ async fn start_sink(bootstrap: &str, extra: &str) -> Running {
         registry: Arc::new(logferry::metrics::Metrics::new()),
         dead_letters: None,
     };
-    let sink = KafkaSink::open(&config, cx).await.expect("open the sink");
+    let sink = KafkaSink::build(&config, cx).await.expect("open the sink");
     let (tx, rx) = queue(64 << 20, Gauge::default());
     let task = tokio::spawn(sink.run(rx));
     Running {

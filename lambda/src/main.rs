@@ -130,7 +130,7 @@ async fn run(started: Instant) -> std::process::ExitCode {
     });
     tracing::info!(
         config = %origin,
-        sinks = ?built.pending.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>(),
+        sinks = ?built.pending.iter().map(|p| p.sink.as_str()).collect::<Vec<_>>(),
         init_ms = started.elapsed().as_secs_f64() * 1000.0,
         version = logferry::VERSION,
         "logferry-lambda ready"

@@ -2,9 +2,11 @@
 //!
 //! - [`ack`]: an upstream acknowledgement that fires once every sink a record went to has
 //!   delivered it (or reported that it could not).
-//! - [`memory`]: a per-sink queue bounded in bytes; a full queue makes `send` wait, which is
-//!   how backpressure reaches the socket a source reads from. Its [`QueueSender`] /
-//!   [`QueueReceiver`] also front the disk buffer, so sinks do not know which one they read.
+//! - [`queue`]: the front of every sink's queue: the [`Batch`] that travels, the
+//!   [`QueueSender`] the router holds and the [`QueueReceiver`] the sink reads, the same
+//!   whichever buffer is behind them, so sinks do not know which one they read.
+//! - [`memory`]: the in-memory buffer, bounded in bytes; a full queue makes `send` wait, which
+//!   is how backpressure reaches the socket a source reads from.
 //! - [`disk`]: a per-sink write-ahead log (`buffer = "disk"`): records are acknowledged
 //!   upstream once on disk, survive a crash or restart, and are replayed on start.
 //! - [`monitor`]: fill and age gauges of every sink's buffer, and `/health` when a buffer is
@@ -14,11 +16,12 @@ pub mod ack;
 pub mod disk;
 pub mod memory;
 pub mod monitor;
+pub mod queue;
 
 use std::sync::Arc;
 
 pub use ack::{AckRef, AckWaiter};
-pub use memory::{Batch, Closed, QueueReceiver, QueueSender};
+pub use queue::{Batch, BatchDone, Closed, QueueReceiver, QueueSender};
 
 use crate::health::Health;
 use crate::metrics::{ComponentMetrics, Metrics};
@@ -35,7 +38,7 @@ pub enum BufferKind {
 
 /// Builds a sink's queue. `memory_limit` is `buffer_limit`: the whole queue in memory mode,
 /// the frames read back and not yet covered by the recorded ack position in disk mode.
-pub fn open_queue(
+pub fn build_queue(
     name: &str,
     kind: &BufferKind,
     memory_limit: usize,
@@ -55,7 +58,7 @@ pub fn open_queue(
                 component.clone(),
                 health,
             )?;
-            Ok(memory::disk_queue(tx, rx, queued))
+            Ok(queue::disk_queue(tx, rx, queued))
         }
     }
 }

@@ -174,7 +174,8 @@ impl BufferMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::memory::{queue, Batch};
+    use crate::buffer::memory::queue;
+    use crate::buffer::queue::Batch;
     use crate::event::{Event, EventTime, Map};
     use crate::metrics::Metrics;
 

@@ -1,25 +1,23 @@
-//! Builds the running pipeline from a [`Config`] and runs it until a signal or the end of input.
+//! Wires the running pipeline from a [`Config`]: sinks with their queues, the router and its
+//! transforms, the sources, the HTTP server and the buffer monitor.
 //!
-//! Shutdown order matters for "nothing lost": sources stop first (no new records, and forward
-//! connections finish what they already read), held-back transform state is flushed, then the
-//! sink queues close and each sink drains what is left. All of it must fit in the grace period;
-//! whatever is still queued when it runs out is reported.
+//! Wiring only: once everything runs, [`start`] hands the parts to
+//! [`crate::shutdown::run_until_stopped`], which owns the order they stop in (sources, then
+//! transforms, then sinks, within the grace period) and reports what could not be delivered.
 
 pub mod router;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
+use crate::buffer::build_queue;
 use crate::buffer::disk::DiskError;
-use crate::buffer::open_queue;
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::shutdown::CancellationToken;
+use crate::shutdown::{CancellationToken, PendingRecords, RunningParts};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{SinkContext, SinkError};
 use crate::source::{SourceContext, SourceError};
@@ -151,65 +149,18 @@ pub async fn start(
         })
     };
 
+    let parts = RunningParts {
+        source_shutdown: shutdown,
+        sources: source_tasks,
+        transform_flusher: flusher,
+        router,
+        sinks: sink_tasks,
+        pending,
+        buffer_monitor,
+        http_shutdown,
+    };
     let grace = config.service.grace_period.get();
-    let task = tokio::spawn(async move {
-        let sources_done = futures_join_all(source_tasks);
-        tokio::pin!(sources_done);
-        let mut sources_finished = false;
-        let reason = tokio::select! {
-            reason = stop => reason,
-            _ = &mut sources_done => {
-                sources_finished = true;
-                "end of input".to_string()
-            }
-        };
-        let deadline = Instant::now() + grace;
-        tracing::info!(%reason, grace_period = ?grace, "stopping: draining every sink");
-        shutdown.cancel();
-        if !sources_finished {
-            let _ = tokio::time::timeout_at(deadline, &mut sources_done).await;
-        }
-        flusher.abort();
-        let _ = flusher.await;
-        if tokio::time::timeout_at(deadline, router.flush_transforms(true))
-            .await
-            .is_err()
-        {
-            tracing::warn!("held-back partial messages could not be flushed before the deadline");
-        }
-        // The last router reference closes the sink queues; sinks then drain and stop.
-        drop(router);
-        let sinks_done = tokio::time::timeout_at(deadline, futures_join_all(sink_tasks)).await;
-        buffer_monitor.abort();
-        http_shutdown.cancel();
-        let mut undelivered = 0;
-        if sinks_done.is_err() {
-            for (name, counter, on_disk) in &pending {
-                let n = counter.load(Ordering::Relaxed);
-                if *on_disk {
-                    tracing::warn!(sink = %name,
-                        "grace period over: whatever this sink has not delivered stays in its disk buffer and is delivered after a restart");
-                    continue;
-                }
-                if n > 0 {
-                    tracing::error!(sink = %name, records = n,
-                        "grace period over: records not delivered");
-                }
-                undelivered += n;
-            }
-        }
-        if sinks_done.is_ok() {
-            tracing::info!("stopped cleanly: every accepted record was delivered");
-        } else if undelivered == 0 {
-            tracing::info!(
-                "stopped: every accepted record was delivered or is persisted in a disk buffer"
-            );
-        }
-        RunReport {
-            undelivered,
-            reason,
-        }
-    });
+    let task = tokio::spawn(crate::shutdown::run_until_stopped(stop, parts, grace));
 
     Ok(Running {
         metrics,
@@ -225,9 +176,8 @@ pub struct Built {
     pub router: Arc<Router>,
     /// One task per sink; each ends once its queue is closed and drained.
     pub sink_tasks: Vec<JoinHandle<()>>,
-    /// Per sink: its name, the count of records waiting in its queue, and whether those
-    /// records are safe in a disk buffer.
-    pub pending: Vec<(String, Arc<AtomicUsize>, bool)>,
+    /// Per sink: the records waiting in its queue, and whether they are safe in a disk buffer.
+    pub pending: Vec<PendingRecords>,
     /// Per sink: what [`crate::buffer::monitor::BufferMonitor`] watches (fill, age, health).
     pub buffers: Vec<crate::buffer::monitor::BufferWatch>,
 }
@@ -241,13 +191,12 @@ pub async fn build(
     health: &Arc<Health>,
 ) -> Result<Built, PipelineError> {
     let mut sink_tasks = Vec::new();
-    // Per sink: records not yet delivered, and whether they are safe in a disk buffer.
-    let mut pending: Vec<(String, Arc<AtomicUsize>, bool)> = Vec::new();
+    let mut pending = Vec::new();
     let mut buffers = Vec::new();
     let mut routes = Vec::new();
     for entry in sinks {
         let component = metrics.component(&entry.name, "sink");
-        let (tx, rx) = open_queue(
+        let (tx, rx) = build_queue(
             &entry.name,
             &entry.buffer,
             entry.buffer_limit.as_usize(),
@@ -261,7 +210,7 @@ pub async fn build(
         })?;
         let dead_letters = match &entry.dead_letter {
             Some(settings) => Some(
-                DeadLetters::start(&entry.name, settings, metrics, health.clone()).map_err(
+                DeadLetters::build(&entry.name, settings, metrics, health.clone()).map_err(
                     |source| PipelineError::DeadLetters {
                         name: entry.name.clone(),
                         source,
@@ -293,7 +242,11 @@ pub async fn build(
             rx.ages(),
         ));
         let on_disk = matches!(entry.buffer, crate::buffer::BufferKind::Disk(_));
-        pending.push((entry.name.clone(), rx.pending_counter(), on_disk));
+        pending.push(PendingRecords {
+            sink: entry.name.clone(),
+            count: rx.pending_counter(),
+            on_disk,
+        });
         sink_tasks.push(tokio::spawn(sink.run(rx)));
         routes.push(SinkRoute {
             name: entry.name,
@@ -325,11 +278,4 @@ pub async fn build(
         pending,
         buffers,
     })
-}
-
-/// Awaits every task (a tiny join_all, to avoid a dependency for one function).
-async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
-    }
 }

@@ -266,7 +266,7 @@ mod tests {
         let metrics = Metrics::new();
         let component = metrics.component("out", "sink");
         let (queue, rx) = memory::queue(1 << 20, component.queue_bytes.clone());
-        let transform = PartialMessage::new(toml::from_str("flush_timeout = \"1h\"").unwrap())
+        let transform = PartialMessage::build(toml::from_str("flush_timeout = \"1h\"").unwrap())
             .map_err(|e| format!("{e:?}"))
             .unwrap();
         let router = Router::new(

@@ -7,9 +7,15 @@
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
 //! - [`dead_letter`]: records that can never be delivered, kept in files per sink and replayed.
 //!
-//! Every sink reads its own bounded queue ([`crate::buffer::memory`]), encodes with the shared
+//! Every sink reads its own bounded queue ([`crate::buffer::queue`]), encodes with the shared
 //! [`crate::encode`] module, and completes each batch only once it is delivered, which is what
 //! releases upstream acknowledgements. A sink does not know which source fed it.
+//!
+//! Every sink has the same three verbs: its config's `validate()`, called by
+//! [`SinkConfig::parse`]; `build(config, cx) -> Result<Self, SinkError>`, which opens files and
+//! clients (failing start-up when the sink cannot work at all); and `run(self, queue)`, which
+//! delivers until the queue is closed and drained. Health goes to `cx.health`, the process's
+//! one registry behind `/health`.
 
 pub mod backoff;
 pub mod dead_letter;
@@ -66,7 +72,7 @@ impl SinkConfig {
             }
             "kafka" => {
                 let c = kafka::config::KafkaConfig::deserialize(de)?;
-                c.settings()?;
+                c.validate()?;
                 Ok(SinkConfig::Kafka(Box::new(c)))
             }
             "kinesis" => {
@@ -74,7 +80,11 @@ impl SinkConfig {
                 c.validate()?;
                 Ok(SinkConfig::Kinesis(Box::new(c)))
             }
-            "null" => Ok(SinkConfig::Null(null::NullConfig::deserialize(de)?)),
+            "null" => {
+                let c = null::NullConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SinkConfig::Null(c))
+            }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -86,11 +96,11 @@ impl SinkConfig {
     pub async fn build(&self, cx: SinkContext) -> Result<Sink, SinkError> {
         match self {
             SinkConfig::Stdout(c) | SinkConfig::File(c) => {
-                Ok(Sink::Writer(writer::WriterSink::open(c, cx).await?))
+                Ok(Sink::Writer(writer::WriterSink::build(c, cx).await?))
             }
-            SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::open(c, cx).await?)),
+            SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::build(c, cx).await?)),
             SinkConfig::Kinesis(c) => Ok(Sink::Kinesis(kinesis::KinesisSink::build(c, cx).await?)),
-            SinkConfig::Null(_) => Ok(Sink::Null(null::NullSink::new(cx))),
+            SinkConfig::Null(c) => Ok(Sink::Null(null::NullSink::build(c, cx).await?)),
         }
     }
 }

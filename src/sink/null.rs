@@ -3,13 +3,21 @@
 
 use serde::Deserialize;
 
-use super::SinkContext;
+use super::{SinkContext, SinkError};
 use crate::buffer::QueueReceiver;
+use crate::config::field::FieldError;
 
 /// Options of `type = "null"`: none.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NullConfig {}
+
+impl NullConfig {
+    /// Nothing to check: the sink has no options. Here so every sink config has the same verbs.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
+}
 
 /// A running `null` sink.
 pub struct NullSink {
@@ -17,8 +25,10 @@ pub struct NullSink {
 }
 
 impl NullSink {
-    pub fn new(cx: SinkContext) -> NullSink {
-        NullSink { cx }
+    /// Builds the sink; it opens nothing, so it cannot fail (the `Result` keeps the shape
+    /// every sink's `build` has).
+    pub async fn build(_config: &NullConfig, cx: SinkContext) -> Result<NullSink, SinkError> {
+        Ok(NullSink { cx })
     }
 
     /// Takes batches until the queue is closed and empty; each is complete as soon as it is

@@ -96,7 +96,7 @@ pub struct WriterSink {
 
 impl WriterSink {
     /// Opens the output (appending to a file, creating it when missing).
-    pub async fn open(config: &WriterConfig, cx: SinkContext) -> Result<WriterSink, SinkError> {
+    pub async fn build(config: &WriterConfig, cx: SinkContext) -> Result<WriterSink, SinkError> {
         let encoder = config.encoder().map_err(|e| SinkError::Setup {
             name: cx.name.clone(),
             message: crate::config::field::join(&e),

@@ -11,6 +11,12 @@
 //!
 //! A source knows nothing about sinks: it hands records to the [`Router`] and waits when the
 //! router waits (backpressure).
+//!
+//! Every source has the same two verbs: its config's `validate()`, called by
+//! [`SourceConfig::parse`] so a bad option stops the config load with its key, and
+//! `start(config, cx) -> Result<JoinHandle<()>, SourceError>`, which binds or opens what the
+//! source needs (failing start-up) and returns the spawned task that runs it until
+//! `cx.shutdown` or the end of its input.
 
 pub mod cloudwatch;
 pub mod forward;
@@ -49,7 +55,11 @@ impl SourceConfig {
                 c.validate()?;
                 Ok(SourceConfig::Forward(c))
             }
-            "stdin" => Ok(SourceConfig::Stdin(stdin::StdinConfig::deserialize(de)?)),
+            "stdin" => {
+                let c = stdin::StdinConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SourceConfig::Stdin(c))
+            }
             "cloudwatch_logs" => {
                 let c = cloudwatch::CloudwatchConfig::deserialize(de)?;
                 c.validate()?;
@@ -57,7 +67,7 @@ impl SourceConfig {
             }
             "tail" => {
                 let c = tail::TailConfig::deserialize(de)?;
-                c.compile()?;
+                c.validate()?;
                 Ok(SourceConfig::Tail(Box::new(c)))
             }
             "tcp" => {
@@ -80,7 +90,7 @@ impl SourceConfig {
     ) -> Result<tokio::task::JoinHandle<()>, SourceError> {
         match self {
             SourceConfig::Forward(c) => forward::start(c.clone(), cx).await,
-            SourceConfig::Stdin(c) => Ok(tokio::spawn(stdin::run(c.clone(), cx))),
+            SourceConfig::Stdin(c) => stdin::start(c.clone(), cx).await,
             SourceConfig::CloudwatchLogs(_) => Err(SourceError::Setup {
                 name: cx.name,
                 message: "a cloudwatch_logs source receives Lambda invocations: deploy this \

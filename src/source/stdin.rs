@@ -4,7 +4,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use super::SourceContext;
+use super::{SourceContext, SourceError};
+use crate::config::field::FieldError;
 use crate::event::{Event, EventTime, Map, Tag, Value};
 
 /// Options of `type = "stdin"`.
@@ -18,6 +19,13 @@ pub struct StdinConfig {
     pub format: LineFormat,
     /// Field holding the line in `text` format. Default `log`.
     pub key: String,
+}
+
+impl StdinConfig {
+    /// Every value serde accepts is usable; here so every source config has the same verbs.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
 }
 
 impl Default for StdinConfig {
@@ -41,8 +49,13 @@ pub enum LineFormat {
 /// Most records handed to the router at once.
 const MAX_BATCH: usize = 1024;
 
-pub async fn run(config: StdinConfig, cx: SourceContext) {
-    read_lines(config, tokio::io::stdin(), cx).await
+/// Returns the task that reads standard input until EOF or shutdown. Nothing to bind or open,
+/// so it cannot fail (the `Result` keeps the shape every source's `start` has).
+pub async fn start(
+    config: StdinConfig,
+    cx: SourceContext,
+) -> Result<tokio::task::JoinHandle<()>, SourceError> {
+    Ok(tokio::spawn(read_lines(config, tokio::io::stdin(), cx)))
 }
 
 /// Reads lines until EOF or shutdown. Lines are batched while more are already buffered, so a

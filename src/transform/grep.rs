@@ -187,7 +187,7 @@ pub struct Grep {
 }
 
 impl Grep {
-    pub fn new(config: GrepConfig) -> Result<Grep, Vec<FieldError>> {
+    pub fn build(config: GrepConfig) -> Result<Grep, Vec<FieldError>> {
         let mut errors = Vec::new();
         let regex = compile_rules("regex", &config.regex, &mut errors);
         let exclude = compile_rules("exclude", &config.exclude, &mut errors);
@@ -264,7 +264,7 @@ mod tests {
 
     fn grep(src: &str) -> Grep {
         let config: GrepConfig = toml::from_str(src).unwrap();
-        Grep::new(config).unwrap()
+        Grep::build(config).unwrap()
     }
 
     fn record(pairs: &[(&str, &str)]) -> Map {
@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_option() {
-        let build = |src: &str| Grep::new(toml::from_str(src).unwrap()).unwrap_err();
+        let build = |src: &str| Grep::build(toml::from_str(src).unwrap()).unwrap_err();
         let errs = build("regex = ['log (', 'nopattern']\nexclude = '$a[0] x'");
         let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["regex", "regex", "exclude"]);

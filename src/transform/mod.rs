@@ -4,8 +4,10 @@
 //!
 //! Each `[[transforms]]` entry names a `type`; the config loader strips the common keys (`type`,
 //! `match`, `match_regex`) and hands the rest of the table to [`build`], which deserializes it
-//! into that type's config struct (unknown keys rejected) and validates it. The pipeline applies
-//! a transform to the batches whose tag its [`crate::route::TagMatcher`] takes.
+//! into that type's config struct (unknown keys rejected) and calls the type's
+//! `build(config) -> Result<Self, Vec<FieldError>>`. Building is the validation: it compiles
+//! patterns and opens nothing, so the config loader builds every transform to check it. The
+//! pipeline applies a transform to the batches whose tag its [`crate::route::TagMatcher`] takes.
 
 pub mod fluent_regex;
 pub mod grep;
@@ -66,21 +68,21 @@ where
     D: serde::Deserializer<'de, Error = toml::de::Error>,
 {
     Ok(match type_name {
-        "record_modifier" => Box::new(record_modifier::RecordModifier::new(
+        "record_modifier" => Box::new(record_modifier::RecordModifier::build(
             record_modifier::RecordModifierConfig::deserialize(options)?,
         )?),
-        "grep" => Box::new(grep::Grep::new(grep::GrepConfig::deserialize(options)?)?),
-        "rename" => Box::new(rename::Rename::new(rename::RenameConfig::deserialize(
+        "grep" => Box::new(grep::Grep::build(grep::GrepConfig::deserialize(options)?)?),
+        "rename" => Box::new(rename::Rename::build(rename::RenameConfig::deserialize(
             options,
         )?)?),
-        "partial_message" => Box::new(partial_message::PartialMessage::new(
+        "partial_message" => Box::new(partial_message::PartialMessage::build(
             partial_message::PartialMessageConfig::deserialize(options)?,
         )?),
-        "parser" => Box::new(parser::ParserTransform::new(
+        "parser" => Box::new(parser::ParserTransform::build(
             parser::ParserConfig::deserialize(options)?,
         )?),
-        "nest" => Box::new(nest::Nest::new(nest::NestConfig::deserialize(options)?)?),
-        "modify" => Box::new(modify::Modify::new(modify::ModifyConfig::deserialize(
+        "nest" => Box::new(nest::Nest::build(nest::NestConfig::deserialize(options)?)?),
+        "modify" => Box::new(modify::Modify::build(modify::ModifyConfig::deserialize(
             options,
         )?)?),
         other => {

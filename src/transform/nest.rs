@@ -114,7 +114,7 @@ fn bytes(s: &str) -> Bytes {
 }
 
 impl Nest {
-    pub fn new(config: NestConfig) -> Result<Nest, Vec<FieldError>> {
+    pub fn build(config: NestConfig) -> Result<Nest, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut misplaced = |key: &str, present: bool, needs: &str| {
             if present {
@@ -246,7 +246,7 @@ mod tests {
     use crate::event::EventTime;
 
     fn nest(src: &str) -> Nest {
-        Nest::new(toml::from_str(src).unwrap()).unwrap()
+        Nest::build(toml::from_str(src).unwrap()).unwrap()
     }
 
     fn run(n: &mut Nest, json: &str) -> String {
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        let err = |src: &str| Nest::new(toml::from_str(src).unwrap()).unwrap_err();
+        let err = |src: &str| Nest::build(toml::from_str(src).unwrap()).unwrap_err();
         assert_eq!(
             err("operation = 'nest'\nwildcard = 'a'")[0].key,
             "nest_under"

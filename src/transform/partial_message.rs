@@ -170,7 +170,7 @@ pub struct PartialMessage {
 }
 
 impl PartialMessage {
-    pub fn new(config: PartialMessageConfig) -> Result<PartialMessage, Vec<FieldError>> {
+    pub fn build(config: PartialMessageConfig) -> Result<PartialMessage, Vec<FieldError>> {
         let mut errors = Vec::new();
         if config.key.is_empty() {
             errors.push(FieldError::new(
@@ -499,11 +499,11 @@ mod tests {
     const ID_B: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 
     fn transform() -> PartialMessage {
-        PartialMessage::new(PartialMessageConfig::default()).unwrap()
+        PartialMessage::build(PartialMessageConfig::default()).unwrap()
     }
 
     fn with(src: &str) -> PartialMessage {
-        PartialMessage::new(toml::from_str(src).unwrap()).unwrap()
+        PartialMessage::build(toml::from_str(src).unwrap()).unwrap()
     }
 
     fn line(tag: &str, log: &[u8]) -> Event {
@@ -787,7 +787,7 @@ mod tests {
 
     #[test]
     fn config_validation() {
-        let err = |src: &str| PartialMessage::new(toml::from_str(src).unwrap()).unwrap_err();
+        let err = |src: &str| PartialMessage::build(toml::from_str(src).unwrap()).unwrap_err();
         assert_eq!(err("key = ''")[0].key, "key");
         assert_eq!(err("flush_timeout = '0s'")[0].key, "flush_timeout");
         assert_eq!(

@@ -93,7 +93,7 @@ pub struct RecordModifier {
 }
 
 impl RecordModifier {
-    pub fn new(config: RecordModifierConfig) -> Result<RecordModifier, Vec<FieldError>> {
+    pub fn build(config: RecordModifierConfig) -> Result<RecordModifier, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut records = Vec::with_capacity(config.records.0.len());
         for (key, value) in config.records.iter() {
@@ -206,7 +206,7 @@ mod tests {
     use crate::event::EventTime;
 
     fn modifier(src: &str) -> RecordModifier {
-        RecordModifier::new(toml::from_str(src).unwrap()).unwrap()
+        RecordModifier::build(toml::from_str(src).unwrap()).unwrap()
     }
 
     fn rec(pairs: &[(&str, &str)]) -> Map {
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let err = |src: &str| RecordModifier::new(toml::from_str(src).unwrap()).unwrap_err();
+        let err = |src: &str| RecordModifier::build(toml::from_str(src).unwrap()).unwrap_err();
         assert_eq!(
             err("remove_keys = ['a']\nallowlist_keys = ['b']")[0].key,
             "allowlist_keys"

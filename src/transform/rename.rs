@@ -78,7 +78,7 @@ pub struct Rename {
 }
 
 impl Rename {
-    pub fn new(config: RenameConfig) -> Result<Rename, Vec<FieldError>> {
+    pub fn build(config: RenameConfig) -> Result<Rename, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut rules = Vec::new();
         let tables = [
@@ -136,7 +136,7 @@ mod tests {
     use bytes::Bytes;
 
     fn rename(src: &str) -> Rename {
-        Rename::new(toml::from_str(src).unwrap()).unwrap()
+        Rename::build(toml::from_str(src).unwrap()).unwrap()
     }
 
     fn rec(pairs: &[(&str, &str)]) -> Map {
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let err = |src: &str| Rename::new(toml::from_str(src).unwrap()).unwrap_err();
+        let err = |src: &str| Rename::build(toml::from_str(src).unwrap()).unwrap_err();
         assert_eq!(err("")[0].key, "rename");
         assert_eq!(err("copy = { a = 'a' }")[0].key, "copy");
         assert_eq!(err("hard_rename = { 'a->' = 'b' }")[0].key, "hard_rename");

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, Semaphore};
 
-use super::memory::{Batch, Closed, Reservation};
+use super::queue::{Batch, Closed, Reservation};
 use crate::health::Health;
 use crate::metrics::{BufferMetrics, ComponentMetrics};
 

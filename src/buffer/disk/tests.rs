@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::buffer::{open_queue, AckRef, AckWaiter, BufferKind, QueueReceiver, QueueSender};
+use crate::buffer::{build_queue, AckRef, AckWaiter, BufferKind, QueueReceiver, QueueSender};
 use crate::event::{Event, EventTime, Map, Value};
 use crate::metrics::Metrics;
 
@@ -39,7 +39,7 @@ fn open_q_once(s: &DiskSettings) -> Result<Q, DiskError> {
     let metrics = Arc::new(Metrics::new());
     let component = metrics.component("s", "sink");
     let health = Arc::new(Health::default());
-    let (tx, rx) = open_queue(
+    let (tx, rx) = build_queue(
         "s",
         &BufferKind::Disk(s.clone()),
         1024 * 1024,

@@ -222,7 +222,7 @@ fn kafka_rdkafka_properties_and_booleans() {
     let crate::sink::SinkConfig::Kafka(k) = &config.sinks[0].config else {
         panic!("kafka expected");
     };
-    let settings = k.settings().unwrap();
+    let settings = k.validate().unwrap();
     assert_eq!(settings.property("linger.ms"), Some("50"));
     assert_eq!(settings.property("compression.type"), Some("zstd"));
     assert_eq!(settings.queue_full_retries, 3);
@@ -327,7 +327,7 @@ fn kafka_without_topics_writes_to_fluent_bits_default_topic() {
     let crate::sink::SinkConfig::Kafka(k) = &config.sinks[0].config else {
         panic!("kafka expected");
     };
-    assert_eq!(k.settings().unwrap().topics, ["fluent-bit"]);
+    assert_eq!(k.validate().unwrap().topics, ["fluent-bit"]);
 }
 
 /// Every option of both Kinesis plugins and of the kafka output, written as a FireLens task

@@ -119,7 +119,7 @@ pub struct DeadLetterError {
 impl DeadLetters {
     /// Creates the directory if needed, checks that a file can be created in it, and starts
     /// the writing thread. The first dead-letter file is only created with the first letter.
-    pub fn start(
+    pub fn build(
         sink: &str,
         settings: &DeadLetterSettings,
         metrics: &Metrics,
@@ -470,7 +470,7 @@ mod tests {
             path: dir.to_path_buf(),
             max_size,
         };
-        let dl = DeadLetters::start("s", &settings, &metrics, health.clone()).unwrap();
+        let dl = DeadLetters::build("s", &settings, &metrics, health.clone()).unwrap();
         (dl, health, metrics)
     }
 

@@ -221,7 +221,7 @@ pub async fn run(config: Config, args: &ReplayArgs) -> Result<Summary, ReplayErr
         name: entry.name.clone(),
         message,
     };
-    let dead_letters = DeadLetters::start(&entry.name, &settings, &metrics, health.clone())
+    let dead_letters = DeadLetters::build(&entry.name, &settings, &metrics, health.clone())
         .map_err(|e| sink_error(e.to_string()))?;
     let (tx, rx) = memory::queue(entry.buffer_limit.as_usize(), Gauge::default());
     let task = {

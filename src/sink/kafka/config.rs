@@ -243,7 +243,7 @@ impl KafkaSettings {
 
 impl KafkaConfig {
     /// Checks every option; all problems are reported, not just the first.
-    pub fn settings(&self) -> Result<KafkaSettings, Vec<FieldError>> {
+    pub fn validate(&self) -> Result<KafkaSettings, Vec<FieldError>> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
 
@@ -556,7 +556,7 @@ mod tests {
     fn parse(text: &str) -> Result<KafkaSettings, Vec<FieldError>> {
         let config: KafkaConfig =
             toml::from_str(text).map_err(|e| vec![FieldError::new("<parse>", e.to_string())])?;
-        config.settings()
+        config.validate()
     }
 
     fn keys(e: &[FieldError]) -> Vec<&str> {

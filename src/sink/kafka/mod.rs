@@ -71,13 +71,13 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Creates the producer. Brokers are contacted in the background: an unreachable cluster
     /// does not stop start-up; records wait and the sink reports unhealthy.
-    pub async fn open(config: &KafkaConfig, cx: SinkContext) -> Result<KafkaSink, SinkError> {
+    pub async fn build(config: &KafkaConfig, cx: SinkContext) -> Result<KafkaSink, SinkError> {
         let setup = |message: String| SinkError::Setup {
             name: cx.name.clone(),
             message,
         };
         let settings = config
-            .settings()
+            .validate()
             .map_err(|problems| setup(crate::config::field::join(&problems)))?;
         for warning in &settings.warnings {
             tracing::warn!(sink = %cx.name, "{warning}");
@@ -439,7 +439,7 @@ mod tests {
         let text = format!("brokers = \"127.0.0.1:1\"\ntopics = \"logs,audit\"\n{extra}");
         toml::from_str::<KafkaConfig>(&text)
             .unwrap()
-            .settings()
+            .validate()
             .unwrap()
     }
 

@@ -26,7 +26,7 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use tokio::sync::{mpsc, Notify};
 
 use super::auth::MskTokenProvider;
-use crate::buffer::memory::BatchDone;
+use crate::buffer::queue::BatchDone;
 use crate::event::Event;
 use crate::health::Health;
 use crate::metrics::{retry_reason as retry, ComponentMetrics};

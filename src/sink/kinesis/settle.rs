@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::buffer::memory::BatchDone;
+use crate::buffer::queue::BatchDone;
 use crate::event::Event;
 
 /// The records of one input batch still on their way; completes the batch when the last one

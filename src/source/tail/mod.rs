@@ -155,8 +155,9 @@ pub struct Compiled {
 }
 
 impl TailConfig {
-    /// Checks the options and compiles patterns and parsers.
-    pub fn compile(&self) -> Result<Compiled, Vec<FieldError>> {
+    /// Checks every option and returns them compiled (path patterns, parsers, multiline mode),
+    /// which is what the reader runs with.
+    pub fn validate(&self) -> Result<Compiled, Vec<FieldError>> {
         let mut problems = Vec::new();
         let mut globs = |key: &str, list: &PathList, required: bool| {
             let patterns = list.patterns();
@@ -313,7 +314,7 @@ mod tests {
     fn parse(text: &str) -> Result<Compiled, Vec<FieldError>> {
         let c: TailConfig =
             toml::from_str(text).map_err(|e| vec![FieldError::new("toml", e.to_string())])?;
-        c.compile()
+        c.validate()
     }
 
     fn keys(r: Result<Compiled, Vec<FieldError>>) -> Vec<String> {

@@ -58,7 +58,7 @@ pub async fn start(
         message,
     };
     let compiled = config
-        .compile()
+        .validate()
         .map_err(|problems| setup(crate::config::field::join(&problems)))?;
     let mut resume = HashMap::new();
     let mut checkpointer = None;

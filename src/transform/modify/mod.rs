@@ -357,7 +357,7 @@ pub struct Modify {
 }
 
 impl Modify {
-    pub fn new(config: ModifyConfig) -> Result<Modify, Vec<FieldError>> {
+    pub fn build(config: ModifyConfig) -> Result<Modify, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut rules = Vec::with_capacity(config.rules.len());
         for w in &config.rules {
@@ -405,7 +405,7 @@ mod tests {
     use crate::event::EventTime;
 
     fn modify(src: &str) -> Modify {
-        Modify::new(toml::from_str(src).unwrap()).unwrap()
+        Modify::build(toml::from_str(src).unwrap()).unwrap()
     }
 
     fn run(m: &mut Modify, json: &str) -> String {
@@ -485,7 +485,7 @@ mod tests {
     fn quoted_values_and_config_errors() {
         let mut m = modify("rules = ['Set q \"two words\"']");
         assert_eq!(run(&mut m, "{}"), r#"{"q":"two words"}"#);
-        let err = |src: &str| Modify::new(toml::from_str(src).unwrap()).unwrap_err();
+        let err = |src: &str| Modify::build(toml::from_str(src).unwrap()).unwrap_err();
         assert_eq!(err("")[0].key, "rules");
         let e = err("rules = ['Add r spaced out']");
         assert!(e[0].message.contains("quote"), "{}", e[0].message);

@@ -68,7 +68,7 @@ pub struct ParserTransform {
 }
 
 impl ParserTransform {
-    pub fn new(config: ParserConfig) -> Result<ParserTransform, Vec<FieldError>> {
+    pub fn build(config: ParserConfig) -> Result<ParserTransform, Vec<FieldError>> {
         let mut errors = Vec::new();
         if config.key_name.is_empty() {
             errors.push(FieldError::new(
@@ -168,7 +168,7 @@ mod tests {
     use crate::event::EventTime;
 
     fn transform(src: &str) -> ParserTransform {
-        ParserTransform::new(toml::from_str(src).unwrap()).unwrap()
+        ParserTransform::build(toml::from_str(src).unwrap()).unwrap()
     }
 
     fn event(pairs: &[(&str, &str)]) -> Event {
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        let err = |src: &str| ParserTransform::new(toml::from_str(src).unwrap()).unwrap_err();
+        let err = |src: &str| ParserTransform::build(toml::from_str(src).unwrap()).unwrap_err();
         assert_eq!(err("")[0].key, "parsers");
         let e = err("[[parsers]]\nname = 'apache'\nformat = 'regex'\nregex = '(unclosed'");
         assert_eq!(e[0].key, "parsers");
