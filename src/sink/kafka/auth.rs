@@ -21,7 +21,9 @@ use super::msk_iam::{resolve_target, MskIamError, MskIamSigner, MskIamToken, Msk
 
 /// Test-only: caps the token lifetime reported to librdkafka at this many milliseconds (the
 /// signed URL itself stays valid for 900 s), so integration tests see several refreshes in a
-/// few seconds. Not a user option: it is undocumented outside the tests and logged loudly.
+/// few seconds. Compiled only with the `test-hooks` feature, which only the tests turn on (a
+/// dev-dependency of the crate on itself): the release binary neither reads nor contains it.
+#[cfg(feature = "test-hooks")]
 pub const TEST_ONLY_TOKEN_LIFETIME_ENV: &str = "LOGFERRY_TEST_ONLY_MSK_TOKEN_LIFETIME_MS";
 
 /// How long one credentials fetch (IMDS, ECS endpoint, STS) may take.
@@ -167,12 +169,7 @@ impl MskTokenProvider {
             &session_name(sink_name),
         )
         .await?;
-        let lifetime_cap = test_only_lifetime_cap();
-        if let Some(cap) = lifetime_cap {
-            tracing::warn!(sink = %sink_name, lifetime = ?cap,
-                "{TEST_ONLY_TOKEN_LIFETIME_ENV} is set: MSK IAM token lifetimes are shortened; \
-                 this is for tests only");
-        }
+        let lifetime_cap = test_only_lifetime_cap(sink_name);
         Ok(Self::new(
             settings.target.clone(),
             Arc::new(credentials),
@@ -249,10 +246,19 @@ fn millis(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn test_only_lifetime_cap() -> Option<Duration> {
+/// The test-only lifetime cap (see [`TEST_ONLY_TOKEN_LIFETIME_ENV`]); always `None` in a build
+/// without the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
+fn test_only_lifetime_cap(sink_name: &str) -> Option<Duration> {
     let value = std::env::var(TEST_ONLY_TOKEN_LIFETIME_ENV).ok()?;
     match value.trim().parse::<u64>() {
-        Ok(ms) if ms > 0 => Some(Duration::from_millis(ms)),
+        Ok(ms) if ms > 0 => {
+            let cap = Duration::from_millis(ms);
+            tracing::warn!(sink = %sink_name, lifetime = ?cap,
+                "{TEST_ONLY_TOKEN_LIFETIME_ENV} is set: MSK IAM token lifetimes are shortened; \
+                 this is for tests only");
+            Some(cap)
+        }
         _ => {
             tracing::warn!(
                 "{TEST_ONLY_TOKEN_LIFETIME_ENV}={value:?} is not a positive number of ms; ignored"
@@ -260,6 +266,11 @@ fn test_only_lifetime_cap() -> Option<Duration> {
             None
         }
     }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_only_lifetime_cap(_sink_name: &str) -> Option<Duration> {
+    None
 }
 
 /// `logferry-<sink name>`, reduced to the characters and length STS accepts for a role session
