@@ -257,7 +257,7 @@ impl Metrics {
         );
         registry.register(
             "connections_timed_out",
-            "Client connections a source closed after a timeout, by reason (idle: idle_timeout between messages; incomplete_message: message_timeout in the middle of a message)",
+            "Client connections a source closed after a timeout, by reason (idle: idle_timeout between messages; incomplete_message: message_timeout in the middle of a message; unread_acks: an ack not taken within message_timeout)",
             m.connections_timed_out.clone(),
         );
         registry.register(
@@ -460,6 +460,8 @@ pub struct ConnectionMetrics {
     pub idle: Counter,
     /// `connections_timed_out_total{reason="incomplete_message"}`.
     pub incomplete_message: Counter,
+    /// `connections_timed_out_total{reason="unread_acks"}`.
+    pub unread_acks: Counter,
 }
 
 impl ComponentMetrics {
@@ -570,11 +572,16 @@ impl ComponentMetrics {
             .connections_timed_out
             .get_or_create(&self.reason("incomplete_message"))
             .clone();
+        let unread_acks = self
+            .connections_timed_out
+            .get_or_create(&self.reason("unread_acks"))
+            .clone();
         ConnectionMetrics {
             open,
             refused_limit,
             idle,
             incomplete_message,
+            unread_acks,
         }
     }
 

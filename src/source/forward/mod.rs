@@ -74,7 +74,9 @@ pub struct ForwardConfig {
     /// A connection that stops sending for this long in the middle of a message is closed
     /// (`connections_timed_out_total{reason="incomplete_message"}`), freeing the partial
     /// message's buffer (up to `buffer_max_size`). Default `"60s"`; `"0s"` turns it off.
-    /// Complete messages received before are delivered and acknowledged as usual.
+    /// Complete messages received before are delivered and acknowledged as usual. It also
+    /// bounds how long an ack may wait to be written to a client that does not read
+    /// (`connections_timed_out_total{reason="unread_acks"}`).
     #[serde(default = "default_message_timeout")]
     pub message_timeout: Duration,
     /// TLS on the TCP listener (`crt_file`, `key_file`, optional `ca_file` for client

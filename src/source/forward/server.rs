@@ -483,7 +483,12 @@ impl Server {
             tx: acks_tx,
             pending: Arc::new(AtomicUsize::new(0)),
         };
-        let ack_writer = tokio::spawn(write_acks(writer, acks_rx, acks.pending.clone()));
+        let ack_writer = tokio::spawn(write_acks(
+            writer,
+            acks_rx,
+            acks.pending.clone(),
+            self.message_timeout,
+        ));
         if let Err(e) = self.read_loop(&mut reader, buf, &acks, &peer).await {
             let reason = match e {
                 ProtocolError::FrameTooLarge { .. }
@@ -495,7 +500,15 @@ impl Server {
                 "closing a forward connection: bad message");
         }
         drop(acks);
-        let _ = ack_writer.await;
+        if let Ok(AckWriter::Stuck(after)) = ack_writer.await {
+            self.connections.unread_acks.inc();
+            if let Some(suppressed) =
+                crate::log_limit::allow(&self.cx.name, &format!("unread_acks {}", peer_host(&peer)))
+            {
+                tracing::warn!(source = %self.cx.name, %peer, timeout = ?after, suppressed,
+                    "closing a forward connection whose client does not read its acks");
+            }
+        }
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(
@@ -571,6 +584,8 @@ impl Server {
                 tokio::select! {
                     r = reader.read_buf(&mut buf) => r,
                     _ = self.cx.shutdown.cancelled() => continue,
+                    // The ack writer gave up (the client does not take its acks): close.
+                    _ = acks.tx.closed() => return Ok(()),
                     _ = timer => {
                         let Some((after, why)) = deadline else { continue };
                         // A client waiting for acks is quiet because of us: not idle.
@@ -686,14 +701,26 @@ impl Acks {
     }
 }
 
+/// How [`write_acks`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckWriter {
+    /// Every ack owed was written (or the connection broke).
+    Done,
+    /// Writing an ack did not finish within this time: the client does not read.
+    Stuck(std::time::Duration),
+}
+
 /// Sends `{"ack": chunk}` for each acknowledged message, in arrival order. A message whose
 /// delivery failed gets no ack, so the client sends it again. `pending` counts the acks still
-/// owed (the read side does not time out an idle client while it waits for one).
+/// owed (the read side does not time out an idle client while it waits for one). An ack that
+/// cannot be written within `timeout` (`message_timeout`: the client does not read, its
+/// socket buffers are full) ends the writer, which ends the connection.
 async fn write_acks<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut acks: mpsc::UnboundedReceiver<(AckWaiter, bytes::Bytes)>,
     pending: Arc<AtomicUsize>,
-) {
+    timeout: Option<std::time::Duration>,
+) -> AckWriter {
     /// Counts one owed ack as settled when dropped, whichever way the loop goes on.
     struct Settled<'a>(&'a AtomicUsize);
     impl Drop for Settled<'_> {
@@ -713,9 +740,80 @@ async fn write_acks<W: AsyncWrite + Unpin>(
             continue;
         }
         // TLS buffers what is written: flush so the ack leaves now.
-        if writer.write_all(&encode_ack(&chunk)).await.is_err() || writer.flush().await.is_err() {
-            return;
+        let write = async {
+            writer.write_all(&encode_ack(&chunk)).await?;
+            writer.flush().await
+        };
+        let written = match timeout {
+            Some(after) => match tokio::time::timeout(after, write).await {
+                Ok(written) => written,
+                Err(_) => return AckWriter::Stuck(after),
+            },
+            None => write.await,
+        };
+        if written.is_err() {
+            return AckWriter::Done;
         }
     }
     let _ = writer.shutdown().await;
+    AckWriter::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that never reads its acks: once its buffer is full the writer gives up after
+    /// the timeout instead of holding the connection forever.
+    #[tokio::test]
+    async fn an_ack_writer_gives_up_on_a_client_that_does_not_read() {
+        let (server, _client) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        for i in 0..100 {
+            let (ack, waiter) = AckRef::new();
+            ack.complete();
+            pending.fetch_add(1, Ordering::AcqRel);
+            tx.send((waiter, bytes::Bytes::from(format!("chunk-{i}"))))
+                .unwrap();
+        }
+        let timeout = std::time::Duration::from_millis(100);
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            write_acks(server, rx, pending.clone(), Some(timeout)),
+        )
+        .await
+        .expect("the writer must not wait forever");
+        assert_eq!(ended, AckWriter::Stuck(timeout));
+        // The read side sees the writer gone.
+        assert!(tx.is_closed());
+    }
+
+    #[tokio::test]
+    async fn an_ack_writer_writes_every_ack_to_a_reading_client() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let mut want = Vec::new();
+        for i in 0..100 {
+            let (ack, waiter) = AckRef::new();
+            ack.complete();
+            pending.fetch_add(1, Ordering::AcqRel);
+            let chunk = bytes::Bytes::from(format!("chunk-{i}"));
+            want.extend_from_slice(&encode_ack(&chunk));
+            tx.send((waiter, chunk)).unwrap();
+        }
+        drop(tx);
+        let writer = tokio::spawn(write_acks(
+            server,
+            rx,
+            pending.clone(),
+            Some(std::time::Duration::from_millis(100)),
+        ));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, want);
+        assert_eq!(writer.await.unwrap(), AckWriter::Done);
+        assert_eq!(pending.load(Ordering::Acquire), 0);
+    }
 }
