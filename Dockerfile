@@ -74,7 +74,9 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/logferry /usr/local/bin/logferry
 COPY infra/docker/logferry.toml /etc/logferry/logferry.toml
 USER 10001:10001
-# Fluent forward (TCP). /health and /metrics listen on 127.0.0.1:2020 in the default config.
+# Fluent forward (TCP): the port configs use; the default config listens on 127.0.0.1 only
+# (reachable inside the task or pod), so publishing it needs a config with 0.0.0.0 (see
+# infra/docker/logferry.toml). /health and /metrics listen on 127.0.0.1:2020 in the default config.
 EXPOSE 24224
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/logferry", "healthcheck"]

@@ -94,6 +94,9 @@ pub struct Metrics {
     retries: Family<ReasonLabels, Counter>,
     token_refreshes: Family<TokenLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    connections_open: Family<ComponentLabels, Gauge>,
+    connections_refused: Family<ReasonLabels, Counter>,
+    connections_timed_out: Family<ReasonLabels, Counter>,
     healthy: Gauge,
     unhealthy: Family<HealthLabels, Gauge>,
     /// Components ever reported unhealthy, so that their gauge goes back to 0 when they recover.
@@ -153,6 +156,9 @@ impl Metrics {
             retries: Family::default(),
             token_refreshes: Family::default(),
             auth_failures: Family::default(),
+            connections_open: Family::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
             healthy: Gauge::default(),
             unhealthy: Family::default(),
             unhealthy_seen: Mutex::new(BTreeSet::new()),
@@ -240,6 +246,21 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         registry.register(
+            "connections_open",
+            "Client connections a source (forward) holds open",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections a source closed at once, by reason (max_connections: the limit was reached)",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Client connections a source closed after a timeout, by reason (idle: idle_timeout between messages; incomplete_message: message_timeout in the middle of a message; unread_acks: an ack not taken within message_timeout)",
+            m.connections_timed_out.clone(),
+        );
+        registry.register(
             "healthy",
             "1 when /health answers 200, 0 when it answers 503",
             m.healthy.clone(),
@@ -307,6 +328,9 @@ impl Metrics {
             retries: self.retries.clone(),
             token_refreshes: self.token_refreshes.clone(),
             auth_failures: self.auth_failures.clone(),
+            connections_open: self.connections_open.clone(),
+            connections_refused: self.connections_refused.clone(),
+            connections_timed_out: self.connections_timed_out.clone(),
         }
     }
 
@@ -420,6 +444,24 @@ pub struct ComponentMetrics {
     retries: Family<ReasonLabels, Counter>,
     token_refreshes: Family<TokenLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    connections_open: Family<ComponentLabels, Gauge>,
+    connections_refused: Family<ReasonLabels, Counter>,
+    connections_timed_out: Family<ReasonLabels, Counter>,
+}
+
+/// The connection metrics of a source that accepts connections (forward); cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    /// `connections_open`: connections currently held.
+    pub open: Gauge,
+    /// `connections_refused_total{reason="max_connections"}`.
+    pub refused_limit: Counter,
+    /// `connections_timed_out_total{reason="idle"}`.
+    pub idle: Counter,
+    /// `connections_timed_out_total{reason="incomplete_message"}`.
+    pub incomplete_message: Counter,
+    /// `connections_timed_out_total{reason="unread_acks"}`.
+    pub unread_acks: Counter,
 }
 
 impl ComponentMetrics {
@@ -508,6 +550,41 @@ impl ComponentMetrics {
         self.auth_failures.get_or_create(&self.reason(reason)).get()
     }
 
+    /// This component's connection metrics, created (at 0) on the first call so that a
+    /// dashboard sees them before anything happens.
+    pub fn connections(&self) -> ConnectionMetrics {
+        let labels = ComponentLabels {
+            component: self.name.clone(),
+            kind: self.kind.clone(),
+        };
+        // One statement each: `get_or_create` returns a read guard of its family, which must be
+        // released before the next series of the same family is created.
+        let open = self.connections_open.get_or_create(&labels).clone();
+        let refused_limit = self
+            .connections_refused
+            .get_or_create(&self.reason("max_connections"))
+            .clone();
+        let idle = self
+            .connections_timed_out
+            .get_or_create(&self.reason("idle"))
+            .clone();
+        let incomplete_message = self
+            .connections_timed_out
+            .get_or_create(&self.reason("incomplete_message"))
+            .clone();
+        let unread_acks = self
+            .connections_timed_out
+            .get_or_create(&self.reason("unread_acks"))
+            .clone();
+        ConnectionMetrics {
+            open,
+            refused_limit,
+            idle,
+            incomplete_message,
+            unread_acks,
+        }
+    }
+
     fn reason(&self, reason: &str) -> ReasonLabels {
         ReasonLabels {
             component: self.name.clone(),
@@ -571,6 +648,23 @@ mod tests {
             "no disk series without a disk buffer: {text}"
         );
         assert_eq!(a.retry_count(retry_reason::THROTTLED), 5);
+    }
+
+    #[test]
+    fn renders_connection_metrics_of_a_source() {
+        let m = Metrics::new();
+        let c = m.component("forward.0", "source").connections();
+        c.open.inc();
+        c.refused_limit.inc_by(2);
+        c.incomplete_message.inc();
+        let text = m.render();
+        assert!(
+            text.contains("logferry_connections_open{component=\"forward.0\",kind=\"source\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("logferry_connections_refused_total{component=\"forward.0\",kind=\"source\",reason=\"max_connections\"} 2"), "{text}");
+        assert!(text.contains("logferry_connections_timed_out_total{component=\"forward.0\",kind=\"source\",reason=\"idle\"} 0"), "{text}");
+        assert!(text.contains("logferry_connections_timed_out_total{component=\"forward.0\",kind=\"source\",reason=\"incomplete_message\"} 1"), "{text}");
     }
 
     #[test]

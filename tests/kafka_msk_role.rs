@@ -70,7 +70,7 @@ async fn role_arn_credentials_come_from_sts_assume_role() {
     );
 
     // From a plain thread (as librdkafka calls it) the cached credentials are reused.
-    let issued = std::thread::spawn(move || provider.token_blocking().map(|t| t.lifetime_ms))
+    let issued = std::thread::spawn(move || provider.token_now().map(|t| t.lifetime_ms))
         .join()
         .unwrap()
         .unwrap();

@@ -585,6 +585,30 @@ fn forward_secure_options_reach_the_native_source() {
 }
 
 #[test]
+fn forward_net_io_timeout_is_the_idle_timeout() {
+    let f = forward_source(&format!(
+        "[INPUT]\n    Name forward\n    net.io_timeout 90\n{OUTPUT}"
+    ));
+    assert_eq!(f.idle_timeout(), Some(std::time::Duration::from_secs(90)));
+    let f = forward_source(&format!("[INPUT]\n    Name forward\n{OUTPUT}"));
+    assert_eq!(f.idle_timeout(), None, "off unless set, as in Fluent Bit");
+    let p = problems(&format!(
+        "[INPUT]\n    Name forward\n    net.io_timeout soon\n    net.backlog 512\n{OUTPUT}"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains(":3: [INPUT] forward: `net.io_timeout`"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].contains(":4: [INPUT] forward: `net.backlog`"),
+        "{}",
+        p[1]
+    );
+}
+
+#[test]
 fn forward_secure_problems_name_file_line_and_key() {
     let p = problems(&format!(
         "[INPUT]\n    Name forward\n    tls on\n    tls.crt_file /c\n    tls.key_file /k\n    \

@@ -583,6 +583,14 @@ fn forward(keys: &mut Keys, native: &mut Native) {
     string(keys, native, "unix_perm", "unix_perm");
     string(keys, native, "buffer_chunk_size", "buffer_chunk_size");
     string(keys, native, "buffer_max_size", "buffer_max_size");
+    // Fluent Bit's listening inputs close a connection idle for `net.io_timeout` (default 0s:
+    // never), as logferry's idle_timeout does; its other net.* keys have no equivalent.
+    if let Some(e) = keys.one("net.io_timeout") {
+        match values::seconds(&e.value) {
+            Ok(d) => native.set("idle_timeout", Val::Str(d), at(e)),
+            Err(m) => keys.problem(e, m),
+        }
+    }
     forward_security(keys, native);
     forward_tls(keys, native);
     for key in ["tag", "tag_prefix"] {

@@ -3,12 +3,18 @@
 //! `logferry msk-token` command.
 //!
 //! librdkafka asks for a token from its polling thread (the `ThreadedProducer`'s, which runs even
-//! when no records flow), at start and again at 80% of the previous token's lifetime; after a
-//! failure it asks again 10 s later. Credentials are cached here and fetched again shortly
-//! before they expire, so most refreshes only sign (no network call).
+//! when no records flow, and which also serves delivery reports and statistics), at start and
+//! again at 80% of the previous token's lifetime; after a failure it asks again 10 s later. So
+//! that callback must not wait for the network: credentials are fetched by a Tokio task of their
+//! own ([`MskTokenProvider::load`] starts it), ahead of their expiry and again after a failure,
+//! and the callback ([`MskTokenProvider::token_now`]) only signs with the cached credentials, a
+//! local computation. When none are cached yet it fails at once, and librdkafka asks again.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::sts::AssumeRoleProvider;
@@ -21,7 +27,9 @@ use super::msk_iam::{resolve_target, MskIamError, MskIamSigner, MskIamToken, Msk
 
 /// Test-only: caps the token lifetime reported to librdkafka at this many milliseconds (the
 /// signed URL itself stays valid for 900 s), so integration tests see several refreshes in a
-/// few seconds. Not a user option: it is undocumented outside the tests and logged loudly.
+/// few seconds. Compiled only with the `test-hooks` feature, which only the tests turn on (a
+/// dev-dependency of the crate on itself): the release binary neither reads nor contains it.
+#[cfg(feature = "test-hooks")]
 pub const TEST_ONLY_TOKEN_LIFETIME_ENV: &str = "LOGFERRY_TEST_ONLY_MSK_TOKEN_LIFETIME_MS";
 
 /// How long one credentials fetch (IMDS, ECS endpoint, STS) may take.
@@ -30,6 +38,22 @@ const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cached credentials are fetched again when they expire within this margin, so a token is
 /// never signed with credentials about to expire (its lifetime would be cut short).
 const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// The token callback still signs with cached credentials that are due for a refresh (the
+/// background fetch is under way) while they stay valid at least this long; the token's
+/// lifetime is capped by their expiry, so librdkafka asks again before they expire.
+const MIN_CREDENTIALS_VALIDITY: Duration = Duration::from_secs(10);
+
+/// How long opening an MSK IAM sink waits for the first credentials (an async wait on start-up,
+/// not on librdkafka's thread), so that the producer's first token callback finds them.
+const FIRST_CREDENTIALS_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits of the background fetch after failures: 1 s doubling up to 30 s.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Credentials without expiry (static keys) are looked at again this often.
+const STATIC_RECHECK: Duration = Duration::from_secs(3600);
 
 /// Why no token could be made. Never contains a secret.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +74,11 @@ pub enum AuthError {
     Sign(#[from] MskIamError),
     #[error("invalid argument: {0}")]
     Argument(String),
+    #[error(
+        "no AWS credentials yet ({0}); they are fetched in the background and librdkafka asks \
+         for a token again in 10 s"
+    )]
+    NotReady(String),
 }
 
 /// The error and its causes on one line (SDK errors keep the useful part in their sources).
@@ -70,7 +99,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// Credentials from one provider, cached until shortly before they expire.
 pub struct CredentialSource {
     provider: SharedCredentialsProvider,
-    cached: Mutex<Option<Credentials>>,
+    cached: Mutex<Option<Cached>>,
+    /// Why the last fetch failed (cleared by a success); never holds a secret.
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    credentials: Credentials,
+    fetched_at: SystemTime,
 }
 
 impl CredentialSource {
@@ -78,6 +115,7 @@ impl CredentialSource {
         CredentialSource {
             provider,
             cached: Mutex::new(None),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -119,25 +157,168 @@ impl CredentialSource {
         if let Some(fresh) = self.cached_fresh(SystemTime::now()) {
             return Ok(fresh);
         }
+        self.fetch().await
+    }
+
+    /// Fetches credentials from the provider (bounded by [`CREDENTIALS_TIMEOUT`]) and caches
+    /// them; a failure is remembered for [`AuthError::NotReady`].
+    pub async fn fetch(&self) -> Result<Credentials, AuthError> {
         let fetched =
-            tokio::time::timeout(CREDENTIALS_TIMEOUT, self.provider.provide_credentials())
+            match tokio::time::timeout(CREDENTIALS_TIMEOUT, self.provider.provide_credentials())
                 .await
-                .map_err(|_| AuthError::Timeout(CREDENTIALS_TIMEOUT))?
-                .map_err(|e| AuthError::Credentials(error_chain(&e)))?;
-        if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some(fetched.clone());
+            {
+                Err(_) => Err(AuthError::Timeout(CREDENTIALS_TIMEOUT)),
+                Ok(Err(e)) => Err(AuthError::Credentials(error_chain(&e))),
+                Ok(Ok(credentials)) => Ok(credentials),
+            };
+        match &fetched {
+            Ok(credentials) => {
+                if let Ok(mut cached) = self.cached.lock() {
+                    *cached = Some(Cached {
+                        credentials: credentials.clone(),
+                        fetched_at: SystemTime::now(),
+                    });
+                }
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = None;
+                }
+            }
+            Err(e) => {
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+            }
         }
-        Ok(fetched)
+        fetched
     }
 
     /// The cached credentials if they are valid for longer than the refresh margin.
     fn cached_fresh(&self, now: SystemTime) -> Option<Credentials> {
         let cached = self.cached.lock().ok()?;
-        let credentials = cached.as_ref()?;
+        let credentials = &cached.as_ref()?.credentials;
         match credentials.expiry() {
             None => Some(credentials.clone()),
             Some(expiry) if expiry > now + CREDENTIALS_REFRESH_MARGIN => Some(credentials.clone()),
             Some(_) => None,
+        }
+    }
+
+    /// The cached credentials if they stay valid at least [`MIN_CREDENTIALS_VALIDITY`], even
+    /// when a refresh is due.
+    fn cached_usable(&self, now: SystemTime) -> Option<Credentials> {
+        let cached = self.cached.lock().ok()?;
+        let credentials = &cached.as_ref()?.credentials;
+        match credentials.expiry() {
+            Some(expiry) if expiry <= now + MIN_CREDENTIALS_VALIDITY => None,
+            _ => Some(credentials.clone()),
+        }
+    }
+
+    /// How long until the cached credentials are due for a refresh (zero: now, or none are
+    /// cached): `CREDENTIALS_REFRESH_MARGIN` before they expire, but for credentials that live
+    /// shorter than that, halfway through their life (so short-lived ones are not fetched in a
+    /// loop).
+    fn refresh_due_in(&self, now: SystemTime) -> Duration {
+        let Some(cached) = self.cached.lock().ok().and_then(|c| c.clone()) else {
+            return Duration::ZERO;
+        };
+        let Some(expiry) = cached.credentials.expiry() else {
+            return STATIC_RECHECK;
+        };
+        let life = expiry
+            .duration_since(cached.fetched_at)
+            .unwrap_or(Duration::ZERO);
+        let due = (expiry
+            .checked_sub(CREDENTIALS_REFRESH_MARGIN)
+            .unwrap_or(cached.fetched_at))
+        .max(cached.fetched_at + life / 2);
+        due.duration_since(now).unwrap_or(Duration::ZERO)
+    }
+
+    /// Why no credentials are cached, for the token callback's error.
+    fn not_ready(&self) -> AuthError {
+        let last = self.last_error.lock().ok().and_then(|l| l.clone());
+        AuthError::NotReady(match last {
+            Some(e) => format!("the last fetch failed: {e}"),
+            None => "the first fetch has not finished".to_string(),
+        })
+    }
+}
+
+/// The background fetch of one [`CredentialSource`]: fetches when the credentials are due (or
+/// missing), retries failures with backoff, and is woken early by the token callback when it
+/// found nothing usable. Stops when the owning [`MskTokenProvider`] is dropped.
+struct Refresher {
+    wake: Arc<Notify>,
+    /// The number of fetches finished (successful or not), for the start-up wait.
+    attempts: watch::Receiver<u64>,
+    _stop: DropGuard,
+}
+
+impl Refresher {
+    fn spawn(source: Arc<CredentialSource>, runtime: &tokio::runtime::Handle, sink: &str) -> Self {
+        let wake = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let (attempts_tx, attempts) = watch::channel(0u64);
+        runtime.spawn(refresh_loop(
+            source,
+            wake.clone(),
+            stop.clone(),
+            attempts_tx,
+            sink.to_string(),
+        ));
+        Refresher {
+            wake,
+            attempts,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+async fn refresh_loop(
+    source: Arc<CredentialSource>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    attempts: watch::Sender<u64>,
+    sink: String,
+) {
+    let mut failures = 0u32;
+    loop {
+        let due_in = source.refresh_due_in(SystemTime::now());
+        if !due_in.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(due_in) => {}
+                _ = wake.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+            continue;
+        }
+        let fetched = tokio::select! {
+            r = source.fetch() => r,
+            _ = stop.cancelled() => return,
+        };
+        attempts.send_modify(|n| *n += 1);
+        match fetched {
+            Ok(credentials) => {
+                failures = 0;
+                tracing::debug!(sink = %sink, expiry = ?credentials.expiry(),
+                    "AWS credentials fetched for MSK IAM");
+            }
+            Err(e) => {
+                let wait = RETRY_FIRST
+                    .saturating_mul(1u32 << failures.min(5))
+                    .min(RETRY_MAX);
+                failures = failures.saturating_add(1);
+                if let Some(suppressed) = crate::log_limit::allow(&sink, "msk_credentials") {
+                    tracing::error!(sink = %sink, error = %e, retry_in = ?wait, suppressed,
+                        "cannot get AWS credentials for MSK IAM; retrying in the background");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = wake.notified() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
         }
     }
 }
@@ -154,11 +335,14 @@ pub struct MskTokenProvider {
     credentials: Arc<CredentialSource>,
     runtime: tokio::runtime::Handle,
     lifetime_cap: Option<Duration>,
+    /// The background fetch, when started ([`MskTokenProvider::refresh_in_background`]).
+    refresher: Option<Refresher>,
 }
 
 impl MskTokenProvider {
-    /// Loads the credentials provider; fails only when none is configured at all (fetching
-    /// credentials happens when the first token is needed).
+    /// Loads the credentials provider, starts fetching credentials in the background, and waits
+    /// for the first fetch for at most [`FIRST_CREDENTIALS_WAIT`]; fails only when no provider is
+    /// configured at all (credentials that cannot be fetched yet are retried in the background).
     pub async fn load(settings: &MskIamSettings, sink_name: &str) -> Result<Self, AuthError> {
         let credentials = CredentialSource::load(
             &settings.target.region,
@@ -167,17 +351,40 @@ impl MskTokenProvider {
             &session_name(sink_name),
         )
         .await?;
-        let lifetime_cap = test_only_lifetime_cap();
-        if let Some(cap) = lifetime_cap {
-            tracing::warn!(sink = %sink_name, lifetime = ?cap,
-                "{TEST_ONLY_TOKEN_LIFETIME_ENV} is set: MSK IAM token lifetimes are shortened; \
-                 this is for tests only");
+        let lifetime_cap = test_only_lifetime_cap(sink_name);
+        let mut provider = Self::new(settings.target.clone(), Arc::new(credentials), lifetime_cap);
+        provider.refresh_in_background(sink_name);
+        if !provider.first_fetch(FIRST_CREDENTIALS_WAIT).await {
+            tracing::warn!(sink = %sink_name, waited = ?FIRST_CREDENTIALS_WAIT,
+                "AWS credentials for MSK IAM are not there yet; starting anyway, the Kafka \
+                 connection waits for them (fetched in the background)");
         }
-        Ok(Self::new(
-            settings.target.clone(),
-            Arc::new(credentials),
-            lifetime_cap,
-        ))
+        Ok(provider)
+    }
+
+    /// Starts the background fetch of credentials (once), so that [`Self::token_now`] finds
+    /// them cached.
+    pub fn refresh_in_background(&mut self, sink_name: &str) {
+        if self.refresher.is_none() {
+            self.refresher = Some(Refresher::spawn(
+                self.credentials.clone(),
+                &self.runtime,
+                sink_name,
+            ));
+        }
+    }
+
+    /// Waits (at most `limit`) until the background fetch finished its first attempt; true when
+    /// it did.
+    pub async fn first_fetch(&self, limit: Duration) -> bool {
+        let Some(refresher) = &self.refresher else {
+            return false;
+        };
+        let mut attempts = refresher.attempts.clone();
+        let fetched = tokio::time::timeout(limit, attempts.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        fetched
     }
 
     /// Must be called inside a Tokio runtime (its handle fetches credentials later).
@@ -191,6 +398,7 @@ impl MskTokenProvider {
             credentials,
             runtime: tokio::runtime::Handle::current(),
             lifetime_cap,
+            refresher: None,
         }
     }
 
@@ -204,29 +412,22 @@ impl MskTokenProvider {
         self.sign(&credentials, signing_time)
     }
 
-    /// Signs a token now, from any thread (librdkafka's polling thread calls this). Credentials
-    /// are fetched on a thread of its own when the cache cannot serve them, so this never runs
-    /// the async fetch on a thread that is already driving a runtime.
-    pub fn token_blocking(&self) -> Result<IssuedToken, AuthError> {
+    /// Signs a token now, from any thread (librdkafka's polling thread calls this), without
+    /// waiting for the network: with the cached credentials (which the background fetch keeps
+    /// fresh; one due for a refresh is still used while it stays valid, the token's lifetime
+    /// capped by its expiry), or, when none are usable, an [`AuthError::NotReady`] at once after
+    /// waking the background fetch.
+    pub fn token_now(&self) -> Result<IssuedToken, AuthError> {
         let now = SystemTime::now();
-        if let Some(credentials) = self.credentials.cached_fresh(now) {
-            return self.sign(&credentials, now);
+        if self.credentials.cached_fresh(now).is_none() {
+            if let Some(refresher) = &self.refresher {
+                refresher.wake.notify_one();
+            }
         }
-        let source = self.credentials.clone();
-        let runtime = self.runtime.clone();
-        let fetched = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("msk-iam-credentials".into())
-                .spawn_scoped(scope, move || runtime.block_on(source.credentials()))
-                .map_err(|e| AuthError::Credentials(format!("cannot start a thread: {e}")))?
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(AuthError::Credentials(
-                        "the credentials provider panicked".into(),
-                    ))
-                })
-        })?;
-        self.sign(&fetched, SystemTime::now())
+        match self.credentials.cached_usable(now) {
+            Some(credentials) => self.sign(&credentials, now),
+            None => Err(self.credentials.not_ready()),
+        }
     }
 
     fn sign(
@@ -249,10 +450,19 @@ fn millis(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn test_only_lifetime_cap() -> Option<Duration> {
+/// The test-only lifetime cap (see [`TEST_ONLY_TOKEN_LIFETIME_ENV`]); always `None` in a build
+/// without the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
+fn test_only_lifetime_cap(sink_name: &str) -> Option<Duration> {
     let value = std::env::var(TEST_ONLY_TOKEN_LIFETIME_ENV).ok()?;
     match value.trim().parse::<u64>() {
-        Ok(ms) if ms > 0 => Some(Duration::from_millis(ms)),
+        Ok(ms) if ms > 0 => {
+            let cap = Duration::from_millis(ms);
+            tracing::warn!(sink = %sink_name, lifetime = ?cap,
+                "{TEST_ONLY_TOKEN_LIFETIME_ENV} is set: MSK IAM token lifetimes are shortened; \
+                 this is for tests only");
+            Some(cap)
+        }
         _ => {
             tracing::warn!(
                 "{TEST_ONLY_TOKEN_LIFETIME_ENV}={value:?} is not a positive number of ms; ignored"
@@ -260,6 +470,11 @@ fn test_only_lifetime_cap() -> Option<Duration> {
             None
         }
     }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_only_lifetime_cap(_sink_name: &str) -> Option<Duration> {
+    None
 }
 
 /// `logferry-<sink name>`, reduced to the characters and length STS accepts for a role session
@@ -366,11 +581,121 @@ mod tests {
         let issued = capped.token_at(at).await.unwrap();
         assert_eq!(issued.lifetime_ms, 1_704_164_645_000 + 3_000);
         // From a plain thread, as librdkafka calls it.
-        let issued = std::thread::spawn(move || capped.token_blocking().map(|t| t.lifetime_ms))
+        let issued = std::thread::spawn(move || capped.token_now().map(|t| t.lifetime_ms))
             .join()
             .unwrap()
             .unwrap();
         let now = millis(SystemTime::now());
         assert!(issued > now && issued <= now + 3_000, "{issued} vs {now}");
+    }
+
+    /// Credentials that take `delay` to fetch and live `life`, counting the fetches.
+    #[derive(Debug)]
+    struct SlowProvider {
+        delay: Duration,
+        life: Duration,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl ProvideCredentials for SlowProvider {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::new(async move {
+                self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(self.delay).await;
+                Ok(Credentials::new(
+                    "AKIDSLOW",
+                    "secret",
+                    None,
+                    Some(SystemTime::now() + self.life),
+                    "slow",
+                ))
+            })
+        }
+    }
+
+    fn slow_provider(
+        delay: Duration,
+        life: Duration,
+    ) -> (MskTokenProvider, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let source = CredentialSource::new(SharedCredentialsProvider::new(SlowProvider {
+            delay,
+            life,
+            calls: calls.clone(),
+        }));
+        let target = MskTarget {
+            region: "us-east-1".into(),
+            serverless: false,
+        };
+        (MskTokenProvider::new(target, Arc::new(source), None), calls)
+    }
+
+    /// The token callback runs on librdkafka's polling thread: a slow credentials source must
+    /// not hold it. It answers at once (an error while nothing is cached), and signs with the
+    /// cached credentials once the background fetch has them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_token_callback_does_not_wait_for_slow_credentials() {
+        let (mut provider, calls) =
+            slow_provider(Duration::from_secs(3), Duration::from_secs(3600));
+        provider.refresh_in_background("k");
+        let provider = Arc::new(provider);
+        let call = |provider: &Arc<MskTokenProvider>| {
+            let provider = provider.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let result = provider.token_now().map(|t| t.lifetime_ms);
+                (result, started.elapsed())
+            })
+            .join()
+            .unwrap()
+        };
+        let (result, took) = call(&provider);
+        // Generous: the old callback waited the whole 3 s fetch.
+        assert!(
+            took < Duration::from_millis(500),
+            "the callback took {took:?}"
+        );
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains("no AWS credentials yet (the first fetch has not finished)"),
+            "{error}"
+        );
+        assert!(provider.first_fetch(Duration::from_secs(20)).await);
+        let (result, took) = call(&provider);
+        assert!(
+            took < Duration::from_millis(500),
+            "the callback took {took:?}"
+        );
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// Credentials that live shorter than the refresh margin are fetched again halfway through
+    /// their life, not in a loop; until then the callback keeps signing with them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn short_lived_credentials_are_refreshed_halfway_and_used_meanwhile() {
+        let (mut provider, calls) =
+            slow_provider(Duration::from_millis(10), Duration::from_secs(60));
+        provider.refresh_in_background("k");
+        assert!(provider.first_fetch(Duration::from_secs(20)).await);
+        let due = provider.credentials.refresh_due_in(SystemTime::now());
+        assert!(
+            due > Duration::from_secs(25) && due <= Duration::from_secs(30),
+            "{due:?}"
+        );
+        // Due for a refresh (within the margin) but valid: signed, lifetime capped by expiry.
+        let issued = provider.token_now().unwrap();
+        assert!(issued.lifetime_ms <= millis(SystemTime::now() + Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "no fetch loop"
+        );
     }
 }

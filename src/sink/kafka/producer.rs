@@ -561,13 +561,18 @@ impl ClientContext for KafkaContext {
                     .into(),
             );
         };
-        match tokens.token_blocking() {
+        // Never waits for the network: this is librdkafka's polling thread, which also serves
+        // delivery reports and statistics (credentials are fetched by a task of their own).
+        let started = Instant::now();
+        let result = tokens.token_now();
+        let took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match result {
             Ok(issued) => {
                 self.shared.token_refreshes.fetch_add(1, Ordering::Relaxed);
                 self.shared.metrics.token_refreshed("msk_iam");
                 self.shared.clear(&[Problem::Token]);
                 tracing::info!(sink = %sink, region = %tokens.target().region,
-                    signed_at = issued.token.amz_date(), lifetime_ms = issued.lifetime_ms,
+                    signed_at = issued.token.amz_date(), lifetime_ms = issued.lifetime_ms, took_us,
                     "MSK IAM token refreshed");
                 Ok(OAuthToken {
                     token: issued.token.token().to_string(),
@@ -578,7 +583,7 @@ impl ClientContext for KafkaContext {
             Err(e) => {
                 self.shared.metrics.error("auth");
                 self.shared.metrics.auth_failure("msk_token");
-                tracing::error!(sink = %sink, error = %e,
+                tracing::error!(sink = %sink, error = %e, took_us,
                     "cannot create an MSK IAM token; librdkafka retries in 10 s");
                 self.shared.set_problem(
                     Problem::Token,

@@ -56,6 +56,29 @@ pub struct ForwardConfig {
     /// Bytes read from a connection at a time (default 64KiB).
     #[serde(default = "default_buffer_chunk_size")]
     pub buffer_chunk_size: ByteSize,
+    /// Connections served at once, the TCP listener and the unix socket together (default
+    /// 1024). A connection beyond it is accepted and closed at once, counted in
+    /// `connections_refused_total{reason="max_connections"}` and logged (rate-limited); its
+    /// client reconnects later. With the read buffers this bounds the memory clients can hold:
+    /// about `max_connections × (buffer_max_size + buffer_chunk_size)` at worst.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long between messages, while it waits for no
+    /// ack, is closed (`connections_timed_out_total{reason="idle"}`). Default `"0s"`: off, as
+    /// Fluent Bit's `net.io_timeout`, because Docker's fluentd log driver (FireLens) keeps one
+    /// connection per container that stays silent as long as the app does, and a client that
+    /// sends without acks over TCP loses the first message written into a connection the
+    /// server has closed. Dead TCP peers are found by TCP keepalive instead.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// A connection that stops sending for this long in the middle of a message is closed
+    /// (`connections_timed_out_total{reason="incomplete_message"}`), freeing the partial
+    /// message's buffer (up to `buffer_max_size`). Default `"60s"`; `"0s"` turns it off.
+    /// Complete messages received before are delivered and acknowledged as usual. It also
+    /// bounds how long an ack may wait to be written to a client that does not read
+    /// (`connections_timed_out_total{reason="unread_acks"}`).
+    #[serde(default = "default_message_timeout")]
+    pub message_timeout: Duration,
     /// TLS on the TCP listener (`crt_file`, `key_file`, optional `ca_file` for client
     /// certificates). Default: off. Not applied to the unix socket.
     #[serde(default)]
@@ -108,6 +131,21 @@ fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(0)
+}
+
+fn default_message_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_buffer_max_size() -> ByteSize {
     ByteSize::mib(16)
 }
@@ -117,6 +155,16 @@ fn default_buffer_chunk_size() -> ByteSize {
 }
 
 impl ForwardConfig {
+    /// `idle_timeout`, unless off.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.idle_timeout.get()).filter(|d| !d.is_zero())
+    }
+
+    /// `message_timeout`, unless off.
+    pub fn message_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.message_timeout.get()).filter(|d| !d.is_zero())
+    }
+
     /// The TCP address to bind, if any.
     pub fn tcp_listen(&self) -> Option<String> {
         match (&self.listen, &self.unix_path) {
@@ -186,6 +234,12 @@ impl ForwardConfig {
         }
         if self.buffer_chunk_size.bytes() == 0 {
             problems.push(FieldError::new("buffer_chunk_size", "must be > 0"));
+        }
+        if self.max_connections == 0 {
+            problems.push(FieldError::new(
+                "max_connections",
+                format!("must be at least 1 (the default is {DEFAULT_MAX_CONNECTIONS})"),
+            ));
         }
         if self.metadata_key.as_deref().is_some_and(str::is_empty) {
             problems.push(FieldError::new(
@@ -320,6 +374,27 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("k1") && !debug.contains("pa\""), "{debug}");
         assert!(parse("").security().is_none(), "no handshake by default");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_can_be_turned_off() {
+        let c = parse("");
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.idle_timeout(), None, "idle_timeout is off by default");
+        assert_eq!(
+            c.message_timeout(),
+            Some(std::time::Duration::from_secs(60))
+        );
+        let c = parse("idle_timeout = \"5m\"\nmessage_timeout = \"0s\"\nmax_connections = 2\n");
+        assert!(c.validate().is_ok());
+        assert_eq!(c.idle_timeout(), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(c.message_timeout(), None);
+        assert_eq!(c.max_connections, 2);
+        let p = problems("max_connections = 0\n");
+        assert!(
+            p[0].starts_with("max_connections: must be at least 1"),
+            "{p:?}"
+        );
     }
 
     #[test]

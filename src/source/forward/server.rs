@@ -18,14 +18,22 @@
 //! a shared key), both within `handshake_timeout`; one that fails is logged with its peer and
 //! the reason, counted, and closed before any message of it is decoded. The same connection
 //! code then serves a `TcpStream`, a `TlsStream` or a `UnixStream`.
+//!
+//! Limits, so that clients cannot hold unbounded memory: at most `max_connections` connections
+//! (TCP and unix together) are served; one beyond it is accepted and closed at once. A connection
+//! that stops in the middle of a message for `message_timeout`, or (when set) sends nothing for
+//! `idle_timeout` while no ack is pending, is closed; complete messages before it are delivered
+//! and acknowledged first. TCP connections get keepalive probes, so peers that vanished are
+//! found even with `idle_timeout` off.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -37,6 +45,7 @@ use super::protocol::{
 use super::{tls, ForwardConfig};
 use crate::buffer::{AckRef, AckWaiter};
 use crate::event::{Event, Tag};
+use crate::metrics::ConnectionMetrics;
 use crate::source::{SourceContext, SourceError};
 
 /// Records gathered from consecutive messages before they are routed as one batch.
@@ -44,6 +53,13 @@ const MAX_COALESCED: usize = 4096;
 
 /// While shutting down, a connection that sends nothing for this long is closed.
 const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// TCP keepalive of accepted connections: the first probe after this much silence, then one
+/// every [`KEEPALIVE_INTERVAL`]; the kernel closes the connection after its probe count (9 on
+/// Linux) goes unanswered, so a peer that vanished (host gone, NAT entry dropped) frees its slot
+/// in about 10 minutes. A live but quiet client answers the probes and is not disturbed.
+const KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(300);
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Binds the configured listeners and returns the task serving them until shutdown.
 pub async fn start(
@@ -98,6 +114,10 @@ pub async fn start(
     };
     let chunk = config.buffer_chunk_size.as_usize().clamp(4096, 16 << 20);
     let unix_path = config.unix_path.clone();
+    let connections = cx.metrics.connections();
+    tracing::debug!(source = %cx.name, max_connections = config.max_connections,
+        idle_timeout = ?config.idle_timeout(), message_timeout = ?config.message_timeout(),
+        "forward input connection limits");
     Ok(tokio::spawn(async move {
         let tracker = TaskTracker::new();
         let metadata_key = config.metadata_key.clone().map(bytes::Bytes::from);
@@ -109,6 +129,11 @@ pub async fn start(
             tls,
             security,
             handshake_timeout: config.handshake_timeout.get(),
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout(),
+            message_timeout: config.message_timeout(),
+            connections,
         };
         let server = Arc::new(server);
         tokio::join!(
@@ -168,15 +193,47 @@ struct Server {
     /// The shared_key handshake of TCP connections.
     security: Option<Security>,
     handshake_timeout: std::time::Duration,
+    /// One permit per connection served (`max_connections`).
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    idle_timeout: Option<std::time::Duration>,
+    message_timeout: Option<std::time::Duration>,
+    connections: ConnectionMetrics,
+}
+
+/// A connection's place under `max_connections`; counted in `connections_open` while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 async fn accept_tcp(listener: Option<TcpListener>, server: Arc<Server>, tracker: &TaskTracker) {
     let Some(listener) = listener else { return };
     accept_loop(&server, tracker, || async {
         let (stream, peer) = listener.accept().await?;
+        let peer = peer.to_string();
+        // Dropping the stream closes a connection beyond the limit.
+        let Some(slot) = server.admit(&peer) else {
+            return Ok(None);
+        };
         let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_TIME)
+            .with_interval(KEEPALIVE_INTERVAL);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(source = %server.cx.name, %peer, error = %e, "cannot set TCP keepalive");
+        }
         let server = server.clone();
-        Ok(async move { server.tcp_connection(stream, peer.to_string()).await })
+        Ok(Some(async move {
+            let _slot = slot;
+            server.tcp_connection(stream, peer).await
+        }))
     })
     .await
 }
@@ -185,21 +242,26 @@ async fn accept_unix(listener: Option<UnixListener>, server: Arc<Server>, tracke
     let Some(listener) = listener else { return };
     accept_loop(&server, tracker, || async {
         let (stream, _) = listener.accept().await?;
+        let Some(slot) = server.admit("unix") else {
+            return Ok(None);
+        };
         let server = server.clone();
-        Ok(async move {
+        Ok(Some(async move {
+            let _slot = slot;
             server
                 .connection(stream, "unix".to_string(), BytesMut::new())
                 .await
-        })
+        }))
     })
     .await
 }
 
-/// Accepts connections until shutdown; `accept` returns the task serving each, run on its own.
+/// Accepts connections until shutdown; `accept` returns the task serving each, run on its own
+/// (`None`: the connection was refused and is already closed).
 async fn accept_loop<F, Fut, C>(server: &Arc<Server>, tracker: &TaskTracker, mut accept: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<C>>,
+    Fut: std::future::Future<Output = std::io::Result<Option<C>>>,
     C: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -208,9 +270,10 @@ where
             _ = server.cx.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok(serve) => {
+            Ok(Some(serve)) => {
                 tracker.spawn(serve);
             }
+            Ok(None) => {}
             Err(e) => accept_failed(server, e).await,
         }
     }
@@ -260,7 +323,80 @@ struct Pending {
     bytes: usize,
 }
 
+/// Why a connection was closed by a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimedOut {
+    /// Nothing received between messages for `idle_timeout`, no ack pending.
+    Idle,
+    /// Nothing received for the timeout in the middle of a message.
+    IncompleteMessage,
+}
+
 impl Server {
+    /// Takes a slot under `max_connections`, or counts and logs the refusal (the caller then
+    /// drops, and so closes, the connection).
+    fn admit(&self, peer: &str) -> Option<Slot> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.connections.open.inc();
+                Some(Slot {
+                    _permit: permit,
+                    open: self.connections.open.clone(),
+                })
+            }
+            Err(_) => {
+                self.connections.refused_limit.inc();
+                if let Some(suppressed) = crate::log_limit::allow(&self.cx.name, "max_connections")
+                {
+                    tracing::warn!(source = %self.cx.name, %peer, max_connections = self.max_connections,
+                        suppressed,
+                        "closing a new forward connection: max_connections connections are open; \
+                         the client must retry later. Raise max_connections if these clients are \
+                         expected, or find the client that opens so many");
+                }
+                None
+            }
+        }
+    }
+
+    /// How long the next read may wait, and what it means when it expires: `partial` when the
+    /// buffer holds the start of a message.
+    fn read_deadline(&self, partial: bool) -> Option<(std::time::Duration, TimedOut)> {
+        if partial {
+            let limit = match (self.idle_timeout, self.message_timeout) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            limit.map(|d| (d, TimedOut::IncompleteMessage))
+        } else {
+            self.idle_timeout.map(|d| (d, TimedOut::Idle))
+        }
+    }
+
+    /// Counts and logs a connection closed by a timeout.
+    fn timed_out(&self, peer: &str, why: TimedOut, after: std::time::Duration, buffered: usize) {
+        match why {
+            TimedOut::Idle => {
+                self.connections.idle.inc();
+                tracing::debug!(source = %self.cx.name, %peer, idle_timeout = ?after,
+                    "closing an idle forward connection");
+            }
+            TimedOut::IncompleteMessage => {
+                self.connections.incomplete_message.inc();
+                if let Some(suppressed) = crate::log_limit::allow(
+                    &self.cx.name,
+                    &format!("incomplete_message {}", peer_host(peer)),
+                ) {
+                    tracing::warn!(source = %self.cx.name, %peer, timeout = ?after,
+                        bytes = buffered, suppressed,
+                        "closing a forward connection that stopped in the middle of a message; \
+                         the incomplete message is dropped (a client that waits for acks sends \
+                         it again)");
+                }
+            }
+        }
+    }
+
     /// A TCP connection: TLS, then the handshake, then messages.
     async fn tcp_connection(&self, stream: TcpStream, peer: String) {
         let deadline = Instant::now() + self.handshake_timeout;
@@ -343,8 +479,17 @@ impl Server {
     {
         let (mut reader, writer) = tokio::io::split(stream);
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-        let ack_writer = tokio::spawn(write_acks(writer, acks_rx));
-        if let Err(e) = self.read_loop(&mut reader, buf, &acks_tx).await {
+        let acks = Acks {
+            tx: acks_tx,
+            pending: Arc::new(AtomicUsize::new(0)),
+        };
+        let ack_writer = tokio::spawn(write_acks(
+            writer,
+            acks_rx,
+            acks.pending.clone(),
+            self.message_timeout,
+        ));
+        if let Err(e) = self.read_loop(&mut reader, buf, &acks, &peer).await {
             let reason = match e {
                 ProtocolError::FrameTooLarge { .. }
                 | ProtocolError::DecompressedTooLarge { .. } => "frame_too_large",
@@ -354,15 +499,24 @@ impl Server {
             tracing::warn!(source = %self.cx.name, %peer, error = %e,
                 "closing a forward connection: bad message");
         }
-        drop(acks_tx);
-        let _ = ack_writer.await;
+        drop(acks);
+        if let Ok(AckWriter::Stuck(after)) = ack_writer.await {
+            self.connections.unread_acks.inc();
+            if let Some(suppressed) =
+                crate::log_limit::allow(&self.cx.name, &format!("unread_acks {}", peer_host(&peer)))
+            {
+                tracing::warn!(source = %self.cx.name, %peer, timeout = ?after, suppressed,
+                    "closing a forward connection whose client does not read its acks");
+            }
+        }
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(
         &self,
         reader: &mut R,
         mut buf: BytesMut,
-        acks: &mpsc::UnboundedSender<(AckWaiter, bytes::Bytes)>,
+        acks: &Acks,
+        peer: &str,
     ) -> Result<(), ProtocolError> {
         let mut finder = FrameFinder::new(&self.limits);
         let mut decoder = Decoder::new(self.limits).with_metadata_key(self.metadata_key.clone());
@@ -419,9 +573,28 @@ impl Server {
                     Err(_) => return Ok(()),
                 }
             } else {
+                let before = buf.len();
+                let deadline = self.read_deadline(before > 0);
+                let timer = async {
+                    match deadline {
+                        Some((after, _)) => tokio::time::sleep(after).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     r = reader.read_buf(&mut buf) => r,
                     _ = self.cx.shutdown.cancelled() => continue,
+                    // The ack writer gave up (the client does not take its acks): close.
+                    _ = acks.tx.closed() => return Ok(()),
+                    _ = timer => {
+                        let Some((after, why)) = deadline else { continue };
+                        // A client waiting for acks is quiet because of us: not idle.
+                        if why == TimedOut::Idle && acks.pending.load(Ordering::Acquire) > 0 {
+                            continue;
+                        }
+                        self.timed_out(peer, why, after, before);
+                        return Ok(());
+                    }
                 }
             };
             match read {
@@ -452,14 +625,14 @@ impl Server {
         events: Vec<Event>,
         bytes: usize,
         chunk: Option<bytes::Bytes>,
-        acks: &mpsc::UnboundedSender<(AckWaiter, bytes::Bytes)>,
+        acks: &Acks,
     ) -> bool {
         self.cx.metrics.records_in.inc_by(events.len() as u64);
         let Some(first) = events.first() else {
             if let Some(chunk) = chunk {
                 let (ack, waiter) = AckRef::new();
                 ack.complete();
-                let _ = acks.send((waiter, chunk));
+                acks.send(waiter, chunk);
             }
             return true;
         };
@@ -478,7 +651,7 @@ impl Server {
             {
                 return false;
             }
-            let _ = acks.send((waiter, chunk));
+            acks.send(waiter, chunk);
             return true;
         }
         if pending.tag.as_ref() != Some(&tag) || pending.events.len() >= MAX_COALESCED {
@@ -513,13 +686,50 @@ impl Server {
     }
 }
 
+/// The acks a connection owes, in arrival order, and how many are not written yet.
+struct Acks {
+    tx: mpsc::UnboundedSender<(AckWaiter, bytes::Bytes)>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Acks {
+    fn send(&self, waiter: AckWaiter, chunk: bytes::Bytes) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send((waiter, chunk)).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// How [`write_acks`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckWriter {
+    /// Every ack owed was written (or the connection broke).
+    Done,
+    /// Writing an ack did not finish within this time: the client does not read.
+    Stuck(std::time::Duration),
+}
+
 /// Sends `{"ack": chunk}` for each acknowledged message, in arrival order. A message whose
-/// delivery failed gets no ack, so the client sends it again.
+/// delivery failed gets no ack, so the client sends it again. `pending` counts the acks still
+/// owed (the read side does not time out an idle client while it waits for one). An ack that
+/// cannot be written within `timeout` (`message_timeout`: the client does not read, its
+/// socket buffers are full) ends the writer, which ends the connection.
 async fn write_acks<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut acks: mpsc::UnboundedReceiver<(AckWaiter, bytes::Bytes)>,
-) {
+    pending: Arc<AtomicUsize>,
+    timeout: Option<std::time::Duration>,
+) -> AckWriter {
+    /// Counts one owed ack as settled when dropped, whichever way the loop goes on.
+    struct Settled<'a>(&'a AtomicUsize);
+    impl Drop for Settled<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
     while let Some((waiter, chunk)) = acks.recv().await {
+        let _settled = Settled(&pending);
         if !waiter.wait().await {
             if let Some(suppressed) = crate::log_limit::allow("forward", "not_acknowledged") {
                 tracing::warn!(
@@ -530,9 +740,80 @@ async fn write_acks<W: AsyncWrite + Unpin>(
             continue;
         }
         // TLS buffers what is written: flush so the ack leaves now.
-        if writer.write_all(&encode_ack(&chunk)).await.is_err() || writer.flush().await.is_err() {
-            return;
+        let write = async {
+            writer.write_all(&encode_ack(&chunk)).await?;
+            writer.flush().await
+        };
+        let written = match timeout {
+            Some(after) => match tokio::time::timeout(after, write).await {
+                Ok(written) => written,
+                Err(_) => return AckWriter::Stuck(after),
+            },
+            None => write.await,
+        };
+        if written.is_err() {
+            return AckWriter::Done;
         }
     }
     let _ = writer.shutdown().await;
+    AckWriter::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that never reads its acks: once its buffer is full the writer gives up after
+    /// the timeout instead of holding the connection forever.
+    #[tokio::test]
+    async fn an_ack_writer_gives_up_on_a_client_that_does_not_read() {
+        let (server, _client) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        for i in 0..100 {
+            let (ack, waiter) = AckRef::new();
+            ack.complete();
+            pending.fetch_add(1, Ordering::AcqRel);
+            tx.send((waiter, bytes::Bytes::from(format!("chunk-{i}"))))
+                .unwrap();
+        }
+        let timeout = std::time::Duration::from_millis(100);
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            write_acks(server, rx, pending.clone(), Some(timeout)),
+        )
+        .await
+        .expect("the writer must not wait forever");
+        assert_eq!(ended, AckWriter::Stuck(timeout));
+        // The read side sees the writer gone.
+        assert!(tx.is_closed());
+    }
+
+    #[tokio::test]
+    async fn an_ack_writer_writes_every_ack_to_a_reading_client() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let mut want = Vec::new();
+        for i in 0..100 {
+            let (ack, waiter) = AckRef::new();
+            ack.complete();
+            pending.fetch_add(1, Ordering::AcqRel);
+            let chunk = bytes::Bytes::from(format!("chunk-{i}"));
+            want.extend_from_slice(&encode_ack(&chunk));
+            tx.send((waiter, chunk)).unwrap();
+        }
+        drop(tx);
+        let writer = tokio::spawn(write_acks(
+            server,
+            rx,
+            pending.clone(),
+            Some(std::time::Duration::from_millis(100)),
+        ));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, want);
+        assert_eq!(writer.await.unwrap(), AckWriter::Done);
+        assert_eq!(pending.load(Ordering::Acquire), 0);
+    }
 }
