@@ -337,30 +337,8 @@ mod tests {
     use crate::kinesis_record::hash_key::hash_key;
     use crate::sink::kinesis::batch::tests::{limits, record};
     use crate::sink::kinesis::batch::Batcher;
+    use crate::sink::kinesis::shard_map::tests::FOUR_SHARDS as FOUR;
     use crate::sink::kinesis::shard_map::ShardListing;
-
-    const FOUR: [(&str, &str, &str); 4] = [
-        (
-            "shardId-000000000000",
-            "0",
-            "85070591730234615865843651857942052863",
-        ),
-        (
-            "shardId-000000000001",
-            "85070591730234615865843651857942052864",
-            "170141183460469231731687303715884105727",
-        ),
-        (
-            "shardId-000000000002",
-            "170141183460469231731687303715884105728",
-            "255211775190703847597530955573826158591",
-        ),
-        (
-            "shardId-000000000003",
-            "255211775190703847597530955573826158592",
-            "340282366920938463463374607431768211455",
-        ),
-    ];
 
     fn map(shards: &[(&str, &str, &str)]) -> ShardMap {
         ShardMap::from_listing(shards.iter().map(|(id, start, end)| ShardListing {

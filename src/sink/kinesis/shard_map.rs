@@ -185,13 +185,13 @@ pub(crate) fn even_map(shards: usize) -> ShardMap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kinesis_record::hash_key::{hash_key, parse_hash_key};
 
     /// Decimal strings exactly as AWS (and moto) list a 4-shard stream: an even split of the
     /// 128-bit key space.
-    const FOUR_SHARDS: [(&str, &str, &str); 4] = [
+    pub(crate) const FOUR_SHARDS: [(&str, &str, &str); 4] = [
         (
             "shardId-000000000000",
             "0",
