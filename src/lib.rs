@@ -47,12 +47,15 @@
 //! - [`sink`]: Kinesis, Kafka/MSK, stdout, file, null; `sink::dead_letter` for records that can
 //!   never be delivered, and their replay.
 //!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
+//! - [`aws`]: AWS credentials the sinks share (default chain, `role_arn` through STS
+//!   AssumeRole, stable session names).
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
 //! - [`log_limit`]: at most one log line per interval for a repeated error.
 //! - [`shutdown`]: signals, the cancellation token, and the shutdown sequence (stop sources,
 //!   flush transforms, drain sinks, within the grace period), with why it runs in that order.
 //! - [`loadgen`]: a forward-protocol load generator for benchmarks.
 
+pub mod aws;
 pub mod buffer;
 pub mod config;
 pub mod encode;

@@ -17,13 +17,13 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use aws_config::meta::region::RegionProviderChain;
-use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 
 use super::config::MskIamSettings;
 use super::msk_iam::{resolve_target, MskIamError, MskIamSigner, MskIamToken, MskTarget};
+use crate::aws::{assume_role, session_name, AssumeRole};
 
 /// Test-only: caps the token lifetime reported to librdkafka at this many milliseconds (the
 /// signed URL itself stays valid for 900 s), so integration tests see several refreshes in a
@@ -137,16 +137,14 @@ impl CredentialSource {
         let provider = match role_arn {
             None => sdk.credentials_provider().ok_or(AuthError::NoProvider)?,
             Some(role_arn) => {
-                let mut sts = sdk.into_builder();
-                if let Some(endpoint) = sts_endpoint {
-                    sts.set_endpoint_url(Some(endpoint.to_string()));
-                }
-                let provider = AssumeRoleProvider::builder(role_arn)
-                    .session_name(session_name)
-                    .configure(&sts.build())
-                    .build()
-                    .await;
-                SharedCredentialsProvider::new(provider)
+                let role = AssumeRole {
+                    role_arn,
+                    sts_endpoint,
+                    external_id: None,
+                    session_name,
+                    region: None,
+                };
+                assume_role(&sdk, role).await
             }
         };
         Ok(CredentialSource::new(provider))
@@ -477,21 +475,6 @@ fn test_only_lifetime_cap(_sink_name: &str) -> Option<Duration> {
     None
 }
 
-/// `logferry-<sink name>`, reduced to the characters and length STS accepts for a role session
-/// name. Stable across refreshes and restarts.
-pub fn session_name(sink_name: &str) -> String {
-    let mut name = String::from("logferry-");
-    name.extend(sink_name.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) {
-            c
-        } else {
-            '-'
-        }
-    }));
-    name.truncate(64);
-    name
-}
-
 /// `logferry msk-token`: prints an MSK IAM token for use with other Kafka tools.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MskTokenArgs {
@@ -545,13 +528,6 @@ fn parse_rfc3339(text: &str) -> Result<SystemTime, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn session_names_are_stable_and_legal() {
-        assert_eq!(session_name("kafka.0"), "logferry-kafka.0");
-        assert_eq!(session_name("to msk/logs"), "logferry-to-msk-logs");
-        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
-    }
 
     #[test]
     fn signing_time_parsing() {

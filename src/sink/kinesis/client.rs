@@ -13,7 +13,6 @@
 //! SDK-level retries are off: the sink retries itself, so it can resend only the failed entries
 //! of a PutRecords call, count every retry, and keep retrying past the SDK's three attempts.
 
-use aws_config::sts::AssumeRoleProvider;
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_kinesis::config::retry::RetryConfig;
@@ -21,6 +20,7 @@ use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::Region;
 
 use super::config::KinesisConfig;
+use crate::aws::{assume_role, session_name, AssumeRole};
 use crate::metrics::ComponentMetrics;
 
 /// A credentials provider that counts what it provides.
@@ -73,23 +73,6 @@ pub struct Clients {
     pub region: String,
 }
 
-/// A role session name that is stable across refreshes and valid for STS
-/// (`[\w+=,.@-]{2,64}`): `logferry-<sink name>`.
-pub fn session_name(sink_name: &str) -> String {
-    let mut name: String = format!("logferry-{sink_name}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    name.truncate(64);
-    name
-}
-
 /// Builds the Kinesis client from the sink's settings and the default chain.
 pub async fn build(
     config: &KinesisConfig,
@@ -117,19 +100,14 @@ pub async fn build(
     }
     let mut credentials = base.credentials_provider();
     if let Some(role_arn) = &config.role_arn {
-        let mut sts_config = base.to_builder();
-        if let Some(sts) = &config.sts_endpoint {
-            sts_config = sts_config.endpoint_url(sts.clone());
-        }
-        let sts_config = sts_config.build();
-        let mut provider = AssumeRoleProvider::builder(role_arn.clone())
-            .session_name(session_name(sink_name))
-            .region(region.clone())
-            .configure(&sts_config);
-        if let Some(external_id) = &config.external_id {
-            provider = provider.external_id(external_id.clone());
-        }
-        credentials = Some(SharedCredentialsProvider::new(provider.build().await));
+        let role = AssumeRole {
+            role_arn,
+            sts_endpoint: config.sts_endpoint.as_deref(),
+            external_id: config.external_id.as_deref(),
+            session_name: &session_name(sink_name),
+            region: Some(&region),
+        };
+        credentials = Some(assume_role(&base, role).await);
     }
     if let Some(inner) = credentials {
         builder = builder.credentials_provider(Counted {
@@ -141,16 +119,4 @@ pub async fn build(
         kinesis: aws_sdk_kinesis::Client::from_conf(builder.build()),
         region: region.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_names_are_stable_and_valid() {
-        assert_eq!(session_name("kinesis.0"), "logferry-kinesis.0");
-        assert_eq!(session_name("app logs/é"), "logferry-app-logs--");
-        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
-    }
 }
