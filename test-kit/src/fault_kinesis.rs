@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+use crate::net::accept_unless_down;
+
 /// What to do with a whole request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestFault {
@@ -119,31 +121,14 @@ impl FaultKinesis {
             thread::spawn(move || {
                 let mut listener = Some(listener);
                 while !stop.load(Ordering::Relaxed) {
-                    if down.load(Ordering::Relaxed) {
-                        listener = None; // connection refused
-                        thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                    let Some(l) = listener.as_ref() else {
-                        // Back up on the same port (std sets SO_REUSEADDR).
-                        match TcpListener::bind(addr) {
-                            Ok(l) => {
-                                l.set_nonblocking(true).unwrap();
-                                listener = Some(l);
-                            }
-                            Err(_) => thread::sleep(Duration::from_millis(10)),
-                        }
+                    let is_down = down.load(Ordering::Relaxed);
+                    let Some(stream) = accept_unless_down(addr, &mut listener, is_down) else {
                         continue;
                     };
-                    match l.accept() {
-                        Ok((stream, _)) => {
-                            let state = state.clone();
-                            let stop = stop.clone();
-                            let down = down.clone();
-                            thread::spawn(move || serve(stream, state, stop, down));
-                        }
-                        Err(_) => thread::sleep(Duration::from_millis(5)),
-                    }
+                    let state = state.clone();
+                    let stop = stop.clone();
+                    let down = down.clone();
+                    thread::spawn(move || serve(stream, state, stop, down));
                 }
             });
         }

@@ -129,3 +129,36 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> 
         .map_or(response.len(), |i| i + 4);
     (status, response[body_start..].to_vec())
 }
+
+/// One turn of the accept loop of a stand-in whose port an outage can take away. While `down`,
+/// the listener is closed, so connections are refused as by a host that is gone; once up again,
+/// the same port is bound again (std sets SO_REUSEADDR). Returns the connection accepted, or
+/// `None` after a short pause when there was none. `listener` must be non-blocking.
+pub fn accept_unless_down(
+    addr: SocketAddr,
+    listener: &mut Option<TcpListener>,
+    down: bool,
+) -> Option<TcpStream> {
+    if down {
+        *listener = None;
+        thread::sleep(Duration::from_millis(10));
+        return None;
+    }
+    let bound = match listener {
+        Some(bound) => bound,
+        None => match TcpListener::bind(addr) {
+            Ok(bound) if bound.set_nonblocking(true).is_ok() => listener.insert(bound),
+            _ => {
+                thread::sleep(Duration::from_millis(10));
+                return None;
+            }
+        },
+    };
+    match bound.accept() {
+        Ok((stream, _)) => Some(stream),
+        Err(_) => {
+            thread::sleep(Duration::from_millis(5));
+            None
+        }
+    }
+}

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use logferry_test_kit::net::accept_unless_down;
+
 // --- figures --------------------------------------------------------------------------------------
 
 /// What a fault test reports.
@@ -287,6 +289,9 @@ impl CutProxy {
     /// Binds a free port now; relays to the upstream set with [`CutProxy::set_upstream`].
     pub fn start() -> CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking proxy listener");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ProxyState {
             upstream: None,
@@ -337,33 +342,11 @@ fn accept_loop(
 ) {
     while !stop.load(Ordering::Relaxed) {
         let down = state.lock().unwrap().down;
-        if down {
-            listener = None; // connection refused while down
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        let Some(l) = listener.as_ref() else {
-            // Restored: take the same port again (std sets SO_REUSEADDR).
-            match TcpListener::bind(addr) {
-                Ok(l) => {
-                    l.set_nonblocking(true).unwrap();
-                    listener = Some(l);
-                }
-                Err(_) => thread::sleep(Duration::from_millis(10)),
-            }
+        let Some(client) = accept_unless_down(addr, &mut listener, down) else {
             continue;
         };
-        l.set_nonblocking(true).unwrap();
-        match l.accept() {
-            Ok((client, _)) => {
-                if let Err(e) = relay(client, &state) {
-                    eprintln!("proxy: cannot relay a connection: {e}");
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(5))
-            }
-            Err(_) => thread::sleep(Duration::from_millis(5)),
+        if let Err(e) = relay(client, &state) {
+            eprintln!("proxy: cannot relay a connection: {e}");
         }
     }
 }
