@@ -105,15 +105,14 @@ impl Tokens {
         self.users.iter().any(|user| user.tracker.client_waits)
     }
 
-    /// An aggregate (more than one user record) expected on a shard other than `shard_id`:
-    /// the stream was resharded since the shard map it was built from, and a KCL consumer
-    /// drops the whole aggregate if any of its user records is outside the shard's range.
-    pub(super) fn misplaced_on(&self, shard_id: &str) -> bool {
-        self.users.len() > 1
-            && self
-                .expected
-                .as_ref()
-                .is_some_and(|expected| *expected.shard_id != *shard_id)
+    /// Whether the entry was predicted to land on a shard other than `shard_id`: the stream was
+    /// resharded since the shard map it was built from. For an aggregate (more than one user
+    /// record) that matters: a KCL consumer drops it whole if any of its user records is
+    /// outside the shard's range.
+    pub(super) fn landed_elsewhere(&self, shard_id: &str) -> bool {
+        self.expected
+            .as_ref()
+            .is_some_and(|expected| *expected.shard_id != *shard_id)
     }
 }
 

@@ -73,25 +73,17 @@ impl Task {
         let mut stale_shard = false;
         for delivered in outcome.delivered {
             let tokens = &delivered.entry.token;
-            if tokens
-                .expected
-                .as_ref()
-                .is_some_and(|expected| *expected.shard_id != *delivered.shard_id)
-            {
-                stale_shard = true;
-            }
-            if tokens.misplaced_on(&delivered.shard_id) {
-                // Accepted, but a KCL consumer would drop the whole aggregate: every user
-                // record in it goes again by the refreshed map before it is acknowledged.
+            let elsewhere = tokens.landed_elsewhere(&delivered.shard_id);
+            stale_shard |= elsewhere;
+            if elsewhere && tokens.users.len() > 1 {
+                // Accepted, but a KCL consumer may drop the whole aggregate: it is acknowledged
+                // or sent again once the refreshed map tells (`resend_misplaced`).
                 self.sink.metrics.misplaced(tokens.size);
                 self.misplaced.push((delivered.entry, delivered.shard_id));
                 continue;
             }
-            let users = tokens.users.len();
-            self.sink.metrics.sent(tokens.size, users);
-            self.sink.cx.metrics.records_out.inc_by(users as u64);
-            self.sink.cx.metrics.bytes_out.inc_by(tokens.size as u64);
-            tokens.settle(true);
+            self.sink.metrics.sent(tokens.size, tokens.users.len());
+            self.acknowledge(tokens);
         }
         self.sink.metrics.update_ratio();
         if stale_shard && !self.refresh_wanted {
@@ -161,6 +153,14 @@ impl Task {
             }
             self.schedule_retries(fatal, slow_delay);
         }
+    }
+
+    /// An entry is delivered: its records count as out, and their acknowledgements settle.
+    pub(super) fn acknowledge(&self, tokens: &Tokens) {
+        let metrics = &self.sink.cx.metrics;
+        metrics.records_out.inc_by(tokens.users.len() as u64);
+        metrics.bytes_out.inc_by(tokens.size as u64);
+        tokens.settle(true);
     }
 
     /// Counts what an accepted entry cost, before its tokens are settled.

@@ -69,16 +69,18 @@ impl Task {
         let mut client_waits = false;
         let mut resent = 0usize;
         for (entry, landed) in misplaced {
-            if self.landed_in_range(&entry.record, &landed) {
-                let users = entry.token.users.len();
-                self.sink.metrics.sent_after_check(entry.token.size, users);
-                self.sink.cx.metrics.records_out.inc_by(users as u64);
+            let users = kpl::deaggregate(entry.record.clone())
+                .ok()
+                .filter(|users| users.len() == entry.token.users.len());
+            if users
+                .as_deref()
+                .is_some_and(|users| self.landed_in_range(users, &landed))
+            {
+                let tokens = &entry.token;
                 self.sink
-                    .cx
                     .metrics
-                    .bytes_out
-                    .inc_by(entry.token.size as u64);
-                entry.token.settle(true);
+                    .sent_after_check(tokens.size, tokens.users.len());
+                self.acknowledge(tokens);
                 continue;
             }
             resent += 1;
@@ -88,10 +90,10 @@ impl Task {
                 .expected
                 .as_ref()
                 .is_some_and(|expected| expected.epoch != self.epoch);
-            if regroup {
-                self.reaggregate(entry);
-            } else {
-                self.unaggregate(entry);
+            match users {
+                _ if regroup => self.reaggregate(entry),
+                Some(users) => self.unaggregate(entry, users),
+                None => self.push(entry, ""),
             }
         }
         if resent > 0 {
@@ -103,8 +105,8 @@ impl Task {
     }
 
     /// Whether the shard `shard_id`, as the current map lists it, holds the hash key of every
-    /// user record of the aggregated `record`.
-    pub(super) fn landed_in_range(&self, record: &Record, shard_id: &str) -> bool {
+    /// one of an aggregate's user records.
+    pub(super) fn landed_in_range(&self, users: &[Record], shard_id: &str) -> bool {
         let Some(aggregators) = self.aggregators.as_ref() else {
             return false;
         };
@@ -116,21 +118,15 @@ impl Task {
         else {
             return false;
         };
-        let Ok(users) = kpl::deaggregate(record.clone()) else {
-            return false;
-        };
         users.iter().all(|user| {
             hash_key::effective_hash_key(&user.partition_key, user.explicit_hash_key.as_deref())
                 .is_ok_and(|hash| shard.contains(hash))
         })
     }
 
-    /// Sends the user records of an aggregate as plain entries, each with its own keys.
-    pub(super) fn unaggregate(&mut self, entry: Entry<Tokens>) {
-        let records = match kpl::deaggregate(entry.record.clone()) {
-            Ok(records) if records.len() == entry.token.users.len() => records,
-            Ok(_) | Err(_) => return self.push(entry, ""),
-        };
+    /// Sends the user records of an aggregate (`records`, deaggregated, one per token) as plain
+    /// entries, each with its own keys.
+    pub(super) fn unaggregate(&mut self, entry: Entry<Tokens>, records: Vec<Record>) {
         let attempts = entry.token.attempts;
         for (record, user) in records.into_iter().zip(entry.token.users) {
             let entry = Entry {
