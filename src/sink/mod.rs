@@ -5,6 +5,9 @@
 //! - [`kafka`]: Kafka / Amazon MSK (rdkafka producer, MSK IAM tokens).
 //! - [`null`]: discards records (and acknowledges them), counting them.
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
+//! - [`settle`]: per-record outcomes into batch acknowledgements ([`settle::Tracker`]), for
+//!   every sink.
+//! - [`undeliverable`]: the one "dead-letter or drop, count and log" step of every sink.
 //! - [`dead_letter`]: records that can never be delivered, kept in files per sink and replayed.
 //!
 //! Every sink reads its own bounded queue ([`crate::buffer::queue`]), encodes with the shared
@@ -22,6 +25,8 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod kinesis;
 pub mod null;
+pub mod settle;
+pub mod undeliverable;
 pub mod writer;
 
 use std::sync::Arc;

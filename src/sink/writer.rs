@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::dead_letter::{reason, BatchJoin, Letter};
+use super::dead_letter::reason;
+use super::settle::{Token, Tracker};
+use super::undeliverable::{Undeliverable, Why};
 use super::{SinkContext, SinkError};
 use crate::buffer::QueueReceiver;
 use crate::config::field::FieldError;
@@ -129,6 +131,7 @@ impl WriterSink {
         let mut buf = Vec::with_capacity(256 * 1024);
         let mut unencodable: Vec<(usize, String)> = Vec::new();
         let latency = self.cx.metrics.request_duration("write");
+        let undeliverable = Undeliverable::new(&self.cx);
         while let Some(batch) = input.recv().await {
             buf.clear();
             let mut encoded = 0u64;
@@ -136,17 +139,7 @@ impl WriterSink {
                 let start = buf.len();
                 if let Err(e) = self.encoder.encode(event, &mut buf) {
                     buf.truncate(start);
-                    if self.cx.dead_letters.is_some() {
-                        unencodable.push((index, e.to_string()));
-                        continue;
-                    }
-                    self.cx.metrics.dropped("unencodable", 1);
-                    if let Some(suppressed) =
-                        crate::log_limit::allow(&self.cx.name, "dropped_unencodable")
-                    {
-                        tracing::warn!(suppressed, sink = %self.cx.name, tag = %event.tag, error = %e,
-                            "record dropped: it cannot be encoded as configured");
-                    }
+                    unencodable.push((index, e.to_string()));
                     continue;
                 }
                 encoded += 1;
@@ -156,33 +149,28 @@ impl WriterSink {
             latency.observe(started.elapsed().as_secs_f64());
             self.cx.metrics.records_out.inc_by(encoded);
             self.cx.metrics.bytes_out.inc_by(buf.len() as u64);
-            match &self.cx.dead_letters {
-                Some(dead_letters) if !unencodable.is_empty() => {
-                    if let Some(suppressed) =
-                        crate::log_limit::allow(&self.cx.name, "dead_letter_unencodable")
-                    {
-                        tracing::warn!(suppressed, sink = %self.cx.name, tag = %batch.tag,
-                            records = unencodable.len(), error = %unencodable[0].1,
-                            "records cannot be encoded as configured: writing them to the dead-letter file");
-                    }
-                    let letters: Vec<_> = unencodable
-                        .drain(..)
-                        .filter_map(|(i, error)| Some((batch.events.get(i)?.clone(), error)))
-                        .collect();
-                    let join = BatchJoin::new(batch, letters.len());
-                    for (event, error) in letters {
-                        let join = join.clone();
-                        dead_letters.send(Letter {
-                            reason: reason::UNENCODABLE,
-                            error: Some(error),
-                            event,
-                            on_written: Box::new(move |ok| join.settle(ok)),
-                        });
-                    }
-                    join.settle(true);
-                }
-                _ => batch.complete(),
+            if unencodable.is_empty() {
+                batch.complete();
+                continue;
             }
+            // The batch completes once every unencodable record is dead-lettered or dropped
+            // (and the written ones, the tracker's last share, are on their way).
+            let tag = batch.tag.clone();
+            let (events, done) = batch.into_parts();
+            let tracker = Tracker::new(done, unencodable.len() + 1, Some(events));
+            for (index, error) in unencodable.drain(..) {
+                undeliverable.give_up(
+                    [Token::new(&tracker, index)],
+                    &Why::new(
+                        reason::UNENCODABLE,
+                        "record cannot be encoded as configured",
+                        "",
+                        &error,
+                    )
+                    .tagged(&tag),
+                );
+            }
+            tracker.settle(true);
         }
         if let Some(dead_letters) = &self.cx.dead_letters {
             dead_letters.drained().await;

@@ -220,42 +220,6 @@ impl DeadLetters {
     }
 }
 
-/// Completes a batch once every dead letter taken from it is written (for sinks that finish
-/// a batch in one go, like `file`): the batch fails if any letter could not be written.
-pub struct BatchJoin {
-    remaining: AtomicUsize,
-    failed: std::sync::atomic::AtomicBool,
-    batch: std::sync::Mutex<Option<crate::buffer::Batch>>,
-}
-
-impl BatchJoin {
-    /// A join for `letters` letters plus the caller's own share, released by [`BatchJoin::settle`].
-    pub fn new(batch: crate::buffer::Batch, letters: usize) -> Arc<BatchJoin> {
-        Arc::new(BatchJoin {
-            remaining: AtomicUsize::new(letters + 1),
-            failed: std::sync::atomic::AtomicBool::new(false),
-            batch: std::sync::Mutex::new(Some(batch)),
-        })
-    }
-
-    /// One share is done; `ok` is false when it failed.
-    pub fn settle(&self, ok: bool) {
-        if !ok {
-            self.failed.store(true, Ordering::Release);
-        }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let batch = self.batch.lock().ok().and_then(|mut b| b.take());
-            if let Some(batch) = batch {
-                if self.failed.load(Ordering::Acquire) {
-                    batch.fail();
-                } else {
-                    batch.complete();
-                }
-            }
-        }
-    }
-}
-
 /// The open dead-letter file.
 struct Current {
     file: File,

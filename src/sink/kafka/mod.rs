@@ -6,11 +6,11 @@
 //! - [`msk_iam`]: the MSK IAM token itself (a SigV4 presigned URL) and region resolution.
 //!
 //! Delivery: each record of a batch is handed to librdkafka with a reference to the batch's
-//! [`producer::BatchTracker`]; the batch is completed (acknowledged upstream, its queue space
+//! [`Tracker`] (see [`super::settle`]); the batch is completed (acknowledged upstream, its queue space
 //! freed) only when every record's delivery report says the broker has it (`acks=all`), or the
 //! record was dropped for a counted reason (`too_large`, `unencodable`) or, with
 //! `dead_letter_path`, written to the dead-letter file (then each record gets a tracker of its
-//! own, so a delivery report names its record; see [`super::dead_letter`]). A full local queue
+//! own, so a delivery report names its record; see [`super::undeliverable`]). A full local queue
 //! makes the sink wait, never drop; records whose delivery fails for another reason are
 //! produced again after a backoff. With `message.timeout.ms = 0` librdkafka itself keeps
 //! retrying through broker outages, so records simply wait, bounded by the sink's buffer.
@@ -31,13 +31,15 @@ use tokio::sync::mpsc;
 
 use super::backoff::Backoff;
 use super::dead_letter;
+use super::settle::Tracker;
+use super::undeliverable::{Undeliverable, Why};
 use super::{SinkContext, SinkError};
 use crate::buffer::{Batch, QueueReceiver};
 use crate::encode::Encoder;
 use crate::event::{Event, Value};
 use auth::MskTokenProvider;
 use config::{is_valid_topic, KafkaConfig, KafkaSettings};
-use producer::{BatchTracker, KafkaContext, Problem, Retry, Shared};
+use producer::{KafkaContext, Problem, Retry, Shared};
 
 /// How long the sink waits for librdkafka to make room when its local queue is full, before
 /// counting one `queue_full_retries` attempt.
@@ -91,11 +93,11 @@ impl KafkaSink {
             )),
             None => None,
         };
-        let shared = Shared::with_dead_letters(
+        let shared = Shared::new(
             cx.name.clone(),
             cx.metrics.clone(),
             cx.health.clone(),
-            cx.dead_letters.clone(),
+            Undeliverable::new(&cx),
             settings.topics.clone(),
         );
         let (retry_tx, retries) = mpsc::unbounded_channel();
@@ -152,7 +154,7 @@ impl KafkaSink {
                 break;
             }
         }
-        if let Some(dead_letters) = &self.shared.dead_letters {
+        if let Some(dead_letters) = self.shared.undeliverable.dead_letters() {
             dead_letters.drained().await;
         }
         self.finish().await;
@@ -196,48 +198,38 @@ impl KafkaSink {
     async fn send_batch(&mut self, batch: Batch) {
         let (events, done) = batch.into_parts();
         let records = events.len();
-        if self.shared.dead_letters.is_some() {
+        if self.shared.undeliverable.keeps_records() {
             // Dead-letter mode: one tracker per record, so a failure knows its record.
-            let tracker = BatchTracker::keeping(done, events, self.shared.clone());
+            let tracker = self.shared.track(done, records, Some(events));
             for index in 0..records {
                 let record = tracker.record(index);
                 self.send_record(&tracker.events()[index], record).await;
             }
             self.shared.metrics.records_in.inc_by(records as u64);
-            tracker.settle();
+            tracker.settle(true);
             return;
         }
-        let tracker = BatchTracker::new(done, records, self.shared.clone());
+        let tracker = self.shared.track(done, records, None);
         for event in &events {
             self.send_record(event, tracker.clone()).await;
         }
         self.shared.metrics.records_in.inc_by(records as u64);
-        tracker.settle();
+        tracker.settle(true);
     }
 
-    async fn send_record(&mut self, event: &Event, tracker: Arc<BatchTracker>) {
+    async fn send_record(&mut self, event: &Event, tracker: Arc<Tracker>) {
         self.payload.clear();
         if let Err(e) = self.encoder.encode(event, &mut self.payload) {
-            if self
-                .shared
-                .dead_letter(&tracker, dead_letter::reason::UNENCODABLE, e.to_string())
-            {
-                if let Some(suppressed) =
-                    crate::log_limit::allow(&self.shared.name, "dead_letter_unencodable")
-                {
-                    tracing::warn!(suppressed, sink = %self.shared.name, tag = %event.tag, error = %e,
-                        "record cannot be encoded as configured: written to the dead-letter file");
-                }
-                return;
-            }
-            self.shared.metrics.dropped("unencodable", 1);
-            if let Some(suppressed) =
-                crate::log_limit::allow(&self.shared.name, "dropped_unencodable")
-            {
-                tracing::warn!(suppressed, sink = %self.shared.name, tag = %event.tag, error = %e,
-                    "record dropped: it cannot be encoded as configured");
-            }
-            tracker.settle();
+            self.shared.give_up(
+                tracker,
+                &Why::new(
+                    dead_letter::reason::UNENCODABLE,
+                    "record cannot be encoded as configured",
+                    "",
+                    &e,
+                )
+                .tagged(&event.tag),
+            );
             return;
         }
         let has_key = select_key(&self.settings, event, &mut self.key);
@@ -283,7 +275,7 @@ async fn produce(
     topic: &str,
     key: Option<&[u8]>,
     payload: &[u8],
-    tracker: Arc<BatchTracker>,
+    tracker: Arc<Tracker>,
 ) {
     let mut record = BaseRecord::with_opaque_to(topic, tracker).payload(payload);
     if let Some(key) = key {
@@ -318,35 +310,21 @@ async fn produce(
                     }
                 }
             }
-            Err((error, back))
-                if shared.dead_letter_reason(&error, topic).is_some_and(|why| {
-                    shared.dead_letter(
-                        &back.delivery_opaque,
-                        why,
-                        format!("topic `{topic}`: {error}"),
-                    )
-                }) =>
-            {
-                if let Some(suppressed) =
-                    crate::log_limit::allow(&shared.name, "dead_letter_refused")
-                {
-                    tracing::warn!(suppressed, sink = %shared.name, topic, bytes = payload.len(), error = %error,
-                        "record refused before sending: written to the dead-letter file");
-                }
-                return;
-            }
-            Err((error, back)) if producer::classify(&error) == producer::Failure::TooLarge => {
-                shared.metrics.dropped("too_large", 1);
-                if let Some(suppressed) = crate::log_limit::allow(&shared.name, "dropped_too_large")
-                {
-                    tracing::warn!(suppressed, sink = %shared.name, topic, bytes = payload.len(), error = %error,
-                        "record dropped: larger than message.max.bytes allows");
-                }
-                back.delivery_opaque.settle();
-                return;
-            }
             Err((error, back)) => {
-                // Refused before queueing (e.g. a topic known not to exist): wait and retry.
+                let dead_letter = shared.dead_letter_reason(&error, topic);
+                let too_large = producer::classify(&error) == producer::Failure::TooLarge;
+                if dead_letter.is_some() || too_large {
+                    let (why, what) = match dead_letter {
+                        Some(why) => (why, "record refused before sending"),
+                        None => (
+                            dead_letter::reason::TOO_LARGE,
+                            "record larger than message.max.bytes allows",
+                        ),
+                    };
+                    let target = format!("topic `{topic}`, {} bytes", payload.len());
+                    shared.give_up(back.delivery_opaque, &Why::new(why, what, &target, &error));
+                    return;
+                }
                 record = back;
                 shared.metrics.error("produce");
                 shared.metrics.retried(producer::retry_reason(&error), 1);
@@ -456,6 +434,8 @@ mod tests {
             "k".into(),
             ComponentMetrics::detached("k", "sink"),
             Arc::new(Health::default()),
+            Undeliverable::detached("k"),
+            Vec::new(),
         )
     }
 

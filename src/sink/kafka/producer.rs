@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use tokio::sync::{mpsc, Notify};
 
@@ -30,7 +30,9 @@ use crate::buffer::queue::BatchDone;
 use crate::event::Event;
 use crate::health::Health;
 use crate::metrics::{retry_reason as retry, ComponentMetrics};
-use crate::sink::dead_letter::{reason, DeadLetters, Letter};
+use crate::sink::dead_letter::reason;
+use crate::sink::settle::Tracker;
+use crate::sink::undeliverable::{Undeliverable, Why};
 
 /// The shared `retries_total` reason of a failed delivery or produce call.
 pub fn retry_reason(error: &KafkaError) -> &'static str {
@@ -56,115 +58,12 @@ pub fn retry_reason(error: &KafkaError) -> &'static str {
     }
 }
 
-/// Counts the records of one batch still waiting for their delivery report; completes the batch
-/// (acknowledging upstream and freeing queue space) when the last one is settled.
-pub struct BatchTracker {
-    remaining: AtomicUsize,
-    done: Mutex<Option<BatchDone>>,
-    shared: Arc<Shared>,
-    /// With a dead-letter file: the batch's records, which a dead letter holds.
-    events: Option<Vec<Event>>,
-    /// A per-record tracker (dead-letter mode) settles its batch's tracker.
-    parent: Option<(Arc<BatchTracker>, usize)>,
-    /// When the batch was handed to the producer, for the produce latency.
-    started: Instant,
-}
-
-impl BatchTracker {
-    /// A tracker for `records` records plus one guard count, which the sink releases with
-    /// [`BatchTracker::settle`] once it has handed every record to librdkafka, so that early
-    /// reports cannot complete a batch that is still being produced.
-    pub fn new(done: BatchDone, records: usize, shared: Arc<Shared>) -> Arc<BatchTracker> {
-        shared.inflight_batches.fetch_add(1, Ordering::AcqRel);
-        Arc::new(BatchTracker {
-            remaining: AtomicUsize::new(records + 1),
-            done: Mutex::new(Some(done)),
-            shared,
-            events: None,
-            parent: None,
-            started: Instant::now(),
-        })
-    }
-
-    /// Like [`BatchTracker::new`], keeping the records for dead letters.
-    pub fn keeping(done: BatchDone, events: Vec<Event>, shared: Arc<Shared>) -> Arc<BatchTracker> {
-        shared.inflight_batches.fetch_add(1, Ordering::AcqRel);
-        Arc::new(BatchTracker {
-            remaining: AtomicUsize::new(events.len() + 1),
-            done: Mutex::new(Some(done)),
-            shared,
-            events: Some(events),
-            parent: None,
-            started: Instant::now(),
-        })
-    }
-
-    /// The records kept by [`BatchTracker::keeping`].
-    pub fn events(&self) -> &[Event] {
-        self.events.as_deref().unwrap_or(&[])
-    }
-
-    /// A tracker for record `index` of this batch (dead-letter mode), so that a delivery
-    /// report can tell which record failed. Settling it settles one record of the batch;
-    /// dropping it unsettled fails the batch.
-    pub fn record(self: &Arc<Self>, index: usize) -> Arc<BatchTracker> {
-        Arc::new(BatchTracker {
-            remaining: AtomicUsize::new(1),
-            done: Mutex::new(None),
-            shared: self.shared.clone(),
-            events: None,
-            parent: Some((self.clone(), index)),
-            started: Instant::now(),
-        })
-    }
-
-    /// The record a per-record tracker stands for.
-    pub fn event(&self) -> Option<&Event> {
-        let (parent, index) = self.parent.as_ref()?;
-        parent.events.as_ref()?.get(*index)
-    }
-
-    /// One record is settled: delivered, or dropped for a reason that was counted.
-    pub fn settle(&self) {
-        if let Some((parent, _)) = &self.parent {
-            if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                parent.settle();
-            }
-            return;
-        }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let done = self.done.lock().ok().and_then(|mut d| d.take());
-            if let Some(done) = done {
-                done.complete();
-                self.shared
-                    .produce_latency
-                    .observe(self.started.elapsed().as_secs_f64());
-            }
-            self.shared.inflight_batches.fetch_sub(1, Ordering::AcqRel);
-            self.shared.progress.notify_waiters();
-        }
-    }
-}
-
-impl Drop for BatchTracker {
-    fn drop(&mut self) {
-        // Dropped unsettled (the sink stopped before delivery): the batch fails, so no
-        // upstream acknowledgement is sent for records that were not delivered.
-        let done = self.done.get_mut().ok().and_then(Option::take);
-        if let Some(done) = done {
-            done.fail();
-            self.shared.inflight_batches.fetch_sub(1, Ordering::AcqRel);
-            self.shared.progress.notify_waiters();
-        }
-    }
-}
-
 /// A record whose delivery failed for a reason worth retrying, back to the sink task.
 pub struct Retry {
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
-    pub tracker: Arc<BatchTracker>,
+    pub tracker: Arc<Tracker>,
 }
 
 /// What the sink knows is wrong, by kind; the sink is healthy when all are clear.
@@ -206,8 +105,8 @@ pub struct Shared {
     any_problem: AtomicBool,
     /// librdkafka raised a fatal error: the producer must be replaced.
     pub fatal: AtomicBool,
-    /// Where records that can never be delivered go (`dead_letter_path`).
-    pub dead_letters: Option<DeadLetters>,
+    /// Where records that can never be delivered go: the dead-letter file, or counted drops.
+    pub undeliverable: Undeliverable,
     /// The configured `topics`: a failure to write one of them is a configuration problem,
     /// while a topic taken from the record (`dynamic_topic`) makes the record a dead letter.
     pub configured_topics: Vec<String>,
@@ -216,7 +115,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(name: String, metrics: ComponentMetrics, health: Arc<Health>) -> Arc<Shared> {
+    /// `configured_topics`: the `topics` option; a failure to write one of them is a
+    /// configuration problem, while a topic taken from the record makes the record a dead
+    /// letter.
+    pub fn new(
+        name: String,
+        metrics: ComponentMetrics,
+        health: Arc<Health>,
+        undeliverable: Undeliverable,
+        configured_topics: Vec<String>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             name,
             health,
@@ -228,59 +136,51 @@ impl Shared {
             auth_errors: AtomicU64::new(0),
             any_problem: AtomicBool::new(false),
             fatal: AtomicBool::new(false),
-            dead_letters: None,
-            configured_topics: Vec::new(),
+            undeliverable,
+            configured_topics,
             produce_latency: metrics.request_duration("produce"),
             metrics,
         })
     }
 
-    /// [`Shared::new`] for a sink with a dead-letter file.
-    pub fn with_dead_letters(
-        name: String,
-        metrics: ComponentMetrics,
-        health: Arc<Health>,
-        dead_letters: Option<DeadLetters>,
-        configured_topics: Vec<String>,
-    ) -> Arc<Shared> {
-        let mut shared = Shared::new(name, metrics, health);
-        if let Some(s) = Arc::get_mut(&mut shared) {
-            s.dead_letters = dead_letters;
-            s.configured_topics = configured_topics;
-        }
-        shared
+    /// A tracker for a batch of `records` records handed to the producer now, plus one guard
+    /// share, which the sink settles once it has handed every record to librdkafka, so that
+    /// early reports cannot complete a batch still being produced. Counts the batch in flight
+    /// until it finishes, and times it (`request_duration_seconds{operation="produce"}`).
+    /// `events`: the records, kept for dead letters.
+    pub fn track(
+        self: &Arc<Self>,
+        done: BatchDone,
+        records: usize,
+        events: Option<Vec<Event>>,
+    ) -> Arc<Tracker> {
+        self.inflight_batches.fetch_add(1, Ordering::AcqRel);
+        let shared = self.clone();
+        let started = Instant::now();
+        let finished = move |ok: bool| {
+            if ok {
+                shared
+                    .produce_latency
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            shared.inflight_batches.fetch_sub(1, Ordering::AcqRel);
+            shared.progress.notify_waiters();
+        };
+        Tracker::build(done, records + 1, events, false, Some(Box::new(finished)))
     }
 
-    /// Writes the record of a per-record `tracker` to the dead-letter file and settles it
-    /// once written. False (tracker untouched) without a dead-letter file or a kept record.
-    pub fn dead_letter(
-        &self,
-        tracker: &Arc<BatchTracker>,
-        reason: &'static str,
-        error: String,
-    ) -> bool {
-        let (Some(dead_letters), Some(event)) = (&self.dead_letters, tracker.event()) else {
-            return false;
-        };
-        let event = event.clone();
-        let tracker = tracker.clone();
-        dead_letters.send(Letter {
-            reason,
-            error: Some(error),
-            event,
-            on_written: Box::new(move |ok| {
-                // Not written: dropping the tracker unsettled fails the batch.
-                if ok {
-                    tracker.settle();
-                }
-            }),
-        });
-        true
+    /// Gives up on the record of `tracker` (dead letter or counted drop, see
+    /// [`Undeliverable`]).
+    pub fn give_up(&self, tracker: Arc<Tracker>, why: &Why<'_>) {
+        self.undeliverable.give_up_tracked(tracker, why);
+        self.progress.notify_waiters();
     }
 
     /// The dead-letter reason of a failed record, if it is one (`None`: retry it).
     pub fn dead_letter_reason(&self, error: &KafkaError, topic: &str) -> Option<&'static str> {
-        self.dead_letters.as_ref()?;
+        if !self.undeliverable.keeps_records() {
+            return None;
+        }
         match classify(error) {
             Failure::TooLarge => Some(reason::TOO_LARGE),
             Failure::Invalid => Some(reason::INVALID),
@@ -596,9 +496,9 @@ impl ClientContext for KafkaContext {
 }
 
 impl ProducerContext for KafkaContext {
-    type DeliveryOpaque = Arc<BatchTracker>;
+    type DeliveryOpaque = Arc<Tracker>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<BatchTracker>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<Tracker>) {
         match result {
             Ok(message) => {
                 let metrics = &self.shared.metrics;
@@ -609,81 +509,78 @@ impl ProducerContext for KafkaContext {
                     self.shared
                         .clear(&[Problem::Auth, Problem::Brokers, Problem::Delivery]);
                 }
-                tracker.settle();
+                tracker.settle(true);
                 self.shared.progress.notify_waiters();
             }
-            Err((error, message))
-                if self
-                    .shared
-                    .dead_letter_reason(error, message.topic())
-                    .is_some_and(|why| {
-                        self.shared.dead_letter(
-                            &tracker,
-                            why,
-                            format!("topic `{}`: {error}", message.topic()),
-                        )
-                    }) =>
-            {
-                if let Some(suppressed) =
-                    crate::log_limit::allow(&self.shared.name, "dead_letter_refused")
-                {
-                    tracing::warn!(suppressed, sink = %self.shared.name, topic = message.topic(), error = %error,
-                        "the broker refuses the record: written to the dead-letter file");
-                }
-                self.shared.progress.notify_waiters();
-            }
-            Err((error, message)) => match classify(error) {
-                Failure::TooLarge => {
-                    self.shared.metrics.dropped("too_large", 1);
-                    if let Some(suppressed) =
-                        crate::log_limit::allow(&self.shared.name, "dropped_too_large")
-                    {
-                        tracing::warn!(suppressed, sink = %self.shared.name, topic = message.topic(),
-                            bytes = message.payload_len(), error = %error,
-                            "record dropped: the broker refuses it as too large; raise the topic's \
-                             max.message.bytes or send smaller records");
-                    }
-                    tracker.settle();
-                }
-                Failure::Invalid => {
-                    self.shared.metrics.dropped("invalid_record", 1);
-                    if let Some(suppressed) =
-                        crate::log_limit::allow(&self.shared.name, "dropped_invalid")
-                    {
-                        tracing::warn!(suppressed, sink = %self.shared.name, topic = message.topic(),
-                            error = %error,
-                            "record dropped: the broker refuses it as invalid (a compacted topic \
-                             needs a message key)");
-                    }
-                    tracker.settle();
-                }
-                Failure::Retry => {
-                    self.shared.metrics.error("delivery");
-                    self.shared.metrics.retried(retry_reason(error), 1);
-                    let purged = matches!(
-                        error.rdkafka_error_code(),
-                        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
-                    );
-                    let reason = format!(
-                        "delivery to topic `{}` failed: {error}; retrying",
-                        message.topic()
-                    );
-                    // Purges come from replacing or stopping the producer, not from Kafka.
-                    if !purged && self.shared.set_problem(Problem::Delivery, reason.clone()) {
-                        tracing::warn!(sink = %self.shared.name, "{reason}");
-                    } else {
-                        tracing::debug!(sink = %self.shared.name, "{reason}");
-                    }
-                    let retry = Retry {
-                        topic: message.topic().to_string(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            Err((error, message)) => match self.shared.dead_letter_reason(error, message.topic()) {
+                Some(why) => {
+                    let target = format!("topic `{}`", message.topic());
+                    self.shared.give_up(
                         tracker,
-                    };
-                    // If the sink task is gone, the tracker drops here and the batch fails.
-                    let _ = self.retries.send(retry);
+                        &Why::new(why, "the broker refuses the record", &target, error),
+                    );
                 }
+                None => self.failed(error, message, tracker),
             },
+        }
+    }
+}
+
+impl KafkaContext {
+    /// A delivery failed and there is no dead-letter reason for it: dropped when the broker
+    /// will never take it, produced again otherwise.
+    fn failed(&self, error: &KafkaError, message: &BorrowedMessage<'_>, tracker: Arc<Tracker>) {
+        let target = format!("topic `{}`", message.topic());
+        match classify(error) {
+            Failure::TooLarge => self.shared.give_up(
+                tracker,
+                &Why::new(
+                    reason::TOO_LARGE,
+                    "the broker refuses the record as too large; raise the topic's \
+                         max.message.bytes or send smaller records",
+                    &target,
+                    error,
+                ),
+            ),
+            Failure::Invalid => self.shared.give_up(
+                tracker,
+                &Why {
+                    dropped_as: "invalid_record",
+                    ..Why::new(
+                        reason::INVALID,
+                        "the broker refuses the record as invalid (a compacted topic needs \
+                             a message key)",
+                        &target,
+                        error,
+                    )
+                },
+            ),
+            Failure::Retry => {
+                self.shared.metrics.error("delivery");
+                self.shared.metrics.retried(retry_reason(error), 1);
+                let purged = matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                );
+                let reason = format!(
+                    "delivery to topic `{}` failed: {error}; retrying",
+                    message.topic()
+                );
+                // Purges come from replacing or stopping the producer, not from Kafka.
+                if !purged && self.shared.set_problem(Problem::Delivery, reason.clone()) {
+                    tracing::warn!(sink = %self.shared.name, "{reason}");
+                } else {
+                    tracing::debug!(sink = %self.shared.name, "{reason}");
+                }
+                let retry = Retry {
+                    topic: message.topic().to_string(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    tracker,
+                };
+                // If the sink task is gone, the tracker drops here and the batch fails.
+                let _ = self.retries.send(retry);
+            }
         }
     }
 }
@@ -734,6 +631,8 @@ mod tests {
                 "kafka.test".into(),
                 ComponentMetrics::detached("kafka.test", "sink"),
                 health.clone(),
+                Undeliverable::detached("kafka.test"),
+                Vec::new(),
             ),
             health,
         )
@@ -745,12 +644,12 @@ mod tests {
         let (ack, waiter) = AckRef::new();
         let batch = Batch::new("t".into(), Vec::new(), 10, Some(ack));
         let (_, done) = batch.into_parts();
-        let tracker = BatchTracker::new(done, 2, shared.clone());
+        let tracker = shared.track(done, 2, None);
         assert_eq!(shared.inflight_batches(), 1);
-        tracker.settle();
-        tracker.settle();
+        tracker.settle(true);
+        tracker.settle(true);
         assert_eq!(shared.inflight_batches(), 1, "the guard is still held");
-        tracker.settle();
+        tracker.settle(true);
         assert_eq!(shared.inflight_batches(), 0);
         assert!(waiter.wait().await);
     }
@@ -760,8 +659,8 @@ mod tests {
         let (shared, _) = shared();
         let (ack, waiter) = AckRef::new();
         let (_, done) = Batch::new("t".into(), Vec::new(), 10, Some(ack)).into_parts();
-        let tracker = BatchTracker::new(done, 1, shared.clone());
-        tracker.settle();
+        let tracker = shared.track(done, 1, None);
+        tracker.settle(true);
         drop(tracker);
         assert_eq!(shared.inflight_batches(), 0);
         assert!(!waiter.wait().await);
@@ -855,12 +754,14 @@ mod tests {
             "k".into(),
             metrics.component("k", "sink"),
             Arc::new(Health::default()),
+            Undeliverable::detached("k"),
+            Vec::new(),
         );
         let (_, done) = Batch::new("t".into(), Vec::new(), 10, None).into_parts();
-        let tracker = BatchTracker::new(done, 2, shared.clone());
-        tracker.settle();
-        tracker.settle();
-        tracker.settle();
+        let tracker = shared.track(done, 2, None);
+        tracker.settle(true);
+        tracker.settle(true);
+        tracker.settle(true);
         let text = metrics.render();
         assert!(text.contains(
             "logferry_request_duration_seconds_count{component=\"k\",kind=\"sink\",operation=\"produce\"} 1"

@@ -10,7 +10,8 @@
 //! - [`rate_limit`]: each shard's write limits, kept before Kinesis enforces them.
 //! - [`retry_policy`]: what each Kinesis error code means (retryable or fatal, which shared
 //!   reason it counts under), backoffs, and when failures make the sink unhealthy.
-//! - `settle`: which upstream acknowledgements an answer settles.
+//! - `settle`: the user records' tokens an entry carries (acknowledged through
+//!   [`crate::sink::settle`]).
 //! - `task`: the running loop, split by step: `intake` (records into entries), `answer`
 //!   (calls and their answers), `retry` (entries going back), `reshard` (shard map changes).
 //! - [`metrics`]: Kinesis-specific counters.
@@ -28,7 +29,7 @@
 //! input batch is completed, which acknowledges it upstream, once each of its records was
 //! accepted, or dropped for a reason that retrying cannot fix (too large, unencodable, refused
 //! as invalid) — or, with `dead_letter_path`, written to the dead-letter file for that reason
-//! ([`super::dead_letter`]); the records of a batch are then kept until it is settled.
+//! ([`super::undeliverable`]); the records of a batch are then kept until it is settled.
 
 pub mod aggregators;
 pub mod api;
@@ -53,6 +54,7 @@ use self::retry_policy::{auth_reason, ErrorClass};
 use self::retry_policy::{slow_delay, RETRY_BACKOFF, UNHEALTHY_AFTER};
 use self::shard_map::ShardMap;
 use self::task::Task;
+use super::undeliverable::Undeliverable;
 use super::{SinkContext, SinkError};
 use crate::buffer::QueueReceiver;
 use crate::encode::Encoder;
@@ -61,6 +63,10 @@ use crate::event::KeyPath;
 /// A Kinesis sink ready to run.
 pub struct KinesisSink {
     cx: SinkContext,
+    /// Where records that can never be sent go: the dead-letter file, or counted drops.
+    undeliverable: Undeliverable,
+    /// `` stream `name` ``: where records went, for dead letters and logs.
+    stream_target: String,
     config: KinesisConfig,
     client: aws_sdk_kinesis::Client,
     region: String,
@@ -95,6 +101,8 @@ impl KinesisSink {
             region: clients.region,
             encoder,
             metrics,
+            undeliverable: Undeliverable::new(&cx),
+            stream_target: format!("stream `{}`", config.stream),
             cx,
         })
     }
@@ -117,7 +125,7 @@ impl KinesisSink {
             }
         };
         task.run(input).await;
-        if let Some(dead_letters) = &task.sink.cx.dead_letters {
+        if let Some(dead_letters) = task.sink.undeliverable.dead_letters() {
             dead_letters.drained().await;
         }
     }

@@ -13,6 +13,7 @@ use super::super::retry_policy::{self, auth_reason, retry_reason, ErrorClass};
 use super::super::retry_policy::{slow_delay, RETRY_BACKOFF, UNHEALTHY_AFTER};
 use super::super::settle::Tokens;
 use crate::sink::dead_letter;
+use crate::sink::undeliverable::Why;
 
 use super::Task;
 
@@ -118,7 +119,7 @@ impl Task {
             }
         }
         let mut fatal = outcome.fatal;
-        if self.sink.cx.dead_letters.is_some() {
+        if self.sink.undeliverable.keeps_records() {
             let (rejected, config): (Vec<_>, Vec<_>) = fatal
                 .into_iter()
                 .partition(|f| retry_policy::is_record_error(&f.code));
@@ -126,12 +127,15 @@ impl Task {
             for failed in rejected {
                 self.sink.metrics.failed_entry(&failed.code);
                 let error = format!("{}: {}", failed.code, failed.message);
-                tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream,
-                    records = failed.entry.token.users.len(), error = %error,
-                    "PutRecords refused the record: written to the dead-letter file");
-                for user in failed.entry.token.users {
-                    self.dead_letter(user, dead_letter::reason::REJECTED, error.clone());
-                }
+                self.sink.undeliverable.give_up(
+                    failed.entry.token.users,
+                    &Why::new(
+                        dead_letter::reason::REJECTED,
+                        "PutRecords refused the record",
+                        &self.sink.stream_target,
+                        &error,
+                    ),
+                );
             }
         }
         if !fatal.is_empty() {

@@ -8,10 +8,12 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::super::batch::{random_partition_key, Entry, Rejected};
-use super::super::settle::{Expected, Token, Tokens, Tracker};
+use super::super::settle::{Expected, Tokens};
 use crate::event::Event;
 use crate::kinesis_record::{hash_key, Record, RejectReason, MAX_PARTITION_KEY_CHARS};
 use crate::sink::dead_letter;
+use crate::sink::settle::{Token, Tracker};
+use crate::sink::undeliverable::Why;
 
 use super::Task;
 
@@ -37,31 +39,29 @@ impl Task {
         self.encode_capacity = buf.len().clamp(4096, 8 << 20);
         let data = Bytes::from(buf);
         // With a dead-letter file the records stay with their tracker until settled.
-        let (kept, events) = match self.sink.cx.dead_letters {
-            Some(_) => (Some(events), Vec::new()),
-            None => (None, events),
+        let keep = self.sink.undeliverable.keeps_records();
+        let (kept, events) = if keep {
+            (Some(events), Vec::new())
+        } else {
+            (None, events)
         };
-        let tracker = Tracker::new(ends.len(), done, kept, client_waits);
-        let events: &[Event] = match &tracker.events {
-            Some(kept) => kept,
-            None => &events,
-        };
+        let tracker = Tracker::build(done, ends.len(), kept, client_waits, None);
+        let events: &[Event] = if keep { tracker.events() } else { &events };
         for (index, (event, range)) in events.iter().zip(ends).enumerate() {
-            let token = Token {
-                tracker: tracker.clone(),
-                index,
-            };
+            let token = Token::new(&tracker, index);
             let (start, end) = match range {
                 Ok(range) => range,
                 Err(e) => {
-                    if !self.dead_letter(token, dead_letter::reason::UNENCODABLE, e.to_string()) {
-                        self.sink.cx.metrics.dropped("unencodable", 1);
-                        tracing::warn!(sink = %self.name(), tag = %tag, error = %e,
-                            "record dropped: it cannot be encoded as configured");
-                    } else {
-                        tracing::warn!(sink = %self.name(), tag = %tag, error = %e,
-                            "record cannot be encoded as configured: written to the dead-letter file");
-                    }
+                    self.sink.undeliverable.give_up(
+                        [token],
+                        &Why::new(
+                            dead_letter::reason::UNENCODABLE,
+                            "record cannot be encoded as configured",
+                            &self.sink.stream_target,
+                            &e,
+                        )
+                        .tagged(&tag),
+                    );
                     continue;
                 }
             };
@@ -240,59 +240,22 @@ impl Task {
         }
     }
 
-    /// Hands a record to the dead-letter file; its token is settled once the letter is on
-    /// disk (as failed if it could not be written). Without a dead-letter file the token is
-    /// settled at once and false is returned: the caller counts and logs the drop.
-    pub(super) fn dead_letter(&self, token: Token, reason: &'static str, error: String) -> bool {
-        let Some(dead_letters) = &self.sink.cx.dead_letters else {
-            token.settle(true);
-            return false;
-        };
-        let Some(event) = token.event().cloned() else {
-            // Unreachable: records are kept whenever a dead-letter file is configured.
-            token.settle(false);
-            return true;
-        };
-        dead_letters.send(dead_letter::Letter {
-            reason,
-            error: Some(error),
-            event,
-            on_written: Box::new(move |ok| token.settle(ok)),
-        });
-        true
-    }
-
-    /// A record that can never be sent: written to the dead-letter file, or logged and
-    /// counted as dropped; either way settled so it blocks nothing.
+    /// A record that can never be sent: dead-lettered or dropped (counted and logged either
+    /// way), and settled so it blocks nothing.
     pub(super) fn reject(&self, size: usize, users: Vec<Token>, reason: &RejectReason, tag: &str) {
         let why = if reason.is_too_large() {
             dead_letter::reason::TOO_LARGE
         } else {
             dead_letter::reason::INVALID
         };
-        // Counted per record; logged at most every few seconds per reason (with how many were
-        // suppressed), so a stream of oversized records does not flood the log.
-        let log = crate::log_limit::allow(self.name(), why);
-        if self.sink.cx.dead_letters.is_some() {
-            if let Some(suppressed) = log {
-                tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
-                    size, max = self.limits.max_record_size, reason = %reason, suppressed,
-                    "record cannot be sent ({why}): written to the dead-letter file");
-            }
-            for user in users {
-                self.dead_letter(user, why, reason.to_string());
-            }
-            return;
-        }
-        self.sink.cx.metrics.dropped(why, users.len() as u64);
-        if let Some(suppressed) = log {
-            tracing::warn!(sink = %self.name(), stream = %self.sink.config.stream, tag = %tag,
-                size, max = self.limits.max_record_size, reason = %reason, suppressed,
-                "record dropped: {why}");
-        }
-        for user in users {
-            user.settle(true);
-        }
+        let what = format!(
+            "record of {size} bytes cannot be sent (max_record_size {})",
+            self.limits.max_record_size
+        );
+        self.sink.undeliverable.give_up(
+            users,
+            &Why::new(why, &what, &self.sink.stream_target, reason).tagged(tag),
+        );
     }
 
     /// Sends everything waiting (the `flush` deadline, or the end of input).

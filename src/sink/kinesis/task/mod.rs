@@ -23,10 +23,11 @@ use super::api::{self, CallError};
 use super::batch::{Batch, BatchLimits, Batcher, Entry, EntryResult};
 use super::rate_limit::ShardLimiter;
 use super::retry_policy::ErrorClass;
-use super::settle::{Token, Tokens};
+use super::settle::Tokens;
 use super::shard_map::ShardMap;
 use super::{KinesisSink, ShardRateLimit};
 use crate::buffer::QueueReceiver;
+use crate::sink::settle::Token;
 
 /// How often the shard map is listed again when aggregating (resharding is also detected from
 /// PutRecords answers and refreshes at once).

@@ -9,6 +9,7 @@ use super::super::batch::{Entry, Failed};
 use super::super::settle::Tokens;
 use crate::kinesis_record::Record;
 use crate::sink::dead_letter;
+use crate::sink::undeliverable::Why;
 
 use super::Task;
 
@@ -55,22 +56,20 @@ impl Task {
         if entry.token.attempts < limit {
             return Some(entry);
         }
-        if self.sink.cx.dead_letters.is_some() {
-            tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
-                records = entry.token.users.len(), last_error = %code, retry_limit = limit,
-                "records still failing after retry_limit retries: written to the dead-letter file");
-            let error = format!("{code}: {message}");
-            for user in entry.token.users {
-                self.dead_letter(user, dead_letter::reason::RETRY_LIMIT, error.clone());
-            }
-            return None;
-        }
-        let users = entry.token.users.len() as u64;
-        self.sink.cx.metrics.dropped("retry_limit", users);
-        tracing::error!(sink = %self.name(), stream = %self.sink.config.stream,
-            records = users, last_error = %code, retry_limit = limit,
-            "records dropped: still failing after retry_limit retries");
-        entry.token.settle(false);
+        let error = format!("{code}: {message}");
+        let what = format!("records still failing after retry_limit ({limit}) retries");
+        self.sink.undeliverable.give_up(
+            entry.token.users,
+            &Why {
+                ack_dropped: false,
+                ..Why::new(
+                    dead_letter::reason::RETRY_LIMIT,
+                    &what,
+                    &self.sink.stream_target,
+                    &error,
+                )
+            },
+        );
         None
     }
 
