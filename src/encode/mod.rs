@@ -1,6 +1,7 @@
 //! The record encoder every sink shares (stdout, file, Kinesis, Kafka, the Lambda forwarder).
 //!
-//! A sink maps its own config onto a plain [`EncodeOptions`], builds one [`Encoder`] (which
+//! A sink maps its own config onto a plain [`EncodeOptions`] (reading each option with
+//! [`options`], the same way in every sink), builds one [`Encoder`] (which
 //! validates the options and compiles the time format), and calls [`Encoder::encode`] per
 //! record with a buffer it reuses. The record is written straight from the decoded [`Event`]:
 //! `data_keys`, `time_key` and `replace_dots` are applied while writing, without building a new
@@ -31,6 +32,7 @@
 
 pub mod compress;
 pub mod json;
+pub mod options;
 pub mod time_format;
 
 use std::cell::RefCell;

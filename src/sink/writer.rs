@@ -12,8 +12,7 @@ use super::undeliverable::{Undeliverable, Why};
 use super::{SinkContext, SinkError};
 use crate::buffer::QueueReceiver;
 use crate::config::field::FieldError;
-use crate::encode::{EncodeOptions, Encoder, Format, TimeFormat};
-use crate::event::KeyPath;
+use crate::encode::{options, EncodeOptions, Encoder, Format};
 
 /// Options of `type = "stdout"` and `type = "file"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,27 +52,19 @@ impl WriterConfig {
     }
 
     fn encoder(&self) -> Result<Encoder, Vec<FieldError>> {
-        let format = match self.format.as_str() {
-            "json" => Format::Json,
-            "msgpack" => Format::Msgpack,
-            "text" => Format::Text,
-            other => {
-                return Err(vec![FieldError::new(
-                    "format",
-                    format!("`{other}` is not one of json, msgpack, text"),
-                )])
-            }
-        };
-        let log_key = match (&self.log_key, format) {
-            (Some(k), _) => Some(KeyPath::parse(k)),
-            (None, Format::Text) => Some(KeyPath::parse("log")),
-            (None, _) => None,
-        };
-        let time_format = match &self.time_key_format {
-            Some(f) if f.contains('%') => TimeFormat::Strftime(f.clone()),
-            Some(f) => TimeFormat::from_name("time_key_format", f).map_err(|e| vec![e])?,
-            None => TimeFormat::default(),
-        };
+        let format = options::format(
+            "format",
+            &self.format,
+            &[
+                ("json", Format::Json),
+                ("msgpack", Format::Msgpack),
+                ("text", Format::Text),
+            ],
+        )
+        .map_err(|e| vec![e])?;
+        let log_key = options::log_key(self.log_key.as_deref(), format);
+        let time_format = options::time_format("time_key_format", self.time_key_format.as_deref())
+            .map_err(|e| vec![e])?;
         let options = EncodeOptions {
             format,
             log_key,

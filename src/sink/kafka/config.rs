@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::msk_iam::{resolve_target, MskTarget};
 use crate::config::field::FieldError;
-use crate::encode::{EncodeOptions, Format, Subsecond, TimeFormat};
+use crate::encode::{options, EncodeOptions, Format, Subsecond, TimeFormat};
 use crate::event::KeyPath;
 
 /// `type = "kafka"`.
@@ -424,22 +424,16 @@ impl KafkaConfig {
     }
 
     fn encode_options(&self) -> Result<EncodeOptions, FieldError> {
-        let format = match self.format.as_str() {
-            "json" => Format::Json,
-            "msgpack" => Format::Msgpack,
-            "raw" => Format::Text,
-            other => {
-                return Err(FieldError::new(
-                    "format",
-                    format!("`{other}` is not one of json, msgpack, raw"),
-                ))
-            }
-        };
-        let log_key = match (&self.log_key, format) {
-            (Some(k), _) => Some(KeyPath::parse(k)),
-            (None, Format::Text) => Some(KeyPath::parse("log")),
-            (None, _) => None,
-        };
+        let format = options::format(
+            "format",
+            &self.format,
+            &[
+                ("json", Format::Json),
+                ("msgpack", Format::Msgpack),
+                ("raw", Format::Text),
+            ],
+        )?;
+        let log_key = options::log_key(self.log_key.as_deref(), format);
         let time_format = timestamp_format(&self.timestamp_format)?;
         let time_key = match (self.timestamp_key.as_str(), format, &log_key) {
             ("", _, _) | (_, Format::Text, _) | (_, _, Some(_)) => None,

@@ -9,7 +9,7 @@ use super::batch::{DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_BYTES};
 use super::rate_limit::ShardRates;
 use crate::config::field::FieldError;
 use crate::config::units::{ByteSize, Duration};
-use crate::encode::{Compression, EncodeOptions, Encoder, Format, TimeFormat};
+use crate::encode::{options, EncodeOptions, Encoder, Format};
 use crate::event::KeyPath;
 use crate::kinesis_record::kpl;
 
@@ -205,8 +205,8 @@ impl KinesisConfig {
                 ));
             }
         }
-        if let Some(Err(message)) = self.compression.as_deref().map(str::parse::<Compression>) {
-            problems.push(FieldError::new("compression", message));
+        if let Err(e) = options::compression("compression", self.compression.as_deref()) {
+            problems.push(e);
         }
         if let Some(size) = self.max_record_size {
             let size = size.as_usize();
@@ -324,28 +324,9 @@ impl KinesisConfig {
 
     /// The encode options these settings describe (JSON records, as the Go and C plugins send).
     pub fn encode_options(&self) -> Result<EncodeOptions, FieldError> {
-        let time_format = match &self.time_key_format {
-            Some(f) if f.contains('%') => TimeFormat::Strftime(f.clone()),
-            Some(f) => TimeFormat::from_name("time_key_format", f)?,
-            None => TimeFormat::default(),
-        };
-        let compression = match self.compression.as_deref() {
-            Some(c) => c
-                .parse::<Compression>()
-                .map_err(|m| FieldError::new("compression", m))?,
-            None => Compression::None,
-        };
-        let data_keys = self
-            .data_keys
-            .as_deref()
-            .map(|keys| {
-                keys.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let time_format = options::time_format("time_key_format", self.time_key_format.as_deref())?;
+        let compression = options::compression("compression", self.compression.as_deref())?;
+        let data_keys = options::data_keys(self.data_keys.as_deref());
         Ok(EncodeOptions {
             format: Format::Json,
             log_key: self.log_key.as_deref().map(KeyPath::parse),
@@ -395,6 +376,7 @@ fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::Compression;
 
     fn parse(text: &str) -> Result<KinesisConfig, String> {
         let config: KinesisConfig =
