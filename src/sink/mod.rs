@@ -2,6 +2,7 @@
 //!
 //! - [`writer`]: `stdout` and `file`, one encoded record after another.
 //! - [`kinesis`]: Kinesis Data Streams (PutRecords batching, KPL aggregation).
+//! - [`cloudwatch_logs`]: CloudWatch Logs (PutLogEvents, log groups and streams on demand).
 //! - [`kafka`]: Kafka / Amazon MSK (rdkafka producer, MSK IAM tokens).
 //! - [`null`]: discards records (and acknowledges them), counting them.
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
@@ -18,6 +19,7 @@
 //! one registry behind `/health`.
 
 pub mod backoff;
+pub mod cloudwatch_logs;
 pub mod dead_letter;
 pub mod kafka;
 pub mod kinesis;
@@ -40,11 +42,19 @@ pub enum SinkConfig {
     File(writer::WriterConfig),
     Kafka(Box<kafka::config::KafkaConfig>),
     Kinesis(Box<kinesis::KinesisConfig>),
+    CloudWatchLogs(Box<cloudwatch_logs::CloudWatchLogsConfig>),
     Null(null::NullConfig),
 }
 
 /// The `type` values of sinks.
-pub const TYPES: &[&str] = &["stdout", "file", "kinesis", "kafka", "null"];
+pub const TYPES: &[&str] = &[
+    "stdout",
+    "file",
+    "kinesis",
+    "kafka",
+    "cloudwatch_logs",
+    "null",
+];
 
 impl SinkConfig {
     /// Deserializes a `[[sinks]]` entry's own options (common keys already removed).
@@ -80,6 +90,11 @@ impl SinkConfig {
                 c.validate()?;
                 Ok(SinkConfig::Kinesis(Box::new(c)))
             }
+            "cloudwatch_logs" => {
+                let c = cloudwatch_logs::CloudWatchLogsConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SinkConfig::CloudWatchLogs(Box::new(c)))
+            }
             "null" => {
                 let c = null::NullConfig::deserialize(de)?;
                 c.validate()?;
@@ -100,6 +115,9 @@ impl SinkConfig {
             }
             SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::build(c, cx).await?)),
             SinkConfig::Kinesis(c) => Ok(Sink::Kinesis(kinesis::KinesisSink::build(c, cx).await?)),
+            SinkConfig::CloudWatchLogs(c) => Ok(Sink::CloudWatchLogs(
+                cloudwatch_logs::CloudWatchLogsSink::build(c, cx).await?,
+            )),
             SinkConfig::Null(c) => Ok(Sink::Null(null::NullSink::build(c, cx).await?)),
         }
     }
@@ -124,6 +142,7 @@ pub enum Sink {
     Writer(writer::WriterSink),
     Kafka(kafka::KafkaSink),
     Kinesis(kinesis::KinesisSink),
+    CloudWatchLogs(cloudwatch_logs::CloudWatchLogsSink),
     Null(null::NullSink),
 }
 
@@ -134,6 +153,7 @@ impl Sink {
             Sink::Writer(s) => s.run(input).await,
             Sink::Kafka(s) => s.run(input).await,
             Sink::Kinesis(s) => s.run(input).await,
+            Sink::CloudWatchLogs(s) => s.run(input).await,
             Sink::Null(s) => s.run(input).await,
         }
     }

@@ -7,7 +7,8 @@
 //!   Fluent Bit), each on a free loopback port and killed on drop.
 //! - [`fault_kinesis`]: a Kinesis stand-in in Rust that injects the faults no emulator produces;
 //!   [`expiring_sts`]: a proxy in front of moto that shortens credentials (IRSA refresh).
-//! - [`kinesis`] and [`kafka`]: reading a stream or a topic back, independently of the sinks.
+//! - [`kinesis`], [`kafka`] and [`cloudwatch_logs`]: reading a stream, a topic or a log group
+//!   back, independently of the sinks.
 //! - [`wait`], [`metrics`], [`forward_ack`], [`net`], [`paths`]: polling with a deadline,
 //!   reading Prometheus text, the forward protocol's ack, ports and HTTP, tool locations.
 //!
@@ -15,6 +16,7 @@
 //! never pass by not running (Fluent Bit, which `scripts/setup` does not install, is the one
 //! exception: its tests print a loud SKIPPED line).
 
+pub mod cloudwatch_logs;
 pub mod expiring_sts;
 pub mod fault_kinesis;
 pub mod forward_ack;

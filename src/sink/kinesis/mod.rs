@@ -40,7 +40,7 @@ pub mod permissions;
 pub mod put_records;
 pub mod rate_limit;
 pub mod retry_policy;
-mod settle;
+pub(crate) mod settle;
 pub mod shard_map;
 mod task;
 

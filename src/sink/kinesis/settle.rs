@@ -10,37 +10,37 @@ use crate::event::Event;
 
 /// The records of one input batch still on their way; completes the batch when the last one
 /// is settled.
-pub(super) struct Tracker {
-    pub(super) remaining: AtomicUsize,
-    pub(super) failed: AtomicBool,
+pub(crate) struct Tracker {
+    pub(crate) remaining: AtomicUsize,
+    pub(crate) failed: AtomicBool,
     /// A client sends nothing more until this batch is acknowledged (forward `chunk` acks):
     /// its records, retried ones included, go out without waiting for fuller batches.
-    pub(super) client_waits: bool,
-    pub(super) done: Mutex<Option<BatchDone>>,
+    pub(crate) client_waits: bool,
+    pub(crate) done: Mutex<Option<BatchDone>>,
     /// The batch's records, kept only with a dead-letter file: what a dead letter holds.
-    pub(super) events: Option<Vec<Event>>,
+    pub(crate) events: Option<Vec<Event>>,
 }
 
 /// One user record: its batch's tracker and its place in the batch.
 #[derive(Clone)]
-pub(super) struct Token {
-    pub(super) tracker: Arc<Tracker>,
-    pub(super) index: usize,
+pub(crate) struct Token {
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) index: usize,
 }
 
 impl Token {
-    pub(super) fn settle(&self, ok: bool) {
+    pub(crate) fn settle(&self, ok: bool) {
         self.tracker.settle(ok);
     }
 
     /// The record itself, when the sink keeps records for dead letters.
-    pub(super) fn event(&self) -> Option<&Event> {
+    pub(crate) fn event(&self) -> Option<&Event> {
         self.tracker.events.as_ref()?.get(self.index)
     }
 }
 
 impl Tracker {
-    pub(super) fn new(
+    pub(crate) fn new(
         records: usize,
         done: BatchDone,
         events: Option<Vec<Event>>,
@@ -61,7 +61,7 @@ impl Tracker {
 
     /// One record is settled: delivered or dropped for good (`ok`), or given up on (`!ok`,
     /// which fails the upstream acknowledgement).
-    pub(super) fn settle(&self, ok: bool) {
+    pub(crate) fn settle(&self, ok: bool) {
         if !ok {
             self.failed.store(true, Ordering::Release);
         }
@@ -70,7 +70,7 @@ impl Tracker {
         }
     }
 
-    pub(super) fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let done = self.done.lock().ok().and_then(|mut d| d.take());
         if let Some(done) = done {
             if self.failed.load(Ordering::Acquire) {
@@ -84,24 +84,24 @@ impl Tracker {
 
 /// What travels with a Kinesis entry: the trackers of its user records (one per record, in
 /// order), how often it was retried, and the shard it was aggregated for.
-pub(super) struct Tokens {
-    pub(super) users: Vec<Token>,
-    pub(super) attempts: u32,
+pub(crate) struct Tokens {
+    pub(crate) users: Vec<Token>,
+    pub(crate) attempts: u32,
     /// The shard the entry is expected to land on, when it comes from the aggregators.
-    pub(super) expected: Option<Expected>,
+    pub(crate) expected: Option<Expected>,
     /// What Kinesis counts for the entry (data + partition key), for the metrics.
-    pub(super) size: usize,
+    pub(crate) size: usize,
 }
 
 impl Tokens {
-    pub(super) fn settle(&self, ok: bool) {
+    pub(crate) fn settle(&self, ok: bool) {
         for user in &self.users {
             user.settle(ok);
         }
     }
 
     /// Whether a client is blocked until one of these records is acknowledged.
-    pub(super) fn client_waits(&self) -> bool {
+    pub(crate) fn client_waits(&self) -> bool {
         self.users.iter().any(|user| user.tracker.client_waits)
     }
 
@@ -109,7 +109,7 @@ impl Tokens {
     /// resharded since the shard map it was built from. For an aggregate (more than one user
     /// record) that matters: a KCL consumer drops it whole if any of its user records is
     /// outside the shard's range.
-    pub(super) fn landed_elsewhere(&self, shard_id: &str) -> bool {
+    pub(crate) fn landed_elsewhere(&self, shard_id: &str) -> bool {
         self.expected
             .as_ref()
             .is_some_and(|expected| *expected.shard_id != *shard_id)
@@ -118,9 +118,9 @@ impl Tokens {
 
 /// Where the aggregators predicted an entry to land: the shard map it was built from (its
 /// epoch) and the shard's id.
-pub(super) struct Expected {
-    pub(super) epoch: u64,
-    pub(super) shard_id: Arc<str>,
+pub(crate) struct Expected {
+    pub(crate) epoch: u64,
+    pub(crate) shard_id: Arc<str>,
 }
 
 #[cfg(test)]
