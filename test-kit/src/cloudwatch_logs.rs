@@ -10,14 +10,22 @@ use serde_json::Value;
 use crate::kinesis::aws_env;
 use crate::paths::{python, support_file};
 
-/// Runs logs_tool.py with `args`; panics with its output when it fails.
+/// Runs logs_tool.py with `args` (in the test region); panics with its output when it fails.
 pub fn logs_tool(endpoint: &str, args: &[&str]) -> Vec<u8> {
+    logs_tool_in(crate::kinesis::REGION, endpoint, args)
+}
+
+/// [`logs_tool`] in `region`.
+pub fn logs_tool_in(region: &str, endpoint: &str, args: &[&str]) -> Vec<u8> {
     let mut command = Command::new(python());
     command
         .arg(support_file("logs_tool.py"))
         .arg(endpoint)
         .args(args);
     aws_env(&mut command);
+    command
+        .env("AWS_REGION", region)
+        .env("AWS_DEFAULT_REGION", region);
     let output = command.output().expect("run logs_tool.py");
     assert!(
         output.status.success(),
@@ -60,6 +68,12 @@ pub fn create_group(endpoint: &str, group: &str) {
 /// Every event of a stream, in the order GetLogEvents returns them.
 pub fn events(endpoint: &str, group: &str, stream: &str) -> Vec<LogEventOut> {
     serde_json::from_slice(&logs_tool(endpoint, &["events", group, stream])).expect("events")
+}
+
+/// [`events`] of a group in `region`.
+pub fn events_in(region: &str, endpoint: &str, group: &str, stream: &str) -> Vec<LogEventOut> {
+    serde_json::from_slice(&logs_tool_in(region, endpoint, &["events", group, stream]))
+        .expect("events")
 }
 
 /// Every event of a group (FilterLogEvents), with its stream.

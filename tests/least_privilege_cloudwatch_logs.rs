@@ -1,0 +1,156 @@
+//! Proven least privilege for the CloudWatch Logs sink: the CloudWatch Logs statement of the
+//! role documents in infra/iam/ is enough, and each of its actions is needed.
+//!
+//! As tests/least_privilege.rs does for Kinesis: against moto with SigV4 and IAM policy
+//! enforcement on, a user whose only policy is the document (read from the repository at run
+//! time; account, region and group substituted, the logs statement's resource `*` because
+//! moto evaluates CloudWatch Logs actions against `*` only, see tests/support/iam_documents.rs)
+//! runs the real `logferry` binary with `auto_create_group = true` towards a group that does
+//! not exist yet; its events are read back with GetLogEvents. Then, for each action of the
+//! statement, a user without it: nothing is delivered, and `/health` (503) and the log name the
+//! refused action with AccessDenied. (`logs:PutRetentionPolicy`, needed only with
+//! `log_retention_days`, is not in the shipped documents; docs/cloudwatch_logs.md says so.)
+
+use support::iam_documents as iam;
+use support::kinesis as kin;
+mod support;
+
+use std::time::Duration;
+
+use iam::{account_of, for_test_logs, logs_actions, shipped, user, without};
+use kin::Logferry;
+use logferry_test_kit::cloudwatch_logs as cwl;
+use logferry_test_kit::stand_ins::Moto;
+
+const RECORDS: u64 = 300;
+const OUT: &str = "logferry_records_out_total{component=\"cloudwatch_logs.0\"";
+
+/// The ARN moto gives a log group (created and read back, then deleted is not needed: the
+/// probe group is never written to).
+fn group_arn(moto: &Moto, group: &str) -> String {
+    cwl::create_group(&moto.endpoint(), group);
+    let info = cwl::group(&moto.endpoint(), group).expect("the probe group");
+    let arn = info["arn"].as_str().expect("an arn").to_string();
+    arn.trim_end_matches(":*").to_string()
+}
+
+fn prove(document: &str) {
+    let moto = Moto::start();
+    let doc = shipped(document);
+    let role = document.trim_end_matches(".json");
+    let probe = group_arn(&moto, "/logferry-test/arn-probe");
+    let account = account_of(&probe);
+    assert_eq!(
+        probe,
+        format!(
+            "arn:aws:logs:{}:{account}:log-group:/logferry-test/arn-probe",
+            kin::REGION
+        ),
+        "the ARN form the documents use"
+    );
+
+    let actions = logs_actions(&doc);
+    assert!(!actions.is_empty(), "{document} grants CloudWatch Logs");
+    let mut cases = Vec::new();
+    let mut variants = vec![(None, Some(doc.clone()))];
+    for action in &actions {
+        variants.push((Some(action.clone()), without(&doc, action)));
+    }
+    for (n, (removed, variant)) in variants.into_iter().enumerate() {
+        let group = cwl::unique_group(&format!("lp-{n}"));
+        let arn = format!("arn:aws:logs:{}:{account}:log-group:{group}", kin::REGION);
+        let policy = variant.map(|v| for_test_logs(&v, &account, &group, &arn));
+        let keys = user(&moto, &format!("{role}-logs-{n}"), policy.as_ref());
+        cases.push((removed, group, keys));
+    }
+    moto.enforce_auth();
+
+    let mut delivered = Vec::new();
+    for (removed, group, keys) in &cases {
+        let what = match removed {
+            None => format!("{document} as shipped"),
+            Some(action) => format!("{document} without {action}"),
+        };
+        let lf = Logferry::start_typed(
+            "cloudwatch_logs",
+            &format!(
+                "endpoint = \"{}\"\nlog_group_name = \"{group}\"\nlog_stream_name = \"s\"\n\
+                 auto_create_group = true\nflush = \"200ms\"",
+                moto.endpoint()
+            ),
+            &[
+                ("AWS_ACCESS_KEY_ID", &keys.0),
+                ("AWS_SECRET_ACCESS_KEY", &keys.1),
+            ],
+        );
+        match removed {
+            None => {
+                lf.loadgen(0, RECORDS, 200);
+                lf.wait_for(
+                    &format!("{what}: delivered"),
+                    Duration::from_secs(60),
+                    |lf| lf.metric(OUT) >= RECORDS as f64,
+                );
+                let (status, body) = lf.health();
+                assert_eq!(status, 200, "{what}: healthy: {body}");
+                let (code, log) = lf.stop();
+                assert_eq!(code, 0, "{what}: {}", kin::tail(&log, 30));
+                assert!(
+                    !log.contains("AccessDenied"),
+                    "{what}: every call was allowed:\n{}",
+                    kin::tail(&log, 30)
+                );
+                assert!(!log.contains(&keys.1), "no secret in the log");
+                delivered.push(group.clone());
+            }
+            Some(action) => {
+                lf.loadgen_no_ack(0, 50, 200);
+                lf.wait_for(
+                    &format!("{what}: /health 503 naming {action}"),
+                    Duration::from_secs(30),
+                    |lf| {
+                        let (code, body) = lf.health();
+                        code == 503
+                            && body.contains(action.as_str())
+                            && body.contains("AccessDenied")
+                    },
+                );
+                let (_, body) = lf.health();
+                assert!(
+                    body.contains(group.as_str()) && body.contains("IAM policy"),
+                    "{what}: /health names the group and what to fix: {body}"
+                );
+                let log = lf.log();
+                assert!(
+                    log.lines().any(|l| l.contains("ERROR")
+                        && l.contains(action.trim_start_matches("logs:"))
+                        && l.contains("AccessDenied")),
+                    "{what}: an error line names the action and AccessDenied:\n{}",
+                    kin::tail(&log, 30)
+                );
+                assert_eq!(lf.metric(OUT), 0.0, "{what}: nothing delivered");
+            }
+        }
+    }
+
+    moto.disable_auth();
+    for group in delivered {
+        let events = cwl::events(&moto.endpoint(), &group, "s");
+        let seqs: Vec<u64> = events.iter().map(cwl::LogEventOut::seq).collect();
+        assert_eq!(
+            seqs,
+            (0..RECORDS).collect::<Vec<u64>>(),
+            "{group}: in order, once"
+        );
+    }
+}
+
+#[test]
+fn ecs_task_role_is_sufficient_and_each_cloudwatch_logs_action_is_needed() {
+    prove("ecs-task-role.json");
+}
+
+#[test]
+fn eks_irsa_role_is_sufficient_and_each_cloudwatch_logs_action_is_needed() {
+    prove("eks-irsa-role.json");
+}
