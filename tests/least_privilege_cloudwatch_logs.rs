@@ -1,5 +1,6 @@
 //! Proven least privilege for the CloudWatch Logs sink: the CloudWatch Logs statement of the
-//! role documents in infra/iam/ is enough, and each of its actions is needed.
+//! ECS task role document (infra/iam/ecs-task-role.json, the FireLens router's role) is
+//! enough, and each of its actions is needed.
 //!
 //! As tests/least_privilege.rs does for Kinesis: against moto with SigV4 and IAM policy
 //! enforcement on, a user whose only policy is the document (read from the repository at run
@@ -148,9 +149,4 @@ fn prove(document: &str) {
 #[test]
 fn ecs_task_role_is_sufficient_and_each_cloudwatch_logs_action_is_needed() {
     prove("ecs-task-role.json");
-}
-
-#[test]
-fn eks_irsa_role_is_sufficient_and_each_cloudwatch_logs_action_is_needed() {
-    prove("eks-irsa-role.json");
 }
