@@ -3,6 +3,7 @@
 //! - [`writer`]: `stdout` and `file`, one encoded record after another.
 //! - [`kinesis`]: Kinesis Data Streams (PutRecords batching, KPL aggregation).
 //! - [`cloudwatch_logs`]: CloudWatch Logs (PutLogEvents, log groups and streams on demand).
+//! - [`kinesis_firehose`]: Kinesis Data Firehose (PutRecordBatch, simple aggregation).
 //! - [`kafka`]: Kafka / Amazon MSK (rdkafka producer, MSK IAM tokens).
 //! - [`null`]: discards records (and acknowledges them), counting them.
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
@@ -23,6 +24,7 @@ pub mod cloudwatch_logs;
 pub mod dead_letter;
 pub mod kafka;
 pub mod kinesis;
+pub mod kinesis_firehose;
 pub mod null;
 pub mod writer;
 
@@ -43,6 +45,7 @@ pub enum SinkConfig {
     Kafka(Box<kafka::config::KafkaConfig>),
     Kinesis(Box<kinesis::KinesisConfig>),
     CloudWatchLogs(Box<cloudwatch_logs::CloudWatchLogsConfig>),
+    KinesisFirehose(Box<kinesis_firehose::KinesisFirehoseConfig>),
     Null(null::NullConfig),
 }
 
@@ -53,6 +56,7 @@ pub const TYPES: &[&str] = &[
     "kinesis",
     "kafka",
     "cloudwatch_logs",
+    "kinesis_firehose",
     "null",
 ];
 
@@ -95,6 +99,11 @@ impl SinkConfig {
                 c.validate()?;
                 Ok(SinkConfig::CloudWatchLogs(Box::new(c)))
             }
+            "kinesis_firehose" => {
+                let c = kinesis_firehose::KinesisFirehoseConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SinkConfig::KinesisFirehose(Box::new(c)))
+            }
             "null" => {
                 let c = null::NullConfig::deserialize(de)?;
                 c.validate()?;
@@ -117,6 +126,9 @@ impl SinkConfig {
             SinkConfig::Kinesis(c) => Ok(Sink::Kinesis(kinesis::KinesisSink::build(c, cx).await?)),
             SinkConfig::CloudWatchLogs(c) => Ok(Sink::CloudWatchLogs(
                 cloudwatch_logs::CloudWatchLogsSink::build(c, cx).await?,
+            )),
+            SinkConfig::KinesisFirehose(c) => Ok(Sink::KinesisFirehose(
+                kinesis_firehose::KinesisFirehoseSink::build(c, cx).await?,
             )),
             SinkConfig::Null(c) => Ok(Sink::Null(null::NullSink::build(c, cx).await?)),
         }
@@ -143,6 +155,7 @@ pub enum Sink {
     Kafka(kafka::KafkaSink),
     Kinesis(kinesis::KinesisSink),
     CloudWatchLogs(cloudwatch_logs::CloudWatchLogsSink),
+    KinesisFirehose(kinesis_firehose::KinesisFirehoseSink),
     Null(null::NullSink),
 }
 
@@ -154,6 +167,7 @@ impl Sink {
             Sink::Kafka(s) => s.run(input).await,
             Sink::Kinesis(s) => s.run(input).await,
             Sink::CloudWatchLogs(s) => s.run(input).await,
+            Sink::KinesisFirehose(s) => s.run(input).await,
             Sink::Null(s) => s.run(input).await,
         }
     }

@@ -7,8 +7,8 @@
 //!   Fluent Bit), each on a free loopback port and killed on drop.
 //! - [`fault_kinesis`]: a Kinesis stand-in in Rust that injects the faults no emulator produces;
 //!   [`expiring_sts`]: a proxy in front of moto that shortens credentials (IRSA refresh).
-//! - [`kinesis`], [`kafka`] and [`cloudwatch_logs`]: reading a stream, a topic or a log group
-//!   back, independently of the sinks.
+//! - [`kinesis`], [`kafka`], [`cloudwatch_logs`] and [`firehose`]: reading a stream, a topic, a
+//!   log group or a Firehose stream's S3 objects back, independently of the sinks.
 //! - [`wait`], [`metrics`], [`forward_ack`], [`net`], [`paths`]: polling with a deadline,
 //!   reading Prometheus text, the forward protocol's ack, ports and HTTP, tool locations.
 //!
@@ -19,6 +19,7 @@
 pub mod cloudwatch_logs;
 pub mod expiring_sts;
 pub mod fault_kinesis;
+pub mod firehose;
 pub mod forward_ack;
 pub mod kafka;
 pub mod kinesis;

@@ -768,3 +768,61 @@ fn cloudwatch_logs_and_cloudwatch_reach_the_cloudwatch_logs_sink() {
         "{p:?}"
     );
 }
+
+#[test]
+fn kinesis_firehose_and_firehose_reach_the_firehose_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name kinesis_firehose\n    Match a\n    region us-east-1\n    \
+             delivery_stream app\n    time_key ts\n    time_key_format %Y-%m-%dT%H:%M:%S.%L\n    \
+             log_key log\n    compression gzip\n    simple_aggregation On\n    endpoint \
+             firehose.us-east-1.amazonaws.com\n    role_arn arn:aws:iam::123456789012:role/f\n    \
+             sts_endpoint sts.us-east-1.amazonaws.com\n    auto_retry_requests true\n\
+             [OUTPUT]\n    Name firehose\n    Match b\n    region us-east-1\n    \
+             delivery_stream app\n    data_keys log,seq\n    time_key_format %H:%M:%S.%L\n    \
+             time_key t\n    replace_dots _\n    experimental_concurrency 3\n    Retry_Limit 2\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let fh = |i: usize| match &config.sinks[i].config {
+        crate::sink::SinkConfig::KinesisFirehose(c) => c.clone(),
+        other => panic!("kinesis_firehose expected: {other:?}"),
+    };
+    let c = fh(0);
+    assert_eq!(config.sinks[0].name, "kinesis_firehose.0");
+    assert_eq!(c.delivery_stream, "app");
+    assert_eq!(c.time_key_format.as_deref(), Some("%Y-%m-%dT%H:%M:%S.%9N"));
+    assert_eq!(c.compression.as_deref(), Some("gzip"));
+    assert!(c.simple_aggregation && c.append_newline);
+    assert_eq!(
+        c.endpoint.as_deref(),
+        Some("https://firehose.us-east-1.amazonaws.com")
+    );
+    let go = fh(1);
+    assert_eq!(config.sinks[1].name, "firehose.0");
+    assert!(
+        !go.append_newline,
+        "the Go plugin sends records as they are"
+    );
+    assert_eq!(go.time_key_format.as_deref(), Some("%H:%M:%S.%L"));
+    assert_eq!(go.data_keys.as_deref(), Some("log,seq"));
+    assert_eq!(go.max_in_flight, 3);
+    assert_eq!(go.retry_limit, Some(2));
+
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name kinesis_firehose\n    Match *\n    delivery_stream d\n    \
+         compression arrow\n    profile p\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains(":8: [OUTPUT] kinesis_firehose: `compression`: `arrow` is not supported"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].contains(":9: [OUTPUT] kinesis_firehose: `profile`:"),
+        "{p:?}"
+    );
+}

@@ -1,8 +1,9 @@
-//! The AWS outputs beyond Kinesis: `cloudwatch_logs` (Fluent Bit's C plugin) and `cloudwatch`
-//! (aws-for-fluent-bit's Go plugin) → the CloudWatch Logs sink. docs/firelens.md lists every
-//! decision.
+//! The AWS outputs beyond Kinesis Data Streams: `cloudwatch_logs` (Fluent Bit's C plugin) and
+//! `cloudwatch` (aws-for-fluent-bit's Go plugin) → the CloudWatch Logs sink;
+//! `kinesis_firehose` (C) and `firehose` (Go) → the Firehose sink. docs/firelens.md lists
+//! every decision.
 
-use super::super::native::{Native, Val};
+use super::super::native::{At, Native, Val};
 use super::super::values;
 use super::{at, boolean, string, Keys};
 
@@ -119,6 +120,86 @@ pub(super) fn cloudwatch_logs(keys: &mut Keys, native: &mut Native, plugin: Clou
         "not supported; credentials come from the default chain (ECS task role, IRSA, \
          environment, profile) or role_arn",
     );
+    keys.refuse(
+        "profile",
+        "not supported; set AWS_PROFILE in the environment (the default credential chain reads it)",
+    );
+}
+
+/// `kinesis_firehose` (C plugin) and `firehose` (Go plugin) → the Firehose sink.
+pub(super) fn kinesis_firehose(keys: &mut Keys, native: &mut Native, go: Option<At>) {
+    for key in [
+        "region",
+        "delivery_stream",
+        "data_keys",
+        "log_key",
+        "role_arn",
+        "external_id",
+        "time_key",
+        "replace_dots",
+    ] {
+        string(keys, native, key, key);
+    }
+    let port = keys.one("port");
+    match keys.one("endpoint") {
+        Some(e) => match values::endpoint(&e.value, port.map(|p| p.value.as_str())) {
+            Ok(url) => native.set("endpoint", Val::Str(url), at(e)),
+            Err(m) => keys.problem(e, m),
+        },
+        None => {
+            if let Some(p) = port {
+                if p.value.trim() != "443" {
+                    keys.problem(
+                        p,
+                        "a port other than 443 needs `endpoint` (the host to connect to)",
+                    );
+                }
+            }
+        }
+    }
+    if let Some(e) = keys.one("sts_endpoint") {
+        match values::endpoint(&e.value, None) {
+            Ok(url) => native.set("sts_endpoint", Val::Str(url), at(e)),
+            Err(m) => keys.problem(e, m),
+        }
+    }
+    let dialect = if go.is_some() {
+        values::TimeDialect::GoPlugin
+    } else {
+        values::TimeDialect::FluentBitC
+    };
+    if let Some(e) = keys.one("time_key_format") {
+        match values::time_key_format(&e.value, dialect) {
+            Ok(f) => native.set("time_key_format", Val::Str(f), at(e)),
+            Err(m) => keys.problem(e, m),
+        }
+    }
+    if let Some(e) = keys.one("compression") {
+        let value = e.value.to_ascii_lowercase();
+        if value == "arrow" {
+            keys.problem(
+                e,
+                "`arrow` is not supported (it needs Fluent Bit built with Apache Arrow); use \
+                 gzip, or Firehose's record format conversion for Parquet",
+            );
+        } else {
+            native.set("compression", Val::Str(value), at(e));
+        }
+    }
+    // The C plugin ends every record with a newline; the Go plugin sends records as they are.
+    if let Some(name) = go {
+        native.set("append_newline", Val::Bool(false), name);
+    }
+    boolean(keys, native, "simple_aggregation", "simple_aggregation");
+    if let Some(e) = keys.one("experimental_concurrency") {
+        match values::integer(&e.value) {
+            Ok(0) => {}
+            Ok(n) => native.set("max_in_flight", Val::Int(n), at(e)),
+            Err(m) => keys.problem(e, m),
+        }
+    }
+    keys.no_op("experimental_concurrency_retries");
+    keys.no_op("auto_retry_requests");
     keys.refuse(
         "profile",
         "not supported; set AWS_PROFILE in the environment (the default credential chain reads it)",
