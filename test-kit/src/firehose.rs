@@ -32,6 +32,11 @@ pub fn create_stream(endpoint: &str, stream: &str, bucket: &str) {
     firehose_tool(endpoint, &["create", stream, bucket]);
 }
 
+/// The stream's ARN, as the service reports it.
+pub fn stream_arn(endpoint: &str, stream: &str) -> String {
+    String::from_utf8(firehose_tool(endpoint, &["arn", stream])).expect("UTF-8")
+}
+
 /// One S3 object the stream delivered (one PutRecordBatch call's records, joined).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Delivered {

@@ -4,6 +4,7 @@
 Usage: firehose_tool.py ENDPOINT COMMAND [ARGS]
   create STREAM BUCKET     create the S3 bucket and a Firehose stream (DirectPut) delivering to
                            it (moto writes one S3 object per PutRecordBatch call)
+  arn STREAM               prints the stream's ARN (DescribeDeliveryStream)
   read BUCKET              JSON list of the bucket's objects, in key order:
                            [{"key", "last_modified" (ISO), "data_b64"}]
 
@@ -31,6 +32,10 @@ def main():
                 "BucketARN": f"arn:aws:s3:::{bucket}",
             },
         )
+    elif command == "arn":
+        firehose = boto3.client("firehose", endpoint_url=endpoint)
+        desc = firehose.describe_delivery_stream(DeliveryStreamName=args[0])
+        print(desc["DeliveryStreamDescription"]["DeliveryStreamARN"], end="")
     elif command == "read":
         (bucket,) = args
         objects, token = [], None

@@ -1,6 +1,6 @@
-//! Proven least privilege for the CloudWatch Logs sink: the CloudWatch Logs statement of the
-//! ECS task role document (infra/iam/ecs-task-role.json, the FireLens router's role) is
-//! enough, and each of its actions is needed.
+//! Proven least privilege for the CloudWatch Logs and Firehose sinks: the CloudWatch Logs and
+//! Firehose statements of the ECS task role document (infra/iam/ecs-task-role.json, the
+//! FireLens router's role) are enough, and each of their actions is needed.
 //!
 //! As tests/least_privilege.rs does for Kinesis: against moto with SigV4 and IAM policy
 //! enforcement on, a user whose only policy is the document (read from the repository at run
@@ -11,6 +11,8 @@
 //! statement, a user without it: nothing is delivered, and `/health` (503) and the log name the
 //! refused action with AccessDenied. (`logs:PutRetentionPolicy`, needed only with
 //! `log_retention_days`, is not in the shipped documents; docs/cloudwatch_logs.md says so.)
+//! The Firehose statement is proven the same way with a stream delivering to S3, read back
+//! from the bucket.
 
 use support::iam_documents as iam;
 use support::kinesis as kin;
@@ -18,9 +20,11 @@ mod support;
 
 use std::time::Duration;
 
-use iam::{account_of, for_test_logs, logs_actions, shipped, user, without};
+use iam::{account_of, firehose_actions, for_test_firehose, for_test_logs, logs_actions};
+use iam::{shipped, user, without};
 use kin::Logferry;
 use logferry_test_kit::cloudwatch_logs as cwl;
+use logferry_test_kit::firehose as fh;
 use logferry_test_kit::stand_ins::Moto;
 
 const RECORDS: u64 = 300;
@@ -149,4 +153,105 @@ fn prove(document: &str) {
 #[test]
 fn ecs_task_role_is_sufficient_and_each_cloudwatch_logs_action_is_needed() {
     prove("ecs-task-role.json");
+}
+
+#[test]
+fn ecs_task_role_firehose_statement_is_sufficient_and_needed() {
+    let moto = Moto::start();
+    let doc = shipped("ecs-task-role.json");
+    let actions = firehose_actions(&doc);
+    assert_eq!(actions, vec!["firehose:PutRecordBatch"]);
+    let out = "logferry_records_out_total{component=\"kinesis_firehose.0\"";
+    let mut cases = Vec::new();
+    let variants = [
+        (None, Some(doc.clone())),
+        (Some(actions[0].clone()), without(&doc, &actions[0])),
+    ];
+    for (n, (removed, variant)) in variants.into_iter().enumerate() {
+        let stream = format!("lp-firehose-{n}");
+        let bucket = format!("lp-firehose-bucket-{n}");
+        fh::create_stream(&moto.endpoint(), &stream, &bucket);
+        let arn = fh::stream_arn(&moto.endpoint(), &stream);
+        // Without its only action the Firehose statement is gone: nothing to adapt.
+        let policy = variant.map(|v| match firehose_actions(&v).is_empty() {
+            true => v,
+            false => for_test_firehose(&v, &account_of(&arn), &stream, &arn),
+        });
+        let keys = user(
+            &moto,
+            &format!("ecs-task-role-firehose-{n}"),
+            policy.as_ref(),
+        );
+        cases.push((removed, stream, bucket, keys));
+    }
+    moto.enforce_auth();
+    for (removed, stream, _, keys) in &cases {
+        let lf = Logferry::start_typed(
+            "kinesis_firehose",
+            &format!(
+                "endpoint = \"{}\"\ndelivery_stream = \"{stream}\"\nflush = \"200ms\"",
+                moto.endpoint()
+            ),
+            &[
+                ("AWS_ACCESS_KEY_ID", &keys.0),
+                ("AWS_SECRET_ACCESS_KEY", &keys.1),
+            ],
+        );
+        match removed {
+            None => {
+                lf.loadgen(0, RECORDS, 200);
+                lf.wait_for("delivered", Duration::from_secs(60), |lf| {
+                    lf.metric(out) >= RECORDS as f64
+                });
+                assert_eq!(lf.health().0, 200);
+                let (code, log) = lf.stop();
+                assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+                assert!(!log.contains("AccessDenied"), "{}", kin::tail(&log, 30));
+            }
+            Some(action) => {
+                lf.loadgen_no_ack(0, 50, 200);
+                lf.wait_for(
+                    &format!("/health 503 naming {action}"),
+                    Duration::from_secs(30),
+                    |lf| {
+                        let (code, body) = lf.health();
+                        code == 503
+                            && body.contains(action.as_str())
+                            && body.contains("AccessDenied")
+                            && body.contains(stream.as_str())
+                    },
+                );
+                assert!(
+                    lf.log()
+                        .lines()
+                        .any(|l| l.contains("ERROR") && l.contains("AccessDenied")),
+                    "{}",
+                    kin::tail(&lf.log(), 30)
+                );
+                assert_eq!(lf.metric(out), 0.0, "nothing delivered");
+            }
+        }
+    }
+    moto.disable_auth();
+    let (_, _, bucket, _) = &cases[0];
+    let mut seqs: Vec<u64> = fh::read_bucket(&moto.endpoint(), bucket)
+        .iter()
+        .flat_map(|o| {
+            String::from_utf8(o.data())
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..RECORDS).collect::<Vec<u64>>(), "each once");
+    assert!(
+        fh::read_bucket(&moto.endpoint(), &cases[1].2).is_empty(),
+        "nothing reached the refused stream"
+    );
 }
