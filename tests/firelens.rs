@@ -661,3 +661,92 @@ fn fargate_router_ships_app_records_to_cloudwatch_logs_with_the_config_unchanged
     let seqs: Vec<u64> = events.iter().map(|e| e.seq()).collect();
     assert_eq!(seqs, (0..500).collect::<Vec<u64>>(), "in order, each once");
 }
+
+/// awsvpc-cloudwatch-firehose.conf as ECS renders it (aws-for-fluent-bit's `cloudwatch` with
+/// its `$(ecs_cluster)` / `$(ecs_task_id)` templates, and `kinesis_firehose`), run with only
+/// the socket path, the ports and each output's `endpoint` (moto) added: each container's
+/// records arrive, once, where the task definition sends them.
+#[test]
+fn awsvpc_router_ships_to_cloudwatch_and_firehose_with_the_config_unchanged() {
+    let moto = Moto::start();
+    logferry_test_kit::firehose::create_stream(&moto.endpoint(), "app-logs", "app-logs-bucket");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fluent.sock");
+    let (forward, healthcheck, http) = (free_port(), free_port(), free_port());
+    let original = fixture_text("awsvpc-cloudwatch-firehose.conf");
+    assert_eq!(
+        original.matches("    region us-east-1\n").count(),
+        2,
+        "fixture changed"
+    );
+    let text = format!(
+        "[SERVICE]\n    HTTP_Listen 127.0.0.1\n    HTTP_Port {http}\n    Grace 10\n{}",
+        original
+            .replace("/var/run/fluent.sock", socket.to_str().unwrap())
+            .replace("Port 24224\n", &format!("Port {forward}\n"))
+            .replace("Port 8877\n", &format!("Port {healthcheck}\n"))
+            .replace(
+                "    region us-east-1\n",
+                &format!("    region us-east-1\n    endpoint {}\n", moto.endpoint()),
+            )
+    );
+    let router = start_router(dir.path(), &text, http, &[forward, healthcheck]);
+    let send = |tag: &str, records: &str| {
+        let out = Command::new(logferry_test_kit::logferry::logferry_bin())
+            .args(["loadgen", "--target", &format!("127.0.0.1:{forward}")])
+            .args([
+                "--records",
+                records,
+                "--size",
+                "150",
+                "--batch",
+                "50",
+                "--ack",
+            ])
+            .args(["--tag", tag])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send("api-firelens-0123456789abcdef0123456789abcdef", "300");
+    send("web-firelens-0123456789abcdef0123456789abcdef", "400");
+    router.wait_for(
+        "300 events in CloudWatch Logs and 400 records in Firehose",
+        |r| {
+            r.metric(&["records_out", "cloudwatch.0"]) >= 300.0
+                && r.metric(&["records_out", "kinesis_firehose.0"]) >= 400.0
+        },
+    );
+    let log = router.log();
+    assert_eq!(router.stop(), 0, "{}", kin::tail(&log, 40));
+
+    // cloudwatch: group /ecs/$(ecs_cluster), stream $(ecs_task_id), from the ECS metadata
+    // the record_modifier added.
+    let events = logferry_test_kit::cloudwatch_logs::events(
+        &moto.endpoint(),
+        "/ecs/prod",
+        "0123456789abcdef0123456789abcdef",
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq()).collect();
+    assert_eq!(seqs, (0..300).collect::<Vec<u64>>(), "in order, each once");
+    assert_eq!(events[0].json()["ecs_task_definition"], "web:9");
+
+    // kinesis_firehose: JSON lines with @timestamp, in the stream's S3 bucket.
+    let mut seqs = Vec::new();
+    for object in logferry_test_kit::firehose::read_bucket(&moto.endpoint(), "app-logs-bucket") {
+        let text = String::from_utf8(object.data()).unwrap();
+        assert!(text.ends_with('\n'), "newline-delimited records");
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["ecs_cluster"], "prod", "{record}");
+            assert!(record["@timestamp"].is_string(), "{record}");
+            seqs.push(record["seq"].as_u64().unwrap());
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..400).collect::<Vec<u64>>(), "each once");
+}
