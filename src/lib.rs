@@ -1,5 +1,6 @@
 //! logferry ships log records from where they are produced (an ECS task, an EKS pod, a
-//! CloudWatch Logs subscription) to Kinesis Data Streams and Kafka / Amazon MSK.
+//! CloudWatch Logs subscription) to Kinesis Data Streams, Kafka / Amazon MSK, CloudWatch Logs
+//! and Kinesis Data Firehose.
 //!
 //! The data path, and the module that owns each step:
 //!
@@ -44,8 +45,8 @@
 //! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
 //! - [`kinesis_record`]: the Kinesis record, its routing hash key and the KPL aggregated format,
 //!   shared by the Kinesis sink and the sources that read Kinesis records.
-//! - [`sink`]: Kinesis, Kafka/MSK, stdout, file, null; `sink::dead_letter` for records that can
-//!   never be delivered, and their replay.
+//! - [`sink`]: Kinesis, Kafka/MSK, CloudWatch Logs, Kinesis Data Firehose, stdout, file, null;
+//!   `sink::dead_letter` for records that can never be delivered, and their replay.
 //!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
 //! - [`aws`]: AWS credentials the sinks share (default chain, `role_arn` through STS
 //!   AssumeRole, stable session names).
