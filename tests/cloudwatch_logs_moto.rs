@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use kin::{aws_env, Logferry};
 use logferry_test_kit::cloudwatch_logs as cwl;
+use logferry_test_kit::fault_proxy::{self, FaultProxy};
 use logferry_test_kit::logferry::logferry_bin;
+use logferry_test_kit::metrics::first_containing;
 use logferry_test_kit::stand_ins::Moto;
 use logferry_test_kit::wait::wait_for_exit;
 
@@ -330,4 +332,64 @@ fn a_missing_group_is_reported_on_health_and_delivery_resumes_once_it_exists() {
     stop_clean(lf);
     let events = cwl::events(&moto.endpoint(), &group, "s");
     assert_eq!(seqs(&events), (0..100).collect::<Vec<u64>>());
+}
+
+/// moto never throttles: a proxy in front of it answers the first four PutLogEvents calls with
+/// ThrottlingException. The calls are retried after backoffs, counted as throttled retries, and
+/// every event still arrives once, in order.
+#[test]
+fn throttled_calls_are_retried_with_backoff_and_every_event_arrives_once_in_order() {
+    let moto = Moto::start();
+    let group = cwl::unique_group("throttled");
+    cwl::create_group(&moto.endpoint(), &group);
+    let proxy = FaultProxy::start(
+        moto.addr(),
+        fault_proxy::Faults {
+            refuse_first: [(
+                "PutLogEvents".to_string(),
+                (4, "ThrottlingException".to_string(), 400),
+            )]
+            .into(),
+            ..Default::default()
+        },
+    );
+    let lf = Logferry::start_typed(
+        "cloudwatch_logs",
+        &format!(
+            "endpoint = \"{}\"\nlog_group_name = \"{group}\"\nlog_stream_name = \"s\"\n\
+             flush = \"200ms\"",
+            proxy.endpoint()
+        ),
+        &[],
+    );
+    lf.loadgen(0, 500, 100);
+    wait_delivered(&lf, 500);
+    let throttled = first_containing(
+        &lf.metrics(),
+        &[
+            "logferry_retries_total",
+            "cloudwatch_logs.0",
+            "reason=\"throttled\"",
+        ],
+    )
+    .unwrap_or(0.0);
+    assert!(throttled >= 4.0, "throttled retries counted: {throttled}");
+    let log = stop_clean(lf);
+    assert_eq!(
+        proxy.seen(|s| s.refused_calls.get("PutLogEvents").copied()),
+        Some(4),
+        "{}",
+        kin::tail(&log, 30)
+    );
+    assert!(
+        log.contains("PutLogEvents failed; retrying the call") && log.contains("retry_in"),
+        "the retries are logged with their backoff:\n{}",
+        kin::tail(&log, 30)
+    );
+    let events = cwl::events(&moto.endpoint(), &group, "s");
+    assert_eq!(
+        seqs(&events),
+        (0..500).collect::<Vec<u64>>(),
+        "once each, in order"
+    );
 }

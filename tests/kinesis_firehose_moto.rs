@@ -10,6 +10,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use kin::Logferry;
+use logferry_test_kit::fault_proxy::{self, FaultProxy};
 use logferry_test_kit::firehose as fh;
 use logferry_test_kit::stand_ins::Moto;
 
@@ -184,4 +185,66 @@ fn a_missing_stream_is_reported_on_health_and_delivery_resumes_once_it_exists() 
     stop_clean(lf);
     let per_object = lines(&fh::read_bucket(&moto.endpoint(), "late-bucket"), false);
     assert_each_once_in_order(&per_object, 100);
+}
+
+/// moto never refuses single records: a proxy in front of it refuses every 7th new record of
+/// PutRecordBatch with ServiceUnavailableException (Firehose's throttling) and forwards the
+/// rest. Exactly the refused records are sent again, once each, and every record arrives once.
+#[test]
+fn exactly_the_refused_records_are_sent_again() {
+    let moto = Moto::start();
+    fh::create_stream(&moto.endpoint(), "partial", "partial-bucket");
+    let proxy = FaultProxy::start(
+        moto.addr(),
+        fault_proxy::Faults {
+            refuse_every_kth_record: 7,
+            ..Default::default()
+        },
+    );
+    let lf = Logferry::start_typed(
+        "kinesis_firehose",
+        &format!(
+            "delivery_stream = \"partial\"\nendpoint = \"{}\"\nflush = \"200ms\"",
+            proxy.endpoint()
+        ),
+        &[],
+    );
+    lf.loadgen(0, 2000, 100);
+    wait_delivered(&lf, 2000);
+    let throttled = logferry_test_kit::metrics::first_containing(
+        &lf.metrics(),
+        &[
+            "logferry_retries_total",
+            "kinesis_firehose.0",
+            "reason=\"throttled\"",
+        ],
+    )
+    .unwrap_or(0.0);
+    stop_clean(lf);
+    let (refused, received) =
+        proxy.seen(|s| (s.records_refused.clone(), s.records_received.clone()));
+    assert_eq!(refused.len(), 2000 / 7, "every 7th record refused once");
+    assert_eq!(
+        throttled as usize,
+        refused.len(),
+        "each counted as a throttled retry"
+    );
+    for (data, times) in &received {
+        let expected = if refused.contains(data) { 2 } else { 1 };
+        assert_eq!(
+            *times,
+            expected,
+            "received {times} times: {}",
+            String::from_utf8_lossy(data)
+        );
+    }
+    assert_eq!(received.len(), 2000);
+    let per_object = lines(&fh::read_bucket(&moto.endpoint(), "partial-bucket"), false);
+    let mut seqs: Vec<u64> = per_object
+        .iter()
+        .flatten()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..2000).collect::<Vec<u64>>(), "every record once");
 }

@@ -6,7 +6,9 @@
 //! - [`stand_ins`]: launchers for the services the tests run against (moto, kinesalite, tansu,
 //!   Fluent Bit), each on a free loopback port and killed on drop.
 //! - [`fault_kinesis`]: a Kinesis stand-in in Rust that injects the faults no emulator produces;
-//!   [`expiring_sts`]: a proxy in front of moto that shortens credentials (IRSA refresh).
+//!   [`expiring_sts`]: a proxy in front of moto that shortens credentials (IRSA refresh);
+//!   [`fault_proxy`]: a proxy in front of moto that throttles calls and refuses single
+//!   Firehose records.
 //! - [`kinesis`], [`kafka`], [`cloudwatch_logs`] and [`firehose`]: reading a stream, a topic, a
 //!   log group or a Firehose stream's S3 objects back, independently of the sinks.
 //! - [`wait`], [`metrics`], [`forward_ack`], [`net`], [`paths`]: polling with a deadline,
@@ -19,6 +21,7 @@
 pub mod cloudwatch_logs;
 pub mod expiring_sts;
 pub mod fault_kinesis;
+pub mod fault_proxy;
 pub mod firehose;
 pub mod forward_ack;
 pub mod kafka;

@@ -216,7 +216,7 @@ impl Task {
         metrics.records_out.inc_by(records);
         metrics.bytes_out.inc_by(bytes);
         if let Some((code, message)) = last_error {
-            let reason = retry_reason(&code, None);
+            let reason = firehose_reason(&code, None);
             metrics.retried(reason, failed.len() as u64);
             if let Some(suppressed) = crate::log_limit::allow(self.name(), reason) {
                 tracing::warn!(sink = %self.name(), stream = %self.sink.config.delivery_stream,
@@ -232,7 +232,7 @@ impl Task {
         self.consecutive_failures += 1;
         let metrics = self.sink.cx.metrics.clone();
         metrics.error("put_record_batch");
-        let reason = retry_reason(&error.code, error.status);
+        let reason = firehose_reason(&error.code, error.status);
         metrics.retried(reason, entries.len() as u64);
         let attempt = self.consecutive_failures - 1;
         let stream = self.sink.config.delivery_stream.clone();
@@ -354,6 +354,16 @@ impl Task {
             .metrics
             .dropped(dead_letter::reason::RETRY_LIMIT, 1);
         token.settle(false);
+    }
+}
+
+/// The shared retry reason of a Firehose error: ServiceUnavailableException is Firehose's
+/// throttling (the stream's or the account's limits), not a fault.
+fn firehose_reason(code: &str, status: Option<u16>) -> &'static str {
+    if code == "ServiceUnavailableException" {
+        crate::metrics::retry_reason::THROTTLED
+    } else {
+        retry_reason(code, status)
     }
 }
 
