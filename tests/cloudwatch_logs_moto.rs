@@ -393,3 +393,53 @@ fn throttled_calls_are_retried_with_backoff_and_every_event_arrives_once_in_orde
         "once each, in order"
     );
 }
+
+/// `log_format = "json/emf"` sends the `x-amzn-logs-format: json/emf` header CloudWatch reads
+/// Embedded Metric Format from, and `extra_user_agent` goes into the User-Agent (seen by a
+/// proxy in front of moto), on PutLogEvents only.
+#[test]
+fn emf_header_and_extra_user_agent_are_sent() {
+    let moto = Moto::start();
+    let group = cwl::unique_group("emf");
+    cwl::create_group(&moto.endpoint(), &group);
+    let proxy = FaultProxy::start(moto.addr(), fault_proxy::Faults::default());
+    let lf = Logferry::start_typed(
+        "cloudwatch_logs",
+        &format!(
+            "endpoint = \"{}\"\nlog_group_name = \"{group}\"\nlog_stream_name = \"s\"\n\
+             log_format = \"json/emf\"\nextra_user_agent = \"firelens-test\"\nflush = \"200ms\"",
+            proxy.endpoint()
+        ),
+        &[],
+    );
+    lf.loadgen(0, 10, 100);
+    wait_delivered(&lf, 10);
+    stop_clean(lf);
+    let headers = proxy
+        .seen(|s| s.last_headers.get("PutLogEvents").cloned())
+        .expect("a PutLogEvents call");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(header("x-amzn-logs-format"), "json/emf", "{headers:?}");
+    assert!(
+        format!("{} {}", header("user-agent"), header("x-amz-user-agent"))
+            .contains("firelens-test"),
+        "{headers:?}"
+    );
+    let create = proxy
+        .seen(|s| s.last_headers.get("CreateLogStream").cloned())
+        .expect("CreateLogStream");
+    assert!(
+        !create
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("x-amzn-logs-format")),
+        "only PutLogEvents carries the format"
+    );
+    assert_eq!(cwl::events(&moto.endpoint(), &group, "s").len(), 10);
+}

@@ -9,7 +9,8 @@
 //!   answer merges both, as Firehose's partial failures look. Each record's data is counted,
 //!   so a test can tell that exactly the refused records were sent again.
 //!
-//! Requests are forwarded with their signature untouched: use it with moto's auth enforcement
+//! It also keeps the headers of each operation's last call (a test can check what the client
+//! sent). Requests are forwarded with their signature untouched: use it with moto's auth enforcement
 //! off.
 #![allow(dead_code)]
 
@@ -44,6 +45,8 @@ pub struct Seen {
     pub records_received: HashMap<Vec<u8>, u32>,
     /// Firehose records refused (data), each once.
     pub records_refused: Vec<Vec<u8>>,
+    /// The headers of the last call of each operation.
+    pub last_headers: HashMap<String, Vec<(String, String)>>,
 }
 
 struct State {
@@ -221,6 +224,9 @@ fn serve(stream: TcpStream, upstream: SocketAddr, state: Arc<Mutex<State>>, stop
             .to_string();
         let refusal = {
             let mut st = state.lock().unwrap();
+            st.seen
+                .last_headers
+                .insert(operation.clone(), request.headers.clone());
             let call = {
                 let n = st.seen.calls.entry(operation.clone()).or_default();
                 *n += 1;

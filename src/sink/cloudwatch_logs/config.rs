@@ -5,6 +5,7 @@ use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
 
+use super::names::{check_group_name, check_stream_name};
 use super::template::Template;
 use crate::config::field::FieldError;
 use crate::config::units::Duration;
@@ -252,8 +253,13 @@ impl CloudWatchLogsConfig {
         let mut problems = Vec::new();
         let name = |key: &'static str, value: &Option<String>, problems: &mut Vec<FieldError>| {
             let value = value.as_deref()?;
-            if value.trim().is_empty() {
-                problems.push(FieldError::new(key, "must not be empty (or be removed)"));
+            let checked = if key == "log_group_name" {
+                check_group_name(value)
+            } else {
+                check_stream_name(value)
+            };
+            if let Err(message) = checked {
+                problems.push(FieldError::new(key, message));
                 return None;
             }
             Some(value.to_string())
@@ -486,6 +492,8 @@ mod tests {
                 "log_group_name = \"g\"\nlog_stream_name = \"s\"\nmax_in_flight = 0",
                 "max_in_flight",
             ),
+            ("log_group_name = \"my group\"\nlog_stream_name = \"s\"", "log_group_name"),
+            ("log_group_name = \"g\"\nlog_stream_name = \"a:b\"", "log_stream_name"),
         ];
         for (text, key) in cases {
             let err = parse(text).expect_err(text);

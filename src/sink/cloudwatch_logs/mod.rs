@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the options, named as Fluent Bit names them.
 //! - [`template`]: `log_group_template` / `log_stream_template` and their fallbacks.
+//! - [`names`]: a record's group and stream name, and CloudWatch's rules for names.
 //! - [`batch`]: PutLogEvents limits (events, bytes with 26 per event, time order, 24 hours per
 //!   call, per-event age and size) and what a partial refusal means per event.
 //! - [`api`]: the client, stream and group creation, PutLogEvents, and what failures mean.
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod batch;
 pub mod config;
+pub mod names;
 mod task;
 pub mod template;
 

@@ -1,6 +1,11 @@
 //! The sink's running loop: one task owns every stream's waiting events and calls. It takes
 //! input batches while it holds less than [`HOLD_BYTES`], keeps up to `max_in_flight`
 //! PutLogEvents calls running (one per stream), and wakes for answers, backoffs and `flush`.
+//!
+//! - this module: the loop, records into events (`accept`), calls started (`dispatch`);
+//! - [`answer`]: answers sorted into delivered, dead-lettered and retried, and `/health`.
+
+mod answer;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -12,12 +17,11 @@ use tokio::time::Instant;
 use super::api::{self, Failure};
 use super::batch::{self, Call, Dest, LogEvent, RejectedInfo};
 use super::config::Naming;
+use super::names;
 use super::CloudWatchLogsSink;
 use crate::buffer::QueueReceiver;
 use crate::event::{Event, EventTime};
 use crate::sink::dead_letter;
-use crate::sink::kinesis::retry_policy::{auth_reason, retry_reason, slow_delay};
-use crate::sink::kinesis::retry_policy::{RETRY_BACKOFF, UNHEALTHY_AFTER};
 use crate::sink::kinesis::settle::{Token, Tracker};
 
 /// Bytes of events the sink holds (waiting, in calls, retried) before it stops taking input,
@@ -275,10 +279,10 @@ impl Task {
             return Ok(fixed.clone());
         }
         let d = &self.sink.destinations;
-        let group = name_for(&d.group, event, "log_group_template", "log_group_name")?;
-        let stream = name_for(&d.stream, event, "log_stream_template", "log_stream_name")?;
-        check_group_name(&group)?;
-        check_stream_name(&stream)?;
+        let group = names::name_for(&d.group, event, "log_group_template", "log_group_name")?;
+        let stream = names::name_for(&d.stream, event, "log_stream_template", "log_stream_name")?;
+        names::check_group_name(&group)?;
+        names::check_stream_name(&stream)?;
         let dest = Dest { group, stream };
         Ok(match self.streams.get_key_value(&dest) {
             Some((known, _)) => known.clone(),
@@ -359,289 +363,6 @@ impl Task {
                 }
             });
         }
-    }
-
-    fn answer(&mut self, answer: Answer) {
-        let Answer {
-            call,
-            ensured,
-            retention,
-            result,
-        } = answer;
-        let name = self.sink.cx.name.clone();
-        let Some(stream) = self.streams.get_mut(&call.dest) else {
-            return;
-        };
-        stream.busy = false;
-        let mut retention = retention;
-        if let Some(ensured) = ensured {
-            stream.created = true;
-            if ensured.group_created {
-                tracing::info!(sink = %name, group = %call.dest.group, "created the log group");
-                retention = ensured.retention_failed.map(Err).or(Some(Ok(())));
-            }
-            tracing::debug!(sink = %name, dest = %call.dest, "log stream ready");
-        }
-        if let Some(outcome) = retention {
-            self.retention_outcome(&call.dest.group, outcome);
-        }
-        match result {
-            Ok(rejected) => {
-                if let Some(stream) = self.streams.get_mut(&call.dest) {
-                    stream.failures = 0;
-                    stream.not_before = None;
-                }
-                self.recovered(&call.dest);
-                tracing::debug!(sink = %name, dest = %call.dest, events = call.events.len(),
-                    bytes = call.bytes(), "PutLogEvents accepted");
-                self.delivered(call, rejected);
-            }
-            Err(failure) => self.failed(call, failure),
-        }
-    }
-
-    /// PutRetentionPolicy on a group logferry created: owed (and on `/health`) until it works.
-    fn retention_outcome(&mut self, group: &str, outcome: Result<(), Failure>) {
-        let key = Arc::new(Dest {
-            group: group.to_string(),
-            stream: String::new(),
-        });
-        match outcome {
-            Ok(()) => {
-                self.retention_owed.remove(group);
-                self.recovered(&key);
-            }
-            Err(failure) => {
-                self.retention_owed.insert(group.to_string());
-                let hint = api::hint(&failure, &key, &self.sink.creation);
-                if let Some(suppressed) = crate::log_limit::allow(self.name(), "retention") {
-                    tracing::error!(sink = %self.name(), group, error = %failure.error, suppressed,
-                        "PutRetentionPolicy refused (events are delivered meanwhile): {hint}");
-                }
-                let why = format!(
-                    "cloudwatch_logs group `{group}` (region {}): PutRetentionPolicy failed: {}. \
-                     {hint}; events are delivered meanwhile",
-                    self.sink.region, failure.error
-                );
-                self.failing.insert(key, why.clone());
-                self.sink.cx.health.set_unhealthy(&self.sink.cx.name, why);
-            }
-        }
-    }
-
-    /// PutLogEvents took the call: its events are acknowledged, except those it refused.
-    fn delivered(&mut self, call: Call<Token>, rejected: RejectedInfo) {
-        self.held_bytes = self.held_bytes.saturating_sub(call.bytes());
-        let (mut records, mut bytes) = (0u64, 0u64);
-        for (index, event) in call.events.into_iter().enumerate() {
-            match rejected.refused(index) {
-                Some((reason, message)) => self.reject(event.token, reason, message.to_string()),
-                None => {
-                    records += 1;
-                    bytes += event.size() as u64;
-                    event.token.settle(true);
-                }
-            }
-        }
-        let metrics = &self.sink.cx.metrics;
-        metrics.records_out.inc_by(records);
-        metrics.bytes_out.inc_by(bytes);
-    }
-
-    /// A call failed: retried after a backoff (first for its stream), or its events
-    /// dead-lettered when they are what is wrong.
-    fn failed(&mut self, mut call: Call<Token>, failure: Failure) {
-        let metrics = self.sink.cx.metrics.clone();
-        let error = &failure.error;
-        metrics.error(&failure.action.to_ascii_lowercase());
-        if failure.code() == "DataAlreadyAcceptedException" {
-            return self.delivered(call, RejectedInfo::default());
-        }
-        let dest = call.dest.clone();
-        if api::is_record_error(&failure) {
-            self.held_bytes = self.held_bytes.saturating_sub(call.bytes());
-            let message = format!("{}: {}", error.code, error.message);
-            if let Some(suppressed) = crate::log_limit::allow(self.name(), "rejected") {
-                tracing::warn!(sink = %self.name(), dest = %dest, error = %message,
-                    events = call.events.len(), suppressed,
-                    "PutLogEvents refused the events as invalid");
-            }
-            for event in call.events {
-                self.reject(event.token, dead_letter::reason::REJECTED, message.clone());
-            }
-            return;
-        }
-        let reason = retry_reason(&failure.error.code, failure.error.status);
-        metrics.retried(reason, call.events.len() as u64);
-        let Some(stream) = self.streams.get_mut(&dest) else {
-            return;
-        };
-        let stream_gone =
-            failure.action == "PutLogEvents" && failure.code() == "ResourceNotFoundException";
-        if stream_gone {
-            // Deleted since it was created: made sure of again on the next try.
-            stream.created = false;
-        }
-        stream.failures += 1;
-        let fatal = api::is_fatal(&failure) && !stream_gone;
-        let attempt = stream.failures - 1;
-        let delay = if fatal {
-            slow_delay(attempt)
-        } else {
-            RETRY_BACKOFF.delay(attempt)
-        };
-        stream.not_before = Some(Instant::now() + delay);
-        let report = fatal || stream.failures >= UNHEALTHY_AFTER;
-        let failures = stream.failures;
-        let hint = api::hint(&failure, &dest, &self.sink.creation);
-        if let Some(suppressed) = crate::log_limit::allow(self.name(), reason) {
-            let (sink, region) = (&self.sink.cx.name, &self.sink.region);
-            if fatal {
-                tracing::error!(sink = %sink, dest = %dest, region = %region,
-                    error = %failure.error, retry_in = ?delay, suppressed,
-                    "{} refused: {hint}", failure.action);
-            } else {
-                tracing::warn!(sink = %sink, dest = %dest, error = %failure.error,
-                    events = call.events.len(), retry_in = ?delay, suppressed,
-                    "{} failed; retrying the call", failure.action);
-            }
-        }
-        if report {
-            if let Some(auth) = auth_reason(&failure.error.code, failure.error.status) {
-                metrics.auth_failure(auth);
-            }
-            let why = format!(
-                "cloudwatch_logs `{dest}` (region {}): {} failed ({failures} in a row): {}. {hint}",
-                self.sink.region, failure.action, failure.error
-            );
-            self.failing.insert(dest.clone(), why.clone());
-            self.sink.cx.health.set_unhealthy(&self.sink.cx.name, why);
-        }
-        if let Some(limit) = self.sink.config.retry_limit {
-            if call.attempts >= limit {
-                self.held_bytes = self.held_bytes.saturating_sub(call.bytes());
-                let message = format!("{}: {}", failure.error.code, failure.error.message);
-                tracing::error!(sink = %self.name(), dest = %dest, events = call.events.len(),
-                    last_error = %message, retry_limit = limit,
-                    "events still failing after retry_limit retries");
-                for event in call.events {
-                    self.give_up(event.token, message.clone());
-                }
-                return;
-            }
-        }
-        call.attempts += 1;
-        if let Some(stream) = self.streams.get_mut(&dest) {
-            stream.calls.push_front(call);
-        }
-    }
-
-    /// A stream accepts events again: off `/health` once no other stream is failing.
-    fn recovered(&mut self, dest: &Arc<Dest>) {
-        if self.failing.remove(dest).is_none() {
-            return;
-        }
-        match self.failing.values().next() {
-            Some(reason) => self
-                .sink
-                .cx
-                .health
-                .set_unhealthy(&self.sink.cx.name, reason.clone()),
-            None => {
-                tracing::info!(sink = %self.name(), dest = %dest, "CloudWatch Logs accepts events again");
-                self.sink.cx.health.set_healthy(&self.sink.cx.name);
-            }
-        }
-    }
-
-    /// An event that can never be sent: written to the dead-letter file, or counted and
-    /// logged as dropped; settled either way so it blocks nothing.
-    fn reject(&self, token: Token, reason: &'static str, error: String) {
-        let log = crate::log_limit::allow(self.name(), reason);
-        if let Some(dead_letters) = &self.sink.cx.dead_letters {
-            if let Some(suppressed) = log {
-                tracing::warn!(sink = %self.name(), reason, error = %error, suppressed,
-                    "event cannot be sent: written to the dead-letter file");
-            }
-            match token.event().cloned() {
-                Some(event) => dead_letters.send(dead_letter::Letter {
-                    reason,
-                    error: Some(error),
-                    event,
-                    on_written: Box::new(move |ok| token.settle(ok)),
-                }),
-                // Unreachable: records are kept whenever a dead-letter file is configured.
-                None => token.settle(false),
-            }
-            return;
-        }
-        self.sink.cx.metrics.dropped(reason, 1);
-        if let Some(suppressed) = log {
-            tracing::warn!(sink = %self.name(), reason, error = %error, suppressed,
-                "event dropped: it cannot be sent (set dead_letter_path to keep such events)");
-        }
-        token.settle(true);
-    }
-
-    /// An event that ran out of retries: dead-lettered, or dropped failing its
-    /// acknowledgement.
-    fn give_up(&self, token: Token, error: String) {
-        if self.sink.cx.dead_letters.is_some() {
-            return self.reject(token, dead_letter::reason::RETRY_LIMIT, error);
-        }
-        self.sink
-            .cx
-            .metrics
-            .dropped(dead_letter::reason::RETRY_LIMIT, 1);
-        token.settle(false);
-    }
-}
-
-/// A group or stream name for `event` by `naming`.
-fn name_for(
-    naming: &Naming,
-    event: &Event,
-    template_key: &str,
-    fallback_key: &str,
-) -> Result<String, String> {
-    match naming {
-        Naming::Fixed(name) => Ok(name.clone()),
-        Naming::TagPrefix(prefix) => Ok(format!("{prefix}{}", &*event.tag)),
-        Naming::Template { template, fallback } => match template.render(event) {
-            Ok(name) => Ok(name),
-            Err(missing) => fallback.clone().ok_or_else(|| {
-                format!(
-                    "{template_key}: the record has no {missing}, and there is no \
-                     {fallback_key} to fall back to"
-                )
-            }),
-        },
-    }
-}
-
-/// CloudWatch's rule for log group names: 1 to 512 of `[.-_/#A-Za-z0-9]`.
-pub(super) fn check_group_name(name: &str) -> Result<(), String> {
-    let ok = (1..=512).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid log group name (1 to 512 letters, digits and ._-/#)"
-        ))
-    }
-}
-
-/// CloudWatch's rule for log stream names: 1 to 512 characters, no `:` or `*`.
-pub(super) fn check_stream_name(name: &str) -> Result<(), String> {
-    if (1..=512).contains(&name.len()) && !name.contains([':', '*']) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid log stream name (1 to 512 characters, no : or *)"
-        ))
     }
 }
 
