@@ -21,7 +21,8 @@ mod support;
 use std::time::Duration;
 
 use iam::{account_of, firehose_actions, for_test_firehose, for_test_logs, logs_actions};
-use iam::{shipped, user, without};
+use iam::{is_firehose_statement, is_logs_statement, shipped, statements, user, without};
+use iam::{EXAMPLE_ACCOUNT, EXAMPLE_REGION};
 use kin::Logferry;
 use logferry_test_kit::cloudwatch_logs as cwl;
 use logferry_test_kit::firehose as fh;
@@ -254,4 +255,84 @@ fn ecs_task_role_firehose_statement_is_sufficient_and_needed() {
         fh::read_bucket(&moto.endpoint(), &cases[1].2).is_empty(),
         "nothing reached the refused stream"
     );
+}
+
+/// `role_arn` for both sinks (the credentials code every AWS sink shares): starting
+/// credentials whose only policy is `assume-delivery-role.json` assume `logferry-delivery`,
+/// a role holding the CloudWatch Logs and Firehose statements of the ECS task role; events
+/// reach the log group and the Firehose stream. With enforcement on, so the calls are really
+/// made with the role's credentials.
+#[test]
+fn role_arn_delivers_to_cloudwatch_logs_and_firehose_with_the_assumed_role() {
+    let moto = Moto::start();
+    let group = cwl::unique_group("role");
+    fh::create_stream(&moto.endpoint(), "role-stream", "role-bucket");
+    let firehose_arn = fh::stream_arn(&moto.endpoint(), "role-stream");
+    let account = account_of(&firehose_arn);
+    let group_arn = format!("arn:aws:logs:{}:{account}:log-group:{group}", kin::REGION);
+    let task_role = shipped("ecs-task-role.json");
+    let task_role = for_test_logs(&task_role, &account, &group, &group_arn);
+    let task_role = for_test_firehose(&task_role, &account, "role-stream", &firehose_arn);
+    let delivery = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": statements(&task_role)
+            .iter()
+            .filter(|s| is_logs_statement(s) || is_firehose_statement(s))
+            .cloned()
+            .collect::<Vec<serde_json::Value>>(),
+    });
+    let role_arn = String::from_utf8(kin::tool(
+        &moto.endpoint(),
+        &["iam-role", "logferry-delivery", &delivery.to_string()],
+    ))
+    .unwrap();
+    let assume: serde_json::Value = serde_json::from_str(
+        &shipped("assume-delivery-role.json")
+            .to_string()
+            .replace(EXAMPLE_ACCOUNT, &account)
+            .replace(EXAMPLE_REGION, kin::REGION),
+    )
+    .unwrap();
+    let keys = user(&moto, "starter", Some(&assume));
+    moto.enforce_auth();
+    let role = format!(
+        "role_arn = \"{role_arn}\"\nsts_endpoint = \"{}\"\nendpoint = \"{}\"\nflush = \"200ms\"",
+        moto.endpoint(),
+        moto.endpoint()
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", keys.0.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", keys.1.as_str()),
+    ];
+    let lf = Logferry::start_typed(
+        "cloudwatch_logs",
+        &format!("{role}\nlog_group_name = \"{group}\"\nlog_stream_name = \"s\"\nauto_create_group = true"),
+        &env,
+    );
+    lf.loadgen(0, 100, 100);
+    lf.wait_for("delivered with the role", Duration::from_secs(60), |lf| {
+        lf.metric(OUT) >= 100.0
+    });
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+    assert!(!log.contains("AccessDenied"), "{}", kin::tail(&log, 30));
+    let lf = Logferry::start_typed(
+        "kinesis_firehose",
+        &format!("{role}\ndelivery_stream = \"role-stream\""),
+        &env,
+    );
+    lf.loadgen(0, 100, 100);
+    lf.wait_for("delivered with the role", Duration::from_secs(60), |lf| {
+        lf.metric("logferry_records_out_total{component=\"kinesis_firehose.0\"") >= 100.0
+    });
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+    assert!(!log.contains("AccessDenied"), "{}", kin::tail(&log, 30));
+    moto.disable_auth();
+    assert_eq!(cwl::events(&moto.endpoint(), &group, "s").len(), 100);
+    let delivered: usize = fh::read_bucket(&moto.endpoint(), "role-bucket")
+        .iter()
+        .map(|o| String::from_utf8(o.data()).unwrap().lines().count())
+        .sum();
+    assert_eq!(delivered, 100);
 }
