@@ -757,6 +757,24 @@ fn cloudwatch_logs_and_cloudwatch_reach_the_cloudwatch_logs_sink() {
         p[4].contains(":18: [OUTPUT] cloudwatch: `default_log_group_name`:"),
         "{p:?}"
     );
+    // Without auto_create_group, retention and class are ignored, as Fluent Bit does.
+    let dir2 = tempfile::tempdir().unwrap();
+    let path = write(
+        dir2.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n    log_group_name g\n    \
+             log_stream_prefix p\n    log_retention_days 7\n    log_group_class STANDARD\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let crate::sink::SinkConfig::CloudWatchLogs(c) = &config.sinks[0].config else {
+        panic!("cloudwatch_logs expected");
+    };
+    assert_eq!(
+        (c.log_retention_days, c.log_group_class.as_deref()),
+        (None, None)
+    );
     // A problem of the native sink's own checks names the classic line and key.
     let p = problems(&format!(
         "{INPUT}[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n    log_group_name g\n    \

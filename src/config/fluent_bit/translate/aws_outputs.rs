@@ -29,7 +29,6 @@ pub(super) fn cloudwatch_logs(keys: &mut Keys, native: &mut Native, plugin: Clou
         "log_format",
         "role_arn",
         "external_id",
-        "log_group_class",
         "extra_user_agent",
         "log_group_template",
         "log_stream_template",
@@ -74,13 +73,30 @@ pub(super) fn cloudwatch_logs(keys: &mut Keys, native: &mut Native, plugin: Clou
             }
         }
     }
-    boolean(keys, native, "auto_create_group", "auto_create_group");
+    let mut creates = false;
+    if let Some(e) = keys.one("auto_create_group") {
+        match values::boolean(&e.value) {
+            Ok(b) => {
+                creates = b;
+                native.set("auto_create_group", Val::Bool(b), at(e));
+            }
+            Err(m) => keys.problem(e, m),
+        }
+    }
+    // Both only apply to a group the plugin creates: without auto_create_group Fluent Bit
+    // ignores them, and so does the translation (the native options would be refused).
     if let Some(e) = keys.one("log_retention_days") {
         match values::integer(&e.value) {
             // Fluent Bit: 0 (the default) leaves the retention alone.
             Ok(0) => {}
+            Ok(_) if !creates => {}
             Ok(n) => native.set("log_retention_days", Val::Int(n), at(e)),
             Err(m) => keys.problem(e, m),
+        }
+    }
+    if let Some(e) = keys.one("log_group_class") {
+        if creates {
+            native.set("log_group_class", Val::Str(e.value.clone()), at(e));
         }
     }
     for key in ["endpoint", "sts_endpoint"] {
