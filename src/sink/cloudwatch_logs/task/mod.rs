@@ -28,6 +28,11 @@ use crate::sink::kinesis::settle::{Token, Tracker};
 /// which then pushes back on the sources through the queue.
 const HOLD_BYTES: usize = 8 << 20;
 
+/// Streams remembered (created, idle) before idle ones are forgotten: templates can name many
+/// streams (one per pod or task), and a forgotten stream only costs a CreateLogStream call if
+/// it comes back.
+const MAX_IDLE_STREAMS: usize = 4096;
+
 /// What a call gives back.
 struct Answer {
     call: Call<Token>,
@@ -94,6 +99,8 @@ pub(super) struct Task {
     /// The destination when neither name is a template or a prefix.
     fixed: Option<Arc<Dest>>,
     in_flight: JoinSet<Answer>,
+    /// The stream of each call in flight, by task id (to free a stream whose task panicked).
+    in_flight_dest: HashMap<tokio::task::Id, Arc<Dest>>,
     held_bytes: usize,
     /// Streams whose failures are reported on `/health`, with the reason (a group's owed
     /// retention under the group with an empty stream name).
@@ -118,6 +125,7 @@ impl Task {
             streams: HashMap::new(),
             fixed,
             in_flight: JoinSet::new(),
+            in_flight_dest: HashMap::new(),
             held_bytes: 0,
             failing: BTreeMap::new(),
             retention_owed: HashSet::new(),
@@ -158,11 +166,20 @@ impl Task {
             let accept = input_open && self.held_bytes < HOLD_BYTES;
             tokio::select! {
                 biased;
-                Some(joined) = self.in_flight.join_next() => match joined {
-                    Ok(answer) => self.answer(answer),
+                Some(joined) = self.in_flight.join_next_with_id() => match joined {
+                    Ok((id, answer)) => {
+                        self.in_flight_dest.remove(&id);
+                        self.answer(answer);
+                    }
                     Err(e) => {
-                        // Its tokens are dropped, which fails their upstream acknowledgements.
+                        // Its tokens are dropped, which fails their upstream acknowledgements;
+                        // the stream takes calls again.
                         tracing::error!(sink = %self.name(), error = %e, "a PutLogEvents task failed");
+                        if let Some(dest) = self.in_flight_dest.remove(&e.id()) {
+                            if let Some(stream) = self.streams.get_mut(&dest) {
+                                stream.busy = false;
+                            }
+                        }
                     }
                 },
                 _ = sleep_until_opt(wake_at), if wake_at.is_some() => {}
@@ -271,6 +288,12 @@ impl Task {
                 stream.cut();
             }
         }
+        if self.streams.len() > MAX_IDLE_STREAMS {
+            let failing = &self.failing;
+            self.streams.retain(|dest, s| {
+                s.busy || !s.open.is_empty() || !s.calls.is_empty() || failing.contains_key(dest)
+            });
+        }
     }
 
     /// The log group and stream of `event`, or why it has none.
@@ -324,7 +347,8 @@ impl Task {
                 .log_retention_days
                 .filter(|_| self.retention_owed.contains(&stream.dest.group));
             let latency = self.sink.cx.metrics.request_duration("PutLogEvents");
-            self.in_flight.spawn(async move {
+            let dest = call.dest.clone();
+            let handle = self.in_flight.spawn(async move {
                 let (mut ensured, mut retention) = (None, None);
                 if let Some(creation) = creation {
                     match api::ensure(&client, &call.dest, &creation).await {
@@ -362,6 +386,7 @@ impl Task {
                     result,
                 }
             });
+            self.in_flight_dest.insert(handle.id(), dest);
         }
     }
 }
