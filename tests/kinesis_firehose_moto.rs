@@ -136,31 +136,51 @@ fn records_arrive_once_as_json_lines_within_500_records_per_call() {
 }
 
 #[test]
-fn simple_aggregation_joins_gzip_records_up_to_1000_kib_and_4_mib_per_call() {
+fn simple_aggregation_joins_records_up_to_1000_kib_and_4_mib_per_call() {
     let moto = Moto::start();
     fh::create_stream(&moto.endpoint(), "agg", "agg-bucket");
-    let lf = start(
-        &moto,
-        "agg",
-        "simple_aggregation = true\ncompression = \"gzip\"\nflush = \"3s\"",
-    );
-    // ~1 KiB records, random enough that gzip keeps them large: 12 MiB in all.
+    let lf = start(&moto, "agg", "simple_aggregation = true\nflush = \"3s\"");
+    // 12,000 records of ~1 KiB: ~12 MiB, so ~12 Firehose records of up to 1,000 KiB, four
+    // of which fill a 4 MiB call.
     lf.loadgen_no_ack(0, 12_000, 1_000);
     wait_delivered(&lf, 12_000);
     let log = stop_clean(lf);
     let calls = calls(&log);
     assert!(
-        calls.iter().all(|&(n, b)| n <= 500 && b <= 4 * 1024 * 1024),
-        "{calls:?}"
+        calls.iter().all(|&(n, b)| n <= 4 && b <= 4 * 1024 * 1024),
+        "at most four 1,000 KiB records per 4 MiB call: {calls:?}"
     );
     let records: usize = calls.iter().map(|c| c.0).sum();
+    let bytes: usize = calls.iter().map(|c| c.1).sum();
     assert!(
-        records < 12_000 / 100,
-        "records joined into few Firehose records: {records} for 12,000 ({calls:?})"
+        records <= bytes / (900 * 1024) + calls.len(),
+        "records are joined up to the 1,000 KiB limit: {records} records, {bytes} bytes ({calls:?})"
+    );
+    assert!(
+        calls.iter().any(|&(n, b)| n == 4 && b > 4_000_000),
+        "full calls: {calls:?}"
     );
     let objects = fh::read_bucket(&moto.endpoint(), "agg-bucket");
     assert_eq!(objects.len(), calls.len());
-    assert_each_once_in_order(&lines(&objects, true), 12_000);
+    assert_each_once_in_order(&lines(&objects, false), 12_000);
+}
+
+#[test]
+fn simple_aggregation_with_gzip_reads_back_as_one_gzip_stream_per_record() {
+    let moto = Moto::start();
+    fh::create_stream(&moto.endpoint(), "aggz", "aggz-bucket");
+    let lf = start(
+        &moto,
+        "aggz",
+        "simple_aggregation = true\ncompression = \"gzip\"\nflush = \"1s\"",
+    );
+    lf.loadgen_no_ack(0, 3_000, 500);
+    wait_delivered(&lf, 3_000);
+    let log = stop_clean(lf);
+    let records: usize = calls(&log).iter().map(|c| c.0).sum();
+    assert!(records < 30, "joined: {records} Firehose records for 3,000");
+    let objects = fh::read_bucket(&moto.endpoint(), "aggz-bucket");
+    assert_each_once_in_order(&lines(&objects, true), 3_000);
 }
 
 #[test]

@@ -265,6 +265,11 @@ impl Task {
                 .streams
                 .entry(dest.clone())
                 .or_insert_with(|| Stream::new(dest.clone()));
+            // A full call goes before the event that would not fit it (cutting after it would
+            // leave a call of one event behind every full one).
+            if !batch::fits(stream.open.len(), stream.open_bytes, size) {
+                stream.cut();
+            }
             stream.open.push(LogEvent {
                 timestamp,
                 message,
@@ -272,11 +277,6 @@ impl Task {
             });
             stream.open_bytes += size;
             stream.since.get_or_insert(now);
-            if stream.open.len() >= batch::MAX_EVENTS
-                || stream.open_bytes >= batch::MAX_REQUEST_BYTES
-            {
-                stream.cut();
-            }
             if client_waits && !touched.contains(&dest) {
                 touched.push(dest);
             }
