@@ -107,7 +107,7 @@ impl Task {
     pub(super) fn failed(&mut self, mut call: Call<Token>, failure: Failure) {
         let metrics = self.sink.cx.metrics.clone();
         let error = &failure.error;
-        metrics.error(&failure.action.to_ascii_lowercase());
+        metrics.error(error_reason(failure.action));
         if failure.code() == "DataAlreadyAcceptedException" {
             return self.delivered(call, RejectedInfo::default());
         }
@@ -248,5 +248,15 @@ impl Task {
             .metrics
             .dropped(dead_letter::reason::RETRY_LIMIT, 1);
         token.settle(false);
+    }
+}
+
+/// The `errors_total` reason of a failed call, in the metric's snake case.
+fn error_reason(action: &str) -> &'static str {
+    match action {
+        "CreateLogStream" => "create_log_stream",
+        "CreateLogGroup" => "create_log_group",
+        "PutRetentionPolicy" => "put_retention_policy",
+        _ => "put_log_events",
     }
 }
