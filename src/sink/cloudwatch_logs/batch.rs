@@ -12,8 +12,12 @@ pub const MAX_EVENTS: usize = 10_000;
 pub const MAX_REQUEST_BYTES: usize = 1_048_576;
 /// What CloudWatch Logs counts per event on top of its message.
 pub const EVENT_OVERHEAD: usize = 26;
-/// Largest event, overhead included (256 KiB, as Fluent Bit and the CloudWatch agent).
+/// Largest event by default, overhead included: 256 KiB, the limit AWS documented for years and
+/// Fluent Bit's; `max_event_size` raises it up to [`MAX_EVENT_BYTES_LIMIT`].
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// The most `max_event_size` can be: 1 MiB, CloudWatch Logs' current per-event limit (which
+/// also makes the event a call of its own).
+pub const MAX_EVENT_BYTES_LIMIT: usize = MAX_REQUEST_BYTES;
 /// Longest time between the first and the last event of a call.
 pub const MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
 /// Oldest event CloudWatch Logs takes, without a shorter retention.
@@ -53,10 +57,16 @@ impl<T> LogEvent<T> {
 /// Why an event can never be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
-    TooLarge(usize),
+    /// Its size, and the limit.
+    TooLarge(usize, usize),
     Empty,
-    TooOld { age_days: i64, limit_days: i64 },
-    TooNew { ahead_minutes: i64 },
+    TooOld {
+        age_days: i64,
+        limit_days: i64,
+    },
+    TooNew {
+        ahead_minutes: i64,
+    },
 }
 
 impl Refused {
@@ -64,7 +74,7 @@ impl Refused {
     pub fn reason(&self) -> &'static str {
         use crate::sink::dead_letter::reason;
         match self {
-            Refused::TooLarge(_) => reason::TOO_LARGE,
+            Refused::TooLarge(..) => reason::TOO_LARGE,
             Refused::Empty => reason::INVALID,
             Refused::TooOld { .. } => reason::TOO_OLD,
             Refused::TooNew { .. } => reason::TOO_NEW,
@@ -75,10 +85,10 @@ impl Refused {
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refused::TooLarge(size) => write!(
+            Refused::TooLarge(size, max) => write!(
                 f,
-                "the event is {size} bytes with CloudWatch's 26 bytes of overhead; \
-                 CloudWatch Logs takes at most {MAX_EVENT_BYTES}"
+                "the event is {size} bytes with CloudWatch's 26 bytes of overhead; the sink \
+                 sends at most {max} (max_event_size)"
             ),
             Refused::Empty => write!(
                 f,
@@ -101,19 +111,31 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// Checks an event against the per-event limits at `now_ms`; `retention_days` shortens the
-/// age limit (events older than the group's retention are refused as expired).
-pub fn check(
-    timestamp: i64,
-    size: usize,
-    now_ms: i64,
-    retention_days: Option<u32>,
-) -> Result<(), Refused> {
+/// The per-event limits: size (overhead included) and retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    pub max_size: usize,
+    /// The group's retention, which shortens the age limit (older events are expired).
+    pub retention_days: Option<u32>,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            max_size: MAX_EVENT_BYTES,
+            retention_days: None,
+        }
+    }
+}
+
+/// Checks an event against the per-event limits at `now_ms`.
+pub fn check(timestamp: i64, size: usize, now_ms: i64, limits: EventLimits) -> Result<(), Refused> {
+    let retention_days = limits.retention_days;
     if size <= EVENT_OVERHEAD {
         return Err(Refused::Empty);
     }
-    if size > MAX_EVENT_BYTES {
-        return Err(Refused::TooLarge(size));
+    if size > limits.max_size {
+        return Err(Refused::TooLarge(size, limits.max_size));
     }
     let day = 24 * 3600 * 1000;
     let max_age = retention_days.map_or(MAX_AGE_MS, |d| (i64::from(d) * day).min(MAX_AGE_MS));
@@ -275,25 +297,35 @@ mod tests {
     fn per_event_limits() {
         let now = 100 * 24 * 3600 * 1000;
         let day = 24 * 3600 * 1000;
-        assert_eq!(check(now, 26, now, None), Err(Refused::Empty));
-        assert_eq!(check(now, MAX_EVENT_BYTES, now, None), Ok(()));
+        let none = EventLimits::default();
+        let days = |d| EventLimits {
+            retention_days: Some(d),
+            ..none
+        };
+        assert_eq!(check(now, 26, now, none), Err(Refused::Empty));
+        assert_eq!(check(now, MAX_EVENT_BYTES, now, none), Ok(()));
         assert_eq!(
-            check(now, MAX_EVENT_BYTES + 1, now, None),
-            Err(Refused::TooLarge(MAX_EVENT_BYTES + 1))
+            check(now, MAX_EVENT_BYTES + 1, now, none),
+            Err(Refused::TooLarge(MAX_EVENT_BYTES + 1, MAX_EVENT_BYTES))
         );
-        assert_eq!(check(now - 14 * day, 100, now, None), Ok(()));
+        let large = EventLimits {
+            max_size: MAX_EVENT_BYTES_LIMIT,
+            ..none
+        };
+        assert_eq!(check(now, MAX_EVENT_BYTES_LIMIT, now, large), Ok(()));
+        assert_eq!(check(now - 14 * day, 100, now, none), Ok(()));
         assert!(matches!(
-            check(now - 14 * day - 1, 100, now, None),
+            check(now - 14 * day - 1, 100, now, none),
             Err(Refused::TooOld { limit_days: 14, .. })
         ));
         assert!(matches!(
-            check(now - 4 * day, 100, now, Some(3)),
+            check(now - 4 * day, 100, now, days(3)),
             Err(Refused::TooOld { limit_days: 3, .. })
         ));
-        assert_eq!(check(now - 4 * day, 100, now, Some(30)), Ok(()));
-        assert_eq!(check(now + MAX_AHEAD_MS, 100, now, None), Ok(()));
+        assert_eq!(check(now - 4 * day, 100, now, days(30)), Ok(()));
+        assert_eq!(check(now + MAX_AHEAD_MS, 100, now, none), Ok(()));
         assert!(matches!(
-            check(now + MAX_AHEAD_MS + 60_000, 100, now, None),
+            check(now + MAX_AHEAD_MS + 60_000, 100, now, none),
             Err(Refused::TooNew { ahead_minutes: 121 })
         ));
     }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::names::{check_group_name, check_stream_name};
 use super::template::Template;
 use crate::config::field::FieldError;
-use crate::config::units::Duration;
+use crate::config::units::{ByteSize, Duration};
 use crate::encode::{Compression, EncodeOptions, Encoder, Format, TimeFormat};
 use crate::event::KeyPath;
 
@@ -82,6 +82,11 @@ pub struct CloudWatchLogsConfig {
     /// Appended to the User-Agent of every request (letters, digits and `!#$%&'*+-.^_`|~`).
     #[serde(default)]
     pub extra_user_agent: Option<String>,
+    /// Largest event sent, with CloudWatch's 26 bytes of overhead; larger ones are
+    /// dead-lettered (`too_large`). Default 256KiB (Fluent Bit's limit, and AWS's for years);
+    /// at most 1MiB, CloudWatch Logs' current per-event limit.
+    #[serde(default)]
+    pub max_event_size: Option<ByteSize>,
     /// Longest time an event waits before it is sent. Default 1s.
     #[serde(default = "default_flush")]
     pub flush: Duration,
@@ -209,6 +214,18 @@ impl CloudWatchLogsConfig {
                     key,
                     "only applies to log groups logferry creates: set auto_create_group = true \
                      (or set it on the existing group)",
+                ));
+            }
+        }
+        if let Some(size) = self.max_event_size {
+            let size = size.as_usize();
+            if size <= super::batch::EVENT_OVERHEAD || size > super::batch::MAX_EVENT_BYTES_LIMIT {
+                problems.push(FieldError::new(
+                    "max_event_size",
+                    format!(
+                        "{size} bytes is outside 27 bytes .. 1MiB, what CloudWatch Logs takes \
+                         per event (26 bytes of it are CloudWatch's overhead)"
+                    ),
                 ));
             }
         }
@@ -347,6 +364,16 @@ impl CloudWatchLogsConfig {
         }
     }
 
+    /// The per-event limits these options set.
+    pub fn event_limits(&self) -> super::batch::EventLimits {
+        super::batch::EventLimits {
+            max_size: self
+                .max_event_size
+                .map_or(super::batch::MAX_EVENT_BYTES, |s| s.as_usize()),
+            retention_days: self.log_retention_days,
+        }
+    }
+
     /// The encoder: the record as JSON, or the value of `log_key`.
     pub fn encoder(&self) -> Result<Encoder, FieldError> {
         Encoder::new(&EncodeOptions {
@@ -425,6 +452,7 @@ mod tests {
             endpoint = "http://127.0.0.1:5000"
             sts_endpoint = "http://127.0.0.1:5000"
             extra_user_agent = "firelens"
+            max_event_size = "1MiB"
             flush = "200ms"
             max_in_flight = 2
             retry_limit = 3
@@ -491,6 +519,10 @@ mod tests {
             (
                 "log_group_name = \"g\"\nlog_stream_name = \"s\"\nmax_in_flight = 0",
                 "max_in_flight",
+            ),
+            (
+                "log_group_name = \"g\"\nlog_stream_name = \"s\"\nmax_event_size = \"2MiB\"",
+                "max_event_size",
             ),
             ("log_group_name = \"my group\"\nlog_stream_name = \"s\"", "log_group_name"),
             ("log_group_name = \"g\"\nlog_stream_name = \"a:b\"", "log_stream_name"),

@@ -109,10 +109,12 @@ pub(super) struct Task {
     /// call.
     retention_owed: HashSet<String>,
     encode_buf: Vec<u8>,
+    event_limits: batch::EventLimits,
 }
 
 impl Task {
     pub(super) fn new(sink: CloudWatchLogsSink) -> Task {
+        let event_limits = sink.config.event_limits();
         let fixed = match (&sink.destinations.group, &sink.destinations.stream) {
             (Naming::Fixed(group), Naming::Fixed(stream)) => Some(Arc::new(Dest {
                 group: group.clone(),
@@ -130,6 +132,7 @@ impl Task {
             failing: BTreeMap::new(),
             retention_owed: HashSet::new(),
             encode_buf: Vec::with_capacity(4096),
+            event_limits,
         }
     }
 
@@ -254,9 +257,7 @@ impl Task {
             };
             let timestamp = event.time.as_millis();
             let size = message.len() + batch::EVENT_OVERHEAD;
-            if let Err(refused) =
-                batch::check(timestamp, size, now_ms, self.sink.config.log_retention_days)
-            {
+            if let Err(refused) = batch::check(timestamp, size, now_ms, self.event_limits) {
                 self.reject(token, refused.reason(), refused.to_string());
                 continue;
             }
