@@ -1,5 +1,6 @@
 //! logferry ships log records from where they are produced (an ECS task, an EKS pod, a
-//! CloudWatch Logs subscription) to Kinesis Data Streams and Kafka / Amazon MSK.
+//! CloudWatch Logs subscription) to Kinesis Data Streams, Kafka / Amazon MSK, CloudWatch Logs
+//! and Kinesis Data Firehose.
 //!
 //! The data path, and the module that owns each step:
 //!
@@ -44,10 +45,10 @@
 //! - [`encode`]: JSON / msgpack / text encoding shared by every sink.
 //! - [`kinesis_record`]: the Kinesis record, its routing hash key and the KPL aggregated format,
 //!   shared by the Kinesis sink and the sources that read Kinesis records.
-//! - [`sink`]: Kinesis, Kafka/MSK, stdout, file, null. What every sink shares: `sink::settle`
-//!   (per-record outcomes into the acknowledgement of the batch they came in),
-//!   `sink::undeliverable` (the one "dead-letter or drop, count and log" step),
-//!   `sink::dead_letter` (the dead-letter files and their replay), `sink::backoff`.
+//! - [`sink`]: Kinesis, Kafka/MSK, CloudWatch Logs, Kinesis Data Firehose, stdout, file, null.
+//!   What every sink shares: `sink::settle` (per-record outcomes into the acknowledgement of
+//!   the batch they came in), `sink::undeliverable` (the one "dead-letter or drop, count and
+//!   log" step), `sink::dead_letter` (the dead-letter files and their replay), `sink::backoff`.
 //!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
 //! - [`aws`]: AWS credentials the sinks share (default chain, `role_arn` through STS
 //!   AssumeRole, stable session names).

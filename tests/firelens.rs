@@ -145,35 +145,62 @@ fn awsvpc_kinesis_translates_to_the_hand_written_native_config() {
     );
 }
 
+/// What fargate-minimal.conf means, written by hand in the native format.
+const FARGATE_NATIVE: &str = r#"
+[[sources]]
+type = "forward"
+name = "forward.0"
+unix_path = "/var/run/fluent.sock"
+
+[[sources]]
+type = "forward"
+name = "forward.1"
+listen = "127.0.0.1:24224"
+
+[[sources]]
+type = "tcp"
+name = "tcp.0"
+listen = "127.0.0.1"
+port = 8877
+tag = "firelens-healthcheck"
+idle_timeout = "1s"
+
+[[sinks]]
+type = "null"
+name = "null.0"
+match = "firelens-healthcheck"
+
+[[sinks]]
+type = "cloudwatch_logs"
+name = "cloudwatch_logs.0"
+match = "app-firelens*"
+buffer_limit = "25MB"
+auto_create_group = true
+log_group_name = "app"
+log_stream_prefix = "fb-"
+region = "us-west-2"
+"#;
+
 #[test]
-fn fargate_minimal_fails_on_cloudwatch_logs_with_file_line_section_and_key() {
+fn fargate_minimal_with_cloudwatch_logs_translates_to_the_hand_written_native_config() {
     let path = fixtures().join("fargate-minimal.conf");
-    // The file itself reads fine ...
     let (sections, read_problems) = fluent_bit::reader::read(&path, &no_env);
     assert!(read_problems.is_empty(), "{read_problems:?}");
     assert_eq!(sections.len(), 5);
-    // ... but its output plugin is not ours.
-    let err = fluent_bit::parse(&path, &no_env).err().expect("must fail");
-    assert_eq!(
-        problems(err),
-        [format!(
-            "{}:23: [OUTPUT] cloudwatch_logs: `Name`: the output plugin `cloudwatch_logs` is not \
-             supported by logferry; supported here: kinesis_streams, kinesis, kafka, stdout, \
-             file, null",
-            path.display()
-        )]
-    );
-    // The same through the command line, exit code 1.
+    let translated = fluent_bit::parse(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let expected = Config::parse(Path::new("expected.toml"), FARGATE_NATIVE, &no_env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary(&translated), summary(&expected));
+    // The same through the command line.
     let out = logferry_test_kit::logferry::logferry(&[
         "validate",
         "--fluent-bit-config",
         path.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("fargate-minimal.conf:23: [OUTPUT] cloudwatch_logs: `Name`:"),
-        "{stderr}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -315,7 +342,7 @@ fn without_flags_the_mounted_fluent_bit_file_wins_else_the_native_default() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("{}: ok", native.display())
     );
-    std::fs::write(&fb, "[OUTPUT]\n    Name cloudwatch\n").unwrap();
+    std::fs::write(&fb, "[OUTPUT]\n    Name opensearch\n").unwrap();
     let out = validate();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
@@ -324,7 +351,7 @@ fn without_flags_the_mounted_fluent_bit_file_wins_else_the_native_default() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("fluent-bit.conf:2: [OUTPUT] cloudwatch: `Name`"),
+        stderr.contains("fluent-bit.conf:2: [OUTPUT] opensearch: `Name`"),
         "{stderr}"
     );
 }
@@ -389,6 +416,40 @@ impl Drop for Router {
     }
 }
 
+/// Runs `logferry run` with no flags on `text` written as the mounted Fluent Bit config in
+/// `dir` (AWS test environment), and waits until `ports` and the HTTP port listen.
+fn start_router(dir: &Path, text: &str, http: u16, ports: &[u16]) -> Router {
+    let conf = dir.join("fluent-bit.conf");
+    std::fs::write(&conf, text).unwrap();
+    let log = dir.join("logferry.log");
+    let mut command = Command::new(logferry_test_kit::logferry::logferry_bin());
+    command.arg("run");
+    kin::aws_env(&mut command);
+    command
+        .env_remove("LOGFERRY_CONFIG")
+        .env_remove("LOGFERRY_FLUENT_BIT_CONFIG")
+        .env("LOGFERRY_DEFAULT_FLUENT_BIT_CONFIG", &conf)
+        .env("LOGFERRY_DEFAULT_CONFIG", dir.join("absent.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        ));
+    let router = Router {
+        child: command.spawn().unwrap(),
+        log,
+        http: ([127, 0, 0, 1], http).into(),
+    };
+    for &port in ports.iter().chain([&http]) {
+        assert!(
+            wait_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
+            "port {port} not listening:\n{}",
+            router.log()
+        );
+    }
+    router
+}
+
 /// The documented FireLens container health check, run by `sh` with a real netcat: `nc` is
 /// Debian's netcat-openbsd, `ncat` is nmap's, which the image installs as its `nc` (what `nc`
 /// is on Amazon Linux, the aws-for-fluent-bit base).
@@ -431,35 +492,7 @@ fn awsvpc_router_ships_docker_frames_and_loadgen_records_to_kinesis_and_answers_
             .replace("Port 8877\n", &format!("Port {healthcheck}\n")),
         moto.endpoint()
     );
-    let conf = dir.path().join("fluent-bit.conf");
-    std::fs::write(&conf, text).unwrap();
-
-    let log = dir.path().join("logferry.log");
-    let mut command = Command::new(logferry_test_kit::logferry::logferry_bin());
-    command.arg("run");
-    kin::aws_env(&mut command);
-    command
-        .env_remove("LOGFERRY_CONFIG")
-        .env_remove("LOGFERRY_FLUENT_BIT_CONFIG")
-        .env("LOGFERRY_DEFAULT_FLUENT_BIT_CONFIG", &conf)
-        .env("LOGFERRY_DEFAULT_CONFIG", dir.path().join("absent.toml"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-        ));
-    let router = Router {
-        child: command.spawn().unwrap(),
-        log,
-        http: ([127, 0, 0, 1], http).into(),
-    };
-    for port in [forward, healthcheck, http] {
-        assert!(
-            wait_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
-            "port {port} not listening:\n{}",
-            router.log()
-        );
-    }
+    let router = start_router(dir.path(), &text, http, &[forward, healthcheck]);
     assert!(
         router.log().contains("reading it as Fluent Bit config"),
         "the log says which file was chosen:\n{}",
@@ -560,4 +593,160 @@ fn awsvpc_router_ships_docker_frames_and_loadgen_records_to_kinesis_and_answers_
     assert_eq!(docker, 5, "the five Docker frames");
     seqs.sort_unstable();
     assert_eq!(seqs, (0..200).collect::<Vec<u64>>());
+}
+
+/// fargate-minimal.conf, exactly as ECS renders it for a task whose app container logs to
+/// CloudWatch Logs (`cloudwatch_logs`, group `app` created on demand, streams `fb-<tag>`),
+/// run with only the socket path and ports moved and `endpoint` pointed at moto: the app's
+/// records arrive in the group, in order, each once.
+#[test]
+fn fargate_router_ships_app_records_to_cloudwatch_logs_with_the_config_unchanged() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fluent.sock");
+    let (forward, healthcheck, http) = (free_port(), free_port(), free_port());
+    let original = fixture_text("fargate-minimal.conf");
+    let text = format!(
+        "[SERVICE]\n    HTTP_Listen 127.0.0.1\n    HTTP_Port {http}\n    Grace 10\n{}    endpoint {}\n",
+        original
+            .replace("/var/run/fluent.sock", socket.to_str().unwrap())
+            .replace("Port 24224\n", &format!("Port {forward}\n"))
+            .replace("Port 8877\n", &format!("Port {healthcheck}\n")),
+        moto.endpoint()
+    );
+    assert!(text.ends_with(&format!(
+        "region us-west-2\n    endpoint {}\n",
+        moto.endpoint()
+    )));
+    let router = start_router(dir.path(), &text, http, &[forward, healthcheck]);
+    assert!(
+        health_check("nc", healthcheck).success(),
+        "{}",
+        router.log()
+    );
+
+    let tag = "app-firelens-0123456789abcdef0123456789abcdef";
+    let out = Command::new(logferry_test_kit::logferry::logferry_bin())
+        .args(["loadgen", "--target", &format!("127.0.0.1:{forward}")])
+        .args([
+            "--records",
+            "500",
+            "--size",
+            "150",
+            "--batch",
+            "50",
+            "--ack",
+            "--tag",
+            tag,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    router.wait_for("500 events in CloudWatch Logs", |r| {
+        r.metric(&["records_out", "cloudwatch_logs.0"]) >= 500.0
+    });
+    let log = router.log();
+    assert_eq!(router.stop(), 0, "{}", kin::tail(&log, 40));
+
+    let events = logferry_test_kit::cloudwatch_logs::events_in(
+        "us-west-2",
+        &moto.endpoint(),
+        "app",
+        &format!("fb-{tag}"),
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq()).collect();
+    assert_eq!(seqs, (0..500).collect::<Vec<u64>>(), "in order, each once");
+}
+
+/// awsvpc-cloudwatch-firehose.conf as ECS renders it (aws-for-fluent-bit's `cloudwatch` with
+/// its `$(ecs_cluster)` / `$(ecs_task_id)` templates, and `kinesis_firehose`), run with only
+/// the socket path, the ports and each output's `endpoint` (moto) added: each container's
+/// records arrive, once, where the task definition sends them.
+#[test]
+fn awsvpc_router_ships_to_cloudwatch_and_firehose_with_the_config_unchanged() {
+    let moto = Moto::start();
+    logferry_test_kit::firehose::create_stream(&moto.endpoint(), "app-logs", "app-logs-bucket");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fluent.sock");
+    let (forward, healthcheck, http) = (free_port(), free_port(), free_port());
+    let original = fixture_text("awsvpc-cloudwatch-firehose.conf");
+    assert_eq!(
+        original.matches("    region us-east-1\n").count(),
+        2,
+        "fixture changed"
+    );
+    let text = format!(
+        "[SERVICE]\n    HTTP_Listen 127.0.0.1\n    HTTP_Port {http}\n    Grace 10\n{}",
+        original
+            .replace("/var/run/fluent.sock", socket.to_str().unwrap())
+            .replace("Port 24224\n", &format!("Port {forward}\n"))
+            .replace("Port 8877\n", &format!("Port {healthcheck}\n"))
+            .replace(
+                "    region us-east-1\n",
+                &format!("    region us-east-1\n    endpoint {}\n", moto.endpoint()),
+            )
+    );
+    let router = start_router(dir.path(), &text, http, &[forward, healthcheck]);
+    let send = |tag: &str, records: &str| {
+        let out = Command::new(logferry_test_kit::logferry::logferry_bin())
+            .args(["loadgen", "--target", &format!("127.0.0.1:{forward}")])
+            .args([
+                "--records",
+                records,
+                "--size",
+                "150",
+                "--batch",
+                "50",
+                "--ack",
+            ])
+            .args(["--tag", tag])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send("api-firelens-0123456789abcdef0123456789abcdef", "300");
+    send("web-firelens-0123456789abcdef0123456789abcdef", "400");
+    router.wait_for(
+        "300 events in CloudWatch Logs and 400 records in Firehose",
+        |r| {
+            r.metric(&["records_out", "cloudwatch.0"]) >= 300.0
+                && r.metric(&["records_out", "kinesis_firehose.0"]) >= 400.0
+        },
+    );
+    let log = router.log();
+    assert_eq!(router.stop(), 0, "{}", kin::tail(&log, 40));
+
+    // cloudwatch: group /ecs/$(ecs_cluster), stream $(ecs_task_id), from the ECS metadata
+    // the record_modifier added.
+    let events = logferry_test_kit::cloudwatch_logs::events(
+        &moto.endpoint(),
+        "/ecs/prod",
+        "0123456789abcdef0123456789abcdef",
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq()).collect();
+    assert_eq!(seqs, (0..300).collect::<Vec<u64>>(), "in order, each once");
+    assert_eq!(events[0].json()["ecs_task_definition"], "web:9");
+
+    // kinesis_firehose: JSON lines with @timestamp, in the stream's S3 bucket.
+    let mut seqs = Vec::new();
+    for object in logferry_test_kit::firehose::read_bucket(&moto.endpoint(), "app-logs-bucket") {
+        let text = String::from_utf8(object.data()).unwrap();
+        assert!(text.ends_with('\n'), "newline-delimited records");
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["ecs_cluster"], "prod", "{record}");
+            assert!(record["@timestamp"].is_string(), "{record}");
+            seqs.push(record["seq"].as_u64().unwrap());
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..400).collect::<Vec<u64>>(), "each once");
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`writer`]: `stdout` and `file`, one encoded record after another.
 //! - [`kinesis`]: Kinesis Data Streams (PutRecords batching, KPL aggregation).
+//! - [`cloudwatch_logs`]: CloudWatch Logs (PutLogEvents, log groups and streams on demand).
+//! - [`kinesis_firehose`]: Kinesis Data Firehose (PutRecordBatch, simple aggregation).
 //! - [`kafka`]: Kafka / Amazon MSK (rdkafka producer, MSK IAM tokens).
 //! - [`null`]: discards records (and acknowledges them), counting them.
 //! - [`backoff`]: exponential backoff with full jitter, for every sink that retries.
@@ -21,9 +23,11 @@
 //! one registry behind `/health`.
 
 pub mod backoff;
+pub mod cloudwatch_logs;
 pub mod dead_letter;
 pub mod kafka;
 pub mod kinesis;
+pub mod kinesis_firehose;
 pub mod null;
 pub mod settle;
 pub mod undeliverable;
@@ -45,11 +49,21 @@ pub enum SinkConfig {
     File(writer::WriterConfig),
     Kafka(Box<kafka::config::KafkaConfig>),
     Kinesis(Box<kinesis::KinesisConfig>),
+    CloudWatchLogs(Box<cloudwatch_logs::CloudWatchLogsConfig>),
+    KinesisFirehose(Box<kinesis_firehose::KinesisFirehoseConfig>),
     Null(null::NullConfig),
 }
 
 /// The `type` values of sinks.
-pub const TYPES: &[&str] = &["stdout", "file", "kinesis", "kafka", "null"];
+pub const TYPES: &[&str] = &[
+    "stdout",
+    "file",
+    "kinesis",
+    "kafka",
+    "cloudwatch_logs",
+    "kinesis_firehose",
+    "null",
+];
 
 impl SinkConfig {
     /// Deserializes a `[[sinks]]` entry's own options (common keys already removed).
@@ -85,6 +99,16 @@ impl SinkConfig {
                 c.validate()?;
                 Ok(SinkConfig::Kinesis(Box::new(c)))
             }
+            "cloudwatch_logs" => {
+                let c = cloudwatch_logs::CloudWatchLogsConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SinkConfig::CloudWatchLogs(Box::new(c)))
+            }
+            "kinesis_firehose" => {
+                let c = kinesis_firehose::KinesisFirehoseConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SinkConfig::KinesisFirehose(Box::new(c)))
+            }
             "null" => {
                 let c = null::NullConfig::deserialize(de)?;
                 c.validate()?;
@@ -105,6 +129,12 @@ impl SinkConfig {
             }
             SinkConfig::Kafka(c) => Ok(Sink::Kafka(kafka::KafkaSink::build(c, cx).await?)),
             SinkConfig::Kinesis(c) => Ok(Sink::Kinesis(kinesis::KinesisSink::build(c, cx).await?)),
+            SinkConfig::CloudWatchLogs(c) => Ok(Sink::CloudWatchLogs(
+                cloudwatch_logs::CloudWatchLogsSink::build(c, cx).await?,
+            )),
+            SinkConfig::KinesisFirehose(c) => Ok(Sink::KinesisFirehose(
+                kinesis_firehose::KinesisFirehoseSink::build(c, cx).await?,
+            )),
             SinkConfig::Null(c) => Ok(Sink::Null(null::NullSink::build(c, cx).await?)),
         }
     }
@@ -129,6 +159,8 @@ pub enum Sink {
     Writer(writer::WriterSink),
     Kafka(kafka::KafkaSink),
     Kinesis(kinesis::KinesisSink),
+    CloudWatchLogs(cloudwatch_logs::CloudWatchLogsSink),
+    KinesisFirehose(kinesis_firehose::KinesisFirehoseSink),
     Null(null::NullSink),
 }
 
@@ -139,6 +171,8 @@ impl Sink {
             Sink::Writer(s) => s.run(input).await,
             Sink::Kafka(s) => s.run(input).await,
             Sink::Kinesis(s) => s.run(input).await,
+            Sink::CloudWatchLogs(s) => s.run(input).await,
+            Sink::KinesisFirehose(s) => s.run(input).await,
             Sink::Null(s) => s.run(input).await,
         }
     }

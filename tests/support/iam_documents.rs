@@ -143,3 +143,102 @@ pub fn stream_arn(moto: &Moto, stream: &str) -> String {
 pub fn account_of(arn: &str) -> String {
     arn.split(':').nth(4).unwrap().to_string()
 }
+
+/// The example log group the documents name (the ECS sample's app container logs there).
+pub const EXAMPLE_LOG_GROUP: &str = "/ecs/app-logs";
+
+pub fn is_logs_statement(statement: &Value) -> bool {
+    as_list(&statement["Action"])
+        .iter()
+        .all(|a| a.starts_with("logs:"))
+}
+
+/// Every CloudWatch Logs action the document grants, in document order.
+pub fn logs_actions(doc: &Value) -> Vec<String> {
+    statements(doc)
+        .iter()
+        .filter(|s| is_logs_statement(s))
+        .flat_map(|s| as_list(&s["Action"]))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The document with the test's account, region and log group, and the CloudWatch Logs
+/// statements' resource `*` after checking they named exactly `group_arn` and its streams
+/// (`group_arn:*`). moto evaluates CloudWatch Logs actions against `*` only, as it does
+/// Kinesis actions (see the module doc).
+pub fn for_test_logs(doc: &Value, account: &str, group: &str, group_arn: &str) -> Value {
+    let text = doc
+        .to_string()
+        .replace(EXAMPLE_ACCOUNT, account)
+        .replace(EXAMPLE_REGION, REGION)
+        .replace(
+            &format!(":log-group:{EXAMPLE_LOG_GROUP}"),
+            &format!(":log-group:{group}"),
+        );
+    let mut doc: Value = serde_json::from_str(&text).unwrap();
+    let mut found = 0;
+    for statement in doc["Statement"].as_array_mut().unwrap() {
+        if !is_logs_statement(statement) {
+            continue;
+        }
+        found += 1;
+        assert_eq!(
+            as_list(&statement["Resource"]),
+            vec![group_arn.to_string(), format!("{group_arn}:*")],
+            "the CloudWatch Logs statement names exactly the group and its streams"
+        );
+        statement["Resource"] = Value::String("*".into());
+    }
+    assert!(found > 0, "the document grants CloudWatch Logs: {doc}");
+    doc
+}
+
+/// The example Firehose stream the documents name.
+pub const EXAMPLE_FIREHOSE_STREAM: &str = "app-logs";
+
+pub fn is_firehose_statement(statement: &Value) -> bool {
+    as_list(&statement["Action"])
+        .iter()
+        .all(|a| a.starts_with("firehose:"))
+}
+
+/// Every Firehose action the document grants.
+pub fn firehose_actions(doc: &Value) -> Vec<String> {
+    statements(doc)
+        .iter()
+        .filter(|s| is_firehose_statement(s))
+        .flat_map(|s| as_list(&s["Action"]))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The document with the test's account, region and Firehose stream, and the Firehose
+/// statements' resource `*` after checking they named exactly `stream_arn` (moto evaluates
+/// Firehose actions against `*` only, as Kinesis's).
+pub fn for_test_firehose(doc: &Value, account: &str, stream: &str, stream_arn: &str) -> Value {
+    let text = doc
+        .to_string()
+        .replace(EXAMPLE_ACCOUNT, account)
+        .replace(EXAMPLE_REGION, REGION)
+        .replace(
+            &format!(":deliverystream/{EXAMPLE_FIREHOSE_STREAM}\""),
+            &format!(":deliverystream/{stream}\""),
+        );
+    let mut doc: Value = serde_json::from_str(&text).unwrap();
+    let mut found = 0;
+    for statement in doc["Statement"].as_array_mut().unwrap() {
+        if !is_firehose_statement(statement) {
+            continue;
+        }
+        found += 1;
+        assert_eq!(
+            as_list(&statement["Resource"]),
+            vec![stream_arn],
+            "the Firehose statement names exactly the stream's ARN"
+        );
+        statement["Resource"] = Value::String("*".into());
+    }
+    assert!(found > 0, "the document grants Firehose: {doc}");
+    doc
+}

@@ -22,10 +22,15 @@ use logferry_test_kit::wait::wait_for_exit;
 /// The config of a forward source on `forward`, HTTP on `http`, and `sink` (the TOML of one
 /// `[[sinks]]` entry, without the header).
 pub fn config_text(forward: SocketAddr, http: SocketAddr, sink: &str) -> String {
+    typed_config_text("kinesis", forward, http, sink)
+}
+
+/// [`config_text`] for a sink of another `type` (the AWS sinks share this harness).
+pub fn typed_config_text(kind: &str, forward: SocketAddr, http: SocketAddr, sink: &str) -> String {
     format!(
         "[service]\nhttp_listen = \"{http}\"\ngrace_period = \"20s\"\nlog_level = \"debug\"\n\n\
          [[sources]]\ntype = \"forward\"\nlisten = \"{forward}\"\n\n\
-         [[sinks]]\ntype = \"kinesis\"\nmatch = \"*\"\n{sink}\n"
+         [[sinks]]\ntype = \"{kind}\"\nmatch = \"*\"\n{sink}\n"
     )
 }
 
@@ -50,12 +55,17 @@ impl Logferry {
     /// Starts logferry with a forward source and the given kinesis sink options; `env` adds or
     /// overrides environment variables (after the static test credentials).
     pub fn start(sink: &str, env: &[(&str, &str)]) -> Logferry {
+        Self::start_typed("kinesis", sink, env)
+    }
+
+    /// As [`Logferry::start`], with a sink of type `kind` (`cloudwatch_logs`, ...).
+    pub fn start_typed(kind: &str, sink: &str, env: &[(&str, &str)]) -> Logferry {
         let configure = |command: &mut Command| {
             aws_env(command);
             command.env("RUST_LOG", "logferry=debug,info");
         };
         Logferry(harness::Logferry::launch(
-            |at| config_text(at.forward, at.http, sink),
+            |at| typed_config_text(kind, at.forward, at.http, sink),
             Launch {
                 env,
                 configure: &configure,

@@ -669,3 +669,178 @@ fn forward_secure_problems_name_file_line_and_key() {
         "{p:?}"
     );
 }
+
+#[test]
+fn cloudwatch_logs_and_cloudwatch_reach_the_cloudwatch_logs_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "[SERVICE]\n    Flush 2\n{INPUT}[OUTPUT]\n    Name cloudwatch_logs\n    Match a\n    \
+             region us-west-2\n    log_group_name fallback\n    log_group_template \
+             /ecs/$kubernetes['namespace_name']\n    log_stream_prefix fb-\n    log_key log\n    \
+             log_format json/emf\n    auto_create_group On\n    log_retention_days 30\n    \
+             log_group_class INFREQUENT_ACCESS\n    endpoint logs.us-west-2.amazonaws.com\n    \
+             sts_endpoint https://sts.us-west-2.amazonaws.com\n    extra_user_agent ecs\n    \
+             auto_retry_requests true\n    Retry_Limit 5\n    role_arn \
+             arn:aws:iam::123456789012:role/logs\n\
+             [OUTPUT]\n    Name cloudwatch\n    Match b\n    region us-east-1\n    \
+             log_group_name /aws/ecs/$(ecs_cluster)\n    default_log_group_name ecs\n    \
+             log_stream_name $(tag[1])\n    auto_create_group true\n    \
+             auto_create_stream true\n    log_retention_days 0\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let cwl = |i: usize| match &config.sinks[i].config {
+        crate::sink::SinkConfig::CloudWatchLogs(c) => c.clone(),
+        other => panic!("cloudwatch_logs expected: {other:?}"),
+    };
+    let c = cwl(0);
+    assert_eq!(config.sinks[0].name, "cloudwatch_logs.0");
+    assert_eq!(c.region.as_deref(), Some("us-west-2"));
+    assert_eq!(c.log_group_name.as_deref(), Some("fallback"));
+    assert_eq!(
+        c.log_group_template.as_deref(),
+        Some("/ecs/$kubernetes['namespace_name']")
+    );
+    assert_eq!(c.log_stream_prefix.as_deref(), Some("fb-"));
+    assert_eq!(c.log_format.as_deref(), Some("json/emf"));
+    assert!(c.auto_create_group);
+    assert_eq!(c.log_retention_days, Some(30));
+    assert_eq!(
+        c.endpoint.as_deref(),
+        Some("https://logs.us-west-2.amazonaws.com")
+    );
+    assert_eq!(c.retry_limit, Some(5));
+    assert_eq!(c.flush.get().as_secs(), 2);
+    let go = cwl(1);
+    assert_eq!(config.sinks[1].name, "cloudwatch.0");
+    assert_eq!(
+        go.log_group_template.as_deref(),
+        Some("/aws/ecs/$(ecs_cluster)")
+    );
+    assert_eq!(go.log_group_name.as_deref(), Some("ecs"));
+    assert_eq!(go.log_stream_template.as_deref(), Some("$(tag[1])"));
+    assert_eq!(
+        go.log_stream_name.as_deref(),
+        Some("/fluentbit-default"),
+        "the Go plugin's own fallback"
+    );
+    assert_eq!(go.log_retention_days, None, "0: leave the retention alone");
+
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n    log_group_name g\n    \
+         log_stream_prefix p\n    metric_namespace ns\n    profile dev\n\
+         [OUTPUT]\n    Name cloudwatch\n    Match *\n    log_group_name g\n    \
+         log_stream_prefix p\n    auto_create_stream false\n    new_log_group_tags a=b\n    \
+         default_log_group_name d\n"
+    ));
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(
+        p[0].contains(":9: [OUTPUT] cloudwatch_logs: `metric_namespace`:"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].contains(":10: [OUTPUT] cloudwatch_logs: `profile`:"),
+        "{p:?}"
+    );
+    assert!(
+        p[2].contains(":16: [OUTPUT] cloudwatch: `auto_create_stream`:"),
+        "{p:?}"
+    );
+    assert!(
+        p[3].contains(":17: [OUTPUT] cloudwatch: `new_log_group_tags`:"),
+        "{p:?}"
+    );
+    assert!(
+        p[4].contains(":18: [OUTPUT] cloudwatch: `default_log_group_name`:"),
+        "{p:?}"
+    );
+    // Without auto_create_group, retention and class are ignored, as Fluent Bit does.
+    let dir2 = tempfile::tempdir().unwrap();
+    let path = write(
+        dir2.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n    log_group_name g\n    \
+             log_stream_prefix p\n    log_retention_days 7\n    log_group_class STANDARD\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let crate::sink::SinkConfig::CloudWatchLogs(c) = &config.sinks[0].config else {
+        panic!("cloudwatch_logs expected");
+    };
+    assert_eq!(
+        (c.log_retention_days, c.log_group_class.as_deref()),
+        (None, None)
+    );
+    // A problem of the native sink's own checks names the classic line and key.
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n    log_group_name g\n    \
+         log_stream_prefix p\n    log_retention_days 8\n    auto_create_group true\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(":9: [OUTPUT] cloudwatch_logs: `log_retention_days`:"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn kinesis_firehose_and_firehose_reach_the_firehose_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name kinesis_firehose\n    Match a\n    region us-east-1\n    \
+             delivery_stream app\n    time_key ts\n    time_key_format %Y-%m-%dT%H:%M:%S.%L\n    \
+             log_key log\n    compression gzip\n    simple_aggregation On\n    endpoint \
+             firehose.us-east-1.amazonaws.com\n    role_arn arn:aws:iam::123456789012:role/f\n    \
+             sts_endpoint sts.us-east-1.amazonaws.com\n    auto_retry_requests true\n\
+             [OUTPUT]\n    Name firehose\n    Match b\n    region us-east-1\n    \
+             delivery_stream app\n    data_keys log,seq\n    time_key_format %H:%M:%S.%L\n    \
+             time_key t\n    replace_dots _\n    experimental_concurrency 3\n    Retry_Limit 2\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let fh = |i: usize| match &config.sinks[i].config {
+        crate::sink::SinkConfig::KinesisFirehose(c) => c.clone(),
+        other => panic!("kinesis_firehose expected: {other:?}"),
+    };
+    let c = fh(0);
+    assert_eq!(config.sinks[0].name, "kinesis_firehose.0");
+    assert_eq!(c.delivery_stream, "app");
+    assert_eq!(c.time_key_format.as_deref(), Some("%Y-%m-%dT%H:%M:%S.%9N"));
+    assert_eq!(c.compression.as_deref(), Some("gzip"));
+    assert!(c.simple_aggregation && c.append_newline);
+    assert_eq!(
+        c.endpoint.as_deref(),
+        Some("https://firehose.us-east-1.amazonaws.com")
+    );
+    let go = fh(1);
+    assert_eq!(config.sinks[1].name, "firehose.0");
+    assert!(
+        !go.append_newline,
+        "the Go plugin sends records as they are"
+    );
+    assert_eq!(go.time_key_format.as_deref(), Some("%H:%M:%S.%L"));
+    assert_eq!(go.data_keys.as_deref(), Some("log,seq"));
+    assert_eq!(go.max_in_flight, 3);
+    assert_eq!(go.retry_limit, Some(2));
+
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name kinesis_firehose\n    Match *\n    delivery_stream d\n    \
+         compression arrow\n    profile p\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains(":8: [OUTPUT] kinesis_firehose: `compression`: `arrow` is not supported"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].contains(":9: [OUTPUT] kinesis_firehose: `profile`:"),
+        "{p:?}"
+    );
+}

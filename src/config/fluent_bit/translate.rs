@@ -3,6 +3,8 @@
 //! message. A key nobody decided is an "unknown key" error listing the keys that plugin takes.
 //! docs/firelens.md lists the same decisions for users.
 
+mod aws_outputs;
+
 use std::path::{Path, PathBuf};
 
 use super::native::{At, Native, Part, Service, Val};
@@ -362,6 +364,8 @@ impl Translator {
             (SectionKind::Filter, "modify") => ("modify", true),
             (SectionKind::Output, "kinesis_streams" | "kinesis") => ("kinesis", true),
             (SectionKind::Output, "kafka") => ("kafka", true),
+            (SectionKind::Output, "cloudwatch_logs" | "cloudwatch") => ("cloudwatch_logs", true),
+            (SectionKind::Output, "kinesis_firehose" | "firehose") => ("kinesis_firehose", true),
             (SectionKind::Output, "stdout") => ("stdout", true),
             (SectionKind::Output, "file") => ("file", true),
             (SectionKind::Output, "null") => ("null", true),
@@ -371,7 +375,10 @@ impl Translator {
             let known = match section.kind {
                 SectionKind::Input => "forward, tcp, tail",
                 SectionKind::Filter => "record_modifier, grep, parser, nest, modify",
-                _ => "kinesis_streams, kinesis, kafka, stdout, file, null",
+                _ => {
+                    "kinesis_streams, kinesis, cloudwatch_logs, cloudwatch, kinesis_firehose, \
+                     firehose, kafka, stdout, file, null"
+                }
             };
             self.problems.push(Problem {
                 file: name_entry.file.clone(),
@@ -449,6 +456,30 @@ impl Translator {
                             native.set("flush", Val::Str(d.clone()), origin.clone());
                         }
                         kinesis(&mut keys, &mut native, dialect);
+                    }
+                    "cloudwatch_logs" | "cloudwatch" => {
+                        if let Some(e) = retry {
+                            retry_limit(&mut keys, &mut native, e);
+                        }
+                        if let Some((d, origin)) = &self.flush {
+                            native.set("flush", Val::Str(d.clone()), origin.clone());
+                        }
+                        let dialect = if plugin == "cloudwatch" {
+                            aws_outputs::CloudWatchPlugin::Go
+                        } else {
+                            aws_outputs::CloudWatchPlugin::C
+                        };
+                        aws_outputs::cloudwatch_logs(&mut keys, &mut native, dialect);
+                    }
+                    "kinesis_firehose" | "firehose" => {
+                        if let Some(e) = retry {
+                            retry_limit(&mut keys, &mut native, e);
+                        }
+                        if let Some((d, origin)) = &self.flush {
+                            native.set("flush", Val::Str(d.clone()), origin.clone());
+                        }
+                        let go = (plugin == "firehose").then(|| at(name_entry));
+                        aws_outputs::kinesis_firehose(&mut keys, &mut native, go);
                     }
                     "kafka" => kafka(&mut keys, &mut native),
                     "stdout" => stdout(&mut keys, &mut native),

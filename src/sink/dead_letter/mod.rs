@@ -70,6 +70,10 @@ pub mod reason {
     pub const TOPIC_NOT_ALLOWED: &str = "topic_not_allowed";
     /// Still failing after `retry_limit` retries.
     pub const RETRY_LIMIT: &str = "retry_limit";
+    /// Older than the destination keeps (CloudWatch Logs: 14 days, or the group's retention).
+    pub const TOO_OLD: &str = "too_old";
+    /// Too far in the future for the destination (CloudWatch Logs: more than 2 hours).
+    pub const TOO_NEW: &str = "too_new";
 }
 
 /// What runs once a letter is on disk (`true`) or could not be written (`false`).

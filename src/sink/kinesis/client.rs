@@ -23,11 +23,11 @@ use super::config::KinesisConfig;
 use crate::aws::{assume_role, session_name, AssumeRole};
 use crate::metrics::ComponentMetrics;
 
-/// A credentials provider that counts what it provides.
+/// A credentials provider that counts what it provides (shared by the AWS sinks).
 #[derive(Debug)]
-struct Counted {
-    inner: SharedCredentialsProvider,
-    metrics: ComponentMetrics,
+pub(crate) struct Counted {
+    pub(crate) inner: SharedCredentialsProvider,
+    pub(crate) metrics: ComponentMetrics,
 }
 
 impl ProvideCredentials for Counted {
