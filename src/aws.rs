@@ -1,12 +1,29 @@
-//! AWS credentials shared by the sinks that call AWS (Kinesis, and Kafka through MSK IAM): the
-//! aws-config default chain, optionally through STS AssumeRole with `role_arn`, at
-//! `sts_endpoint` when given, under a role session name that stays the same across refreshes
-//! and restarts (MSK refuses a re-authentication that changes the principal, and CloudTrail
-//! reads better with one session name per sink).
+//! AWS credentials and SDK settings shared by the sinks that call AWS (Kinesis, CloudWatch Logs,
+//! Firehose, and Kafka through MSK IAM).
+//!
+//! Credentials come from the aws-config default chain: environment keys, the shared profile,
+//! ECS container credentials (the task role), web identity (IRSA: `AWS_WEB_IDENTITY_TOKEN_FILE`
+//! and `AWS_ROLE_ARN`), EKS Pod Identity, IMDS. With `role_arn`, those credentials assume the
+//! role through STS AssumeRole (at `sts_endpoint` when given) under a role session name that
+//! stays the same across refreshes and restarts (MSK refuses a re-authentication that changes
+//! the principal, and CloudTrail reads better with one session name per sink). The SDK caches
+//! credentials and refreshes them before they expire.
+//!
+//! [`sink_sdk_config`] is the one place an AWS sink's SDK settings are made: region, endpoint,
+//! credentials, timeouts, and no SDK-level retries (every sink retries itself, so it can resend
+//! only what failed, count every retry and keep going past the SDK's three attempts). Every
+//! credentials fetch is counted: `token_refreshes_total{token="aws_credentials"}`, or
+//! `auth_failures_total{reason="credentials"}` when it fails.
 
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
-use aws_config::{Region, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
+
+use crate::metrics::ComponentMetrics;
 
 /// `logferry-<sink name>`, reduced to the characters and length STS accepts for a role session
 /// name (`[\w+=,.@-]{2,64}`).
@@ -54,6 +71,127 @@ pub async fn assume_role(base: &SdkConfig, role: AssumeRole<'_>) -> SharedCreden
         provider = provider.external_id(external_id);
     }
     SharedCredentialsProvider::new(provider.build().await)
+}
+
+/// The options every AWS sink has for its client (named as the Fluent Bit plugins name them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions<'a> {
+    /// `region`; default: the environment's or profile's.
+    pub region: Option<&'a str>,
+    /// `endpoint`: another URL for the service (a VPC endpoint, a local stand-in).
+    pub endpoint: Option<&'a str>,
+    /// `role_arn`, with `sts_endpoint` and `external_id`.
+    pub role_arn: Option<&'a str>,
+    pub sts_endpoint: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    /// `http_request_timeout`: one attempt of one call (connecting gets at most 5 s of it).
+    pub timeout: Duration,
+    /// `extra_user_agent`: appended to the User-Agent as the SDK's app name.
+    pub app_name: Option<&'a str>,
+}
+
+/// Why an AWS client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no AWS region: set `region` in the sink, or AWS_REGION in the environment \
+         (or a region in the AWS profile)"
+    )]
+    NoRegion,
+}
+
+/// SDK settings for one sink's clients, and the region they resolved.
+#[derive(Debug, Clone)]
+pub struct SinkSdkConfig {
+    pub config: SdkConfig,
+    pub region: String,
+}
+
+/// The SDK settings of the sink `sink_name` (see the module docs); a service client is then
+/// `Client::new(&sdk.config)`.
+pub async fn sink_sdk_config(
+    options: &ClientOptions<'_>,
+    sink_name: &str,
+    metrics: &ComponentMetrics,
+) -> Result<SinkSdkConfig, ClientError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = options.region {
+        loader = loader.region(Region::new(region.to_string()));
+    }
+    if let Some(agent) = options.app_name {
+        // Checked by the sink's validate(); an invalid one is left out rather than failing here.
+        if let Ok(name) = AppName::new(agent.to_string()) {
+            loader = loader.app_name(name);
+        }
+    }
+    let base = loader.load().await;
+    let region = base.region().cloned().ok_or(ClientError::NoRegion)?;
+    let mut credentials = base.credentials_provider();
+    if let Some(role_arn) = options.role_arn {
+        let role = AssumeRole {
+            role_arn,
+            sts_endpoint: options.sts_endpoint,
+            external_id: options.external_id,
+            session_name: &session_name(sink_name),
+            region: Some(&region),
+        };
+        credentials = Some(assume_role(&base, role).await);
+    }
+    let mut config = base
+        .into_builder()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(options.timeout)
+                .connect_timeout(options.timeout.min(Duration::from_secs(5)))
+                .build(),
+        );
+    if let Some(endpoint) = options.endpoint {
+        config.set_endpoint_url(Some(endpoint.to_string()));
+    }
+    if let Some(inner) = credentials {
+        config.set_credentials_provider(Some(SharedCredentialsProvider::new(Counted {
+            inner,
+            metrics: metrics.clone(),
+        })));
+    }
+    Ok(SinkSdkConfig {
+        config: config.build(),
+        region: region.to_string(),
+    })
+}
+
+/// A credentials provider that counts (and logs, at most once per interval) what it provides.
+#[derive(Debug)]
+pub struct Counted {
+    pub inner: SharedCredentialsProvider,
+    pub metrics: ComponentMetrics,
+}
+
+impl ProvideCredentials for Counted {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(async move {
+            let result = self.inner.provide_credentials().await;
+            match &result {
+                Ok(_) => self.metrics.token_refreshed("aws_credentials"),
+                Err(e) => {
+                    self.metrics
+                        .auth_failure(crate::metrics::retry_reason::CREDENTIALS);
+                    if let Some(suppressed) =
+                        crate::log_limit::allow(self.metrics.name(), "credentials")
+                    {
+                        tracing::error!(sink = %self.metrics.name(), error = %e, suppressed,
+                            "cannot get AWS credentials; check where they come from \
+                             (environment, profile, role_arn, IRSA, task role)");
+                    }
+                }
+            }
+            result
+        })
+    }
 }
 
 #[cfg(test)]

@@ -6,19 +6,14 @@
 //! STS), counted the same way. SDK-level retries are off: the sink retries itself, per call
 //! and per stream, and counts every retry.
 
-use aws_config::BehaviorVersion;
-use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
-use aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig;
-use aws_sdk_cloudwatchlogs::config::Region;
 use aws_sdk_cloudwatchlogs::types::{InputLogEvent, LogGroupClass};
 use aws_sdk_cloudwatchlogs::Client;
 
 use super::batch::{Dest, RejectedInfo};
 use super::config::CloudWatchLogsConfig;
-use crate::aws::{assume_role, session_name, AssumeRole};
+use crate::aws::{sink_sdk_config, ClientError, ClientOptions};
 use crate::metrics::ComponentMetrics;
 use crate::sink::kinesis::api::{call_error, CallError};
-use crate::sink::kinesis::client::{ClientError, Counted};
 use crate::sink::kinesis::retry_policy::ErrorClass;
 
 /// The header that marks events as Embedded Metric Format (`log_format = "json/emf"`).
@@ -31,56 +26,25 @@ pub struct Clients {
     pub region: String,
 }
 
-/// Builds the client from the sink's settings and the default chain.
+/// Builds the client from the sink's settings ([`crate::aws::sink_sdk_config`]).
 pub async fn build(
     config: &CloudWatchLogsConfig,
     sink_name: &str,
     metrics: &ComponentMetrics,
 ) -> Result<Clients, ClientError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = &config.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(agent) = &config.extra_user_agent {
-        // Checked by validate(); an invalid one is left out rather than failing here.
-        if let Ok(name) = aws_config::AppName::new(agent.clone()) {
-            loader = loader.app_name(name);
-        }
-    }
-    let base = loader.load().await;
-    let region = base.region().cloned().ok_or(ClientError::NoRegion)?;
-    let timeout = config.http_request_timeout.get();
-    let mut builder = aws_sdk_cloudwatchlogs::config::Builder::from(&base)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_attempt_timeout(timeout)
-                .connect_timeout(timeout.min(std::time::Duration::from_secs(5)))
-                .build(),
-        );
-    if let Some(endpoint) = &config.endpoint {
-        builder = builder.endpoint_url(endpoint.clone());
-    }
-    let mut credentials = base.credentials_provider();
-    if let Some(role_arn) = &config.role_arn {
-        let role = AssumeRole {
-            role_arn,
-            sts_endpoint: config.sts_endpoint.as_deref(),
-            external_id: config.external_id.as_deref(),
-            session_name: &session_name(sink_name),
-            region: Some(&region),
-        };
-        credentials = Some(assume_role(&base, role).await);
-    }
-    if let Some(inner) = credentials {
-        builder = builder.credentials_provider(Counted {
-            inner,
-            metrics: metrics.clone(),
-        });
-    }
+    let options = ClientOptions {
+        region: config.region.as_deref(),
+        endpoint: config.endpoint.as_deref(),
+        role_arn: config.role_arn.as_deref(),
+        sts_endpoint: config.sts_endpoint.as_deref(),
+        external_id: config.external_id.as_deref(),
+        timeout: config.http_request_timeout.get(),
+        app_name: config.extra_user_agent.as_deref(),
+    };
+    let sdk = sink_sdk_config(&options, sink_name, metrics).await?;
     Ok(Clients {
-        logs: Client::from_conf(builder.build()),
-        region: region.to_string(),
+        logs: Client::new(&sdk.config),
+        region: sdk.region,
     })
 }
 
