@@ -23,6 +23,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 
+use crate::config::field::FieldError;
 use crate::metrics::ComponentMetrics;
 
 /// `logferry-<sink name>`, reduced to the characters and length STS accepts for a role session
@@ -88,6 +89,56 @@ pub struct ClientOptions<'a> {
     pub timeout: Duration,
     /// `extra_user_agent`: appended to the User-Agent as the SDK's app name.
     pub app_name: Option<&'a str>,
+}
+
+impl ClientOptions<'_> {
+    /// Checks the options without calling anything; each problem names its key.
+    /// `service_host` is an example host for the `endpoint` message
+    /// (`kinesis.eu-west-1.amazonaws.com`).
+    pub fn check(&self, service_host: &str, problems: &mut Vec<FieldError>) {
+        for (key, value) in [
+            ("endpoint", self.endpoint),
+            ("sts_endpoint", self.sts_endpoint),
+        ] {
+            if let Some(url) = value {
+                if let Err(message) = check_url(url, service_host) {
+                    problems.push(FieldError::new(key, message));
+                }
+            }
+        }
+        if let Some(arn) = self.role_arn {
+            if !arn.starts_with("arn:") || !arn.contains(":role/") {
+                problems.push(FieldError::new(
+                    "role_arn",
+                    format!(
+                        "`{arn}` is not a role ARN such as arn:aws:iam::123456789012:role/name"
+                    ),
+                ));
+            }
+        }
+        if self.external_id.is_some() && self.role_arn.is_none() {
+            problems.push(FieldError::new(
+                "external_id",
+                "only applies when assuming a role: set role_arn too",
+            ));
+        }
+    }
+}
+
+/// An endpoint option must be a full URL with a host.
+fn check_url(url: &str, service_host: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!(
+                "`{url}` is not a full URL: write it with its scheme, e.g. https://{service_host}"
+            )
+        })?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(())
 }
 
 /// Why an AWS client could not be built.
@@ -197,6 +248,39 @@ impl ProvideCredentials for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_options_are_checked_by_key() {
+        let mut problems = Vec::new();
+        ClientOptions {
+            endpoint: Some("kinesis.local"),
+            sts_endpoint: Some("https://"),
+            role_arn: Some("writer"),
+            ..ClientOptions::default()
+        }
+        .check("kinesis.eu-west-1.amazonaws.com", &mut problems);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["endpoint", "sts_endpoint", "role_arn"]);
+        assert!(problems[0].message.contains("https://kinesis.eu-west-1"));
+
+        let mut problems = Vec::new();
+        ClientOptions {
+            external_id: Some("x"),
+            ..ClientOptions::default()
+        }
+        .check("h", &mut problems);
+        assert_eq!(problems[0].key, "external_id");
+
+        let mut problems = Vec::new();
+        ClientOptions {
+            endpoint: Some("http://127.0.0.1:4566"),
+            role_arn: Some("arn:aws:iam::123456789012:role/w"),
+            external_id: Some("x"),
+            ..ClientOptions::default()
+        }
+        .check("h", &mut problems);
+        assert!(problems.is_empty());
+    }
 
     #[test]
     fn session_names_are_stable_and_valid_for_sts() {

@@ -11,7 +11,7 @@ use aws_sdk_cloudwatchlogs::Client;
 
 use super::batch::{Dest, RejectedInfo};
 use super::config::CloudWatchLogsConfig;
-use crate::aws::{sink_sdk_config, ClientError, ClientOptions};
+use crate::aws::{sink_sdk_config, ClientError};
 use crate::metrics::ComponentMetrics;
 use crate::sink::kinesis::api::{call_error, CallError};
 use crate::sink::kinesis::retry_policy::ErrorClass;
@@ -32,16 +32,7 @@ pub async fn build(
     sink_name: &str,
     metrics: &ComponentMetrics,
 ) -> Result<Clients, ClientError> {
-    let options = ClientOptions {
-        region: config.region.as_deref(),
-        endpoint: config.endpoint.as_deref(),
-        role_arn: config.role_arn.as_deref(),
-        sts_endpoint: config.sts_endpoint.as_deref(),
-        external_id: config.external_id.as_deref(),
-        timeout: config.http_request_timeout.get(),
-        app_name: config.extra_user_agent.as_deref(),
-    };
-    let sdk = sink_sdk_config(&options, sink_name, metrics).await?;
+    let sdk = sink_sdk_config(&config.client_options(), sink_name, metrics).await?;
     Ok(Clients {
         logs: Client::new(&sdk.config),
         region: sdk.region,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::names::{check_group_name, check_stream_name};
 use super::template::Template;
+use crate::aws::ClientOptions;
 use crate::config::field::FieldError;
 use crate::config::units::{ByteSize, Duration};
 use crate::encode::{Compression, EncodeOptions, Encoder, Format, TimeFormat};
@@ -136,38 +137,27 @@ pub enum Naming {
 }
 
 impl CloudWatchLogsConfig {
+    /// The options of the sink's AWS client ([`crate::aws`]).
+    pub fn client_options(&self) -> ClientOptions<'_> {
+        ClientOptions {
+            region: self.region.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            role_arn: self.role_arn.as_deref(),
+            sts_endpoint: self.sts_endpoint.as_deref(),
+            external_id: self.external_id.as_deref(),
+            timeout: self.http_request_timeout.get(),
+            app_name: self.extra_user_agent.as_deref(),
+        }
+    }
+
     /// Checks every option; each problem names its key.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut problems = Vec::new();
         if let Err(mut e) = self.destinations() {
             problems.append(&mut e);
         }
-        for (key, value) in [
-            ("endpoint", &self.endpoint),
-            ("sts_endpoint", &self.sts_endpoint),
-        ] {
-            if let Some(url) = value {
-                if let Err(message) = check_url(url) {
-                    problems.push(FieldError::new(key, message));
-                }
-            }
-        }
-        if let Some(arn) = &self.role_arn {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
-                problems.push(FieldError::new(
-                    "role_arn",
-                    format!(
-                        "`{arn}` is not a role ARN such as arn:aws:iam::123456789012:role/name"
-                    ),
-                ));
-            }
-        }
-        if self.external_id.is_some() && self.role_arn.is_none() {
-            problems.push(FieldError::new(
-                "external_id",
-                "only applies when assuming a role: set role_arn too",
-            ));
-        }
+        self.client_options()
+            .check("logs.eu-west-1.amazonaws.com", &mut problems);
         if let Some(format) = &self.log_format {
             if format != "json/emf" {
                 problems.push(FieldError::new(
@@ -387,22 +377,6 @@ impl CloudWatchLogsConfig {
             compression: Compression::None,
         })
     }
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| {
-            format!(
-                "`{url}` is not a full URL: write it with its scheme, e.g. \
-                 https://logs.eu-west-1.amazonaws.com"
-            )
-        })?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("`{url}` has no host"));
-    }
-    Ok(())
 }
 
 /// The characters the SDK accepts in an app name (an HTTP token).

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::batch::{DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_BYTES};
 use super::rate_limit::ShardRates;
+use crate::aws::ClientOptions;
 use crate::config::field::FieldError;
 use crate::config::units::{ByteSize, Duration};
 use crate::encode::{options, EncodeOptions, Encoder, Format};
@@ -159,6 +160,19 @@ fn default_http_request_timeout() -> Duration {
 }
 
 impl KinesisConfig {
+    /// The options of the sink's AWS client ([`crate::aws`]).
+    pub fn client_options(&self) -> ClientOptions<'_> {
+        ClientOptions {
+            region: self.region.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            role_arn: self.role_arn.as_deref(),
+            sts_endpoint: self.sts_endpoint.as_deref(),
+            external_id: self.external_id.as_deref(),
+            timeout: self.http_request_timeout.get(),
+            app_name: None,
+        }
+    }
+
     /// Checks every option; each problem names its key.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut problems = Vec::new();
@@ -168,32 +182,8 @@ impl KinesisConfig {
                 "must name the Kinesis data stream",
             ));
         }
-        for (key, value) in [
-            ("endpoint", &self.endpoint),
-            ("sts_endpoint", &self.sts_endpoint),
-        ] {
-            if let Some(url) = value {
-                if let Err(message) = check_url(url) {
-                    problems.push(FieldError::new(key, message));
-                }
-            }
-        }
-        if let Some(arn) = &self.role_arn {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
-                problems.push(FieldError::new(
-                    "role_arn",
-                    format!(
-                        "`{arn}` is not a role ARN such as arn:aws:iam::123456789012:role/name"
-                    ),
-                ));
-            }
-        }
-        if self.external_id.is_some() && self.role_arn.is_none() {
-            problems.push(FieldError::new(
-                "external_id",
-                "only applies when assuming a role: set role_arn too",
-            ));
-        }
+        self.client_options()
+            .check("kinesis.eu-west-1.amazonaws.com", &mut problems);
         for (key, value) in [
             ("partition_key", &self.partition_key),
             ("explicit_hash_key", &self.explicit_hash_key),
@@ -358,19 +348,6 @@ impl KinesisConfig {
             DEFAULT_MAX_REQUEST_BYTES
         }
     }
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| {
-            format!("`{url}` is not a full URL: write it with its scheme, e.g. https://kinesis.eu-west-1.amazonaws.com")
-        })?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("`{url}` has no host"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
 
+use crate::aws::ClientOptions;
 use crate::config::field::FieldError;
 use crate::config::units::Duration;
 use crate::encode::{Compression, EncodeOptions, Encoder, Format, TimeFormat};
@@ -94,6 +95,19 @@ fn default_http_request_timeout() -> Duration {
 }
 
 impl KinesisFirehoseConfig {
+    /// The options of the sink's AWS client ([`crate::aws`]).
+    pub fn client_options(&self) -> ClientOptions<'_> {
+        ClientOptions {
+            region: self.region.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            role_arn: self.role_arn.as_deref(),
+            sts_endpoint: self.sts_endpoint.as_deref(),
+            external_id: self.external_id.as_deref(),
+            timeout: self.http_request_timeout.get(),
+            app_name: None,
+        }
+    }
+
     /// Checks every option; each problem names its key.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut problems = Vec::new();
@@ -103,41 +117,8 @@ impl KinesisFirehoseConfig {
                 "must name the Firehose stream",
             ));
         }
-        for (key, value) in [
-            ("endpoint", &self.endpoint),
-            ("sts_endpoint", &self.sts_endpoint),
-        ] {
-            if let Some(url) = value {
-                let rest = url
-                    .strip_prefix("https://")
-                    .or_else(|| url.strip_prefix("http://"));
-                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-                    problems.push(FieldError::new(
-                        key,
-                        format!(
-                            "`{url}` is not a full URL: write it with its scheme, e.g. \
-                             https://firehose.eu-west-1.amazonaws.com"
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(arn) = &self.role_arn {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
-                problems.push(FieldError::new(
-                    "role_arn",
-                    format!(
-                        "`{arn}` is not a role ARN such as arn:aws:iam::123456789012:role/name"
-                    ),
-                ));
-            }
-        }
-        if self.external_id.is_some() && self.role_arn.is_none() {
-            problems.push(FieldError::new(
-                "external_id",
-                "only applies when assuming a role: set role_arn too",
-            ));
-        }
+        self.client_options()
+            .check("firehose.eu-west-1.amazonaws.com", &mut problems);
         if self.flush.get().is_zero() {
             problems.push(FieldError::new(
                 "flush",
