@@ -163,6 +163,47 @@ impl Drop for Tracker {
     }
 }
 
+/// An input batch as a sink takes it from its queue: the tracker of its records (one share
+/// each), and the records themselves, kept by the tracker when they may become dead letters.
+pub struct Tracked {
+    pub tracker: Arc<Tracker>,
+    /// The records when the tracker does not keep them.
+    loose: Vec<Event>,
+}
+
+impl Tracked {
+    /// Tracks `batch`: `keep` when the sink has a dead-letter file (a letter holds its record,
+    /// so the records stay until the batch is settled).
+    pub fn batch(batch: crate::buffer::Batch, keep: bool) -> Tracked {
+        let client_waits = batch.client_waits();
+        let (events, done) = batch.into_parts();
+        let records = events.len();
+        let (kept, loose) = if keep {
+            (Some(events), Vec::new())
+        } else {
+            (None, events)
+        };
+        Tracked {
+            tracker: Tracker::build(done, records, kept, client_waits, None),
+            loose,
+        }
+    }
+
+    /// The batch's records, in order; record `i` is settled through `self.token(i)`.
+    pub fn events(&self) -> &[Event] {
+        if self.tracker.events.is_some() {
+            self.tracker.events()
+        } else {
+            &self.loose
+        }
+    }
+
+    /// The token of record `index`.
+    pub fn token(&self, index: usize) -> Token {
+        Token::new(&self.tracker, index)
+    }
+}
+
 /// One record: its batch's tracker and its place in the batch.
 #[derive(Clone)]
 pub struct Token {

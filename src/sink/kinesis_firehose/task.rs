@@ -11,12 +11,11 @@ use super::api::{self, RecordResult};
 use super::batch::{self, Batcher, Entry};
 use super::KinesisFirehoseSink;
 use crate::buffer::QueueReceiver;
-use crate::event::Event;
 use crate::sink::dead_letter;
 use crate::sink::kinesis::api::CallError;
 use crate::sink::kinesis::retry_policy::{auth_reason, retry_reason, slow_delay, ErrorClass};
 use crate::sink::kinesis::retry_policy::{RETRY_BACKOFF, UNHEALTHY_AFTER};
-use crate::sink::settle::{Token, Tracker};
+use crate::sink::settle::{Token, Tracked};
 use crate::sink::undeliverable::Why;
 
 /// Calls waiting for a slot before the sink stops taking input (pushing back on sources).
@@ -108,19 +107,10 @@ impl Task {
     }
 
     fn accept(&mut self, batch: crate::buffer::Batch) {
-        let client_waits = batch.client_waits();
-        let (events, done) = batch.into_parts();
+        let tracked = Tracked::batch(batch, self.sink.undeliverable.keeps_records());
+        let (tracker, events) = (&tracked.tracker, tracked.events());
+        let client_waits = tracker.client_waits();
         self.sink.cx.metrics.records_in.inc_by(events.len() as u64);
-        // With a dead-letter file the records stay with their tracker until settled.
-        let keep = self.sink.undeliverable.keeps_records();
-        let (kept, events) = if keep {
-            (Some(events), Vec::new())
-        } else {
-            (None, events)
-        };
-        let count = kept.as_ref().map_or(events.len(), Vec::len);
-        let tracker = Tracker::build(done, count, kept, client_waits, None);
-        let events: &[Event] = if keep { tracker.events() } else { &events };
         let mut buf = std::mem::take(&mut self.buf);
         for (index, event) in events.iter().enumerate() {
             let token = Token {

@@ -22,7 +22,7 @@ use super::CloudWatchLogsSink;
 use crate::buffer::QueueReceiver;
 use crate::event::{Event, EventTime};
 use crate::sink::dead_letter;
-use crate::sink::settle::{Token, Tracker};
+use crate::sink::settle::{Token, Tracked};
 
 /// Bytes of events the sink holds (waiting, in calls, retried) before it stops taking input,
 /// which then pushes back on the sources through the queue.
@@ -211,19 +211,10 @@ impl Task {
 
     /// Encodes an input batch into events, each on its stream.
     fn accept(&mut self, batch: crate::buffer::Batch) {
-        let client_waits = batch.client_waits();
-        let (events, done) = batch.into_parts();
+        let tracked = Tracked::batch(batch, self.sink.undeliverable.keeps_records());
+        let (tracker, events) = (&tracked.tracker, tracked.events());
+        let client_waits = tracker.client_waits();
         self.sink.cx.metrics.records_in.inc_by(events.len() as u64);
-        // With a dead-letter file the records stay with their tracker until settled.
-        let keep = self.sink.undeliverable.keeps_records();
-        let (kept, events) = if keep {
-            (Some(events), Vec::new())
-        } else {
-            (None, events)
-        };
-        let count = kept.as_ref().map_or(events.len(), Vec::len);
-        let tracker = Tracker::build(done, count, kept, client_waits, None);
-        let events: &[Event] = if keep { tracker.events() } else { &events };
         let now_ms = EventTime::now().as_millis();
         let now = Instant::now();
         let mut touched: Vec<Arc<Dest>> = Vec::new();

@@ -12,7 +12,7 @@ use super::super::settle::{Expected, Tokens};
 use crate::event::Event;
 use crate::kinesis_record::{hash_key, Record, RejectReason, MAX_PARTITION_KEY_CHARS};
 use crate::sink::dead_letter;
-use crate::sink::settle::{Token, Tracker};
+use crate::sink::settle::{Token, Tracked};
 use crate::sink::undeliverable::Why;
 
 use super::Task;
@@ -22,11 +22,12 @@ impl Task {
     pub(super) fn accept(&mut self, batch: crate::buffer::Batch) {
         let tag = batch.tag.clone();
         let client_waits = batch.client_waits();
-        let (events, done) = batch.into_parts();
+        let tracked = Tracked::batch(batch, self.sink.undeliverable.keeps_records());
+        let events = tracked.events();
         self.sink.cx.metrics.records_in.inc_by(events.len() as u64);
         let mut buf = Vec::with_capacity(self.encode_capacity);
         let mut ends = Vec::with_capacity(events.len());
-        for event in &events {
+        for event in events {
             let start = buf.len();
             match self.sink.encoder.encode(event, &mut buf) {
                 Ok(()) => ends.push(Ok((start, buf.len()))),
@@ -38,17 +39,8 @@ impl Task {
         }
         self.encode_capacity = buf.len().clamp(4096, 8 << 20);
         let data = Bytes::from(buf);
-        // With a dead-letter file the records stay with their tracker until settled.
-        let keep = self.sink.undeliverable.keeps_records();
-        let (kept, events) = if keep {
-            (Some(events), Vec::new())
-        } else {
-            (None, events)
-        };
-        let tracker = Tracker::build(done, ends.len(), kept, client_waits, None);
-        let events: &[Event] = if keep { tracker.events() } else { &events };
         for (index, (event, range)) in events.iter().zip(ends).enumerate() {
-            let token = Token::new(&tracker, index);
+            let token = tracked.token(index);
             let (start, end) = match range {
                 Ok(range) => range,
                 Err(e) => {
