@@ -43,9 +43,14 @@ fn zip_path(test: &str, arch: &str) -> Option<PathBuf> {
 
 /// Unzips `zip` into `dir` with Python's zipfile; the names it held.
 fn unzip(zip: &Path, dir: &Path) -> Vec<String> {
-    let script =
-        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nz.extractall(sys.argv[2])\n\
-                  for i in z.infolist(): print(i.filename, oct(i.external_attr >> 16))";
+    // Lambda keeps the Unix mode stored in the zip; extractall does not, so set it.
+    let script = "import os, sys, zipfile\n\
+                  z = zipfile.ZipFile(sys.argv[1])\n\
+                  z.extractall(sys.argv[2])\n\
+                  for i in z.infolist():\n\
+                  \x20   mode = i.external_attr >> 16\n\
+                  \x20   os.chmod(os.path.join(sys.argv[2], i.filename), mode & 0o777)\n\
+                  \x20   print(i.filename, oct(mode))";
     let out = Command::new("python3")
         .args(["-c", script])
         .arg(zip)
@@ -107,7 +112,10 @@ fn zip_delivers_a_subscription_event_to_kinesis(arch: &str) {
     std::fs::create_dir(&code).unwrap();
     let names = unzip(&zip, &code);
     assert_eq!(names.len(), 1, "{names:?}");
-    assert!(names[0].starts_with("bootstrap 0o"), "{names:?}");
+    assert_eq!(
+        names[0], "bootstrap 0o100755",
+        "one executable file, bootstrap"
+    );
     let bootstrap = code.join("bootstrap");
     let bytes = std::fs::read(&bootstrap).unwrap();
     let (machine, program) = match arch {
