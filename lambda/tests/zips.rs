@@ -11,6 +11,9 @@
 //! and pass, so that a plain `cargo test` does not need the cross builds.
 
 mod support;
+// The root suite's figures reporter: the init times also reach scripts/test's summary.
+#[path = "../../tests/support/figures.rs"]
+mod figures;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,7 +143,7 @@ fn zip_delivers_a_subscription_event_to_kinesis(arch: &str) {
         ("LOGFERRY_AGGREGATION", "true"),
     ]);
     let f = Function::start_program(&program, &code, &env);
-    eprintln!(
+    figures::report(format!(
         "logferry-lambda {arch} ({}): init {:.1} ms (process start to the first Runtime API poll{})",
         zip.display(),
         f.init.as_secs_f64() * 1000.0,
@@ -149,7 +152,7 @@ fn zip_delivers_a_subscription_event_to_kinesis(arch: &str) {
         } else {
             ""
         }
-    );
+    ));
     let reply = f
         .invoke(
             &fixture("lambda-data-message-realistic.json"),
