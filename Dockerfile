@@ -4,10 +4,15 @@
 #
 #   docker build -t logferry:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# Stage 1 runs exactly the release build scripts/test runs (`cargo build --release --locked
-# --bin logferry`), so CI proves that this build compiles. Stage 2 is debian:bookworm-slim with
-# ca-certificates (TLS to Kinesis, STS and MSK) and ncat (see below), running as uid 10001.
-# How the image behaves on ECS (socket directory, user, health check): infra/README.md.
+# Three stages. `build` runs infra/docker/build-binary: the release build, statically linked and
+# stripped (scripts/test runs the same script through scripts/build-image, so CI proves this build
+# compiles). `rootfs` runs infra/docker/make-rootfs, the one list of the image's files (the binary,
+# the default config, the CA bundle, a static busybox for the FireLens health check's `sh` and
+# `nc`, the logferry user). `runtime` is FROM scratch with that file system and nothing else.
+# scripts/build-image builds the same `runtime` stage (this file's text from `FROM scratch`) with
+# buildah on the host, from the same two scripts, and exports it as an OCI archive; tests/image.rs
+# runs that image. How the image behaves on ECS (socket directory, user, health check):
+# infra/README.md.
 
 FROM rust:1.95-bookworm AS build
 # cmake: rdkafka's cmake-build of librdkafka. libssl-dev: TLS + SASL/OAUTHBEARER (MSK IAM).
@@ -30,18 +35,27 @@ COPY src ./src
 COPY lambda ./lambda
 COPY test-kit ./test-kit
 COPY benches ./benches
+COPY infra/docker/build-binary ./infra/docker/build-binary
 # The cache mounts keep the registry and the target directory between builds of this Dockerfile;
-# the binary is copied out of the cached target directory in the same step.
-# The release profile keeps line tables (debug = "line-tables-only", 108 MB binary); the image
-# gets the binary without debug info but with its symbols (25 MB), so a backtrace still names
-# the functions.
+# the binary is copied out of the cached target directory in the same step (static, stripped:
+# infra/docker/build-binary says why).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin logferry \
- && install -m 0755 target/release/logferry /usr/local/bin/logferry \
- && strip --strip-debug /usr/local/bin/logferry
+    infra/docker/build-binary /usr/local/bin/logferry
 
-FROM debian:bookworm-slim
+# busybox-static and ca-certificates: what infra/docker/make-rootfs copies into the image (the
+# same Debian packages scripts/setup installs on the host for scripts/build-image).
+FROM debian:bookworm-slim AS rootfs
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends busybox-static ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /usr/local/bin/logferry /stage/logferry
+COPY infra/docker/make-rootfs infra/docker/logferry.toml /stage/
+RUN /stage/make-rootfs /stage/logferry /stage/logferry.toml /rootfs
+
+# The runtime stage: scripts/build-image builds this text as it stands, from here to the end.
+FROM scratch AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="logferry" \
@@ -50,29 +64,11 @@ LABEL org.opencontainers.image.title="logferry" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://example.invalid/logferry" \
-      org.opencontainers.image.documentation="https://example.invalid/logferry#deploy" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
-# libssl3: librdkafka's TLS (the binary links libssl.so.3 and libcrypto.so.3; the AWS SDK uses
-# rustls). ca-certificates: the system trust store for TLS. ncat (nmap's netcat, what Amazon Linux's `nc`
-# is) as `nc`: the documented FireLens container health check is
-#   echo '{"health": "check"}' | nc 127.0.0.1 8877 || exit 1
-# and only ncat half-closes the connection at the end of its input and exits once the server
-# closes; Debian's netcat-openbsd waits forever without -N, so that check would time out.
-# A shell (/bin/sh, from the base image) is needed by the CMD-SHELL form of that check too.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libssl3 ca-certificates ncat \
- && rm -rf /var/lib/apt/lists/* \
- && ln -s /usr/bin/ncat /usr/local/bin/nc \
- && groupadd --system --gid 10001 logferry \
- && useradd --system --uid 10001 --gid logferry --no-create-home --shell /usr/sbin/nologin logferry \
- && mkdir -p /etc/logferry /var/lib/logferry \
- && chown logferry:logferry /var/lib/logferry
-# /var/lib/logferry: state (tail checkpoint db, disk buffer) when a volume is mounted there.
-# /var/run is not prepared here: on ECS the agent bind-mounts its own per-task socket directory
-# over /var/run (see infra/README.md); elsewhere the default config uses TCP only.
-COPY --from=build /usr/local/bin/logferry /usr/local/bin/logferry
-COPY infra/docker/logferry.toml /etc/logferry/logferry.toml
+      org.opencontainers.image.documentation="https://example.invalid/logferry#deploy"
+# The whole file system, one layer; owners as make-rootfs set them (/var/lib/logferry: 10001).
+COPY --from=rootfs /rootfs/ /
+# TLS libraries (rustls for the AWS SDK, OpenSSL inside librdkafka) read this bundle.
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 10001:10001
 # Fluent forward (TCP): the port configs use; the default config listens on 127.0.0.1 only
 # (reachable inside the task or pod), so publishing it needs a config with 0.0.0.0 (see

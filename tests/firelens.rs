@@ -451,8 +451,8 @@ fn start_router(dir: &Path, text: &str, http: u16, ports: &[u16]) -> Router {
 }
 
 /// The documented FireLens container health check, run by `sh` with a real netcat: `nc` is
-/// Debian's netcat-openbsd, `ncat` is nmap's, which the image installs as its `nc` (what `nc`
-/// is on Amazon Linux, the aws-for-fluent-bit base).
+/// Debian's netcat-openbsd, `ncat` is nmap's (what `nc` is on Amazon Linux, the aws-for-fluent-bit
+/// base). The image's own `nc`, busybox's, is run inside the built image by tests/image.rs.
 fn health_check(nc: &str, port: u16) -> std::process::ExitStatus {
     assert!(
         Command::new("sh")

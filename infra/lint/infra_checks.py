@@ -18,8 +18,9 @@ Subcommands (each prints one `ok:` / `FAIL:` line per item, and exits 1 when any
   checkov JSON [JSON...]
                summarises checkov's JSON reports: every failed check, and every file checkov
                could not parse (checkov itself only warns about those and scans the rest).
-  docker-build the Dockerfile's build stage runs exactly the release build scripts/test runs,
-               and the build context it gets (.dockerignore applied to the tracked files, then
+  docker-build the Dockerfile's build stage runs infra/docker/build-binary (the static release
+               build), which scripts/build-image, run by scripts/test, runs too; its runtime stage
+               is the one scripts/build-image builds (`FROM scratch AS runtime`); the build context it gets (.dockerignore applied to the tracked files, then
                its COPY instructions) holds every library, binary, build script and bench target
                of the workspace (`cargo metadata` there against the repository), so a new
                crate, build.rs or source directory cannot be left out of the image unnoticed.
@@ -540,14 +541,27 @@ def build_stage(dockerfile: str) -> tuple[list[list[str]], list[str]]:
 def check_docker_build() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     copies, runs = build_stage(dockerfile)
-    command = "cargo build --release --locked --bin logferry"
-    in_docker = any(re.search(r"(^|\s)" + re.escape(command) + r"(\s|$)", r) for r in runs)
-    test_script = (REPO / "scripts/test").read_text()
-    in_test = re.search(r"^" + re.escape(command) + r"\s*$", test_script, re.M) is not None
+    script = "infra/docker/build-binary"
+    build = "cargo build --release --locked --bin logferry"
+
+    def runs_line(text: str, command: str) -> bool:
+        return re.search(r"^\s*" + re.escape(command) + r"(\s|$)", text, re.M) is not None
+
+    in_docker = any(re.search(r"(^|\s)" + re.escape(script) + r"(\s|$)", r) for r in runs)
+    in_script = runs_line((REPO / script).read_text(), build)
+    in_build_image = runs_line((REPO / "scripts/build-image").read_text(), script)
+    in_test = runs_line((REPO / "scripts/test").read_text(), "scripts/build-image")
     report(
-        in_docker and in_test,
-        f"the Dockerfile's build stage and scripts/test both run `{command}`",
-        f"    Dockerfile: {'yes' if in_docker else 'no'}, scripts/test: {'yes' if in_test else 'no'}",
+        in_docker and in_script and in_build_image and in_test,
+        f"the Dockerfile's build stage runs `{script}` (`{build}`), as scripts/build-image does "
+        "for scripts/test",
+        f"    Dockerfile: {in_docker}, {script} runs the build: {in_script}, "
+        f"scripts/build-image runs it: {in_build_image}, scripts/test runs scripts/build-image: {in_test}",
+    )
+    report(
+        re.search(r"^FROM scratch AS runtime$", dockerfile, re.M) is not None
+        and "sed -n '/^FROM scratch AS runtime$/,$p' Dockerfile" in (REPO / "scripts/build-image").read_text(),
+        "the Dockerfile's last stage is `FROM scratch AS runtime`, the text scripts/build-image builds",
     )
 
     patterns = []
@@ -612,10 +626,11 @@ def check_docker_build() -> None:
         )
 
     runtime_copies = [
-        line.split()[1]
+        source
         for line in dockerfile.splitlines()
         if line.startswith("COPY ") and "--from" not in line
-    ][len(copies) :]
+        for source in line.split()[1:-1]
+    ][sum(len(c) - 1 for c in copies) :]
     absent = [c for c in runtime_copies if c not in context]
     report(
         not absent,

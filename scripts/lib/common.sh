@@ -9,6 +9,7 @@
 #   LOGFERRY_CACHE          cache shared by clones; tansu lives in its bin/ (default ~/.cache/logferry)
 #   LOGFERRY_KINESALITE_DIR folder whose node_modules holds kinesalite (default <repo>/.tools/node)
 #   LOGFERRY_PYTHON         interpreter used to create the venv (default python3)
+#   LOGFERRY_LAMBDA_VENV    venv with cargo-lambda and zig (default $LOGFERRY_CACHE/venv-lambda)
 # test-kit/src/paths.rs resolves the same variables with the same defaults.
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -18,12 +19,15 @@ KINESALITE_DIR="${LOGFERRY_KINESALITE_DIR:-$REPO/.tools/node}"
 PYTHON="$LOGFERRY_VENV/bin/python"
 MOTO_SERVER="$LOGFERRY_VENV/bin/moto_server"
 TANSU_BIN="$LOGFERRY_CACHE/bin/tansu"
+LAMBDA_VENV="${LOGFERRY_LAMBDA_VENV:-$LOGFERRY_CACHE/venv-lambda}"
 KINESALITE_LAUNCHER="$REPO/tests/support/kinesalite.js"
 PYTHON_REQUIREMENTS="$REPO/tests/support/requirements.txt"
 
 # Pinned tool versions: bump here, scripts/setup reinstalls on the next run.
 TANSU_VERSION="0.6.0"
 KINESALITE_VERSION="3.3.3"
+CARGO_LAMBDA_VERSION="1.9.2"
+ZIGLANG_VERSION="0.17.0"
 
 log() { printf '%s\n' "$*" >&2; }
 die() {

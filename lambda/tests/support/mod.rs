@@ -250,10 +250,21 @@ pub struct Function {
 impl Function {
     /// Starts the function with `env` (plus the variables Lambda always sets) in `dir`.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Function {
+        Function::start_program(
+            &[PathBuf::from(env!("CARGO_BIN_EXE_logferry-lambda"))],
+            dir,
+            env,
+        )
+    }
+
+    /// As [`Function::start`], with another program: `program[0]` run with the rest as its
+    /// first arguments (a deployment zip's `bootstrap`, or `qemu-aarch64 bootstrap`).
+    pub fn start_program(program: &[PathBuf], dir: &Path, env: &[(&str, &str)]) -> Function {
         let api = RuntimeApi::start();
         let log = dir.join("function.log");
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry-lambda"));
+        let mut cmd = Command::new(&program[0]);
+        cmd.args(&program[1..]);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
