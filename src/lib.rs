@@ -47,6 +47,7 @@
 //! - [`sink`]: Kinesis, Kafka/MSK, stdout, file, null; `sink::dead_letter` for records that can
 //!   never be delivered, and their replay.
 //!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
+//! - [`kafka`]: what the Kafka sink and source share: options, MSK IAM tokens and credentials.
 //! - [`aws`]: AWS credentials the sinks share (default chain, `role_arn` through STS
 //!   AssumeRole, stable session names).
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
@@ -62,6 +63,7 @@ pub mod encode;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod kafka;
 pub mod kinesis_record;
 pub mod loadgen;
 pub mod log_limit;

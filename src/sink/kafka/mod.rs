@@ -15,10 +15,11 @@
 //! produced again after a backoff. With `message.timeout.ms = 0` librdkafka itself keeps
 //! retrying through broker outages, so records simply wait, bounded by the sink's buffer.
 
-pub mod auth;
 pub mod config;
-pub mod msk_iam;
 pub mod producer;
+
+/// MSK IAM is shared with the Kafka source: it lives in [`crate::kafka`].
+pub use crate::kafka::{auth, msk_iam};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
