@@ -471,3 +471,79 @@ region = "{region}"
         "a token is in the logs"
     );
 }
+
+/// A stuck output: the file sink writes into a FIFO nobody reads, for longer than
+/// `max.poll.interval.ms`. The source pauses its partitions and keeps polling, so it stays in
+/// the group (librdkafka would otherwise leave it, and the partitions would be handed over and
+/// read again); once the output moves, everything arrives exactly once.
+#[test]
+fn a_stuck_sink_pauses_the_partitions_without_leaving_the_group() {
+    use std::io::Read;
+    let tansu = Tansu::start();
+    tansu.create_topic("app", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    let mut stalled = logferry_test_kit::logferry::stalled_fifo(&fifo);
+    let n = 20_000u64;
+    // One message per producer batch: resuming a paused partition fetches from the offset
+    // after the last consumed message, which tansu cannot do inside a batch (TESTING.md).
+    produce(
+        &tansu.bootstrap(),
+        "app",
+        0,
+        n,
+        &["--size", "200", "--one-per-batch"],
+    );
+    let config = source_config(&tansu.bootstrap(), "app", "g-stuck", &fifo, "")
+        .replace(
+            "\"session.timeout.ms\" = 6000",
+            "\"session.timeout.ms\" = 6000\n\"max.poll.interval.ms\" = 6000",
+        )
+        .replace("path = ", "buffer_limit = \"256KiB\"\npath = ");
+    let mut lf = Logferry::start_with_env(
+        &config,
+        &[("RUST_LOG", "info,logferry::source::kafka=debug")],
+    );
+    lf.wait_until("the partitions paused", WAIT, || {
+        lf.stderr().contains("partitions paused")
+    });
+    let consumed = || {
+        lf.metric("logferry_records_in_total{component=\"in\"")
+            .unwrap_or(0.0) as u64
+    };
+    // Stuck for well over max.poll.interval.ms.
+    std::thread::sleep(Duration::from_secs(10));
+    let while_stuck = consumed();
+    assert!(
+        while_stuck < n / 2,
+        "{while_stuck} of {n} consumed while the output was stuck"
+    );
+    // The output moves again: read the FIFO until every record came out.
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while text.iter().filter(|&&b| b == b'\n').count() < n as usize {
+        let got = stalled.read(&mut buf).expect("read the FIFO");
+        text.extend_from_slice(&buf[..got]);
+    }
+    lf.wait_until("every offset committed", WAIT, || {
+        committed_total(&committed(&tansu.bootstrap(), "g-stuck", "app", 2)) == n
+    });
+    let log = lf.stderr();
+    assert!(
+        !log.contains("maximum poll interval"),
+        "the consumer left the group while paused:\n{log}"
+    );
+    assert!(lf.terminate().success(), "{}", lf.stderr());
+    let records: Vec<serde_json::Value> = String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let counts = seq_counts(&records);
+    assert_all_present(&counts, 0..n);
+    assert_eq!(
+        records.len() as u64,
+        n,
+        "no duplicates: the group never rebalanced"
+    );
+}
