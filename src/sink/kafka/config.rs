@@ -8,6 +8,8 @@
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
+use super::avro_options::avro_settings;
+use super::payload::AvroSettings;
 use crate::config::field::FieldError;
 use crate::encode::{EncodeOptions, Format, Subsecond, TimeFormat};
 use crate::event::KeyPath;
@@ -86,6 +88,37 @@ pub struct KafkaConfig {
     /// STS endpoint URL for `role_arn` (VPC endpoints, tests). Default: the regional endpoint.
     #[serde(default)]
     pub sts_endpoint: Option<String>,
+    /// `format = "avro"`: the Confluent schema registry, `http(s)://host:port`. Needed unless
+    /// both `schema_str`/`schema_file` and `schema_id` are given.
+    #[serde(default)]
+    pub schema_registry_url: Option<String>,
+    /// `format = "avro"`: the Avro record schema (JSON) records are written with.
+    #[serde(default)]
+    pub schema_str: Option<String>,
+    /// `format = "avro"`: a file holding the Avro record schema (instead of `schema_str`).
+    #[serde(default)]
+    pub schema_file: Option<std::path::PathBuf>,
+    /// `format = "avro"`: an existing schema id to write (with a schema: no registry call;
+    /// alone: the schema is fetched from the registry by id).
+    #[serde(default)]
+    pub schema_id: Option<u32>,
+    /// `format = "avro"`: the subject to register (or look up) the schema under. Default
+    /// `<first topic>-value` (Confluent's topic name strategy).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// `format = "avro"`: register the schema under `subject` (true, default), or only look
+    /// up its id (false: the schema must have been registered before).
+    #[serde(default)]
+    pub auto_register: Option<bool>,
+    /// Basic auth user of the schema registry.
+    #[serde(default)]
+    pub schema_registry_username: Option<String>,
+    /// Basic auth password of the schema registry.
+    #[serde(default)]
+    pub schema_registry_password: Option<String>,
+    /// PEM CA certificate(s) for an `https` schema registry, besides the system's.
+    #[serde(default)]
+    pub schema_registry_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_format() -> String {
@@ -137,6 +170,8 @@ pub struct KafkaSettings {
     /// Final librdkafka properties: defaults, then `brokers`, then MSK IAM, then `rdkafka`.
     pub properties: Vec<(String, String)>,
     pub msk_iam: Option<MskIamSettings>,
+    /// `format = "avro"`: the schema, its id or subject, the registry.
+    pub avro: Option<AvroSettings>,
     /// Things the operator should know at start-up (logged when the sink is built).
     pub warnings: Vec<String>,
 }
@@ -181,6 +216,7 @@ impl KafkaConfig {
         let message_key_field =
             self.path_option("message_key_field", &self.message_key_field, &mut problems);
 
+        let avro = avro_settings(self, &topics, &mut problems);
         let encode = match self.encode_options() {
             Ok(options) => match crate::encode::Encoder::new(&options) {
                 Ok(_) => Some(options),
@@ -251,6 +287,7 @@ impl KafkaConfig {
             queue_full_retries: self.queue_full_retries,
             properties,
             msk_iam,
+            avro,
             warnings,
         })
     }
@@ -277,10 +314,12 @@ impl KafkaConfig {
             "json" => Format::Json,
             "msgpack" => Format::Msgpack,
             "raw" => Format::Text,
+            // Avro records are written by the Avro encoder; these options are not used.
+            "avro" => Format::Json,
             other => {
                 return Err(FieldError::new(
                     "format",
-                    format!("`{other}` is not one of json, msgpack, raw"),
+                    format!("`{other}` is not one of json, msgpack, raw, avro"),
                 ))
             }
         };
