@@ -499,7 +499,12 @@ fn a_stuck_sink_pauses_the_partitions_without_leaving_the_group() {
             "\"session.timeout.ms\" = 6000",
             "\"session.timeout.ms\" = 6000\n\"max.poll.interval.ms\" = 6000",
         )
-        .replace("path = ", "buffer_limit = \"256KiB\"\npath = ");
+        .replace("path = ", "buffer_limit = \"256KiB\"\npath = ")
+        // What the source may hold besides the sink's queue: one batch of 256 KiB.
+        .replace(
+            "poll_ms = 100",
+            "poll_ms = 100\nbuffer_max_size = \"256KiB\"",
+        );
     let mut lf = Logferry::start_with_env(
         &config,
         &[("RUST_LOG", "info,logferry::source::kafka=debug")],

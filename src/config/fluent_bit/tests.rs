@@ -708,3 +708,29 @@ fn kafka_input_maps_to_the_kafka_source() {
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].contains("enable_auto_commit"), "{p:?}");
 }
+
+#[test]
+fn kafka_avro_schema_str_and_schema_id_map_across() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = r#"{"type":"record","name":"Log","fields":[{"name":"log","type":"string"}]}"#;
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name kafka\n    Match *\n    Brokers 127.0.0.1:9092\n    Topics logs\n\
+             \x20   Format avro\n    schema_str {schema}\n    schema_id 42\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let crate::sink::SinkConfig::Kafka(k) = &config.sinks[0].config else {
+        panic!("kafka expected");
+    };
+    let avro = k.validate().unwrap().avro.expect("avro settings");
+    assert_eq!(avro.schema.as_deref(), Some(schema));
+    assert_eq!(avro.schema_id, Some(42));
+    assert!(avro.registry.is_none(), "schema and id: no registry needed");
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name kafka\n    Match *\n    Brokers a:1\n    Format avro\n    schema_id abc\n"
+    ));
+    assert!(p.iter().any(|m| m.contains("schema_id")), "{p:?}");
+}

@@ -1193,18 +1193,25 @@ fn kafka(keys: &mut Keys, native: &mut Native) {
         }
     }
     rdkafka_properties(keys, native);
+    // Avro: Fluent Bit writes the Confluent wire format with the given schema and id, without
+    // a registry; both map across (with both, logferry calls no registry either).
+    string(keys, native, "schema_str", "schema_str");
+    if let Some(e) = keys.one("schema_id") {
+        match values::integer(&e.value) {
+            Ok(n) => native.set("schema_id", Val::Int(n), at(e)),
+            Err(m) => keys.problem(e, m),
+        }
+    }
     for key in [
         "gelf_short_message_key",
         "gelf_full_message_key",
         "gelf_level_key",
         "gelf_timestamp_key",
         "gelf_host_key",
-        "schema_str",
-        "schema_id",
     ] {
         keys.refuse(
             key,
-            "GELF and Avro formats are not supported; use format json, msgpack or raw",
+            "the GELF format is not supported; use format json, msgpack, raw or avro",
         );
     }
 }

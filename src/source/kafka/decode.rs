@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::config::{KafkaSourceSettings, ValueFormat};
+use super::transcode;
 use crate::event::{Event, EventTime, Map, Tag, Value};
+use crate::msgpack::write;
 
 /// What a Kafka message carries, independent of the client library (tests build these).
 pub struct Message<'a> {
@@ -69,16 +71,36 @@ impl Decoder {
             .filter(|ms| *ms > 0)
             .map(EventTime::from_millis)
             .unwrap_or_else(EventTime::now);
-        let (mut record, invalid) = match self.format {
-            ValueFormat::Raw => (self.raw(payload), false),
-            ValueFormat::Json => match parse_object(payload) {
-                Some(record) => (record, false),
-                None => (self.raw(payload), true),
-            },
+        let extra = self.metadata_key.as_ref().map(|key| {
+            let mut entry = Vec::with_capacity(64);
+            let _ = write::write_str(&mut entry, key);
+            let _ = write::write_value(&mut entry, &Value::Map(metadata(message)));
+            entry
+        });
+        let mut out = Vec::with_capacity(payload.len() + 32);
+        let invalid = match self.format {
+            ValueFormat::Raw => {
+                self.raw(payload, extra.as_deref(), &mut out);
+                false
+            }
+            ValueFormat::Json => {
+                if transcode::object_to_msgpack(payload, extra.as_deref(), &mut out).is_some() {
+                    false
+                } else {
+                    self.raw(payload, extra.as_deref(), &mut out);
+                    true
+                }
+            }
         };
-        if let Some(key) = &self.metadata_key {
-            record.push(key.clone(), Value::Map(metadata(message)));
-        }
+        let (record, invalid) = match to_map(out) {
+            Some(record) => (record, invalid),
+            // Nested deeper than a record may be: kept raw, as a poison message.
+            None => {
+                let mut out = Vec::with_capacity(payload.len() + 16);
+                self.raw(payload, extra.as_deref(), &mut out);
+                (to_map(out).unwrap_or_default(), true)
+            }
+        };
         let tag = match (&self.invalid_tag, invalid) {
             (Some(tag), true) => tag.clone(),
             _ => self.tag(message.topic),
@@ -89,23 +111,25 @@ impl Decoder {
         }
     }
 
-    fn raw(&self, payload: &[u8]) -> Map {
-        let mut record = Map::with_capacity(2);
-        record.push(
-            self.log_key.clone(),
-            Value::Str(Bytes::copy_from_slice(payload)),
-        );
-        record
+    /// `{log_key: payload}` (plus the metadata entry) as a msgpack map.
+    fn raw(&self, payload: &[u8], extra: Option<&[u8]>, out: &mut Vec<u8>) {
+        let _ = write::write_map_len(out, 1 + usize::from(extra.is_some()));
+        let _ = write::write_str(out, &self.log_key);
+        if write::write_str(out, payload).is_err() {
+            let _ = write::write_str(out, b"");
+        }
+        if let Some(extra) = extra {
+            out.extend_from_slice(extra);
+        }
     }
 }
 
-/// The value as a JSON object, or `None` when it is anything else.
-fn parse_object(payload: &[u8]) -> Option<Map> {
-    match serde_json::from_slice::<serde_json::Value>(payload) {
-        Ok(value @ serde_json::Value::Object(_)) => match Value::from(value) {
-            Value::Map(map) => Some(map),
-            _ => None,
-        },
+/// The record over its msgpack bytes, checked as every received record is.
+fn to_map(out: Vec<u8>) -> Option<Map> {
+    let len = out.len();
+    let bytes = Bytes::from(out);
+    match crate::msgpack::read::check_value(&bytes, 0, 0) {
+        Ok(end) if end == len => Some(Map::from_checked_msgpack(bytes)),
         _ => None,
     }
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod context;
 pub mod decode;
 pub mod offsets;
+mod transcode;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -217,7 +218,10 @@ impl Runner {
                 // Each group weighs its share of the bytes consumed.
                 let bytes =
                     (total_bytes / count).max(1) + usize::from(n == 0) * (total_bytes % count);
-                crate::event::pack(&mut events);
+                // Decoded records are already msgpack; only others (none today) get packed.
+                if events.iter().any(|e| e.record.raw().is_none()) {
+                    crate::event::pack(&mut events);
+                }
                 router.submit(tag, events, bytes, Some(ack.clone())).await?;
             }
             ack.complete();
