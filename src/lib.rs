@@ -50,6 +50,7 @@
 //!   the batch they came in), `sink::undeliverable` (the one "dead-letter or drop, count and
 //!   log" step), `sink::dead_letter` (the dead-letter files and their replay), `sink::backoff`.
 //!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
+//! - [`kafka`]: what the Kafka sink and source share: options, MSK IAM tokens and credentials.
 //! - [`aws`]: AWS credentials the sinks share (default chain, `role_arn` through STS
 //!   AssumeRole, stable session names).
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
@@ -65,6 +66,7 @@ pub mod encode;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod kafka;
 pub mod kinesis_record;
 pub mod loadgen;
 pub mod log_limit;

@@ -6,6 +6,8 @@
 //! - [`cloudwatch`]: CloudWatch Logs subscription payloads, read by `logferry-lambda` (the
 //!   Lambda forwarder) from its invocations; the `logferry` binary cannot run it.
 //! - [`tail`]: follows log files (rotation, checkpoints, docker / cri / json / regex parsers).
+//! - [`kafka`]: consumes Kafka / Amazon MSK topics as a consumer group member, committing
+//!   offsets only once the records were delivered.
 //! - [`tcp`]: JSON records or text lines over TCP (Fluent Bit's `tcp` input; the FireLens
 //!   health check).
 //!
@@ -20,6 +22,7 @@
 
 pub mod cloudwatch;
 pub mod forward;
+pub mod kafka;
 pub mod stdin;
 pub mod tail;
 pub mod tcp;
@@ -41,10 +44,18 @@ pub enum SourceConfig {
     CloudwatchLogs(cloudwatch::CloudwatchConfig),
     Tail(Box<tail::TailConfig>),
     Tcp(tcp::TcpConfig),
+    Kafka(Box<kafka::config::KafkaSourceConfig>),
 }
 
 /// The `type` values of sources.
-pub const TYPES: &[&str] = &["forward", "stdin", "tail", "tcp", "cloudwatch_logs"];
+pub const TYPES: &[&str] = &[
+    "forward",
+    "stdin",
+    "tail",
+    "tcp",
+    "kafka",
+    "cloudwatch_logs",
+];
 
 impl SourceConfig {
     /// Deserializes a `[[sources]]` entry's own options (common keys already removed).
@@ -75,6 +86,11 @@ impl SourceConfig {
                 c.validate()?;
                 Ok(SourceConfig::Tcp(c))
             }
+            "kafka" => {
+                let c = kafka::config::KafkaSourceConfig::deserialize(de)?;
+                c.validate()?;
+                Ok(SourceConfig::Kafka(Box::new(c)))
+            }
             other => Err(EntryError::UnknownType {
                 given: other.to_string(),
                 known: TYPES,
@@ -99,6 +115,7 @@ impl SourceConfig {
             }),
             SourceConfig::Tail(c) => tail::start((**c).clone(), cx).await,
             SourceConfig::Tcp(c) => tcp::start(c.clone(), cx).await,
+            SourceConfig::Kafka(c) => kafka::start((**c).clone(), cx).await,
         }
     }
 }

@@ -159,3 +159,62 @@ impl MskProxy {
         self.proc.log_text()
     }
 }
+
+impl rdkafka::producer::ProducerContext for MskConsumerContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _result: &rdkafka::producer::DeliveryResult<'_>, _opaque: ()) {}
+}
+
+/// Produces `{"seq": i, "log": "record <i>"}` for i in 0..n to `topic` through the MSK IAM
+/// proxy (authenticating with [`AKID`]/[`SECRET`]), one message per producer batch.
+pub fn produce_msk(bootstrap: &str, topic: &str, n: u64) {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "OAUTHBEARER")
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1");
+    let context = MskConsumerContext {
+        signer: MskIamSigner::new(MskTarget {
+            region: REGION.into(),
+            serverless: false,
+        }),
+        credentials: Credentials::new(AKID, SECRET, None, None, "test"),
+    };
+    let producer: ThreadedProducer<MskConsumerContext> = config
+        .create_with_context(context)
+        .expect("create producer");
+    for i in 0..n {
+        let value = serde_json::json!({"seq": i, "log": format!("record {i}")}).to_string();
+        let key = format!("k{}", i % 16);
+        let mut record = BaseRecord::to(topic).payload(&value).key(&key);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("every record produced through the proxy");
+}
+
+/// Credentials for the default chain: exactly the proxy's, nothing from the developer's machine.
+pub fn aws_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", AKID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_SESSION_TOKEN", ""),
+        ("AWS_PROFILE", ""),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("RUST_LOG", "info"),
+    ]
+}

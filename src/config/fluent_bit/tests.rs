@@ -844,3 +844,68 @@ fn kinesis_firehose_and_firehose_reach_the_firehose_sink() {
         "{p:?}"
     );
 }
+
+#[test]
+fn kafka_input_maps_to_the_kafka_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        "[INPUT]\n    Name kafka\n    Brokers b-1.logs.abc.c2.kafka.eu-west-1.amazonaws.com:9098\n\
+         \x20   Topics app,audit\n    Group_Id shippers\n    Format json\n    Poll_Ms 200\n\
+         \x20   Buffer_Max_Size 2M\n    aws_msk_iam true\n    rdkafka.fetch.wait.max.ms 100\n\
+         \x20   enable_auto_commit false\n\
+         [INPUT]\n    Name kafka\n    Tag k\n    Brokers 127.0.0.1:9092\n    Topics raw\n\
+         [OUTPUT]\n    Name null\n    Match *\n",
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let kafka = |i: usize| match &config.sources[i].config {
+        crate::source::SourceConfig::Kafka(c) => c.validate().unwrap(),
+        _ => panic!("kafka expected"),
+    };
+    let json = kafka(0);
+    assert_eq!(json.topics, ["app", "audit"]);
+    assert_eq!(json.tag, "kafka.0");
+    assert_eq!(json.property("group.id"), Some("shippers"));
+    assert_eq!(json.property("fetch.wait.max.ms"), Some("100"));
+    assert_eq!(json.format, crate::source::kafka::config::ValueFormat::Json);
+    assert_eq!(json.poll.as_millis(), 200);
+    assert_eq!(json.buffer_max_size, 2_000_000);
+    assert_eq!(json.msk_iam.unwrap().target.region, "eu-west-1");
+    let raw = kafka(1);
+    assert_eq!(raw.tag, "k");
+    assert_eq!(raw.log_key, "payload", "Fluent Bit's name for the value");
+    assert_eq!(raw.format, crate::source::kafka::config::ValueFormat::Raw);
+    let p = problems(
+        "[INPUT]\n    Name kafka\n    Brokers a:1\n    Topics t\n    enable_auto_commit on\n\
+         [OUTPUT]\n    Name null\n    Match *\n",
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("enable_auto_commit"), "{p:?}");
+}
+
+#[test]
+fn kafka_avro_schema_str_and_schema_id_map_across() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = r#"{"type":"record","name":"Log","fields":[{"name":"log","type":"string"}]}"#;
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        &format!(
+            "{INPUT}[OUTPUT]\n    Name kafka\n    Match *\n    Brokers 127.0.0.1:9092\n    Topics logs\n\
+             \x20   Format avro\n    schema_str {schema}\n    schema_id 42\n"
+        ),
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let crate::sink::SinkConfig::Kafka(k) = &config.sinks[0].config else {
+        panic!("kafka expected");
+    };
+    let avro = k.validate().unwrap().avro.expect("avro settings");
+    assert_eq!(avro.schema.as_deref(), Some(schema));
+    assert_eq!(avro.schema_id, Some(42));
+    assert!(avro.registry.is_none(), "schema and id: no registry needed");
+    let p = problems(&format!(
+        "{INPUT}[OUTPUT]\n    Name kafka\n    Match *\n    Brokers a:1\n    Format avro\n    schema_id abc\n"
+    ));
+    assert!(p.iter().any(|m| m.contains("schema_id")), "{p:?}");
+}

@@ -357,6 +357,7 @@ impl Translator {
             (SectionKind::Input, "forward") => ("forward", true),
             (SectionKind::Input, "tcp") => ("tcp", true),
             (SectionKind::Input, "tail") => ("tail", true),
+            (SectionKind::Input, "kafka") => ("kafka", true),
             (SectionKind::Filter, "record_modifier") => ("record_modifier", true),
             (SectionKind::Filter, "grep") => ("grep", true),
             (SectionKind::Filter, "parser") => ("parser", true),
@@ -373,7 +374,7 @@ impl Translator {
         };
         if !supported {
             let known = match section.kind {
-                SectionKind::Input => "forward, tcp, tail",
+                SectionKind::Input => "forward, tcp, tail, kafka",
                 SectionKind::Filter => "record_modifier, grep, parser, nest, modify",
                 _ => {
                     "kinesis_streams, kinesis, cloudwatch_logs, cloudwatch, kinesis_firehose, \
@@ -420,6 +421,7 @@ impl Translator {
                 match plugin.as_str() {
                     "forward" => forward(&mut keys, &mut native),
                     "tcp" => tcp(&mut keys, &mut native, &default_name),
+                    "kafka" => kafka_input(&mut keys, &mut native, &default_name),
                     _ => tail(&mut keys, &mut native, &default_name),
                 }
             }
@@ -1221,7 +1223,32 @@ fn kafka(keys: &mut Keys, native: &mut Native) {
             Err(m) => keys.problem(e, m),
         }
     }
-    // rdkafka.<property>: passed to librdkafka as given.
+    rdkafka_properties(keys, native);
+    // Avro: Fluent Bit writes the Confluent wire format with the given schema and id, without
+    // a registry; both map across (with both, logferry calls no registry either).
+    string(keys, native, "schema_str", "schema_str");
+    if let Some(e) = keys.one("schema_id") {
+        match values::integer(&e.value) {
+            Ok(n) => native.set("schema_id", Val::Int(n), at(e)),
+            Err(m) => keys.problem(e, m),
+        }
+    }
+    for key in [
+        "gelf_short_message_key",
+        "gelf_full_message_key",
+        "gelf_level_key",
+        "gelf_timestamp_key",
+        "gelf_host_key",
+    ] {
+        keys.refuse(
+            key,
+            "the GELF format is not supported; use format json, msgpack, raw or avro",
+        );
+    }
+}
+
+/// `rdkafka.<property>` entries: passed to librdkafka as given (`[rdkafka]` table).
+fn rdkafka_properties(keys: &mut Keys, native: &mut Native) {
     keys.known.push("rdkafka.*");
     let (props, left): (Vec<&Entry>, Vec<&Entry>) = keys
         .left
@@ -1241,20 +1268,68 @@ fn kafka(keys: &mut Keys, native: &mut Native) {
             .collect();
         native.set("rdkafka", Val::Table(items), at(first));
     }
-    for key in [
-        "gelf_short_message_key",
-        "gelf_full_message_key",
-        "gelf_level_key",
-        "gelf_timestamp_key",
-        "gelf_host_key",
-        "schema_str",
-        "schema_id",
-    ] {
-        keys.refuse(
-            key,
-            "GELF and Avro formats are not supported; use format json, msgpack or raw",
-        );
+}
+
+/// `[INPUT] Name kafka` (Fluent Bit's `in_kafka`) to the Kafka source. Fluent Bit keeps the
+/// value under `payload` (parsed with `format json`) next to `topic`, `partition`, `offset`,
+/// `error` and `key`; logferry makes a JSON value the record itself and a raw value
+/// `{"payload": value}`, and adds the metadata only with the native `metadata_key`.
+fn kafka_input(keys: &mut Keys, native: &mut Native, default_tag: &str) {
+    let origin = At {
+        file: native.file.clone(),
+        line: native.line,
+        key: "Tag".to_string(),
+    };
+    match keys.one("tag") {
+        Some(e) => native.set("tag", Val::Str(e.value.clone()), at(e)),
+        None => native.set("tag", Val::Str(default_tag.to_string()), origin.clone()),
     }
+    for key in [
+        "brokers",
+        "topics",
+        "group_id",
+        "client_id",
+        "aws_msk_iam_cluster_arn",
+    ] {
+        string(keys, native, key, key);
+    }
+    match keys.one("format") {
+        Some(e) => {
+            let format = e.value.to_ascii_lowercase();
+            if format != "json" {
+                native.set("log_key", Val::Str("payload".into()), at(e));
+            }
+            native.set("format", Val::Str(format), at(e));
+        }
+        None => native.set("log_key", Val::Str("payload".into()), origin),
+    }
+    if let Some(e) = keys.one("poll_ms") {
+        match values::integer(&e.value) {
+            Ok(n) => native.set("poll_ms", Val::Int(n), at(e)),
+            Err(m) => keys.problem(e, m),
+        }
+    }
+    if let Some(e) = keys.one("buffer_max_size") {
+        match values::size(&e.value) {
+            Ok(size) => native.set(
+                "buffer_max_size",
+                Val::Str(format!("{}B", size.bytes())),
+                at(e),
+            ),
+            Err(m) => keys.problem(e, m),
+        }
+    }
+    boolean(keys, native, "aws_msk_iam", "aws_msk_iam");
+    keys.no_op("poll_timeout_ms");
+    if let Some(e) = keys.one("enable_auto_commit") {
+        if values::boolean(&e.value).unwrap_or(true) {
+            keys.problem(
+                e,
+                "logferry commits offsets itself, once the records were delivered; remove                  enable_auto_commit (or set it to false)",
+            );
+        }
+    }
+    rdkafka_properties(keys, native);
 }
 
 fn stdout(keys: &mut Keys, native: &mut Native) {

@@ -8,10 +8,14 @@
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-use super::msk_iam::{resolve_target, MskTarget};
+use super::avro_options::avro_settings;
+use super::payload::AvroSettings;
 use crate::config::field::FieldError;
-use crate::encode::{options, EncodeOptions, Format, Subsecond, TimeFormat};
+use crate::encode::options as encode_options;
+use crate::encode::{EncodeOptions, Format, Subsecond, TimeFormat};
 use crate::event::KeyPath;
+use crate::kafka::options::{self, check_topics, MskIamOptions};
+pub use crate::kafka::options::{is_valid_topic, MskIamSettings, StringList};
 
 /// `type = "kafka"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +89,37 @@ pub struct KafkaConfig {
     /// STS endpoint URL for `role_arn` (VPC endpoints, tests). Default: the regional endpoint.
     #[serde(default)]
     pub sts_endpoint: Option<String>,
+    /// `format = "avro"`: the Confluent schema registry, `http(s)://host:port`. Needed unless
+    /// both `schema_str`/`schema_file` and `schema_id` are given.
+    #[serde(default)]
+    pub schema_registry_url: Option<String>,
+    /// `format = "avro"`: the Avro record schema (JSON) records are written with.
+    #[serde(default)]
+    pub schema_str: Option<String>,
+    /// `format = "avro"`: a file holding the Avro record schema (instead of `schema_str`).
+    #[serde(default)]
+    pub schema_file: Option<std::path::PathBuf>,
+    /// `format = "avro"`: an existing schema id to write (with a schema: no registry call;
+    /// alone: the schema is fetched from the registry by id).
+    #[serde(default)]
+    pub schema_id: Option<u32>,
+    /// `format = "avro"`: the subject to register (or look up) the schema under. Default
+    /// `<first topic>-value` (Confluent's topic name strategy).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// `format = "avro"`: register the schema under `subject` (true, default), or only look
+    /// up its id (false: the schema must have been registered before).
+    #[serde(default)]
+    pub auto_register: Option<bool>,
+    /// Basic auth user of the schema registry.
+    #[serde(default)]
+    pub schema_registry_username: Option<String>,
+    /// Basic auth password of the schema registry.
+    #[serde(default)]
+    pub schema_registry_password: Option<String>,
+    /// PEM CA certificate(s) for an `https` schema registry, besides the system's.
+    #[serde(default)]
+    pub schema_registry_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_format() -> String {
@@ -101,30 +136,6 @@ fn default_timestamp_format() -> String {
 
 fn default_queue_full_retries() -> u32 {
     10
-}
-
-/// One string, a comma-separated string, or an array of strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum StringList {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StringList {
-    /// The non-empty items, trimmed, commas splitting every string.
-    pub fn items(&self) -> Vec<String> {
-        let parts: Vec<&str> = match self {
-            StringList::One(s) => s.split(',').collect(),
-            StringList::Many(v) => v.iter().flat_map(|s| s.split(',')).collect(),
-        };
-        parts
-            .into_iter()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
 }
 
 /// librdkafka defaults chosen to not lose data; every one can be overridden in `[sinks.rdkafka]`.
@@ -146,63 +157,6 @@ pub const DEFAULT_PROPERTIES: &[(&str, &str)] = &[
     ("statistics.interval.ms", "5000"),
 ];
 
-/// librdkafka's alternative names for properties logferry sets, so that a user setting either
-/// name replaces the default (librdkafka would otherwise see both, in no defined order).
-const ALIASES: &[(&str, &str)] = &[
-    ("acks", "request.required.acks"),
-    ("compression.type", "compression.codec"),
-    ("linger.ms", "queue.buffering.max.ms"),
-    ("bootstrap.servers", "metadata.broker.list"),
-    ("sasl.mechanism", "sasl.mechanisms"),
-];
-
-/// The canonical name of a property (its first name in [`ALIASES`], or itself).
-fn canonical(name: &str) -> &str {
-    ALIASES
-        .iter()
-        .find(|(canonical, alias)| name == *canonical || name == *alias)
-        .map(|(canonical, _)| *canonical)
-        .unwrap_or(name)
-}
-
-/// Properties that would break MSK IAM when set together with `aws_msk_iam = true`.
-const MSK_IAM_CONFLICTS: &[(&str, &str)] = &[
-    (
-        "sasl.oauthbearer.method",
-        "MSK IAM tokens are made by logferry, not by librdkafka's OIDC client",
-    ),
-    (
-        "enable.sasl.oauthbearer.unsecure.jwt",
-        "MSK IAM needs signed tokens, not librdkafka's unsecured test JWTs",
-    ),
-    (
-        "sasl.oauthbearer.config",
-        "MSK IAM tokens are made by logferry and take no librdkafka token config",
-    ),
-];
-
-/// The longest legal Kafka topic name.
-const MAX_TOPIC_LEN: usize = 249;
-
-/// True for names Kafka accepts as topics: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn is_valid_topic(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_TOPIC_LEN
-        && name != b"."
-        && name != b".."
-        && name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// What MSK IAM needs at run time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MskIamSettings {
-    pub target: MskTarget,
-    pub role_arn: Option<String>,
-    pub sts_endpoint: Option<String>,
-}
-
 /// The validated sink settings.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -217,6 +171,8 @@ pub struct KafkaSettings {
     /// Final librdkafka properties: defaults, then `brokers`, then MSK IAM, then `rdkafka`.
     pub properties: Vec<(String, String)>,
     pub msk_iam: Option<MskIamSettings>,
+    /// `format = "avro"`: the schema, its id or subject, the registry.
+    pub avro: Option<AvroSettings>,
     /// Things the operator should know at start-up (logged when the sink is built).
     pub warnings: Vec<String>,
 }
@@ -224,20 +180,12 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     /// The librdkafka client configuration.
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        for (key, value) in &self.properties {
-            config.set(key, value);
-        }
-        config
+        options::client_config(&self.properties)
     }
 
     /// The value of a property as it will be given to librdkafka (any alias).
     pub fn property(&self, name: &str) -> Option<&str> {
-        let name = canonical(name);
-        self.properties
-            .iter()
-            .find(|(k, _)| canonical(k) == name)
-            .map(|(_, v)| v.as_str())
+        options::property(&self.properties, name)
     }
 }
 
@@ -258,17 +206,7 @@ impl KafkaConfig {
                 "missing: name the topic(s) to write to, e.g. topics = \"logs\"",
             ));
         }
-        for topic in &topics {
-            if !is_valid_topic(topic.as_bytes()) {
-                problems.push(FieldError::new(
-                    "topics",
-                    format!(
-                        "`{topic}` is not a valid Kafka topic name (1 to {MAX_TOPIC_LEN} of \
-                         a-z A-Z 0-9 . _ -)"
-                    ),
-                ));
-            }
-        }
+        check_topics("topics", &topics, &mut problems);
         let topic_key = self.path_option("topic_key", &self.topic_key, &mut problems);
         if self.dynamic_topic && topic_key.is_none() {
             problems.push(FieldError::new(
@@ -279,6 +217,7 @@ impl KafkaConfig {
         let message_key_field =
             self.path_option("message_key_field", &self.message_key_field, &mut problems);
 
+        let avro = avro_settings(self, &topics, &mut problems);
         let encode = match self.encode_options() {
             Ok(options) => match crate::encode::Encoder::new(&options) {
                 Ok(_) => Some(options),
@@ -293,16 +232,13 @@ impl KafkaConfig {
             }
         };
 
-        let user = self.user_properties(&mut problems);
+        let user = options::user_properties(&self.rdkafka, &mut problems);
         let brokers = self
             .brokers
             .as_ref()
             .map(StringList::items)
             .unwrap_or_default();
-        let user_bootstrap = user
-            .iter()
-            .find(|(k, _)| canonical(k) == "bootstrap.servers")
-            .map(|(_, v)| v.clone());
+        let user_bootstrap = options::user_bootstrap(&user);
         if brokers.is_empty() && user_bootstrap.is_none() {
             problems.push(FieldError::new(
                 "brokers",
@@ -310,23 +246,14 @@ impl KafkaConfig {
             ));
         }
 
-        let msk_iam = if self.aws_msk_iam {
-            self.msk_iam_settings(&brokers, user_bootstrap.as_deref(), &mut problems)
-        } else {
-            for (key, value) in [
-                ("aws_msk_iam_cluster_arn", &self.aws_msk_iam_cluster_arn),
-                ("role_arn", &self.role_arn),
-                ("sts_endpoint", &self.sts_endpoint),
-            ] {
-                if value.is_some() {
-                    problems.push(FieldError::new(
-                        key,
-                        "only applies with aws_msk_iam = true; set that too, or remove this",
-                    ));
-                }
-            }
-            None
-        };
+        let msk_iam = MskIamOptions {
+            enabled: self.aws_msk_iam,
+            cluster_arn: self.aws_msk_iam_cluster_arn.as_deref(),
+            region: self.region.as_deref(),
+            role_arn: self.role_arn.as_deref(),
+            sts_endpoint: self.sts_endpoint.as_deref(),
+        }
+        .resolve(&brokers, user_bootstrap.as_deref(), &mut problems);
 
         let mut properties: Vec<(String, String)> = DEFAULT_PROPERTIES
             .iter()
@@ -336,51 +263,10 @@ impl KafkaConfig {
             properties.push(("bootstrap.servers".into(), brokers.join(",")));
         }
         if msk_iam.is_some() {
-            properties.push(("security.protocol".into(), "SASL_SSL".into()));
-            properties.push(("sasl.mechanism".into(), "OAUTHBEARER".into()));
-            for (key, value) in &user {
-                match canonical(key) {
-                    "security.protocol" => warnings.push(format!(
-                        "rdkafka.\"{key}\" = \"{value}\" overrides SASL_SSL, which MSK IAM \
-                         always uses in AWS; only do this for local tests"
-                    )),
-                    "sasl.mechanism" if !value.eq_ignore_ascii_case("OAUTHBEARER") => problems
-                        .push(FieldError::new(
-                            "rdkafka",
-                            format!(
-                                "\"{key}\" = \"{value}\" conflicts with aws_msk_iam, which \
-                                 authenticates with OAUTHBEARER; remove it"
-                            ),
-                        )),
-                    name => {
-                        if let Some((_, why)) = MSK_IAM_CONFLICTS.iter().find(|(k, _)| *k == name) {
-                            problems.push(FieldError::new(
-                                "rdkafka",
-                                format!("\"{key}\" conflicts with aws_msk_iam: {why}; remove it"),
-                            ));
-                        }
-                    }
-                }
-            }
+            options::add_msk_iam_properties(&mut properties, &user, &mut warnings, &mut problems);
         }
-        for (key, value) in user {
-            let name = canonical(&key).to_string();
-            properties.retain(|(k, _)| canonical(k) != name);
-            properties.push((key, value));
-        }
-
-        // librdkafka knows its properties best: let it check names and values now, so that a
-        // typo is a config error with a line number rather than a failure at start-up.
-        let mut probe = ClientConfig::new();
-        for (key, value) in &properties {
-            probe.set(key, value);
-        }
-        if let Err(e) = probe.create_native_config() {
-            problems.push(FieldError::new(
-                "rdkafka",
-                format!("librdkafka refused the configuration: {e}"),
-            ));
-        }
+        options::merge_user_properties(&mut properties, user);
+        options::check_with_librdkafka(&properties, &mut problems);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -402,6 +288,7 @@ impl KafkaConfig {
             queue_full_retries: self.queue_full_retries,
             properties,
             msk_iam,
+            avro,
             warnings,
         })
     }
@@ -424,16 +311,18 @@ impl KafkaConfig {
     }
 
     fn encode_options(&self) -> Result<EncodeOptions, FieldError> {
-        let format = options::format(
+        let format = encode_options::format(
             "format",
             &self.format,
             &[
                 ("json", Format::Json),
                 ("msgpack", Format::Msgpack),
                 ("raw", Format::Text),
+                // Avro records are written by the Avro encoder; these options are not used.
+                ("avro", Format::Json),
             ],
         )?;
-        let log_key = options::log_key(self.log_key.as_deref(), format);
+        let log_key = encode_options::log_key(self.log_key.as_deref(), format);
         let time_format = timestamp_format(&self.timestamp_format)?;
         let time_key = match (self.timestamp_key.as_str(), format, &log_key) {
             ("", _, _) | (_, Format::Text, _) | (_, _, Some(_)) => None,
@@ -446,90 +335,6 @@ impl KafkaConfig {
             time_format,
             append_newline: false,
             ..EncodeOptions::default()
-        })
-    }
-
-    /// `[sinks.rdkafka]` as (name, value) strings, in file order.
-    fn user_properties(&self, problems: &mut Vec<FieldError>) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (key, value) in &self.rdkafka {
-            let text = match value {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                _ => {
-                    problems.push(FieldError::new(
-                        "rdkafka",
-                        format!(
-                            "\"{key}\" must be a string, number or boolean (librdkafka \
-                             properties are flat; quote dotted names: \"{key}\" = ...)"
-                        ),
-                    ));
-                    continue;
-                }
-            };
-            out.push((key.clone(), text));
-        }
-        out
-    }
-
-    fn msk_iam_settings(
-        &self,
-        brokers: &[String],
-        user_bootstrap: Option<&str>,
-        problems: &mut Vec<FieldError>,
-    ) -> Option<MskIamSettings> {
-        let mut hosts: Vec<&str> = brokers.iter().map(String::as_str).collect();
-        hosts.extend(user_bootstrap);
-        let target = match resolve_target(
-            self.aws_msk_iam_cluster_arn.as_deref(),
-            &hosts,
-            self.region.as_deref(),
-        ) {
-            Ok(target) => target,
-            Err(e) => {
-                let key = match &e {
-                    super::msk_iam::MskIamError::InvalidClusterArn { .. } => {
-                        "aws_msk_iam_cluster_arn"
-                    }
-                    super::msk_iam::MskIamError::InvalidRegion(_) => "region",
-                    _ => "aws_msk_iam",
-                };
-                let mut message = e.to_string();
-                if matches!(e, super::msk_iam::MskIamError::NoRegion) {
-                    message.push_str(" with `region = \"<region>\"`");
-                }
-                problems.push(FieldError::new(key, message));
-                return None;
-            }
-        };
-        if let Some(arn) = &self.role_arn {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
-                problems.push(FieldError::new(
-                    "role_arn",
-                    format!("`{arn}` is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
-                ));
-            }
-        }
-        if let Some(endpoint) = &self.sts_endpoint {
-            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-                problems.push(FieldError::new(
-                    "sts_endpoint",
-                    format!("`{endpoint}` is not a URL (https://sts.<region>.amazonaws.com)"),
-                ));
-            }
-            if self.role_arn.is_none() {
-                problems.push(FieldError::new(
-                    "sts_endpoint",
-                    "only applies with role_arn (the role to assume through STS)",
-                ));
-            }
-        }
-        Some(MskIamSettings {
-            target,
-            role_arn: self.role_arn.clone(),
-            sts_endpoint: self.sts_endpoint.clone(),
         })
     }
 }
@@ -598,7 +403,7 @@ mod tests {
         let compression: Vec<_> = s
             .properties
             .iter()
-            .filter(|(k, _)| canonical(k) == "compression.type")
+            .filter(|(k, _)| options::canonical(k) == "compression.type")
             .collect();
         assert_eq!(compression.len(), 1);
         assert_eq!(s.topics, vec!["logs", "audit"]);

@@ -15,10 +15,15 @@
 //! produced again after a backoff. With `message.timeout.ms = 0` librdkafka itself keeps
 //! retrying through broker outages, so records simply wait, bounded by the sink's buffer.
 
-pub mod auth;
+pub mod avro;
+mod avro_options;
 pub mod config;
-pub mod msk_iam;
+pub mod payload;
 pub mod producer;
+pub mod schema_registry;
+
+/// MSK IAM is shared with the Kafka source: it lives in [`crate::kafka`].
+pub use crate::kafka::{auth, msk_iam};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +44,7 @@ use crate::encode::Encoder;
 use crate::event::{Event, Value};
 use auth::MskTokenProvider;
 use config::{is_valid_topic, KafkaConfig, KafkaSettings};
+use payload::PayloadEncoder;
 use producer::{KafkaContext, Problem, Retry, Shared};
 
 /// How long the sink waits for librdkafka to make room when its local queue is full, before
@@ -59,7 +65,7 @@ type KafkaProducer = ThreadedProducer<KafkaContext>;
 /// A running Kafka sink.
 pub struct KafkaSink {
     settings: Box<KafkaSettings>,
-    encoder: Encoder,
+    encoder: PayloadEncoder,
     shared: Arc<Shared>,
     producer: KafkaProducer,
     tokens: Option<Arc<MskTokenProvider>>,
@@ -84,7 +90,12 @@ impl KafkaSink {
         for warning in &settings.warnings {
             tracing::warn!(sink = %cx.name, "{warning}");
         }
-        let encoder = Encoder::new(&settings.encode).map_err(|e| setup(e.to_string()))?;
+        let encoder = match &settings.avro {
+            Some(avro) => PayloadEncoder::avro(avro.clone()).map_err(setup)?,
+            None => PayloadEncoder::Plain(
+                Encoder::new(&settings.encode).map_err(|e| setup(e.to_string()))?,
+            ),
+        };
         let tokens = match &settings.msk_iam {
             Some(msk) => Some(Arc::new(
                 MskTokenProvider::load(msk, &cx.name)
@@ -196,6 +207,8 @@ impl KafkaSink {
     }
 
     async fn send_batch(&mut self, batch: Batch) {
+        // Avro: the schema id must be known (from the registry) before anything is produced.
+        self.encoder.ready(&self.shared).await;
         let (events, done) = batch.into_parts();
         let records = events.len();
         if self.shared.undeliverable.keeps_records() {

@@ -66,8 +66,12 @@ pub enum MskIamError {
     Signing(String),
 }
 
-/// Where MSK IAM tokens are aimed: the cluster's region and whether it is MSK Serverless
-/// (whose tokens are signed for the `kafka-serverless` host).
+/// Where MSK IAM tokens are aimed: the cluster's region, and whether it is MSK Serverless.
+///
+/// Serverless changes nothing in the token: AWS's own signers (aws-msk-iam-sasl-signer for
+/// Python, Go, JS, Java and .NET, which AWS documents for provisioned and Serverless clusters
+/// alike) always sign `kafka.<region>.amazonaws.com`, so logferry does too. The flag is kept
+/// for logs (`/health`, start-up) only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MskTarget {
     pub region: String,
@@ -75,14 +79,12 @@ pub struct MskTarget {
 }
 
 impl MskTarget {
-    /// The host the presigned URL names.
+    /// The host the presigned URL names: `kafka.<region>.amazonaws.com` for provisioned and
+    /// Serverless clusters alike, as in every official MSK IAM signer (their endpoint template
+    /// is `https://kafka.{region}.amazonaws.com/`). Fluent Bit signs `kafka-serverless.<region>`
+    /// for Serverless brokers; AWS's signers do not, and they are what AWS documents.
     pub fn signing_host(&self) -> String {
-        let service = if self.serverless {
-            "kafka-serverless"
-        } else {
-            "kafka"
-        };
-        format!("{service}.{}.amazonaws.com", self.region)
+        format!("kafka.{}.amazonaws.com", self.region)
     }
 }
 
@@ -92,8 +94,8 @@ impl MskTarget {
 ///
 /// `brokers` entries are `host:port` strings; an entry may itself be a comma-separated list as
 /// in librdkafka's `bootstrap.servers`. The cluster is taken as Serverless when any broker host is
-/// a `kafka-serverless` endpoint; the ARN is not used for that, as no documented ARN form tells
-/// Serverless clusters apart.
+/// a `kafka-serverless` endpoint (informational: the token is the same); the ARN is not used for
+/// that, as no documented ARN form tells Serverless clusters apart.
 pub fn resolve_target<S: AsRef<str>>(
     cluster_arn: Option<&str>,
     brokers: &[S],
@@ -663,26 +665,27 @@ mod tests {
         }
     }
 
+    /// MSK Serverless tokens are the official signer's tokens, byte for byte in their signed
+    /// part: the same `kafka.<region>` host, hence the same signature as the golden vectors.
     #[test]
-    fn serverless_tokens_name_the_serverless_host() {
-        let case = &golden_cases()[0];
-        let time = parse_rfc3339(&case.signing_time);
-        let serverless = MskIamSigner::new(MskTarget {
-            region: case.region.clone(),
-            serverless: true,
-        });
-        let token = serverless.sign(&credentials(case, None), time).unwrap();
-        let (base, params) = decode_token(token.token());
-        assert_eq!(
-            base,
-            format!("https://kafka-serverless.{}/", &case.host["kafka.".len()..])
-        );
-        let signature = &params
-            .iter()
-            .find(|(k, _)| k == "X-Amz-Signature")
-            .unwrap()
-            .1;
-        assert_ne!(signature, &case.signature, "the host is signed");
+    fn serverless_tokens_are_signed_like_the_official_signers() {
+        for case in golden_cases() {
+            let time = parse_rfc3339(&case.signing_time);
+            let serverless = MskIamSigner::new(MskTarget {
+                region: case.region.clone(),
+                serverless: true,
+            });
+            let token = serverless.sign(&credentials(&case, None), time).unwrap();
+            let (base, params) = decode_token(token.token());
+            assert_eq!(base, format!("https://{}/", case.host), "{}", case.name);
+            assert!(!base.contains("serverless"), "{base}");
+            let signature = &params
+                .iter()
+                .find(|(k, _)| k == "X-Amz-Signature")
+                .unwrap()
+                .1;
+            assert_eq!(signature, &case.signature, "{}", case.name);
+        }
     }
 
     #[test]
@@ -786,10 +789,7 @@ mod tests {
         )
         .unwrap();
         assert!(target.serverless);
-        assert_eq!(
-            target.signing_host(),
-            "kafka-serverless.us-east-1.amazonaws.com"
-        );
+        assert_eq!(target.signing_host(), "kafka.us-east-1.amazonaws.com");
     }
 
     #[test]

@@ -21,8 +21,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 
-use super::config::MskIamSettings;
 use super::msk_iam::{resolve_target, MskIamError, MskIamSigner, MskIamToken, MskTarget};
+use super::options::MskIamSettings;
 use crate::aws::{assume_role, session_name, AssumeRole};
 
 /// Test-only: caps the token lifetime reported to librdkafka at this many milliseconds (the
