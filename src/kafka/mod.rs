@@ -8,3 +8,42 @@
 pub mod auth;
 pub mod msk_iam;
 pub mod options;
+
+use rdkafka::config::RDKafkaLogLevel;
+
+/// Which side of logferry a librdkafka client serves: names the component in its log lines.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Sink,
+    Source,
+}
+
+/// Forwards one of librdkafka's own log lines to ours (target `librdkafka`), at its level,
+/// naming the sink or source it belongs to.
+pub fn forward_log(role: Role, name: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    macro_rules! at_level {
+        ($($field:tt)+) => {
+            match level {
+                RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error => {
+                    tracing::error!(target: "librdkafka", $($field)+, facility, "{message}")
+                }
+                RDKafkaLogLevel::Warning => {
+                    tracing::warn!(target: "librdkafka", $($field)+, facility, "{message}")
+                }
+                RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                    tracing::info!(target: "librdkafka", $($field)+, facility, "{message}")
+                }
+                RDKafkaLogLevel::Debug => {
+                    tracing::debug!(target: "librdkafka", $($field)+, facility, "{message}")
+                }
+            }
+        };
+    }
+    match role {
+        Role::Sink => at_level!(sink = %name),
+        Role::Source => at_level!(source = %name),
+    }
+}

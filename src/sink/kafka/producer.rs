@@ -334,24 +334,13 @@ impl ClientContext for KafkaContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        let sink = &self.shared.name;
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", sink = %sink, facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", sink = %sink, facility, "{message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", sink = %sink, facility, "{message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", sink = %sink, facility, "{message}")
-            }
-        }
+        crate::kafka::forward_log(
+            crate::kafka::Role::Sink,
+            &self.shared.name,
+            level,
+            facility,
+            message,
+        );
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

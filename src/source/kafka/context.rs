@@ -47,24 +47,13 @@ impl ClientContext for SourceContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        let source = &self.name;
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", source = %source, facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", source = %source, facility, "{message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", source = %source, facility, "{message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", source = %source, facility, "{message}")
-            }
-        }
+        crate::kafka::forward_log(
+            crate::kafka::Role::Source,
+            &self.name,
+            level,
+            facility,
+            message,
+        );
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
