@@ -1106,20 +1106,9 @@ fn retry_limit(keys: &mut Keys, native: &mut Native, e: &Entry) {
     }
 }
 
-fn kinesis(keys: &mut Keys, native: &mut Native, dialect: TimeDialect) {
-    for key in [
-        "region",
-        "stream",
-        "partition_key",
-        "data_keys",
-        "log_key",
-        "role_arn",
-        "external_id",
-        "time_key",
-        "replace_dots",
-    ] {
-        string(keys, native, key, key);
-    }
+/// `endpoint` (with `port`: the AWS output plugins take the host and port apart) and
+/// `sts_endpoint` of the AWS outputs, as full URLs.
+fn endpoints(keys: &mut Keys, native: &mut Native) {
     let port = keys.one("port");
     match keys.one("endpoint") {
         Some(e) => match values::endpoint(&e.value, port.map(|p| p.value.as_str())) {
@@ -1143,6 +1132,23 @@ fn kinesis(keys: &mut Keys, native: &mut Native, dialect: TimeDialect) {
             Err(m) => keys.problem(e, m),
         }
     }
+}
+
+fn kinesis(keys: &mut Keys, native: &mut Native, dialect: TimeDialect) {
+    for key in [
+        "region",
+        "stream",
+        "partition_key",
+        "data_keys",
+        "log_key",
+        "role_arn",
+        "external_id",
+        "time_key",
+        "replace_dots",
+    ] {
+        string(keys, native, key, key);
+    }
+    endpoints(keys, native);
     if let Some(e) = keys.one("time_key_format") {
         match values::time_key_format(&e.value, dialect) {
             Ok(f) => native.set("time_key_format", Val::Str(f), at(e)),

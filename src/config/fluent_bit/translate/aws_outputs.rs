@@ -5,7 +5,7 @@
 
 use super::super::native::{At, Native, Val};
 use super::super::values;
-use super::{at, boolean, string, Keys};
+use super::{at, boolean, endpoints, string, Keys};
 
 /// Which CloudWatch Logs plugin a section names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,29 +156,7 @@ pub(super) fn kinesis_firehose(keys: &mut Keys, native: &mut Native, go: Option<
     ] {
         string(keys, native, key, key);
     }
-    let port = keys.one("port");
-    match keys.one("endpoint") {
-        Some(e) => match values::endpoint(&e.value, port.map(|p| p.value.as_str())) {
-            Ok(url) => native.set("endpoint", Val::Str(url), at(e)),
-            Err(m) => keys.problem(e, m),
-        },
-        None => {
-            if let Some(p) = port {
-                if p.value.trim() != "443" {
-                    keys.problem(
-                        p,
-                        "a port other than 443 needs `endpoint` (the host to connect to)",
-                    );
-                }
-            }
-        }
-    }
-    if let Some(e) = keys.one("sts_endpoint") {
-        match values::endpoint(&e.value, None) {
-            Ok(url) => native.set("sts_endpoint", Val::Str(url), at(e)),
-            Err(m) => keys.problem(e, m),
-        }
-    }
+    endpoints(keys, native);
     let dialect = if go.is_some() {
         values::TimeDialect::GoPlugin
     } else {
