@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
@@ -191,6 +192,10 @@ pub async fn sink_sdk_config(
     let mut config = base
         .into_builder()
         .retry_config(RetryConfig::disabled())
+        // Each attempt is bounded by `operation_attempt_timeout` below; the SDK's stalled-stream
+        // watchdog would only add a timer poll to every request and response body (3% of the
+        // CPU of a PutRecords call in a profile).
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .operation_attempt_timeout(options.timeout)

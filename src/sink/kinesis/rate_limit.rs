@@ -99,6 +99,8 @@ pub struct ShardLimiter<T> {
     map: ShardMap,
     buckets: Vec<Bucket>,
     held: Vec<VecDeque<Entry<T>>>,
+    /// Per shard: bytes of the entries held for it.
+    held_shard_bytes: Vec<usize>,
     held_entries: usize,
     held_bytes: usize,
     /// Since when entries are held (none while nothing is).
@@ -123,6 +125,7 @@ impl<T> ShardLimiter<T> {
             map,
             buckets: vec![Bucket::full(&rates, now); shards],
             held: (0..shards).map(|_| VecDeque::new()).collect(),
+            held_shard_bytes: vec![0; shards],
             held_entries: 0,
             held_bytes: 0,
             held_since: None,
@@ -164,13 +167,19 @@ impl<T> ShardLimiter<T> {
     fn hold(&mut self, index: usize, entry: Entry<T>, now: Instant) {
         self.held_entries += 1;
         self.held_bytes += entry.record.size();
+        self.held_shard_bytes[index] += entry.record.size();
         self.held_since.get_or_insert(now);
         self.held[index].push_back(entry);
     }
 
     /// Lets go, in order per shard, every held entry its shard has tokens for.
     pub fn release(&mut self, now: Instant, out: &mut Vec<Entry<T>>) {
-        for (queue, bucket) in self.held.iter_mut().zip(&mut self.buckets) {
+        for ((queue, bucket), shard_bytes) in self
+            .held
+            .iter_mut()
+            .zip(&mut self.buckets)
+            .zip(&mut self.held_shard_bytes)
+        {
             if queue.is_empty() {
                 continue;
             }
@@ -182,6 +191,7 @@ impl<T> ShardLimiter<T> {
                 if let Some(entry) = queue.pop_front() {
                     self.held_entries -= 1;
                     self.held_bytes -= entry.record.size();
+                    *shard_bytes -= entry.record.size();
                     out.push(entry);
                 }
             }
@@ -203,6 +213,26 @@ impl<T> ShardLimiter<T> {
                 Some(bucket.updated + bucket.wait(entry.record.size(), &self.rates))
             })
             .min()
+    }
+
+    /// When every held entry can go (or, for a shard holding more than its bucket takes, when
+    /// its bucket is full), if any is held. Letting held entries go at this time rather than
+    /// as soon as the first can fills calls: the shards' tokens arrive one record at a time.
+    pub fn all_released_at(&self) -> Option<Instant> {
+        self.held
+            .iter()
+            .zip(&self.buckets)
+            .zip(&self.held_shard_bytes)
+            .filter(|((queue, _), _)| !queue.is_empty())
+            .map(|((queue, bucket), &bytes)| {
+                let records = (queue.len() as f64).min(self.rates.records_per_second);
+                let bytes = (bytes as f64).min(self.rates.bytes_per_second);
+                let wait = ((records - bucket.records) / self.rates.records_per_second)
+                    .max((bytes - bucket.bytes) / self.rates.bytes_per_second)
+                    .max(0.0);
+                bucket.updated + Duration::from_secs_f64(wait)
+            })
+            .max()
     }
 
     /// Kinesis throttled `record`: its shard is held to its limits from now on, starting with
@@ -240,12 +270,18 @@ impl<T> ShardLimiter<T> {
             &mut self.held,
             (0..shards).map(|_| VecDeque::new()).collect(),
         );
+        self.held_shard_bytes = vec![0; shards];
         self.held_entries = 0;
         self.held_bytes = 0;
         if let Some(since) = self.held_since.take() {
             self.held_time += now.saturating_duration_since(since);
         }
         held.into_iter().flatten().collect()
+    }
+
+    /// Since when entries are held without a pause, if any are.
+    pub fn held_since(&self) -> Option<Instant> {
+        self.held_since
     }
 
     pub fn held_entries(&self) -> usize {
@@ -325,6 +361,42 @@ mod tests {
         assert_eq!(limiter.held_entries(), 0);
         let held = limiter.take_held_time(t0 + Duration::from_secs(6));
         assert_eq!(held, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn all_held_entries_can_go_once_every_shard_has_their_tokens() {
+        let t0 = Instant::now();
+        let mut limiter = ShardLimiter::new(even_map(2), RATES, true, t0);
+        assert_eq!(limiter.all_released_at(), None, "nothing held");
+        // Shard 0: 10 records pass (the burst), 3 are held; shard 1: 10 pass, 6 are held.
+        for id in 0..13 {
+            limiter.admit(entry(0, 10, id), t0);
+        }
+        for id in 0..16 {
+            limiter.admit(entry(1, 10, 100 + id), t0);
+        }
+        assert_eq!(limiter.held_entries(), 9);
+        assert_eq!(limiter.held_since(), Some(t0));
+        assert_eq!(
+            limiter.next_release(),
+            Some(t0 + Duration::from_millis(100))
+        );
+        // The slowest shard sets it: 6 records at 10/s.
+        assert_eq!(
+            limiter.all_released_at(),
+            Some(t0 + Duration::from_millis(600))
+        );
+        let mut out = Vec::new();
+        limiter.release(t0 + Duration::from_millis(600), &mut out);
+        assert_eq!(out.len(), 9, "all of them at that time");
+        assert_eq!(limiter.all_released_at(), None);
+        assert_eq!(limiter.held_since(), None);
+        // More than a bucket holds: when the bucket is full (one second), not never.
+        for id in 0..25 {
+            limiter.admit(entry(0, 10, 200 + id), t0 + Duration::from_secs(2));
+        }
+        assert_eq!(limiter.held_entries(), 15);
+        assert_eq!(limiter.all_released_at(), Some(t0 + Duration::from_secs(3)));
     }
 
     #[test]
