@@ -61,8 +61,8 @@ const TICK: Duration = Duration::from_millis(100);
 
 type Consumer_ = BaseConsumer<KafkaContext>;
 
-/// Creates the consumer, subscribes, and returns the task consuming until shutdown: a thread
-/// of its own (a blocking task) that polls librdkafka in bursts.
+/// Creates the consumer, subscribes, and starts the thread consuming until shutdown (it polls
+/// librdkafka in bursts); returns a task that ends when the thread does.
 pub async fn start(
     config: KafkaSourceConfig,
     cx: SourceContext,
@@ -117,8 +117,29 @@ pub async fn start(
             consumed: (0, 0),
         },
     };
+    // A thread of its own rather than a blocking task of the runtime: dropping the runtime
+    // waits for blocking tasks, and a source still stopping when the grace period ran out
+    // must not hold the process up.
     let handle = Handle::current();
-    Ok(tokio::task::spawn_blocking(move || runner.run(&handle)))
+    let name = runner.st.cx.name.clone();
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("kafka-source".to_string())
+        .spawn(move || {
+            // In the runtime's context: timers are created here, futures run by block_on.
+            let _runtime = handle.enter();
+            runner.run(&handle);
+            let _ = done.send(());
+        })
+        .map_err(|e| SourceError::Setup {
+            name: name.clone(),
+            message: format!("cannot start the consuming thread: {e}"),
+        })?;
+    Ok(tokio::spawn(async move {
+        if finished.await.is_err() {
+            tracing::error!(source = %name, "the Kafka source's thread ended abnormally");
+        }
+    }))
 }
 
 /// Messages consumed and not routed yet, their records packed one after the other in `buf`.
