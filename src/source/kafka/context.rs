@@ -7,6 +7,7 @@
 //! duplicates, never a loss). Newly assigned partitions start being tracked.
 
 use std::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::{ClientContext, OAuthToken};
@@ -24,6 +25,10 @@ pub struct SourceContext {
     pub name: String,
     pub metrics: ComponentMetrics,
     pub offsets: Arc<Mutex<Offsets>>,
+    /// Counts the changes of the assignment (revocations and assignments), so that the
+    /// consuming loop can cache which partitions are assigned instead of asking `offsets`
+    /// for every message.
+    pub assignment_changes: Arc<AtomicU64>,
     pub tokens: Option<Arc<MskTokenProvider>>,
 }
 
@@ -126,6 +131,7 @@ impl ConsumerContext for SourceContext {
             Ok(mut offsets) => offsets.revoke(&revoked),
             Err(_) => return,
         };
+        self.assignment_changes.fetch_add(1, Ordering::Release);
         tracing::info!(source = %self.name, partitions = ?revoked, committing = ?commits,
             "partitions revoked: committing what was delivered");
         if commits.is_empty() || consumer.assignment_lost() {
@@ -145,6 +151,7 @@ impl ConsumerContext for SourceContext {
             if let Ok(mut offsets) = self.offsets.lock() {
                 offsets.assign(assigned.iter().map(|(t, p)| (t.as_str(), *p)));
             }
+            self.assignment_changes.fetch_add(1, Ordering::Release);
             tracing::info!(source = %self.name, partitions = ?assigned, "partitions assigned");
         }
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::config::{KafkaSourceSettings, ValueFormat};
 use super::transcode;
-use crate::event::{Event, EventTime, Map, Tag, Value};
+use crate::event::{Event, EventTime, Map, Tag};
 use crate::msgpack::write;
 
 /// What a Kafka message carries, independent of the client library (tests build these).
@@ -30,11 +30,23 @@ pub struct Decoder {
     tag_template: String,
     invalid_tag: Option<Tag>,
     tags: HashMap<String, Tag>,
+    /// The last topic's tag: messages come in runs of one topic.
+    last_tag: Option<(String, Tag)>,
+    /// The metadata entry of the message being decoded (reused, not allocated per message).
+    extra: Vec<u8>,
 }
 
 /// A decoded message.
 pub struct Decoded {
     pub event: Event,
+    /// The value was not what `format` expects (a poison message), and is kept raw.
+    pub invalid: bool,
+}
+
+/// A message decoded into a shared buffer by [`Decoder::decode_into`].
+pub struct Packed {
+    pub tag: Tag,
+    pub time: EventTime,
     /// The value was not what `format` expects (a poison message), and is kept raw.
     pub invalid: bool,
 }
@@ -51,64 +63,82 @@ impl Decoder {
             tag_template: settings.tag.clone(),
             invalid_tag: settings.invalid_tag.as_deref().map(Tag::from),
             tags: HashMap::new(),
+            last_tag: None,
+            extra: Vec::new(),
         }
     }
 
     /// The tag of records of `topic`.
     pub fn tag(&mut self, topic: &str) -> Tag {
-        if let Some(tag) = self.tags.get(topic) {
-            return tag.clone();
+        if let Some((last, tag)) = &self.last_tag {
+            if last == topic {
+                return tag.clone();
+            }
         }
-        let tag: Tag = self.tag_template.replace("${topic}", topic).as_str().into();
-        self.tags.insert(topic.to_string(), tag.clone());
+        let tag = match self.tags.get(topic) {
+            Some(tag) => tag.clone(),
+            None => {
+                let tag: Tag = self.tag_template.replace("${topic}", topic).as_str().into();
+                self.tags.insert(topic.to_string(), tag.clone());
+                tag
+            }
+        };
+        self.last_tag = Some((topic.to_string(), tag.clone()));
         tag
     }
 
+    /// The message as one record, on its own.
     pub fn decode(&mut self, message: &Message<'_>) -> Decoded {
+        let mut out = Vec::with_capacity(message.payload.map_or(0, <[u8]>::len) + 32);
+        let packed = self.decode_into(message, &mut out);
+        let len = out.len();
+        let bytes = Bytes::from(out);
+        debug_assert_eq!(crate::msgpack::read::check_value(&bytes, 0, 0), Ok(len));
+        Decoded {
+            event: Event::new(packed.tag, packed.time, Map::from_checked_msgpack(bytes)),
+            invalid: packed.invalid,
+        }
+    }
+
+    /// Appends the message's record (a msgpack map, well-formed and nested no deeper than
+    /// [`crate::msgpack::read::MAX_DEPTH`], ready for [`Map::from_checked_msgpack`]) to `out`,
+    /// where a batch's records are packed one after the other.
+    pub fn decode_into(&mut self, message: &Message<'_>, out: &mut Vec<u8>) -> Packed {
         let payload = message.payload.unwrap_or_default();
         let time = message
             .timestamp_ms
             .filter(|ms| *ms > 0)
             .map(EventTime::from_millis)
             .unwrap_or_else(EventTime::now);
-        let extra = self.metadata_key.as_ref().map(|key| {
-            let mut entry = Vec::with_capacity(64);
-            let _ = write::write_str(&mut entry, key);
-            let _ = write::write_value(&mut entry, &Value::Map(metadata(message)));
-            entry
-        });
-        let mut out = Vec::with_capacity(payload.len() + 32);
+        let mut extra = std::mem::take(&mut self.extra);
+        extra.clear();
+        if let Some(key) = &self.metadata_key {
+            let _ = write::write_str(&mut extra, key);
+            write_metadata(&mut extra, message);
+        }
+        let extra_entry = self.metadata_key.is_some().then_some(extra.as_slice());
         let invalid = match self.format {
             ValueFormat::Raw => {
-                self.raw(payload, extra.as_deref(), &mut out);
+                self.raw(payload, extra_entry, out);
                 false
             }
             ValueFormat::Json => {
-                if transcode::object_to_msgpack(payload, extra.as_deref(), &mut out).is_some() {
+                // Not one JSON object, or nested deeper than a record may be: kept raw, as
+                // a poison message.
+                if transcode::object_to_msgpack(payload, extra_entry, out).is_some() {
                     false
                 } else {
-                    self.raw(payload, extra.as_deref(), &mut out);
+                    self.raw(payload, extra_entry, out);
                     true
                 }
             }
         };
-        let (record, invalid) = match to_map(out) {
-            Some(record) => (record, invalid),
-            // Nested deeper than a record may be: kept raw, as a poison message.
-            None => {
-                let mut out = Vec::with_capacity(payload.len() + 16);
-                self.raw(payload, extra.as_deref(), &mut out);
-                (to_map(out).unwrap_or_default(), true)
-            }
-        };
+        self.extra = extra;
         let tag = match (&self.invalid_tag, invalid) {
             (Some(tag), true) => tag.clone(),
             _ => self.tag(message.topic),
         };
-        Decoded {
-            event: Event::new(tag, time, record),
-            invalid,
-        }
+        Packed { tag, time, invalid }
     }
 
     /// `{log_key: payload}` (plus the metadata entry) as a msgpack map.
@@ -124,47 +154,34 @@ impl Decoder {
     }
 }
 
-/// The record over its msgpack bytes, checked as every received record is.
-fn to_map(out: Vec<u8>) -> Option<Map> {
-    let len = out.len();
-    let bytes = Bytes::from(out);
-    match crate::msgpack::read::check_value(&bytes, 0, 0) {
-        Ok(end) if end == len => Some(Map::from_checked_msgpack(bytes)),
-        _ => None,
+/// The message's `topic`, `partition`, `offset`, `key` (string or nil) and `timestamp` (ms or
+/// nil), as a msgpack map.
+fn write_metadata(out: &mut Vec<u8>, message: &Message<'_>) {
+    let _ = write::write_map_len(out, 5);
+    let _ = write::write_str(out, b"topic");
+    if write::write_str(out, message.topic.as_bytes()).is_err() {
+        write::write_nil(out);
     }
-}
-
-fn metadata(message: &Message<'_>) -> Map {
-    let mut map = Map::with_capacity(5);
-    map.push(
-        Bytes::from_static(b"topic"),
-        Value::Str(Bytes::copy_from_slice(message.topic.as_bytes())),
-    );
-    map.push(
-        Bytes::from_static(b"partition"),
-        Value::Int(i64::from(message.partition)),
-    );
-    map.push(Bytes::from_static(b"offset"), Value::Int(message.offset));
-    map.push(
-        Bytes::from_static(b"key"),
-        match message.key {
-            Some(key) => Value::Str(Bytes::copy_from_slice(key)),
-            None => Value::Nil,
-        },
-    );
-    map.push(
-        Bytes::from_static(b"timestamp"),
-        match message.timestamp_ms {
-            Some(ms) => Value::Int(ms),
-            None => Value::Nil,
-        },
-    );
-    map
+    let _ = write::write_str(out, b"partition");
+    write::write_int(out, i64::from(message.partition));
+    let _ = write::write_str(out, b"offset");
+    write::write_int(out, message.offset);
+    let _ = write::write_str(out, b"key");
+    match message.key {
+        Some(key) if write::write_str(out, key).is_ok() => {}
+        _ => write::write_nil(out),
+    }
+    let _ = write::write_str(out, b"timestamp");
+    match message.timestamp_ms {
+        Some(ms) => write::write_int(out, ms),
+        None => write::write_nil(out),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Value;
     use crate::source::kafka::config::KafkaSourceConfig;
 
     fn decoder(options: &str) -> Decoder {
