@@ -4,8 +4,8 @@
 #
 #   docker build -t logferry:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# Three stages. `build` runs infra/docker/build-binary: the release build, statically linked and
-# stripped (scripts/test runs the same script through scripts/build-image, so CI proves this build
+# Three stages. `build` runs infra/docker/build-binary: the release build made smaller (Cargo.toml's
+# `image` profile), statically linked and stripped (scripts/test runs the same script through scripts/build-image, so CI proves this build
 # compiles). `rootfs` runs infra/docker/make-rootfs, the one list of the image's files (the binary,
 # the default config, the CA bundle, a static busybox for the FireLens health check's `sh` and
 # `nc`, the logferry user). `runtime` is FROM scratch with that file system and nothing else.
