@@ -4,11 +4,11 @@
 #
 #   docker build -t logferry:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# Three stages. `build` runs infra/docker/build-binary: the release build, statically linked and
-# stripped (scripts/test runs the same script through scripts/build-image, so CI proves this build
+# Three stages. `build` runs infra/docker/build-binary: the release build made smaller (Cargo.toml's
+# `image` profile), statically linked and stripped (scripts/test runs the same script through scripts/build-image, so CI proves this build
 # compiles). `rootfs` runs infra/docker/make-rootfs, the one list of the image's files (the binary,
-# the default config, the CA bundle, a static busybox for the FireLens health check's `sh` and
-# `nc`, the logferry user). `runtime` is FROM scratch with that file system and nothing else.
+# the default config, the CA bundle, a static busybox of only the FireLens health check's `sh`
+# and `nc` (infra/docker/build-busybox), the logferry user). `runtime` is FROM scratch with that file system and nothing else.
 # scripts/build-image builds the same `runtime` stage (this file's text from `FROM scratch`) with
 # buildah on the host, from the same two scripts, and exports it as an OCI archive; tests/image.rs
 # runs that image. How the image behaves on ECS (socket directory, user, health check):
@@ -43,16 +43,21 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     infra/docker/build-binary /usr/local/bin/logferry
 
-# busybox-static and ca-certificates: what infra/docker/make-rootfs copies into the image (the
-# same Debian packages scripts/setup installs on the host for scripts/build-image).
+# ca-certificates and busybox (Debian's source with Debian's patches, built by
+# infra/docker/build-busybox against musl): what infra/docker/make-rootfs copies into the image
+# (scripts/build-image takes the same package and source on the host). DL3003: `apt-get source`
+# unpacks into the current directory, so the RUN changes into the one it is meant for.
 FROM debian:bookworm-slim AS rootfs
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends busybox-static ca-certificates \
+# hadolint ignore=DL3003,DL3008
+RUN sed -i 's/^Types: deb$/Types: deb deb-src/' /etc/apt/sources.list.d/debian.sources \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates dpkg-dev gcc libc6-dev make musl-tools bzip2 xz-utils \
+ && mkdir /busybox-src && cd /busybox-src && apt-get source -qq busybox \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/logferry /stage/logferry
-COPY infra/docker/make-rootfs infra/docker/logferry.toml /stage/
-RUN /stage/make-rootfs /stage/logferry /stage/logferry.toml /rootfs
+COPY infra/docker/make-rootfs infra/docker/build-busybox infra/docker/logferry.toml /stage/
+RUN /stage/build-busybox /busybox-src/busybox-*/ /stage/busybox \
+ && /stage/make-rootfs /stage/logferry /stage/busybox /stage/logferry.toml /rootfs
 
 # The runtime stage: scripts/build-image builds this text as it stands, from here to the end.
 FROM scratch AS runtime

@@ -18,8 +18,8 @@ Subcommands (each prints one `ok:` / `FAIL:` line per item, and exits 1 when any
   checkov JSON [JSON...]
                summarises checkov's JSON reports: every failed check, and every file checkov
                could not parse (checkov itself only warns about those and scans the rest).
-  docker-build the Dockerfile's build stage runs infra/docker/build-binary (the static release
-               build), which scripts/build-image, run by scripts/test, runs too; its runtime stage
+  docker-build the Dockerfile's build stage runs infra/docker/build-binary (the static `image`
+               profile build), which scripts/build-image, run by scripts/test, runs too; its runtime stage
                is the one scripts/build-image builds (`FROM scratch AS runtime`); the build context it gets (.dockerignore applied to the tracked files, then
                its COPY instructions) holds every library, binary, build script and bench target
                of the workspace (`cargo metadata` there against the repository), so a new
@@ -542,7 +542,7 @@ def check_docker_build() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     copies, runs = build_stage(dockerfile)
     script = "infra/docker/build-binary"
-    build = "cargo build --release --locked --bin logferry"
+    build = "cargo build --profile image --locked --bin logferry"
 
     def runs_line(text: str, command: str) -> bool:
         return re.search(r"^\s*" + re.escape(command) + r"(\s|$)", text, re.M) is not None

@@ -21,6 +21,10 @@ MOTO_SERVER="$LOGFERRY_VENV/bin/moto_server"
 TANSU_BIN="$LOGFERRY_CACHE/bin/tansu"
 LAMBDA_VENV="${LOGFERRY_LAMBDA_VENV:-$LOGFERRY_CACHE/venv-lambda}"
 KINESALITE_LAUNCHER="$REPO/tests/support/kinesalite.js"
+# Where cargo puts what the scripts build (they run cargo from the repository's root, so a
+# relative CARGO_TARGET_DIR is taken from there, as cargo does).
+CARGO_TARGET="${CARGO_TARGET_DIR:-target}"
+[[ "$CARGO_TARGET" == /* ]] || CARGO_TARGET="$REPO/$CARGO_TARGET"
 PYTHON_REQUIREMENTS="$REPO/tests/support/requirements.txt"
 
 # Pinned tool versions: bump here, scripts/setup reinstalls on the next run.
