@@ -16,7 +16,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use logferry::encode::{EncodeOptions, Encoder};
 use logferry::event::Event;
-use logferry::kinesis_record::Record;
+use logferry::kinesis_record::{PartitionKey, Record};
 use logferry::sink::kinesis::aggregators::ShardAggregators;
 use logferry::sink::kinesis::batch::random_partition_key;
 use logferry::sink::kinesis::put_records::put_records_body;
@@ -82,7 +82,7 @@ fn encode(
     encoder: &Encoder,
     events: &[Event],
     buf: &mut Vec<u8>,
-    key: impl Fn(&Event) -> String,
+    key: impl Fn(&Event) -> PartitionKey,
 ) -> Vec<Record> {
     buf.clear();
     let mut ends = Vec::with_capacity(events.len());
@@ -99,12 +99,13 @@ fn encode(
         .collect()
 }
 
-fn seq_key(event: &Event) -> String {
+fn seq_key(event: &Event) -> PartitionKey {
     event
         .record
         .get(b"seq")
         .map(|v| v.to_text())
         .unwrap_or_default()
+        .into()
 }
 
 fn aggregate(aggregators: &mut ShardAggregators<u32>, records: Vec<Record>) -> usize {
@@ -149,7 +150,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("kpl_aggregation_1000x200B", |b| {
         b.iter(|| {
             let events = decode(black_box(&frame), &limits);
-            let records = encode(&encoder, &events, &mut buf, |_| String::new());
+            let records = encode(&encoder, &events, &mut buf, |_| PartitionKey::default());
             black_box(spread(&mut aggregators, records))
         })
     });

@@ -21,7 +21,9 @@
 //! well-tested parser matters more (Lambda forwarder input is untrusted), and in tests as an
 //! independent oracle of the encoding and its size.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -29,7 +31,7 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 
 use super::hash_key::{self, HashKeyError};
-use super::{validate_partition_key, validate_record, Record, RejectReason};
+use super::{validate_partition_key, validate_record, PartitionKey, Record, RejectReason};
 
 /// First bytes of every aggregated record's data.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -156,9 +158,9 @@ pub enum AddError {
 /// Distinct keys of one container in first-seen order, so each user record keeps its own key
 /// and the output is deterministic.
 #[derive(Debug, Default)]
-struct KeyTable {
-    keys: Vec<String>,
-    positions: HashMap<String, u64>,
+struct KeyTable<K> {
+    keys: Vec<K>,
+    positions: HashMap<K, u64>,
 }
 
 /// Where a user record's key goes in a table.
@@ -176,10 +178,10 @@ impl Slot {
     }
 }
 
-impl KeyTable {
+impl<K: Borrow<str> + Hash + Eq + Clone> KeyTable<K> {
     fn slot(&self, key: &str) -> Slot {
         // Records with a shared key (the sink's spread keys) come one after another.
-        if self.keys.last().is_some_and(|last| last == key) {
+        if self.keys.last().is_some_and(|last| last.borrow() == key) {
             return Slot::Existing(self.keys.len() as u64 - 1);
         }
         match self.positions.get(key) {
@@ -189,7 +191,7 @@ impl KeyTable {
     }
 
     /// Records a key that [`KeyTable::slot`] reported as new.
-    fn push(&mut self, key: String) {
+    fn push(&mut self, key: K) {
         self.positions.insert(key.clone(), self.keys.len() as u64);
         self.keys.push(key);
     }
@@ -260,8 +262,8 @@ struct Placement {
 pub struct Aggregator {
     max_record_size: usize,
     outer: OuterKeys,
-    partition_keys: KeyTable,
-    explicit_hash_keys: KeyTable,
+    partition_keys: KeyTable<PartitionKey>,
+    explicit_hash_keys: KeyTable<String>,
     records: Vec<Pending>,
     /// Length of the aggregated form: magic + protobuf + digest.
     aggregated_len: usize,
@@ -364,7 +366,7 @@ impl Aggregator {
                 }
             }
             _ => Record {
-                partition_key: self.outer.partition_key.clone(),
+                partition_key: PartitionKey::from(&self.outer.partition_key),
                 explicit_hash_key: self.outer.explicit_hash_key.clone(),
                 data: self.encode(),
             },
@@ -503,7 +505,8 @@ pub fn deaggregate(record: Record) -> Result<Vec<Record>, KplError> {
                     "partition key",
                     position,
                     user.partition_key_index,
-                )?,
+                )?
+                .into(),
                 explicit_hash_key: user
                     .explicit_hash_key_index
                     .map(|index| {
@@ -564,7 +567,7 @@ pub(crate) mod tests {
     impl FixtureRecord {
         fn record(&self) -> Record {
             Record {
-                partition_key: self.partition_key.clone(),
+                partition_key: self.partition_key.clone().into(),
                 explicit_hash_key: self.explicit_hash_key.clone(),
                 data: BASE64.decode(&self.data_b64).unwrap().into(),
             }
@@ -656,7 +659,7 @@ pub(crate) mod tests {
             let mut all = Vec::new();
             for aggregate in &case.aggregated_records {
                 let record = Record {
-                    partition_key: aggregate.outer_partition_key.clone(),
+                    partition_key: aggregate.outer_partition_key.clone().into(),
                     explicit_hash_key: aggregate.outer_explicit_hash_key.clone(),
                     data: BASE64.decode(&aggregate.data_b64).unwrap().into(),
                 };

@@ -2,15 +2,18 @@
 //! that read Kinesis records (CloudWatch Logs subscription payloads, the Lambda).
 //!
 //! - [`Record`]: partition key, optional explicit hash key, data; what Kinesis refuses of one.
+//! - [`partition_key`]: the key, stored inline when short (random keys cost no allocation).
 //! - [`hash_key`]: the hash key a record is routed by (MD5 of the partition key, or explicit).
 //! - [`kpl`]: the KPL aggregated record format: aggregate with exact sizes, deaggregate.
 
 pub mod hash_key;
 pub mod kpl;
+pub mod partition_key;
 
 use bytes::Bytes;
 
 use self::hash_key::HashKeyError;
+pub use self::partition_key::PartitionKey;
 
 /// Partition keys are 1 to 256 Unicode characters.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
@@ -18,13 +21,13 @@ pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// One Kinesis record: what a PutRecords entry carries, and what a KPL user record holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub partition_key: String,
+    pub partition_key: PartitionKey,
     pub explicit_hash_key: Option<String>,
     pub data: Bytes,
 }
 
 impl Record {
-    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+    pub fn new(partition_key: impl Into<PartitionKey>, data: impl Into<Bytes>) -> Self {
         Record {
             partition_key: partition_key.into(),
             explicit_hash_key: None,

@@ -7,7 +7,7 @@ use super::batch::{random_partition_key, Entry, Rejected};
 use super::shard_map::ShardMap;
 use crate::kinesis_record::hash_key;
 use crate::kinesis_record::kpl::{self, AddError, Aggregator, KplError, OuterKeys};
-use crate::kinesis_record::{validate_record, Record, RejectReason};
+use crate::kinesis_record::{validate_record, PartitionKey, Record, RejectReason};
 
 /// A user record could not be re-routed out of an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +66,7 @@ pub struct ShardAggregators<T> {
     ready: Vec<Entry<Vec<T>>>,
     /// Per shard, a random partition key that hashes into it, shared by the user records that
     /// have no key of their own ([`ShardAggregators::add_spread`]); made on first use.
-    spread_keys: Vec<Option<String>>,
+    spread_keys: Vec<Option<PartitionKey>>,
     /// The shard the next keyless user record goes to (round robin).
     next_spread: usize,
 }
@@ -305,7 +305,7 @@ impl<T> ShardAggregators<T> {
 
 /// A random partition key whose MD5 hash falls in shard `index`'s range, or `None` when a few
 /// thousand tries miss (a shard covering less than ~1/1000 of the hash key space).
-fn spread_key(map: &ShardMap, index: usize) -> Option<String> {
+fn spread_key(map: &ShardMap, index: usize) -> Option<PartitionKey> {
     (0..4096).map(|_| random_partition_key()).find(|key| {
         hash_key::effective_hash_key(key, None)
             .ok()

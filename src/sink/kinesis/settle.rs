@@ -5,12 +5,18 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::sink::settle::Token;
+
+/// The tokens of an entry's user records: inline for one (an unaggregated record), on the heap
+/// for an aggregate's.
+pub(super) type Users = SmallVec<[Token; 1]>;
 
 /// What travels with a Kinesis entry: the trackers of its user records (one per record, in
 /// order), how often it was retried, and the shard it was aggregated for.
 pub(super) struct Tokens {
-    pub(super) users: Vec<Token>,
+    pub(super) users: Users,
     pub(super) attempts: u32,
     /// The shard the entry is expected to land on, when it comes from the aggregators.
     pub(super) expected: Option<Expected>,

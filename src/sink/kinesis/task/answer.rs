@@ -57,7 +57,24 @@ impl Task {
             Ok(results) => results,
             Err(error) => return self.call_failed(batch, error),
         };
-        let outcome = match batch::split_results(batch, results) {
+        if results.len() == batch.len() {
+            self.call_succeeded();
+        }
+        let mut stale_shard = false;
+        let outcome = match batch::split_results(batch, results, |entry, shard_id| {
+            let tokens = &entry.token;
+            let elsewhere = tokens.landed_elsewhere(&shard_id);
+            stale_shard |= elsewhere;
+            if elsewhere && tokens.users.len() > 1 {
+                // Accepted, but a KCL consumer may drop the whole aggregate: it is acknowledged
+                // or sent again once the refreshed map tells (`resend_misplaced`).
+                self.sink.metrics.misplaced(tokens.size);
+                self.misplaced.push((entry, shard_id));
+                return;
+            }
+            self.sink.metrics.sent(tokens.size, tokens.users.len());
+            self.acknowledge(tokens);
+        }) {
             Ok(outcome) => outcome,
             Err(mismatch) => {
                 let error = CallError {
@@ -70,22 +87,6 @@ impl Task {
                 return self.call_failed(mismatch.batch, error);
             }
         };
-        self.call_succeeded();
-        let mut stale_shard = false;
-        for delivered in outcome.delivered {
-            let tokens = &delivered.entry.token;
-            let elsewhere = tokens.landed_elsewhere(&delivered.shard_id);
-            stale_shard |= elsewhere;
-            if elsewhere && tokens.users.len() > 1 {
-                // Accepted, but a KCL consumer may drop the whole aggregate: it is acknowledged
-                // or sent again once the refreshed map tells (`resend_misplaced`).
-                self.sink.metrics.misplaced(tokens.size);
-                self.misplaced.push((delivered.entry, delivered.shard_id));
-                continue;
-            }
-            self.sink.metrics.sent(tokens.size, tokens.users.len());
-            self.acknowledge(tokens);
-        }
         self.sink.metrics.update_ratio();
         if stale_shard && !self.refresh_wanted {
             // Listed again at once, or SHARD_REFRESH_MIN_GAP after the last listing: a reshard

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use super::super::batch::{random_partition_key, Entry, Rejected};
 use super::super::settle::{Expected, Tokens};
 use crate::event::Event;
-use crate::kinesis_record::{hash_key, Record, RejectReason, MAX_PARTITION_KEY_CHARS};
+use crate::kinesis_record::{
+    hash_key, PartitionKey, Record, RejectReason, MAX_PARTITION_KEY_CHARS,
+};
 use crate::sink::dead_letter;
 use crate::sink::settle::{Token, Tracked};
 use crate::sink::undeliverable::Why;
@@ -93,7 +95,7 @@ impl Task {
                         .then(|| truncate_key(String::from_utf8_lossy(&self.key_scratch)))
                 });
                 match key {
-                    Some(key) => key,
+                    Some(key) => PartitionKey::from(key),
                     None => {
                         self.sink.metrics.random_keys.inc();
                         if spread {
@@ -155,7 +157,7 @@ impl Task {
         } else {
             let entry = Entry {
                 token: Tokens {
-                    users: vec![token],
+                    users: smallvec::smallvec![token],
                     attempts: 0,
                     expected: None,
                     size: record.size(),
@@ -195,7 +197,7 @@ impl Task {
         });
         Entry {
             token: Tokens {
-                users: entry.token,
+                users: entry.token.into(),
                 attempts: 0,
                 expected,
                 size: entry.record.size(),
@@ -227,7 +229,12 @@ impl Task {
             Ok(None) => {}
             Err(rejected) => {
                 let Rejected { entry, reason } = rejected;
-                self.reject(entry.record.size(), entry.token.users, &reason, tag);
+                self.reject(
+                    entry.record.size(),
+                    entry.token.users.into_vec(),
+                    &reason,
+                    tag,
+                );
             }
         }
     }

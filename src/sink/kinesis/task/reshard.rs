@@ -32,7 +32,7 @@ impl Task {
         } = token;
         match aggregators.reroute(Entry {
             record,
-            token: users,
+            token: users.into_vec(),
         }) {
             Ok(rejected) => {
                 for Rejected { entry, reason } in rejected {
@@ -42,7 +42,7 @@ impl Task {
             Err(failed) => {
                 let entry = Entry {
                     token: Tokens {
-                        users: failed.entry.token,
+                        users: failed.entry.token.into(),
                         attempts,
                         expected,
                         size,
@@ -131,7 +131,7 @@ impl Task {
         for (record, user) in records.into_iter().zip(entry.token.users) {
             let entry = Entry {
                 token: Tokens {
-                    users: vec![user],
+                    users: smallvec::smallvec![user],
                     attempts,
                     expected: None,
                     size: record.size(),

@@ -1,0 +1,204 @@
+//! A record's partition key, kept without an allocation when the sink makes it up.
+//!
+//! Most records sent to Kinesis carry no key of their own and get 32 random hex digits (see
+//! `sink::kinesis::batch::random_partition_key`). Held in a `String`, each of those cost an
+//! allocation and a free per record; the key is therefore stored inline when it is at most
+//! [`INLINE_CAPACITY`] bytes, and in a `String` only when it is longer (keys read from records
+//! or configuration may be up to 256 characters).
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+
+/// Keys up to this many bytes are stored in the record itself: the 32 hex digits of a random
+/// key, and most keys taken from records (ids, host names).
+pub const INLINE_CAPACITY: usize = 32;
+
+/// A partition key: dereferences to `str`.
+#[derive(Clone)]
+pub struct PartitionKey(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_CAPACITY],
+    },
+    Owned(String),
+}
+
+impl PartitionKey {
+    /// A key of at most [`INLINE_CAPACITY`] bytes of text, stored inline; `None` if it is longer.
+    pub fn inline(key: &str) -> Option<PartitionKey> {
+        let len = key.len();
+        if len > INLINE_CAPACITY {
+            return None;
+        }
+        let mut bytes = [0u8; INLINE_CAPACITY];
+        bytes[..len].copy_from_slice(key.as_bytes());
+        Some(PartitionKey(Repr::Inline {
+            len: len as u8,
+            bytes,
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
+                // Only ever filled from a `&str` cut at its own length (see `inline`).
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            Repr::Owned(key) => key,
+        }
+    }
+}
+
+impl Default for PartitionKey {
+    fn default() -> Self {
+        PartitionKey(Repr::Inline {
+            len: 0,
+            bytes: [0; INLINE_CAPACITY],
+        })
+    }
+}
+
+impl Deref for PartitionKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for PartitionKey {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for PartitionKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for PartitionKey {
+    fn from(key: &str) -> Self {
+        PartitionKey::inline(key).unwrap_or_else(|| PartitionKey(Repr::Owned(key.to_owned())))
+    }
+}
+
+impl From<&String> for PartitionKey {
+    fn from(key: &String) -> Self {
+        PartitionKey::from(key.as_str())
+    }
+}
+
+impl From<String> for PartitionKey {
+    fn from(key: String) -> Self {
+        PartitionKey::inline(&key).unwrap_or(PartitionKey(Repr::Owned(key)))
+    }
+}
+
+impl PartialEq for PartitionKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for PartitionKey {}
+
+impl PartialEq<str> for PartitionKey {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for PartitionKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for PartitionKey {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<PartitionKey> for String {
+    fn eq(&self, other: &PartitionKey) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialOrd for PartitionKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PartitionKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl serde::Serialize for PartitionKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl Hash for PartitionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for PartitionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_keys_are_inline_and_long_ones_owned() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        let key = PartitionKey::from(hex);
+        assert!(matches!(key.0, Repr::Inline { len: 32, .. }));
+        assert_eq!(&*key, hex);
+        let long = "k".repeat(256);
+        let key = PartitionKey::from(long.clone());
+        assert!(matches!(key.0, Repr::Owned(_)));
+        assert_eq!(key, long);
+        // Multi-byte text is cut at its own length, never inside a character.
+        let accented = "clé-é";
+        assert_eq!(PartitionKey::from(accented), accented);
+        assert_eq!(PartitionKey::default().len(), 0);
+    }
+
+    #[test]
+    fn equal_keys_compare_and_hash_alike_whatever_their_storage() {
+        use std::collections::HashSet;
+        let long = "x".repeat(40);
+        let mut set = HashSet::new();
+        set.insert(PartitionKey::from(long.as_str()));
+        assert!(set.contains(long.as_str()));
+        assert_eq!(
+            PartitionKey::from("a"),
+            PartitionKey::from(String::from("a"))
+        );
+    }
+}
