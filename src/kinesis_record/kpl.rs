@@ -263,7 +263,7 @@ pub struct Aggregator {
     max_record_size: usize,
     outer: OuterKeys,
     partition_keys: KeyTable<PartitionKey>,
-    explicit_hash_keys: KeyTable<String>,
+    explicit_hash_keys: KeyTable<Box<str>>,
     records: Vec<Pending>,
     /// Length of the aggregated form: magic + protobuf + digest.
     aggregated_len: usize,
@@ -367,7 +367,7 @@ impl Aggregator {
             }
             _ => Record {
                 partition_key: PartitionKey::from(&self.outer.partition_key),
-                explicit_hash_key: self.outer.explicit_hash_key.clone(),
+                explicit_hash_key: self.outer.explicit_hash_key.as_deref().map(Box::from),
                 data: self.encode(),
             },
         };
@@ -517,7 +517,8 @@ pub fn deaggregate(record: Record) -> Result<Vec<Record>, KplError> {
                             index,
                         )
                     })
-                    .transpose()?,
+                    .transpose()?
+                    .map(Box::from),
                 data: user.data,
             })
         })
@@ -568,7 +569,7 @@ pub(crate) mod tests {
         fn record(&self) -> Record {
             Record {
                 partition_key: self.partition_key.clone().into(),
-                explicit_hash_key: self.explicit_hash_key.clone(),
+                explicit_hash_key: self.explicit_hash_key.as_deref().map(Box::from),
                 data: BASE64.decode(&self.data_b64).unwrap().into(),
             }
         }
@@ -660,7 +661,7 @@ pub(crate) mod tests {
             for aggregate in &case.aggregated_records {
                 let record = Record {
                     partition_key: aggregate.outer_partition_key.clone().into(),
-                    explicit_hash_key: aggregate.outer_explicit_hash_key.clone(),
+                    explicit_hash_key: aggregate.outer_explicit_hash_key.as_deref().map(Box::from),
                     data: BASE64.decode(&aggregate.data_b64).unwrap().into(),
                 };
                 assert_eq!(record.data.len(), aggregate.size, "{}", case.name);
@@ -699,7 +700,10 @@ pub(crate) mod tests {
                     case.name
                 );
                 assert_eq!(record.partition_key, theirs.outer_partition_key);
-                assert_eq!(record.explicit_hash_key, theirs.outer_explicit_hash_key);
+                assert_eq!(
+                    record.explicit_hash_key.as_deref(),
+                    theirs.outer_explicit_hash_key.as_deref()
+                );
             }
         }
     }
@@ -740,7 +744,7 @@ pub(crate) mod tests {
                 1 => u128::MAX - rng.random_range(0..200),
                 _ => rng.random(),
             };
-            record.explicit_hash_key = Some(hash.to_string());
+            record.explicit_hash_key = Some(hash.to_string().into());
         }
         record
     }
@@ -825,7 +829,10 @@ pub(crate) mod tests {
             return;
         }
         assert_eq!(record.partition_key, outer_keys.partition_key);
-        assert_eq!(record.explicit_hash_key, outer_keys.explicit_hash_key);
+        assert_eq!(
+            record.explicit_hash_key.as_deref(),
+            outer_keys.explicit_hash_key.as_deref()
+        );
         assert_eq!(record.data.len(), oracle_len(members));
         // Byte for byte what prost encodes for the same message.
         let body = oracle_message(members).encode_to_vec();
@@ -1128,7 +1135,8 @@ pub(crate) mod tests {
                 assert_eq!(got.aggregated, members.len() > 1, "record {index}");
                 assert_eq!(got.partition_key, member.partition_key, "record {index}");
                 assert_eq!(
-                    got.explicit_hash_key, member.explicit_hash_key,
+                    got.explicit_hash_key.as_deref(),
+                    member.explicit_hash_key.as_deref(),
                     "record {index}"
                 );
                 assert_eq!(got.data_b64, BASE64.encode(&member.data), "record {index}");
@@ -1156,7 +1164,7 @@ pub(crate) mod tests {
                     let mut record = random_record(&mut rng, key_pool);
                     record.data.truncate(rng.random_range(0..150));
                     if with_hash {
-                        record.explicit_hash_key = Some(rng.random::<u128>().to_string());
+                        record.explicit_hash_key = Some(rng.random::<u128>().to_string().into());
                     } else {
                         record.explicit_hash_key = None;
                     }

@@ -22,7 +22,8 @@ pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub partition_key: PartitionKey,
-    pub explicit_hash_key: Option<String>,
+    /// Boxed (16 bytes, not 24): rare, and every record carries the field.
+    pub explicit_hash_key: Option<Box<str>>,
     pub data: Bytes,
 }
 
@@ -35,7 +36,7 @@ impl Record {
         }
     }
 
-    pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
+    pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<Box<str>>) -> Self {
         self.explicit_hash_key = Some(explicit_hash_key.into());
         self
     }

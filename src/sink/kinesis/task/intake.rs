@@ -113,7 +113,7 @@ impl Task {
             if let Some(value) = event.record.get_path(path) {
                 let text = value.to_text();
                 match hash_key::parse_hash_key(text.trim()) {
-                    Ok(_) => record.explicit_hash_key = Some(text.trim().to_string()),
+                    Ok(_) => record.explicit_hash_key = Some(text.trim().into()),
                     Err(e) => {
                         self.sink.cx.metrics.error("invalid_explicit_hash_key");
                         tracing::debug!(sink = %self.name(), error = %e,
