@@ -70,9 +70,13 @@ wait_port() {
 # Background processes started with `spawn` (or registered with `register_pid`) and commands
 # given to `on_exit` are stopped/run when the sourcing script exits, however it exits.
 _LOGFERRY_PIDS=()
+_LOGFERRY_GROUPS=()
 _LOGFERRY_EXIT_CMDS=()
 
 register_pid() { _LOGFERRY_PIDS+=("$1"); }
+# register_group PID: PID leads its own process group (started with `setsid`); on exit the
+# whole group is stopped, so a build it runs (cargo and its rustc children) stops with it.
+register_group() { _LOGFERRY_GROUPS+=("$1"); }
 on_exit() { _LOGFERRY_EXIT_CMDS+=("$*"); }
 
 _logferry_cleanup() {
@@ -82,6 +86,9 @@ _logferry_cleanup() {
         cmd="${_LOGFERRY_EXIT_CMDS[i]}"
         eval "$cmd" || true
     done
+    for pid in "${_LOGFERRY_GROUPS[@]}"; do
+        kill -TERM -- "-$pid" 2>/dev/null || true
+    done
     for pid in "${_LOGFERRY_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -90,6 +97,10 @@ _logferry_cleanup() {
     for pid in "${_LOGFERRY_PIDS[@]}"; do
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    for pid in "${_LOGFERRY_GROUPS[@]}"; do
+        kill -KILL -- "-$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     exit "$status"
