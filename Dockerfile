@@ -80,7 +80,8 @@ LABEL org.opencontainers.image.title="logferry" \
       org.opencontainers.image.documentation="https://example.invalid/logferry#deploy"
 # The whole file system, one layer; owners as make-rootfs set them (/var/lib/logferry: 10001).
 COPY --from=rootfs /rootfs/ /
-# TLS libraries (rustls for the AWS SDK, OpenSSL inside librdkafka) read this bundle.
+# rustls (the AWS SDK) reads this bundle; librdkafka, its OpenSSL linked statically, finds the same
+# file by probing the usual paths (ssl.ca.location, when set, takes precedence).
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 10001:10001
 # Fluent forward (TCP): the port configs use; the default config listens on 127.0.0.1 only
