@@ -81,21 +81,6 @@ pub enum AuthError {
     NotReady(String),
 }
 
-/// The error and its causes on one line (SDK errors keep the useful part in their sources).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Credentials from one provider, cached until shortly before they expire.
 pub struct CredentialSource {
     provider: SharedCredentialsProvider,
@@ -166,7 +151,7 @@ impl CredentialSource {
                 .await
             {
                 Err(_) => Err(AuthError::Timeout(CREDENTIALS_TIMEOUT)),
-                Ok(Err(e)) => Err(AuthError::Credentials(error_chain(&e))),
+                Ok(Err(e)) => Err(AuthError::Credentials(super::error_chain(&e))),
                 Ok(Ok(credentials)) => Ok(credentials),
             };
         match &fetched {

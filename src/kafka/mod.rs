@@ -11,6 +11,22 @@ pub mod options;
 
 use rdkafka::config::RDKafkaLogLevel;
 
+/// The error and its causes on one line (SDK and HTTP client errors keep the useful part in
+/// their sources): for credential failures and schema registry requests.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Which side of logferry a librdkafka client serves: names the component in its log lines.
 #[derive(Debug, Clone, Copy)]
 pub enum Role {

@@ -474,6 +474,15 @@ mod tests {
     }
 
     /// Decodes a token into (scheme+host+path, query parameters in order).
+    /// The value of query parameter `name` of a decoded token.
+    fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a String {
+        &params
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("no {name} in the token"))
+            .1
+    }
+
     fn decode_token(token: &str) -> (String, Vec<(String, String)>) {
         assert!(!token.contains('='), "token must be unpadded");
         assert!(
@@ -566,11 +575,7 @@ mod tests {
         );
         let token = signer(&case.region).sign(&wrong, time).unwrap();
         let (_, params) = decode_token(token.token());
-        let signature = &params
-            .iter()
-            .find(|(k, _)| k == "X-Amz-Signature")
-            .unwrap()
-            .1;
+        let signature = param(&params, "X-Amz-Signature");
         assert_ne!(signature, &case.signature);
     }
 
@@ -602,11 +607,7 @@ mod tests {
             .unwrap();
         assert_eq!(token.expiry_ms(), case.expiry_ms);
         let (_, params) = decode_token(token.token());
-        let signature = &params
-            .iter()
-            .find(|(k, _)| k == "X-Amz-Signature")
-            .unwrap()
-            .1;
+        let signature = param(&params, "X-Amz-Signature");
         assert_eq!(signature, &case.signature);
     }
 
@@ -679,11 +680,7 @@ mod tests {
             let (base, params) = decode_token(token.token());
             assert_eq!(base, format!("https://{}/", case.host), "{}", case.name);
             assert!(!base.contains("serverless"), "{base}");
-            let signature = &params
-                .iter()
-                .find(|(k, _)| k == "X-Amz-Signature")
-                .unwrap()
-                .1;
+            let signature = param(&params, "X-Amz-Signature");
             assert_eq!(signature, &case.signature, "{}", case.name);
         }
     }
