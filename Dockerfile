@@ -20,18 +20,21 @@ FROM rust:1.95-bookworm AS build
 # librdkafka 2.12's cmake build includes (see scripts/setup). The rest of scripts/setup's
 # APT_PACKAGES that the build needs; instead of libssl-dev, librdkafka's TLS + SASL/OAUTHBEARER
 # (MSK IAM) link an OpenSSL built by infra/docker/build-openssl (only what librdkafka needs) from
-# Debian's source with Debian's patches, `apt-get source openssl` (scripts/build-image builds the
-# same from the same source package). DL3003: `apt-get source` unpacks into the current directory.
-# Package versions are not pinned: Debian replaces them in point releases and security updates,
-# so pinned versions disappear from the mirror and the build breaks; the base image tag pins
-# the distribution release.
+# Debian's source with Debian's patches, `apt-get source openssl=<revision>`, the revision
+# infra/docker/openssl-version pins (scripts/build-image builds the same revision from the same
+# source package). DL3003: `apt-get source` unpacks into the current directory.
+# The build tools' package versions are not pinned: Debian replaces them in point releases and
+# security updates, so pinned versions disappear from the mirror and the build breaks; the base
+# image tag pins the distribution release. The OpenSSL source is the exception, so that both
+# builds link the same one (infra/docker/openssl-version says when to bump it).
+WORKDIR /src
+COPY infra/docker/openssl-version ./infra/docker/openssl-version
 # hadolint ignore=DL3003,DL3008
 RUN sed -i 's/^Types: deb$/Types: deb deb-src/' /etc/apt/sources.list.d/debian.sources \
  && apt-get update \
  && apt-get install -y --no-install-recommends cmake pkg-config zlib1g-dev libcurl4-openssl-dev dpkg-dev perl make \
- && mkdir /openssl-src && cd /openssl-src && apt-get source -qq openssl \
+ && mkdir /openssl-src && cd /openssl-src && apt-get source -qq "openssl=$(sed '/^#/d' /src/infra/docker/openssl-version)" \
  && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
 COPY infra/docker/build-openssl ./infra/docker/build-openssl
 RUN infra/docker/build-openssl /openssl-src/openssl-*/ /opt/openssl
 # The whole workspace manifest set: Cargo.lock is honoured (--locked), lambda/ and test-kit/
