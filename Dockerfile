@@ -83,8 +83,9 @@ LABEL org.opencontainers.image.title="logferry" \
       org.opencontainers.image.documentation="https://example.invalid/logferry#deploy"
 # The whole file system, one layer; owners as make-rootfs set them (/var/lib/logferry: 10001).
 COPY --from=rootfs /rootfs/ /
-# rustls (the AWS SDK) reads this bundle; librdkafka, its OpenSSL linked statically, finds the same
-# file by probing the usual paths (ssl.ca.location, when set, takes precedence).
+# rustls (the AWS SDK) reads this bundle, and logferry passes it to librdkafka as ssl.ca.location
+# when the config sets no CA (its static OpenSSL would only probe the usual paths): mount another
+# bundle and point SSL_CERT_FILE at it to trust a private CA in both.
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 10001:10001
 # Fluent forward (TCP): the port configs use; the default config listens on 127.0.0.1 only
