@@ -27,15 +27,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use logferry_test_kit::fault_kinesis::{FaultKinesis, Faults, RequestFault, AWS_ENV};
+use logferry_test_kit::kafka::{assert_exactly_once, consumer_config, read_all, seqs};
 use logferry_test_kit::kinesis::{create_stream, read_stream};
 use logferry_test_kit::metrics;
 use logferry_test_kit::net::{free_port, http_request, wait_port};
 use logferry_test_kit::paths::repo_root;
-use logferry_test_kit::kafka::{assert_exactly_once, consumer_config, read_all, seqs};
 use logferry_test_kit::stand_ins::{Moto, Tansu};
+use logferry_test_kit::wait::{tail, wait_until_or};
 use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
 use support::tls::{make_certs, TlsProxy};
-use logferry_test_kit::wait::{tail, wait_until_or};
 
 /// The image's user, set by `USER` in the Dockerfile.
 const IMAGE_UID: u32 = 10001;
