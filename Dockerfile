@@ -4,7 +4,8 @@
 #
 #   docker build -t logferry:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# Three stages. `build` runs infra/docker/build-binary: the release build made smaller (Cargo.toml's
+# Three stages. `build` runs infra/docker/build-openssl (librdkafka's OpenSSL, only what its TLS
+# needs) and infra/docker/build-binary: the release build made smaller (Cargo.toml's
 # `image` profile), statically linked and stripped (scripts/test runs the same script through scripts/build-image, so CI proves this build
 # compiles). `rootfs` runs infra/docker/make-rootfs, the one list of the image's files (the binary,
 # the default config, the CA bundle, a static busybox of only the FireLens health check's `sh`
@@ -15,17 +16,27 @@
 # infra/README.md.
 
 FROM rust:1.95-bookworm AS build
-# cmake: rdkafka's cmake-build of librdkafka. libssl-dev: TLS + SASL/OAUTHBEARER (MSK IAM).
-# libcurl4-openssl-dev: only its header, which librdkafka 2.12's cmake build includes (see
-# scripts/setup). Same list as scripts/setup's APT_PACKAGES.
-# Package versions are not pinned: Debian replaces them in point releases and security updates,
-# so pinned versions disappear from the mirror and the build breaks; the base image tag pins
-# the distribution release.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev \
- && rm -rf /var/lib/apt/lists/*
+# cmake: rdkafka's cmake-build of librdkafka. libcurl4-openssl-dev: only its header, which
+# librdkafka 2.12's cmake build includes (see scripts/setup). The rest of scripts/setup's
+# APT_PACKAGES that the build needs; instead of libssl-dev, librdkafka's TLS + SASL/OAUTHBEARER
+# (MSK IAM) link an OpenSSL built by infra/docker/build-openssl (only what librdkafka needs) from
+# Debian's source with Debian's patches, `apt-get source openssl=<revision>`, the revision
+# infra/docker/openssl-version pins (scripts/build-image builds the same revision from the same
+# source package). DL3003: `apt-get source` unpacks into the current directory.
+# The build tools' package versions are not pinned: Debian replaces them in point releases and
+# security updates, so pinned versions disappear from the mirror and the build breaks; the base
+# image tag pins the distribution release. The OpenSSL source is the exception, so that both
+# builds link the same one (infra/docker/openssl-version says when to bump it).
 WORKDIR /src
+COPY infra/docker/openssl-version ./infra/docker/openssl-version
+# hadolint ignore=DL3003,DL3008
+RUN sed -i 's/^Types: deb$/Types: deb deb-src/' /etc/apt/sources.list.d/debian.sources \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends cmake pkg-config zlib1g-dev libcurl4-openssl-dev dpkg-dev perl make \
+ && mkdir /openssl-src && cd /openssl-src && apt-get source -qq "openssl=$(sed '/^#/d' /src/infra/docker/openssl-version)" \
+ && rm -rf /var/lib/apt/lists/*
+COPY infra/docker/build-openssl ./infra/docker/build-openssl
+RUN infra/docker/build-openssl /openssl-src/openssl-*/ /opt/openssl
 # The whole workspace manifest set: Cargo.lock is honoured (--locked), lambda/ and test-kit/
 # (the tests' dev-dependency) are workspace members and benches/ holds a bench target the root
 # manifest declares.
@@ -41,7 +52,7 @@ COPY infra/docker/build-binary ./infra/docker/build-binary
 # infra/docker/build-binary says why).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    infra/docker/build-binary /usr/local/bin/logferry
+    OPENSSL_DIR=/opt/openssl infra/docker/build-binary /usr/local/bin/logferry
 
 # ca-certificates and busybox (Debian's source with Debian's patches, built by
 # infra/docker/build-busybox against musl): what infra/docker/make-rootfs copies into the image
@@ -72,7 +83,9 @@ LABEL org.opencontainers.image.title="logferry" \
       org.opencontainers.image.documentation="https://example.invalid/logferry#deploy"
 # The whole file system, one layer; owners as make-rootfs set them (/var/lib/logferry: 10001).
 COPY --from=rootfs /rootfs/ /
-# TLS libraries (rustls for the AWS SDK, OpenSSL inside librdkafka) read this bundle.
+# rustls (the AWS SDK) reads this bundle, and logferry passes it to librdkafka as ssl.ca.location
+# when the config sets no CA (its static OpenSSL would only probe the usual paths): mount another
+# bundle and point SSL_CERT_FILE at it to trust a private CA in both.
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 10001:10001
 # Fluent forward (TCP): the port configs use; the default config listens on 127.0.0.1 only

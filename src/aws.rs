@@ -14,18 +14,73 @@
 //! only what failed, count every retry and keep going past the SDK's three attempts). Every
 //! credentials fetch is counted: `token_refreshes_total{token="aws_credentials"}`, or
 //! `auth_failures_total{reason="credentials"}` when it fails.
+//!
+//! Every SDK client and credentials provider talks HTTPS through [`http_client`]: the SDK's
+//! own hyper client with rustls on the process's crypto provider ([`crate::tls`], *ring*). The
+//! SDK crates are built without their default HTTPS client (which would link aws-lc), so a
+//! config loaded without [`http_client`] has no HTTP client at all and its calls fail; every
+//! loader here sets it, and the credentials providers aws-config builds (IMDS, ECS container
+//! credentials and EKS Pod Identity, web identity through STS, AssumeRole) take it from the
+//! loader's config.
 
 use std::time::Duration;
 
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::config::field::FieldError;
 use crate::metrics::ComponentMetrics;
+
+/// The HTTPS client of the AWS SDK: what the SDK's default client is (hyper 1 with rustls,
+/// the system's root certificates, the `HTTP(S)_PROXY` / `NO_PROXY` settings of the
+/// environment, one connection pool per client and timeout settings), on *ring* instead of
+/// aws-lc (see the module docs). Cheap: connections are made when a client first calls.
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = aws_smithy_http_client::Connector::builder()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
+/// `aws_config::defaults` with the latest behavior version and [`http_client`]: the start of
+/// every SDK config logferry loads.
+pub fn config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client())
+}
+
+/// aws-config's default region chain (`AWS_REGION` / `AWS_DEFAULT_REGION`, the profile, IMDS),
+/// its IMDS lookup through [`http_client`]: `RegionProviderChain::default_provider()` would have
+/// no HTTP client for IMDS.
+pub fn default_region_chain() -> RegionProviderChain {
+    let provider_config = ProviderConfig::without_region().with_http_client(http_client());
+    RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(
+            aws_config::profile::region::ProfileFileRegionProvider::builder()
+                .configure(&provider_config)
+                .build(),
+        )
+        .or_else(
+            aws_config::imds::region::ImdsRegionProvider::builder()
+                .configure(&provider_config)
+                .build(),
+        )
+}
 
 /// `logferry-<sink name>`, reduced to the characters and length STS accepts for a role session
 /// name (`[\w+=,.@-]{2,64}`).
@@ -166,7 +221,7 @@ pub async fn sink_sdk_config(
     sink_name: &str,
     metrics: &ComponentMetrics,
 ) -> Result<SinkSdkConfig, ClientError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = config_loader();
     if let Some(region) = options.region {
         loader = loader.region(Region::new(region.to_string()));
     }

@@ -55,6 +55,7 @@
 //!   AssumeRole, stable session names).
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
 //! - [`log_limit`]: at most one log line per interval for a repeated error.
+//! - [`tls`]: the one rustls crypto provider (*ring*) every TLS client and server uses.
 //! - [`shutdown`]: signals, the cancellation token, and the shutdown sequence (stop sources,
 //!   flush transforms, drain sinks, within the grace period), with why it runs in that order.
 //! - [`loadgen`]: a forward-protocol load generator for benchmarks.
@@ -77,6 +78,7 @@ pub mod route;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod tls;
 pub mod transform;
 
 /// The crate version, as `logferry --version` prints it.

@@ -92,6 +92,8 @@ impl ConfigArgs {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Every rustls configuration names its provider; this covers any that would not.
+    logferry::tls::install_default_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { file } => {

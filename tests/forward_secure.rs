@@ -29,6 +29,7 @@ use logferry_test_kit::logferry::{check_sequence, read_jsonl, wait_for_lines, Lo
 use logferry_test_kit::metrics;
 use logferry_test_kit::paths::python;
 use logferry_test_kit::stand_ins::{fluent_bit_bin, numbered_lines, FluentBit};
+use support::tls::{make_certs, Certs};
 
 const SHARED_KEY: &str = "fleet-key-3f9c";
 
@@ -51,101 +52,6 @@ path = "{dir}/out.jsonl"
 /// `[sources.tls]` and the rest of the forward options must come after the plain keys.
 fn config(extra: &str) -> String {
     CONFIG.replace("{source_extra}", extra)
-}
-
-/// Files made by [`make_certs`].
-struct Certs {
-    ca: PathBuf,
-    server_crt: PathBuf,
-    server_key: PathBuf,
-    client_crt: PathBuf,
-    client_key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl (scripts/setup installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a client certificate.
-fn make_certs(dir: &Path) -> Certs {
-    let dir = dir.join("certs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=logferry test CA",
-    ]);
-    openssl(&dir, &ca);
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        let mut req = vec!["req"];
-        req.extend(ec);
-        let (key, csr, crt, extfile) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
-        );
-        let subject = format!("/CN={name}");
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-        openssl(&dir, &req);
-        std::fs::write(dir.join(&extfile), ext).unwrap();
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &extfile,
-            ],
-        );
-    }
-    Certs {
-        ca: dir.join("ca.crt"),
-        server_crt: dir.join("server.crt"),
-        server_key: dir.join("server.key"),
-        client_crt: dir.join("client.crt"),
-        client_key: dir.join("client.key"),
-    }
 }
 
 /// Starts logferry with TLS (certificates made first, in a dir of their own) and `extra` keys.

@@ -14,6 +14,11 @@
 //! than this process's, because podman's default (`nofile=1048576`) needs CAP_SYS_RESOURCE.
 //! The containers share the host's network namespace (`--network host`): the stand-ins listen
 //! on loopback only, so the config's ports are rewritten to free ones (nothing else in it is).
+//!
+//! Also: librdkafka's TLS in the image (its OpenSSL linked statically) trusts the CA that
+//! `SSL_CERT_FILE` names, as the AWS SDK's rustls does.
+
+mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,12 +27,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use logferry_test_kit::fault_kinesis::{FaultKinesis, Faults, RequestFault, AWS_ENV};
+use logferry_test_kit::kafka::{assert_exactly_once, consumer_config, read_all, seqs};
 use logferry_test_kit::kinesis::{create_stream, read_stream};
 use logferry_test_kit::metrics;
 use logferry_test_kit::net::{free_port, http_request, wait_port};
 use logferry_test_kit::paths::repo_root;
-use logferry_test_kit::stand_ins::Moto;
+use logferry_test_kit::stand_ins::{Moto, Tansu};
 use logferry_test_kit::wait::{tail, wait_until_or};
+use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
+use support::tls::{make_certs, TlsProxy};
 
 /// The image's user, set by `USER` in the Dockerfile.
 const IMAGE_UID: u32 = 10001;
@@ -426,4 +434,97 @@ fn sigterm_drains_what_the_image_holds_within_the_grace_period() {
         tail(&logs, 40)
     );
     assert_eq!(resent, 0);
+}
+
+#[test]
+fn kafka_tls_in_the_image_trusts_the_ca_of_ssl_cert_file() {
+    let Some(archive) = archive("kafka_tls_in_the_image") else {
+        return;
+    };
+    // A broker reachable only over TLS, with a certificate a test CA signed: a TLS proxy in
+    // front of tansu, which advertises the proxy's address.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let proxy = TlsProxy::start(&certs);
+    let tansu = Tansu::start_advertising(Some(proxy.addr()));
+    proxy.set_upstream(tansu.addr());
+    tansu.create_topic("tls-logs", 1);
+    let (forward, http) = (free_port(), free_port());
+    let config = dir.path().join("logferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service]\ngrace_period = \"10s\"\nhttp_listen = \"127.0.0.1:{http}\"\n\n\
+             [[sources]]\ntype = \"forward\"\nlisten = \"127.0.0.1:{forward}\"\n\n\
+             [[sinks]]\ntype = \"kafka\"\nmatch = \"*\"\nbrokers = \"{}\"\ntopics = \"tls-logs\"\n\
+             [sinks.rdkafka]\n\"security.protocol\" = \"SSL\"\n",
+            proxy.addr()
+        ),
+    )
+    .unwrap();
+    let mounts = vec![
+        "--volume".to_string(),
+        format!("{}:/etc/logferry/logferry.toml:ro", config.display()),
+        "--volume".to_string(),
+        format!("{}:/etc/logferry/test-ca.crt:ro", certs.ca.display()),
+    ];
+    let loadgen = |router: &Container, first: u64, records: u64| {
+        let out = router.exec(&[
+            "logferry",
+            "loadgen",
+            "--target",
+            &format!("127.0.0.1:{forward}"),
+            "--records",
+            &records.to_string(),
+            "--start-seq",
+            &first.to_string(),
+            "--size",
+            "100",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    let started = |router: &Container| {
+        if !wait_port(([127, 0, 0, 1], forward).into(), Duration::from_secs(30)) {
+            panic!("forward port not listening:\n{}", router.logs());
+        }
+    };
+
+    // The image's own SSL_CERT_FILE (the system bundle) does not hold the test CA: the broker's
+    // certificate is refused.
+    let router = Container::start(&archive, &mounts);
+    started(&router);
+    loadgen(&router, 1000, 5);
+    wait_for(&router, "the broker's certificate refused", || {
+        router.logs().contains("certificate verify failed")
+    });
+    drop(router);
+
+    // SSL_CERT_FILE naming the test CA: librdkafka trusts it (logferry passes it on as
+    // ssl.ca.location), every record arrives.
+    let mut args = mounts.clone();
+    args.extend([
+        "--env".to_string(),
+        "SSL_CERT_FILE=/etc/logferry/test-ca.crt".to_string(),
+    ]);
+    let router = Container::start(&archive, &args);
+    started(&router);
+    assert!(
+        router.logs().contains("CA certificates from SSL_CERT_FILE"),
+        "{}",
+        router.logs()
+    );
+    loadgen(&router, 0, 200);
+    wait_for(&router, "200 records in Kafka", || {
+        metric(http, &["records_out", "kafka.0"]) >= 200.0
+    });
+    let logs = router.logs();
+    assert_eq!(router.stop(), 0, "{}", tail(&logs, 40));
+
+    let consumer: BaseConsumer<DefaultConsumerContext> = consumer_config(&proxy.addr().to_string())
+        .set("security.protocol", "SSL")
+        .set("ssl.ca.location", certs.ca.to_str().unwrap())
+        .create()
+        .expect("TLS consumer");
+    let records = read_all(&consumer, "tls-logs", 200, Duration::from_secs(30));
+    assert_exactly_once(&seqs(&records), 0..200);
 }

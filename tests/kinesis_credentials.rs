@@ -1,10 +1,11 @@
 //! Credentials of the Kinesis sink against moto: static keys under real SigV4 and IAM policy
 //! enforcement (right and wrong secret), `role_arn` through moto's STS, and IRSA (web identity
-//! token file + AWS_ROLE_ARN) through moto's STS.
+//! token file + AWS_ROLE_ARN) through moto's STS, and all of them over HTTPS with a private CA.
 
 use support::kinesis as kin;
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use kin::{create_stream, read_stream, tool, unique_stream, Logferry};
@@ -200,4 +201,65 @@ fn irsa_web_identity_token_file_and_role_arn_through_moto_sts() {
         "the token never appears in the log"
     );
     assert_read_back(&moto, &stream, 200);
+}
+
+/// Every AWS call over HTTPS, as in AWS: the web identity credentials (IRSA) and `role_arn`'s
+/// AssumeRole at STS, and Kinesis, all through the SDK's HTTPS client (rustls on *ring*,
+/// src/aws.rs), at endpoints whose certificate only a test CA signed (a TLS proxy in front of
+/// moto). That CA is trusted through SSL_CERT_FILE; with another CA there the same setup gets
+/// no credentials, the server's certificate being refused.
+#[test]
+fn https_to_sts_and_kinesis_verified_against_the_ca_of_ssl_cert_file() {
+    let moto = Moto::start();
+    let stream = unique_stream("https");
+    create_stream(&moto.endpoint(), &stream, 1);
+    let policy = kinesis_policy(&stream);
+    let irsa_role =
+        String::from_utf8(tool(&moto.endpoint(), &["iam-role", "irsa", &policy])).unwrap();
+    let role = String::from_utf8(tool(&moto.endpoint(), &["iam-role", "writer", &policy])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = support::tls::make_certs(dir.path());
+    let other = support::tls::make_certs(&dir.path().join("other"));
+    let proxy = support::tls::TlsProxy::start(&certs);
+    proxy.set_upstream(moto.addr());
+    let token = dir.path().join("token");
+    std::fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9nczpsb2dmZXJyeSJ9.c2ln",
+    )
+    .unwrap();
+    let sink = format!(
+        "stream = \"{stream}\"\nendpoint = \"{https}\"\nflush = \"200ms\"\n\
+         role_arn = \"{role}\"\nsts_endpoint = \"{https}\"\n",
+        https = proxy.https_url()
+    );
+    let start = |ca: &Path| {
+        Logferry::start(
+            &sink,
+            &[
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+                ("AWS_ROLE_ARN", &irsa_role),
+                ("AWS_ROLE_SESSION_NAME", "logferry-irsa"),
+                ("AWS_ENDPOINT_URL_STS", &proxy.https_url()),
+                ("SSL_CERT_FILE", ca.to_str().unwrap()),
+            ],
+        )
+    };
+
+    let lf = start(&certs.ca);
+    lf.loadgen_no_ack(0, 200, 200);
+    delivered(&lf, 200);
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 30));
+    assert_read_back(&moto, &stream, 200);
+
+    let lf = start(&other.ca);
+    lf.loadgen_no_ack(1000, 10, 200);
+    lf.wait_for("the certificate refused", Duration::from_secs(30), |lf| {
+        lf.log().contains("invalid peer certificate")
+    });
+    assert_eq!(lf.metric("logferry_kinesis_user_records_sent_total"), 0.0);
+    drop(lf);
 }

@@ -73,6 +73,8 @@ fn report_init_error(error_type: &str, message: &str) {
 
 fn main() -> std::process::ExitCode {
     let started = Instant::now();
+    // Every rustls configuration names its provider; this covers any that would not.
+    logferry::tls::install_default_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,8 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 
@@ -114,8 +113,8 @@ impl CredentialSource {
         session_name: &str,
     ) -> Result<Self, AuthError> {
         let region_chain =
-            RegionProviderChain::default_provider().or_else(Region::new(region.to_string()));
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            crate::aws::default_region_chain().or_else(Region::new(region.to_string()));
+        let sdk = crate::aws::config_loader()
             .region(region_chain)
             .load()
             .await;

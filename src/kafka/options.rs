@@ -294,11 +294,144 @@ pub fn property<'a>(properties: &'a [(String, String)], name: &str) -> Option<&'
         .map(|(_, v)| v.as_str())
 }
 
-/// The librdkafka client configuration of `properties`.
+/// The librdkafka client configuration of `properties`, with `ssl.ca.location` from
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` when the config names no CA ([`ca_from_environment`]).
 pub fn client_config(properties: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in properties {
         config.set(key, value);
     }
+    match ca_from_environment(properties, &|name| std::env::var(name).ok()) {
+        Some(CaFromEnvironment::Location { var, path }) => {
+            tracing::info!(ca = %path, "kafka TLS: CA certificates from {var} (ssl.ca.location                 is not set)");
+            config.set("ssl.ca.location", path);
+        }
+        Some(CaFromEnvironment::Missing { var, path }) => {
+            tracing::warn!(ca = %path, "kafka TLS: {var} names a path that does not exist;                 librdkafka looks for CA certificates in the usual places instead");
+        }
+        None => {}
+    }
     config
+}
+
+/// The CA certificates the environment names for librdkafka's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaFromEnvironment {
+    /// `var` names `path`, which exists: it becomes `ssl.ca.location`.
+    Location { var: &'static str, path: String },
+    /// `var` names `path`, which does not exist: left alone.
+    Missing { var: &'static str, path: String },
+}
+
+/// Where librdkafka should find CA certificates when the config does not say: `SSL_CERT_FILE`,
+/// else `SSL_CERT_DIR` (one directory), as OpenSSL's default paths read them. Only for TLS
+/// (`security.protocol` `SSL` or `SASL_SSL`) and only when none of `ssl.ca.location`,
+/// `ssl.ca.pem` and `ssl.ca.certificate.stores` is set.
+///
+/// Needed because librdkafka linked with a static OpenSSL (the container image, the Lambda
+/// zips) does not ask OpenSSL for its default paths when it finds a bundle at one of the
+/// distributions' usual locations (`/etc/ssl/certs/ca-certificates.crt`, ...): without this,
+/// `SSL_CERT_FILE` would be honoured by the AWS SDK (rustls) but not by the Kafka client.
+pub fn ca_from_environment(
+    properties: &[(String, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<CaFromEnvironment> {
+    let tls = property(properties, "security.protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("ssl") || p.eq_ignore_ascii_case("sasl_ssl"));
+    let named = ["ssl.ca.location", "ssl.ca.pem", "ssl.ca.certificate.stores"]
+        .iter()
+        .any(|name| property(properties, name).is_some());
+    if !tls || named {
+        return None;
+    }
+    let (var, path) = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .into_iter()
+        .find_map(|var| env(var).filter(|v| !v.is_empty()).map(|v| (var, v)))?;
+    // SSL_CERT_DIR may list several directories (`a:b`); ssl.ca.location takes one.
+    if var == "SSL_CERT_DIR" && path.contains(':') {
+        return None;
+    }
+    if std::path::Path::new(&path).exists() {
+        Some(CaFromEnvironment::Location { var, path })
+    } else {
+        Some(CaFromEnvironment::Missing { var, path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ssl_cert_file_becomes_the_ca_location_of_tls_clients_that_name_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, "").unwrap();
+        let bundle = bundle.display().to_string();
+        let certs = dir.path().display().to_string();
+        let env = |file: Option<&str>, certs_dir: Option<&str>| {
+            let (file, certs_dir) = (file.map(str::to_string), certs_dir.map(str::to_string));
+            move |name: &str| match name {
+                "SSL_CERT_FILE" => file.clone(),
+                "SSL_CERT_DIR" => certs_dir.clone(),
+                _ => None,
+            }
+        };
+        let tls = props(&[("security.protocol", "SASL_SSL")]);
+        assert_eq!(
+            ca_from_environment(&tls, &env(Some(&bundle), Some(&certs))),
+            Some(CaFromEnvironment::Location {
+                var: "SSL_CERT_FILE",
+                path: bundle.clone()
+            })
+        );
+        assert_eq!(
+            ca_from_environment(
+                &props(&[("security.protocol", "ssl")]),
+                &env(Some(""), Some(&certs))
+            ),
+            Some(CaFromEnvironment::Location {
+                var: "SSL_CERT_DIR",
+                path: certs.clone()
+            })
+        );
+        assert_eq!(
+            ca_from_environment(&tls, &env(None, Some("/a:/b"))),
+            None,
+            "a list of directories is not one location"
+        );
+        assert_eq!(
+            ca_from_environment(&tls, &env(Some("/nonexistent/ca.pem"), None)),
+            Some(CaFromEnvironment::Missing {
+                var: "SSL_CERT_FILE",
+                path: "/nonexistent/ca.pem".into()
+            })
+        );
+        assert_eq!(ca_from_environment(&tls, &env(None, None)), None);
+        // Not TLS, or a CA the config names: left to the config.
+        for properties in [
+            props(&[]),
+            props(&[("security.protocol", "SASL_PLAINTEXT")]),
+            props(&[("security.protocol", "SSL"), ("ssl.ca.location", "probe")]),
+            props(&[("security.protocol", "SSL"), ("ssl.ca.pem", "-----BEGIN")]),
+        ] {
+            assert_eq!(
+                ca_from_environment(&properties, &env(Some(&bundle), None)),
+                None,
+                "{properties:?}"
+            );
+        }
+        let config = client_config(&props(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", &bundle),
+        ]));
+        assert_eq!(config.get("ssl.ca.location"), Some(bundle.as_str()));
+    }
 }

@@ -9,3 +9,4 @@ pub mod iam_documents;
 pub mod kafka;
 pub mod kinesis;
 pub mod outage;
+pub mod tls;

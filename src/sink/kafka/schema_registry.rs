@@ -88,16 +88,14 @@ impl Registry {
                 roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
             }
         }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RegistryError::Unreachable {
-            url: settings.url.clone(),
-            message: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| RegistryError::Unreachable {
+                url: settings.url.clone(),
+                message: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

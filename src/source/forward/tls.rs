@@ -1,8 +1,8 @@
 //! TLS for the forward source's TCP listener (Fluentd's `<transport tls>`, Fluent Bit's
 //! `tls on`): a rustls server configuration built from PEM files.
 //!
-//! rustls with the aws-lc-rs provider: the one the AWS SDK already links, so no second crypto
-//! library is compiled in. TLS 1.2 and 1.3 only (rustls has nothing older). With `ca_file` the
+//! rustls with the process's crypto provider ([`crate::tls`], *ring*): the one the AWS SDK's
+//! client uses too, so no second crypto library is compiled in. TLS 1.2 and 1.3 only (rustls has nothing older). With `ca_file` the
 //! server asks for a client certificate and refuses a client without one signed by that CA
 //! (mutual TLS); without it any client may connect and authenticates, if at all, with the
 //! shared_key handshake.
@@ -59,7 +59,7 @@ pub enum TlsSetupError {
 
 /// Builds the acceptor for the TCP listener.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::tls::crypto_provider();
     let certs = certificates("crt_file", &config.crt_file)?;
     let key = private_key(&config.key_file)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
