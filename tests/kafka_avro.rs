@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use logferry_test_kit::logferry::Logferry;
-use logferry_test_kit::net::free_port;
+use logferry_test_kit::net::{free_port, wait_port};
 use logferry_test_kit::paths::{python, support_file};
 use logferry_test_kit::stand_ins::Tansu;
 use logferry_test_kit::wait::wait_until;
@@ -102,6 +102,12 @@ dead_letter_path = "{dead}"
 
 /// Sends JSON lines to the tcp source.
 fn send(port: u16, records: &[Value]) {
+    // `Logferry::start` waits for the HTTP port only: the tcp source may bind a moment later
+    // (once seen as "connection refused" here).
+    assert!(
+        wait_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)),
+        "the tcp source never listened on port {port}"
+    );
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the tcp source");
     for r in records {
         writeln!(stream, "{r}").unwrap();
