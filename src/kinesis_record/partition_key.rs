@@ -43,6 +43,27 @@ impl PartitionKey {
         }))
     }
 
+    /// The key's bytes, without the UTF-8 check `as_str` makes on an inline key: the request
+    /// body and the record's size read them for every record.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Owned(key) => key.as_bytes(),
+        }
+    }
+
+    /// Length in bytes (what Kinesis counts), without the UTF-8 check.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Inline { len, .. } => *len as usize,
+            Repr::Owned(key) => key.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, bytes } => {
@@ -179,14 +200,16 @@ mod tests {
         let key = PartitionKey::from(hex);
         assert!(matches!(key.0, Repr::Inline { len: 32, .. }));
         assert_eq!(&*key, hex);
+        assert_eq!((key.len(), key.as_bytes()), (32, hex.as_bytes()));
         let long = "k".repeat(256);
         let key = PartitionKey::from(long.clone());
         assert!(matches!(key.0, Repr::Owned(_)));
         assert_eq!(key, long);
+        assert_eq!((key.len(), key.as_bytes()), (256, long.as_bytes()));
         // Multi-byte text is cut at its own length, never inside a character.
         let accented = "clé-é";
         assert_eq!(PartitionKey::from(accented), accented);
-        assert_eq!(PartitionKey::default().len(), 0);
+        assert!(PartitionKey::default().is_empty());
     }
 
     #[test]
