@@ -268,11 +268,7 @@ fn firelens_router_in_the_image_ships_docker_frames_to_kinesis_and_answers_the_h
     ];
     args.extend(aws_env_args(&[]));
     let router = Container::start(&archive, &args);
-    for port in [forward, healthcheck, http] {
-        if !wait_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)) {
-            panic!("port {port} not listening:\n{}", router.logs());
-        }
-    }
+    wait_listening(&router, &[forward, healthcheck, http]);
     let logs = router.logs();
     assert!(
         logs.contains("reading it as Fluent Bit config"),
@@ -314,21 +310,20 @@ fn firelens_router_in_the_image_ships_docker_frames_to_kinesis_and_answers_the_h
     unix.write_all(&frames).unwrap();
     drop(unix);
     let tag = "web-firelens-0123456789abcdef0123456789abcdef";
-    let out = router.exec(&[
-        "logferry",
-        "loadgen",
-        "--target",
-        &format!("127.0.0.1:{forward}"),
-        "--records",
-        "200",
-        "--size",
-        "150",
-        "--batch",
-        "50",
-        "--tag",
-        tag,
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    loadgen(
+        &router,
+        forward,
+        &[
+            "--records",
+            "200",
+            "--size",
+            "150",
+            "--batch",
+            "50",
+            "--tag",
+            tag,
+        ],
+    );
 
     wait_for(&router, "205 records in Kinesis", || {
         metric(http, &["logferry_kinesis_user_records_sent_total"]) >= 205.0
@@ -392,23 +387,13 @@ fn sigterm_drains_what_the_image_holds_within_the_grace_period() {
     ];
     args.extend(aws_env_args(&[]));
     let router = Container::start(&archive, &args);
-    if !wait_port(([127, 0, 0, 1], forward).into(), Duration::from_secs(30)) {
-        panic!("forward port not listening:\n{}", router.logs());
-    }
+    wait_listening(&router, &[forward]);
     // 300 records without acks: fewer than a PutRecords batch, so they wait for the flush.
-    let out = router.exec(&[
-        "logferry",
-        "loadgen",
-        "--target",
-        &format!("127.0.0.1:{forward}"),
-        "--records",
-        "300",
-        "--size",
-        "100",
-        "--batch",
-        "100",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    loadgen(
+        &router,
+        forward,
+        &["--records", "300", "--size", "100", "--batch", "100"],
+    );
     wait_for(&router, "300 records taken in", || {
         metrics::sum_containing(&metrics_text(http), &["records_in", "source"]) >= 300.0
     });
@@ -468,32 +453,25 @@ fn kafka_tls_in_the_image_trusts_the_ca_of_ssl_cert_file() {
         "--volume".to_string(),
         format!("{}:/etc/logferry/test-ca.crt:ro", certs.ca.display()),
     ];
-    let loadgen = |router: &Container, first: u64, records: u64| {
-        let out = router.exec(&[
-            "logferry",
-            "loadgen",
-            "--target",
-            &format!("127.0.0.1:{forward}"),
+    let send = |router: &Container, first: u64, records: u64| {
+        let (records, first) = (records.to_string(), first.to_string());
+        let args = [
             "--records",
-            &records.to_string(),
+            &records,
             "--start-seq",
-            &first.to_string(),
+            &first,
             "--size",
             "100",
-        ]);
-        assert!(out.status.success(), "{out:?}");
+        ];
+        loadgen(router, forward, &args);
     };
-    let started = |router: &Container| {
-        if !wait_port(([127, 0, 0, 1], forward).into(), Duration::from_secs(30)) {
-            panic!("forward port not listening:\n{}", router.logs());
-        }
-    };
+    let started = |router: &Container| wait_listening(router, &[forward]);
 
     // The image's own SSL_CERT_FILE (the system bundle) does not hold the test CA: the broker's
     // certificate is refused.
     let router = Container::start(&archive, &mounts);
     started(&router);
-    loadgen(&router, 1000, 5);
+    send(&router, 1000, 5);
     wait_for(&router, "the broker's certificate refused", || {
         router.logs().contains("certificate verify failed")
     });
@@ -513,7 +491,7 @@ fn kafka_tls_in_the_image_trusts_the_ca_of_ssl_cert_file() {
         "{}",
         router.logs()
     );
-    loadgen(&router, 0, 200);
+    send(&router, 0, 200);
     wait_for(&router, "200 records in Kafka", || {
         metric(http, &["records_out", "kafka.0"]) >= 200.0
     });
@@ -527,4 +505,24 @@ fn kafka_tls_in_the_image_trusts_the_ca_of_ssl_cert_file() {
         .expect("TLS consumer");
     let records = read_all(&consumer, "tls-logs", 200, Duration::from_secs(30));
     assert_exactly_once(&seqs(&records), 0..200);
+}
+
+/// Waits until something in `router` (host network) listens on each of `ports`; fails the test
+/// with the container's log otherwise.
+fn wait_listening(router: &Container, ports: &[u16]) {
+    for &port in ports {
+        if !wait_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)) {
+            panic!("port {port} not listening:\n{}", router.logs());
+        }
+    }
+}
+
+/// Runs the image's own `logferry loadgen` inside `router` against the forward port `port`,
+/// with `args` after the target; fails the test if it fails.
+fn loadgen(router: &Container, port: u16, args: &[&str]) {
+    let target = format!("127.0.0.1:{port}");
+    let mut command = vec!["logferry", "loadgen", "--target", &target];
+    command.extend_from_slice(args);
+    let out = router.exec(&command);
+    assert!(out.status.success(), "{out:?}");
 }
