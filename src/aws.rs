@@ -34,9 +34,11 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_http_client::Connector;
+use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpClient};
 
 use crate::config::field::FieldError;
 use crate::metrics::ComponentMetrics;
@@ -47,15 +49,26 @@ use crate::metrics::ComponentMetrics;
 /// aws-lc (see the module docs). Cheap: connections are made when a client first calls.
 pub fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
-        let mut connector = aws_smithy_http_client::Connector::builder()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring));
-        connector.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector.set_proxy_config(Some(ProxyConfig::from_env()));
-        connector.build()
+        https_connector(
+            settings.cloned(),
+            components.and_then(|components| components.sleep_impl()),
+        )
     })
+}
+
+/// The connector [`http_client`] makes for each of its settings: rustls on *ring*, the
+/// environment's proxy settings, its own connection pool. `sleep` runs the connect timeout of
+/// `settings`. Also used on its own where a call skips the SDK's orchestrator
+/// ([`crate::sink::kinesis::direct`]).
+pub fn https_connector(
+    settings: Option<HttpConnectorSettings>,
+    sleep: Option<SharedAsyncSleep>,
+) -> Connector {
+    let mut connector = Connector::builder().tls_provider(Provider::Rustls(CryptoMode::Ring));
+    connector.set_connector_settings(settings);
+    connector.set_sleep_impl(sleep);
+    connector.set_proxy_config(Some(ProxyConfig::from_env()));
+    connector.build()
 }
 
 /// `aws_config::defaults` with the latest behavior version and [`http_client`]: the start of

@@ -200,17 +200,72 @@ where
             sanitize(&DisplayErrorContext(error).to_string()),
         ),
     };
-    let class = match code.as_str() {
-        "timeout" | "dispatch" | "response" | "request" | "credentials" => ErrorClass::Retryable,
-        "AccessDenied" => ErrorClass::Fatal,
-        code => classify_call(code, status),
-    };
-    CallError {
-        code,
-        status,
-        message,
-        class,
-        sts_action: None,
+    CallError::new(code, status, message)
+}
+
+impl CallError {
+    /// An error with the class its code and status give.
+    pub fn new(code: String, status: Option<u16>, message: String) -> CallError {
+        let class = match code.as_str() {
+            "timeout" | "dispatch" | "response" | "request" | "credentials" => {
+                ErrorClass::Retryable
+            }
+            "AccessDenied" => ErrorClass::Fatal,
+            code => classify_call(code, status),
+        };
+        CallError {
+            code,
+            status,
+            message,
+            class,
+            sts_action: None,
+        }
+    }
+
+    /// The error answer (`status` other than 200) of a call in AWS's JSON protocol, as the SDK
+    /// reads one: the code from the `x-amzn-ErrorType` header or the body's `__type` (or
+    /// `code`), without the namespace before `#` or the URL after `:`; the message from
+    /// `message` (or `Message`). An XML error document (moto, some proxies) gives `<Code>` and
+    /// `<Message>`; anything else is `HTTP<status>` with the start of the body.
+    pub fn from_answer(status: u16, error_type: Option<&str>, body: &[u8]) -> CallError {
+        #[derive(serde::Deserialize, Default)]
+        struct JsonError {
+            #[serde(rename = "__type")]
+            type_: Option<String>,
+            code: Option<String>,
+            #[serde(alias = "Message")]
+            message: Option<String>,
+        }
+        let text = String::from_utf8_lossy(&body[..body.len().min(2000)]);
+        let json: JsonError = serde_json::from_slice(body).unwrap_or_default();
+        let code = error_type
+            .or(json.type_.as_deref())
+            .or(json.code.as_deref())
+            .map(|code| {
+                let code = code.split(':').next().unwrap_or(code);
+                code.rsplit('#').next().unwrap_or(code).trim()
+            })
+            .filter(|code| !code.is_empty())
+            .or_else(|| xml_tag(&text, "Code"))
+            .map_or_else(|| format!("HTTP{status}"), str::to_owned);
+        let message = json
+            .message
+            .as_deref()
+            .or_else(|| xml_tag(&text, "Message"))
+            .unwrap_or(&text);
+        CallError::new(code, Some(status), sanitize(message))
+    }
+
+    /// Credentials could not be had for a call: STS's answer when STS refused or failed them
+    /// (see [`sts_failure`]), else `credentials`.
+    pub fn from_credentials(error: &CredentialsError) -> CallError {
+        sts_failure(error).unwrap_or_else(|| {
+            CallError::new(
+                "credentials".to_string(),
+                None,
+                sanitize(&DisplayErrorContext(error).to_string()),
+            )
+        })
     }
 }
 

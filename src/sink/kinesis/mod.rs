@@ -36,6 +36,7 @@ pub mod api;
 pub mod batch;
 pub mod client;
 pub mod config;
+pub mod direct;
 pub mod metrics;
 pub mod permissions;
 pub mod put_records;
@@ -69,6 +70,7 @@ pub struct KinesisSink {
     stream_target: String,
     config: KinesisConfig,
     client: aws_sdk_kinesis::Client,
+    put_records: direct::PutRecordsClient,
     region: String,
     encoder: Encoder,
     partition_key: Option<KeyPath>,
@@ -90,7 +92,7 @@ impl KinesisSink {
         let encoder = config.encoder().map_err(|e| setup(e.to_string()))?;
         let clients = client::build(config, &cx.name, &cx.metrics)
             .await
-            .map_err(|e| setup(e.to_string()))?;
+            .map_err(setup)?;
         let metrics = KinesisMetrics::new(&cx.registry, &cx.name);
         Ok(KinesisSink {
             partition_key: config.partition_key.as_deref().map(KeyPath::parse),
@@ -98,6 +100,7 @@ impl KinesisSink {
             denied: DeniedActions::new(&cx.name, &config.stream),
             config: config.clone(),
             client: clients.kinesis,
+            put_records: clients.put_records,
             region: clients.region,
             encoder,
             metrics,

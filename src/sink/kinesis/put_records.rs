@@ -1,32 +1,24 @@
 //! PutRecords on the wire: the request body logferry writes, the answer it reads.
 //!
-//! The SDK still does everything around the call: endpoint, credentials, SigV4, TLS, timeouts,
-//! error responses. Two steps of its generic (de)serialization are replaced, because they cost
-//! more than everything else the sink does per record (measured: docs/performance.md):
+//! The call itself goes out through [`super::direct`] (SigV4 and the SDK's HTTPS connector,
+//! without the SDK's orchestrator). The SDK's generic (de)serialization is not used either,
+//! because it cost more than everything else the sink does per record (measured:
+//! docs/performance.md):
 //!
 //! - **Request.** The SDK would copy each record into a `Blob`, then base64 it into its JSON.
 //!   [`put_records_body`] writes the body in one pass over the entries (base64 straight into
-//!   it, sized up front), and a `mutate_request` hook hands it to the SDK before signing.
+//!   it, sized up front).
 //! - **Answer.** The SDK would build an owned entry with up to four `String`s per record (13% of
-//!   the CPU of the forward → Kinesis path). [`CaptureAnswer`] takes the body of a successful
-//!   answer as it streams in and gives the SDK an empty one in its place; [`read_answer`] then
-//!   reads the entries with borrowed strings. Error answers (status other than 200) are left to
-//!   the SDK, which turns them into the errors [`super::api::call_error`] classifies.
+//!   the CPU of the forward → Kinesis path). [`read_answer`] reads the entries with borrowed
+//!   strings, and settles an answer without failures by counting (see there). Error answers
+//!   (status other than 200) become a [`CallError`] in [`super::direct`].
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
-use aws_sdk_kinesis::config::interceptors::BeforeDeserializationInterceptorContextMut;
-use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_kinesis::error::BoxError;
-use aws_sdk_kinesis::Client;
-use aws_smithy_types::body::SdkBody;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 
-use super::api::{call_error, sanitize, CallError};
+use super::api::{sanitize, CallError};
 use super::batch::{Batch, EntryResult};
+use super::direct::PutRecordsClient;
 use super::retry_policy::ErrorClass;
 use crate::encode::json;
 use crate::kinesis_record::Record;
@@ -35,46 +27,15 @@ use crate::kinesis_record::Record;
 /// result per entry, or the whole call's error. Delivered results carry the shard id only
 /// when `shard_ids` asks for it (see [`read_answer`]).
 pub async fn put_records<T>(
-    client: Client,
-    stream: String,
+    client: PutRecordsClient,
+    stream: &str,
     batch: Batch<T>,
     shard_ids: bool,
 ) -> (Batch<T>, Result<Vec<EntryResult>, CallError>) {
-    let body = put_records_body(&stream, batch.entries().iter().map(|e| &e.record));
-    let answer = CaptureAnswer::default();
-    let captured = answer.captured.clone();
-    let result = client
-        .put_records()
-        .stream_name(stream)
-        .set_records(Some(Vec::new()))
-        .customize()
-        .mutate_request(move |request| {
-            request
-                .headers_mut()
-                .insert("content-length", body.len().to_string());
-            *request.body_mut() = SdkBody::from(body.clone());
-        })
-        .interceptor(answer)
-        .send()
-        .await;
-    let result = match result {
-        Ok(out) => match take(&captured) {
-            Some(body) => read_answer(&body, batch.len(), shard_ids),
-            // Not captured (cannot happen for a 200 answer): the SDK parsed it.
-            None => Ok(out
-                .records()
-                .iter()
-                .map(|r| {
-                    EntryResult::from_parts(
-                        r.sequence_number().is_some(),
-                        r.shard_id(),
-                        r.error_code(),
-                        r.error_message(),
-                    )
-                })
-                .collect()),
-        },
-        Err(e) => Err(call_error(&e)),
+    let body = put_records_body(stream, batch.entries().iter().map(|e| &e.record));
+    let result = match client.send(body).await {
+        Ok(answer) => read_answer(&answer, batch.len(), shard_ids),
+        Err(error) => Err(error),
     };
     (batch, result)
 }
@@ -115,100 +76,6 @@ pub fn put_records_body<'a>(
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)
-}
-
-/// What the SDK parses in place of a captured answer: a valid, empty PutRecords output.
-const EMPTY_ANSWER: &[u8] = br#"{"FailedRecordCount":0,"Records":[]}"#;
-
-/// A successful answer's body, taken off the wire for [`read_answer`].
-type Captured = Arc<Mutex<Option<Bytes>>>;
-
-fn take(captured: &Captured) -> Option<Bytes> {
-    match captured.lock() {
-        Ok(mut slot) => slot.take(),
-        Err(poisoned) => poisoned.into_inner().take(),
-    }
-}
-
-/// The interceptor that swaps a 200 answer's body for a [`CaptureBody`].
-#[derive(Debug, Default)]
-struct CaptureAnswer {
-    captured: Captured,
-}
-
-impl Intercept for CaptureAnswer {
-    fn name(&self) -> &'static str {
-        "logferry::PutRecordsCaptureAnswer"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let response = context.response_mut();
-        if response.status().as_u16() != 200 {
-            return Ok(());
-        }
-        let inner = std::mem::replace(response.body_mut(), SdkBody::taken());
-        *response.body_mut() = SdkBody::from_body_1_x(CaptureBody {
-            inner,
-            buf: BytesMut::new(),
-            captured: self.captured.clone(),
-            done: false,
-        });
-        Ok(())
-    }
-}
-
-/// Reads the real body into `buf`; at its end stores it in `captured` and yields
-/// [`EMPTY_ANSWER`] as the only data the SDK sees.
-struct CaptureBody {
-    inner: SdkBody,
-    buf: BytesMut,
-    captured: Captured,
-    done: bool,
-}
-
-impl http_body::Body for CaptureBody {
-    type Data = Bytes;
-    type Error = aws_smithy_types::body::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        this.buf.extend_from_slice(data);
-                    }
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    let body = std::mem::take(&mut this.buf).freeze();
-                    match this.captured.lock() {
-                        Ok(mut slot) => *slot = Some(body),
-                        Err(poisoned) => *poisoned.into_inner() = Some(body),
-                    }
-                    let empty = Bytes::from_static(EMPTY_ANSWER);
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(empty))));
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
 }
 
 /// A PutRecords answer, strings borrowed from the body (unescaped only where they hold
@@ -345,7 +212,10 @@ mod tests {
         );
         let bad = read_answer(b"{\"Records\": [", 1, false).unwrap_err();
         assert_eq!(bad.class, ErrorClass::Retryable);
-        assert_eq!(read_answer(EMPTY_ANSWER, 0, true).unwrap(), Vec::new());
+        assert_eq!(
+            read_answer(br#"{"FailedRecordCount":0,"Records":[]}"#, 0, true).unwrap(),
+            Vec::new()
+        );
         // Failures are read entry by entry even when no shard ids are wanted.
         assert_eq!(read_answer(body, 3, false).unwrap(), results);
     }

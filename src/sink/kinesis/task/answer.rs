@@ -31,12 +31,10 @@ impl Task {
             self.sink.metrics.requests.inc();
             // Shard ids are read from the answer only to check where aggregates landed.
             let shard_ids = batch.entries().iter().any(|e| e.token.expected.is_some());
-            let put = put_records::put_records(
-                self.sink.client.clone(),
-                self.sink.config.stream.clone(),
-                batch,
-                shard_ids,
-            );
+            let client = self.sink.put_records.clone();
+            let stream = self.sink.config.stream.clone();
+            let put =
+                async move { put_records::put_records(client, &stream, batch, shard_ids).await };
             // Observed per call, whatever its outcome (timeouts included).
             let latency = self.sink.cx.metrics.request_duration("PutRecords");
             self.in_flight.spawn(async move {
