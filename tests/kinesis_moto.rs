@@ -329,7 +329,7 @@ fn nested_partition_keys_and_random_keys_for_missing_ones() {
     for seq in [4, 5] {
         let key = &by_seq[&seq];
         assert!(
-            key.len() == 32 && key.chars().all(|c| c.is_ascii_hexdigit()),
+            key.len() == 16 && key.chars().all(|c| c.is_ascii_hexdigit()),
             "missing or empty key -> random key, got {key:?}"
         );
     }

@@ -1,6 +1,6 @@
 //! A record's partition key, kept without an allocation when the sink makes it up.
 //!
-//! Most records sent to Kinesis carry no key of their own and get 32 random hex digits (see
+//! Most records sent to Kinesis carry no key of their own and get 16 random hex digits (see
 //! `sink::kinesis::batch::random_partition_key`). Held in a `String`, each of those cost an
 //! allocation and a free per record; the key is therefore stored inline when it is at most
 //! [`INLINE_CAPACITY`] bytes, and in a `String` only when it is longer (keys read from records
@@ -11,8 +11,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
-/// Keys up to this many bytes are stored in the record itself: the 32 hex digits of a random
-/// key, and most keys taken from records (ids, host names).
+/// Keys up to this many bytes are stored in the record itself: the hex digits of a random key,
+/// and most keys taken from records (ids, host names).
 pub const INLINE_CAPACITY: usize = 32;
 
 /// A partition key: dereferences to `str`.

@@ -293,9 +293,15 @@ pub fn split_results<T>(
     Ok(outcome)
 }
 
-/// 32 random hex digits: spreads records evenly over the shards' hash key range. The keys
-/// need to be uniform, not unpredictable: a small per-thread generator (seeded from the
-/// thread's secure one) makes them, at a fraction of the cost of ChaCha for every record.
+/// Length of a random partition key: 16 hex digits, 64 random bits.
+pub const RANDOM_KEY_LEN: usize = 16;
+
+/// [`RANDOM_KEY_LEN`] random hex digits: spreads records evenly over the shards' hash key
+/// range (Kinesis routes by the MD5 of the key, so 64 random bits cover the range as evenly as
+/// more would). The keys need to be uniform, not unpredictable: a small per-thread generator
+/// (seeded from the thread's secure one) makes them, at a fraction of the cost of ChaCha for
+/// every record. Every byte of the key is sent, signed and encrypted with its record: 16 digits
+/// instead of the 32 of earlier versions make the body 3% smaller for 200-byte records.
 pub fn random_partition_key() -> PartitionKey {
     use rand::{Rng, SeedableRng};
     thread_local! {
@@ -304,10 +310,10 @@ pub fn random_partition_key() -> PartitionKey {
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = KEYS.with(|rng| match rng.try_borrow_mut() {
-        Ok(mut rng) => rng.random::<u128>(),
-        Err(_) => rand::rng().random::<u128>(),
+        Ok(mut rng) => rng.random::<u64>(),
+        Err(_) => rand::rng().random::<u64>(),
     });
-    let mut key = [0u8; 32];
+    let mut key = [0u8; RANDOM_KEY_LEN];
     for (digit, out) in key.iter_mut().rev().enumerate() {
         *out = HEX[((bits >> (4 * digit)) & 0xf) as usize];
     }

@@ -41,6 +41,7 @@ impl Task {
         }
         self.encode_capacity = buf.len().clamp(4096, 8 << 20);
         let data = Bytes::from(buf);
+        self.accepting_at = Some(Instant::now());
         for (index, (event, range)) in events.iter().zip(ends).enumerate() {
             let token = tracked.token(index);
             let (start, end) = match range {
@@ -65,6 +66,7 @@ impl Task {
                 Err(data) => self.spread(data, token, &tag),
             }
         }
+        self.accepting_at = None;
         if self.pending_since.is_none()
             && (self.batcher.pending_entries() > 0
                 || self
@@ -210,13 +212,15 @@ impl Task {
     /// any) lets it go.
     pub(super) fn push(&mut self, entry: Entry<Tokens>, tag: &str) {
         let entry = match self.limiter.as_mut() {
-            Some(limiter) => match limiter.admit(entry, Instant::now()) {
-                Some(entry) => entry,
-                None => {
-                    self.sink.metrics.rate_limited_entries.inc();
-                    return;
+            Some(limiter) => {
+                match limiter.admit(entry, self.accepting_at.unwrap_or_else(Instant::now)) {
+                    Some(entry) => entry,
+                    None => {
+                        self.sink.metrics.rate_limited_entries.inc();
+                        return;
+                    }
                 }
-            },
+            }
             None => entry,
         };
         self.batch(entry, tag);
@@ -293,7 +297,8 @@ mod tests {
         assert_eq!(key.chars().count(), 256);
         assert_eq!(truncate_key(std::borrow::Cow::Borrowed("web-1")), "web-1");
         let a = random_partition_key();
-        assert_eq!(a.len(), 32);
+        assert_eq!(a.len(), super::super::super::batch::RANDOM_KEY_LEN);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, random_partition_key());
     }
 }

@@ -105,6 +105,10 @@ pub(super) struct Task {
     in_flight: JoinSet<PutResult>,
     /// When the oldest record waiting in a container or the batcher arrived.
     pending_since: Option<Instant>,
+    /// While an input batch is accepted: when it arrived. The rate limiter admits its records
+    /// as of that instant, one clock read per batch instead of one per record (1.9% of the CPU
+    /// of the no-ack forward → Kinesis run; a clock read costs ~40 ns in this VM).
+    accepting_at: Option<Instant>,
     /// When a record a client is blocked on last arrived, while such records wait in a
     /// container or the batcher (see [`CLIENT_WAIT_LINGER`]).
     client_waiting_since: Option<Instant>,
@@ -187,6 +191,7 @@ impl Task {
             retry_seq: 0,
             in_flight: JoinSet::new(),
             pending_since: None,
+            accepting_at: None,
             client_waiting_since: None,
             blocked_until: None,
             consecutive_failures: 0,
