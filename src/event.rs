@@ -526,13 +526,54 @@ pub fn pack(events: &mut [Event]) -> usize {
     }
     let packed = Bytes::from(buf);
     let mut start = 0;
+    let mut checked = CheckedRaw::default();
     for (event, end) in events.iter_mut().zip(ends) {
-        if let Some(record) = Map::from_written(&packed, start, end) {
-            event.record = record;
+        if end > start && checked.fits(&event.record, 0) {
+            event.record = Map::from_checked_msgpack(packed.slice(start..end));
         }
         start = end;
     }
     packed.len().max(events.len())
+}
+
+/// Whether maps that [`crate::msgpack::write::write_map`] writes would pass
+/// [`crate::msgpack::read::check_value`]: it writes every key as a string, so the one thing
+/// to check is the depth. An in-memory map is walked; a map still in msgpack form is checked
+/// as bytes, once per [`pack`] call for maps that many records share (a tailed file's
+/// Kubernetes metadata): re-reading every packed record's bytes cost 4% of the tail source's
+/// CPU.
+#[derive(Default)]
+struct CheckedRaw {
+    /// (address, length, depth) of msgpack maps found to fit at that depth.
+    fits: Vec<(usize, usize, usize)>,
+}
+
+impl CheckedRaw {
+    fn fits(&mut self, map: &Map, depth: usize) -> bool {
+        if let Some(raw) = map.raw() {
+            let key = (raw.as_ptr() as usize, raw.len(), depth);
+            if self.fits.contains(&key) {
+                return true;
+            }
+            let fits = crate::msgpack::read::check_value(raw, 0, depth) == Ok(raw.len());
+            if fits && self.fits.len() < 8 {
+                self.fits.push(key);
+            }
+            return fits;
+        }
+        depth < crate::msgpack::MAX_DEPTH && map.iter().all(|(_, v)| self.value_fits(v, depth + 1))
+    }
+
+    fn value_fits(&mut self, value: &Value, depth: usize) -> bool {
+        match value {
+            Value::Map(map) => self.fits(map, depth),
+            Value::Array(items) => {
+                depth < crate::msgpack::MAX_DEPTH
+                    && items.iter().all(|item| self.value_fits(item, depth + 1))
+            }
+            _ => true,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -634,6 +675,51 @@ mod tests {
             byte_distance(first, last.as_ptr()),
             expected.len() - last.len()
         );
+    }
+
+    #[test]
+    fn packing_keeps_records_the_reader_would_refuse_as_they_are() {
+        // Nested `levels` maps deep inside a record; the reader takes at most MAX_DEPTH.
+        let nested = |levels: usize, inner: Map| {
+            let mut map = inner;
+            for _ in 0..levels {
+                let mut outer = Map::new();
+                outer.insert("n", Value::Map(map));
+                map = outer;
+            }
+            map
+        };
+        let leaf = || {
+            let mut m = Map::new();
+            m.insert("log", s("x"));
+            m
+        };
+        let max = crate::msgpack::MAX_DEPTH;
+        // A shared msgpack-form map (as a tailed file's metadata) nested inside records.
+        let shared = nested(3, leaf()).into_shared();
+        assert!(shared.raw().is_some());
+        let records = [
+            nested(max - 1, leaf()),
+            nested(max, leaf()),
+            nested(max - 4, shared.clone()),
+            nested(max - 3, shared.clone()),
+            nested(max - 4, shared.clone()),
+        ];
+        let mut events: Vec<Event> = records
+            .iter()
+            .map(|r| Event::new(Tag::from("t"), EventTime::new(1, 0), r.clone()))
+            .collect();
+        pack(&mut events);
+        let packed: Vec<bool> = events.iter().map(|e| e.record.raw().is_some()).collect();
+        assert_eq!(packed, [true, false, true, false, true]);
+        for (event, record) in events.iter().zip(&records) {
+            assert_eq!(&event.record, record);
+        }
+        // What was packed is what the reader takes.
+        for event in events.iter().filter(|e| e.record.raw().is_some()) {
+            let raw = event.record.raw().unwrap();
+            assert_eq!(crate::msgpack::read::check_value(raw, 0, 0), Ok(raw.len()));
+        }
     }
 
     /// Byte distance between two pointers into one buffer.
