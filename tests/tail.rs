@@ -750,6 +750,27 @@ fn a_stalled_sink_pauses_reading_and_nothing_is_lost_when_it_resumes() {
     // The file sink writes into a FIFO that the test opens but does not read: once the pipe and
     // the sink's small queue are full, the sink stalls, and the tail source must stop reading
     // (not buffer the file in memory, not drop lines). Then the test reads everything.
+    stalled_sink_run("", "buffer_limit = \"256KiB\"", |read, size| {
+        read < size / 4
+    });
+}
+
+#[test]
+fn reading_stops_at_read_ahead_limit_whatever_the_sink_would_queue() {
+    // The sink's queue could take the whole file (10 MB of lines, buffer_limit 64MiB): what
+    // bounds the reading is the source's read_ahead_limit (256KiB of records routed and not yet
+    // delivered), plus the FIFO's 64KiB and one read window.
+    stalled_sink_run(
+        "read_ahead_limit = \"256KiB\"\n",
+        "buffer_limit = \"64MiB\"",
+        |read, _| read < 512 * 1024,
+    );
+}
+
+/// Tails a 200,000-line file into a file sink writing to a FIFO nobody reads yet, checks what
+/// was read after 1.5 s with `bounded(read, file size)`, then drains the FIFO: every line
+/// arrives once.
+fn stalled_sink_run(source: &str, sink: &str, bounded: fn(usize, usize) -> bool) {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = tempfile::tempdir().unwrap();
@@ -781,8 +802,8 @@ fn a_stalled_sink_pauses_reading_and_nothing_is_lost_when_it_resumes() {
         dir.path(),
         "lf",
         &format!(
-            "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\nbuffer_max_size = \"16KiB\"\n{FAST}\
-             [[sinks]]\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\nbuffer_limit = \"256KiB\"\n",
+            "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\nbuffer_max_size = \"16KiB\"\n{FAST}{source}\
+             [[sinks]]\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\n{sink}\n",
             logs.display(),
             fifo.display()
         ),
@@ -791,7 +812,7 @@ fn a_stalled_sink_pauses_reading_and_nothing_is_lost_when_it_resumes() {
     std::thread::sleep(Duration::from_millis(1500));
     let read_so_far = lf.metric("logferry_bytes_in_total{component=\"tail.0\"");
     assert!(
-        read_so_far > 0.0 && read_so_far < (size / 4) as f64,
+        read_so_far > 0.0 && bounded(read_so_far as usize, size),
         "{read_so_far} of {size} bytes read while the sink was stalled"
     );
     // Now drain the FIFO: every line arrives, once.

@@ -18,6 +18,8 @@ struct AckInner {
     /// rather than a source that only records progress (a tail checkpoint): sinks then send
     /// what they hold at once instead of letting it wait for fuller batches.
     client_waits: bool,
+    /// Released when the last holder is done (see [`AckRef::for_progress_holding`]).
+    _held: Option<Box<dyn Send + Sync>>,
 }
 
 impl Drop for AckInner {
@@ -49,12 +51,23 @@ impl AckRef {
         Self::with_client_waiting(false)
     }
 
+    /// [`AckRef::for_progress`] that also holds `held` until every holder is done with the
+    /// records (delivered or failed): the share of a source's read-ahead budget they use.
+    pub fn for_progress_holding(held: impl Send + Sync + 'static) -> (AckRef, AckWaiter) {
+        Self::new_inner(false, Some(Box::new(held)))
+    }
+
     fn with_client_waiting(client_waits: bool) -> (AckRef, AckWaiter) {
+        Self::new_inner(client_waits, None)
+    }
+
+    fn new_inner(client_waits: bool, held: Option<Box<dyn Send + Sync>>) -> (AckRef, AckWaiter) {
         let (tx, rx) = oneshot::channel();
         let inner = Arc::new(AckInner {
             failed: AtomicBool::new(false),
             tx: Mutex::new(Some(tx)),
             client_waits,
+            _held: held,
         });
         (AckRef { inner: Some(inner) }, AckWaiter { rx })
     }
@@ -128,5 +141,23 @@ mod tests {
         let (a, waiter) = AckRef::new();
         drop(a);
         assert!(!waiter.wait().await);
+    }
+
+    #[tokio::test]
+    async fn what_an_ack_holds_is_released_when_the_last_holder_is_done() {
+        let budget = Arc::new(tokio::sync::Semaphore::new(10));
+        let permit = budget.clone().try_acquire_many_owned(10).unwrap();
+        let (a, waiter) = AckRef::for_progress_holding(permit);
+        assert!(!a.client_waits());
+        let b = a.clone();
+        a.complete();
+        assert_eq!(
+            budget.available_permits(),
+            0,
+            "one holder still has the records"
+        );
+        b.complete();
+        assert_eq!(budget.available_permits(), 10);
+        assert!(waiter.wait().await);
     }
 }

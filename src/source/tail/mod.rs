@@ -114,6 +114,11 @@ pub struct TailConfig {
     /// Most files kept open at once. Files beyond are reopened when they have new data;
     /// rotated files being finished are always kept open. Default 1024.
     pub max_open_files: usize,
+    /// Most bytes of records read from the files and not yet delivered (or written to a disk
+    /// buffer) by every sink they went to; reading pauses above it, and the files hold the
+    /// rest. Keeps a node agent that finds a backlog at the size of this window instead of
+    /// its sinks' `buffer_limit` (measured in docs/performance.md, "Memory"). Default 4MiB.
+    pub read_ahead_limit: ByteSize,
 }
 
 impl Default for TailConfig {
@@ -139,6 +144,7 @@ impl Default for TailConfig {
             multiline: None,
             multiline_flush: Duration::from_secs(4),
             max_open_files: 1024,
+            read_ahead_limit: ByteSize::mib(4),
         }
     }
 }
@@ -273,6 +279,14 @@ impl TailConfig {
                 "must be between 1KiB and 64MiB (the default is 1MiB)",
             ));
         }
+        let read_ahead = self.read_ahead_limit.bytes();
+        if read_ahead < self.buffer_max_size.bytes() || read_ahead > 1 << 30 {
+            problems.push(FieldError::new(
+                "read_ahead_limit",
+                "must be between buffer_max_size (one line must fit) and 1GiB (the default is \
+                 4MiB)",
+            ));
+        }
         if self.key.is_empty() {
             problems.push(FieldError::new("key", "must not be empty"));
         }
@@ -371,6 +385,15 @@ mod tests {
             keys(parse("path = \"/a\"\nbuffer_max_size = \"10\"")),
             ["buffer_max_size"]
         );
+        assert_eq!(
+            keys(parse("path = \"/a\"\nread_ahead_limit = \"512KiB\"")),
+            ["read_ahead_limit"],
+            "smaller than the default buffer_max_size (1MiB)"
+        );
+        assert!(keys(parse(
+            "path = \"/a\"\nread_ahead_limit = \"512KiB\"\nbuffer_max_size = \"64KiB\""
+        ))
+        .is_empty());
         assert!(parse("path = \"/a\"\nbogus = 1").is_err());
     }
 }

@@ -96,6 +96,7 @@ pub async fn start(
         .as_usize()
         .saturating_add(1)
         .max(64 * 1024);
+    let read_ahead_limit = config.read_ahead_limit.as_usize();
     let reader = Reader {
         max_line: config.buffer_max_size.as_usize(),
         tag_template: config.tag.clone(),
@@ -116,6 +117,8 @@ pub async fn start(
         open_active: 0,
         warned: HashSet::new(),
         window,
+        read_ahead_limit,
+        read_ahead: Arc::new(tokio::sync::Semaphore::new(read_ahead_limit)),
         stopped: false,
         db_written_at,
     };
@@ -202,6 +205,9 @@ struct Reader {
     open_active: usize,
     warned: HashSet<String>,
     window: usize,
+    /// `read_ahead_limit`, and the budget of bytes routed and not yet settled by every sink.
+    read_ahead_limit: usize,
+    read_ahead: Arc<tokio::sync::Semaphore>,
     max_line: usize,
     tag_template: String,
     /// The router is closed or shutdown came while waiting: stop reading.
@@ -757,30 +763,38 @@ impl Reader {
         let tag = t.tag.clone();
         self.metrics.records_in.inc_by(events.len() as u64);
         self.metrics.bytes_in.inc_by(bytes as u64);
-        let (ack, waiter) = if self.cp.is_some() {
-            let (a, w) = AckRef::for_progress();
-            (Some(a), Some(w))
-        } else {
-            (None, None)
-        };
         let Some(router) = self.router.clone() else {
             return;
         };
         let shutdown = self.shutdown.clone();
         // The records in their lean form: one msgpack buffer for the read, weighed as held.
         let weight = crate::event::pack(&mut events);
+        // Their share of `read_ahead_limit`, held until every sink is done with them.
+        let share = u32::try_from(weight.min(self.read_ahead_limit)).unwrap_or(u32::MAX);
+        let budget = self.read_ahead.clone();
+        let cp = self.cp.is_some();
         let routed = self.handle.block_on(async move {
+            let permit = tokio::select! {
+                biased;
+                p = budget.acquire_many_owned(share) => match p {
+                    Ok(permit) => permit,
+                    Err(_) => return None,
+                },
+                _ = shutdown.cancelled() => return None,
+            };
+            let (ack, waiter) = AckRef::for_progress_holding(permit);
             tokio::select! {
                 biased;
-                r = router.submit(tag, events, weight, ack) => r.is_ok(),
-                _ = shutdown.cancelled() => false,
+                r = router.submit(tag, events, weight, Some(ack)) => r.is_ok().then_some(waiter),
+                _ = shutdown.cancelled() => None,
             }
+            .map(|waiter| cp.then_some(waiter))
         });
-        if !routed {
+        let Some(waiter) = routed else {
             // Not routed (or not completely): not acknowledged either, so not checkpointed.
             self.stopped = true;
             return;
-        }
+        };
         self.checkpoint(Message::Advance {
             uid,
             offset: safe,
