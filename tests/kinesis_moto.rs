@@ -403,3 +403,54 @@ fn acked_chunks_are_not_held_for_the_flush_interval_when_aggregating() {
     assert_eq!(counts.len(), 2000);
     assert!(counts.values().all(|&n| n == 1), "no duplicates");
 }
+
+#[test]
+fn a_tail_backlog_beyond_read_ahead_limit_is_not_held_for_the_flush_interval_when_aggregating() {
+    // A tail source stops reading at read_ahead_limit until the sink delivers; open aggregates
+    // waiting for a 20 s flush would then stall it (256 KiB per flush). Past half its budget
+    // the source tells the sink it waits, and the sink sends what it holds.
+    let moto = Moto::start();
+    let stream = unique_stream("tailagg");
+    create_stream(&moto.endpoint(), &stream, 2);
+    let logs = tempfile::tempdir().unwrap();
+    let lines = 12_000u64;
+    let mut text = String::new();
+    for seq in 0..lines {
+        text.push_str(&format!(
+            "{{\"seq\":{seq},\"msg\":\"{}\"}}\n",
+            "m".repeat(220)
+        ));
+    }
+    std::fs::write(logs.path().join("app.log"), &text).unwrap();
+    let lf = Logferry::start(
+        &format!(
+            "stream = \"{stream}\"\nendpoint = \"{}\"\nflush = \"20s\"\naggregation = true\n\n\
+             [[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nparser = \"json\"\n\
+             read_from_head = true\npoll_interval = \"20ms\"\nbuffer_max_size = \"64KiB\"\n\
+             read_ahead_limit = \"256KiB\"\n",
+            moto.endpoint(),
+            logs.path().display()
+        ),
+        &[],
+    );
+    // 3 MB of lines, 12 read-ahead windows: 20 s each if held for the flush.
+    let most = lines * 8 / 10;
+    lf.wait_for(
+        &format!("{most} of {lines} lines delivered before the first flush"),
+        Duration::from_secs(15),
+        |lf| lf.metric("logferry_kinesis_user_records_sent_total") >= most as f64,
+    );
+    // The end of the file, read while nothing waits, goes out with the flush.
+    lf.wait_for(
+        &format!("all {lines} lines delivered"),
+        Duration::from_secs(40),
+        |lf| lf.metric("logferry_kinesis_user_records_sent_total") >= lines as f64,
+    );
+    let ratio = lf.metric("logferry_kinesis_aggregation_ratio");
+    let (code, log) = lf.stop();
+    assert_eq!(code, 0, "{}", kin::tail(&log, 40));
+    assert!(ratio > 10.0, "records were still aggregated: ratio {ratio}");
+    let counts = read_stream(&moto.endpoint(), &stream).seq_counts();
+    assert_eq!(counts.len() as u64, lines);
+    assert!(counts.values().all(|&n| n == 1), "no duplicates");
+}

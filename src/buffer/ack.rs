@@ -18,7 +18,7 @@ struct AckInner {
     /// rather than a source that only records progress (a tail checkpoint): sinks then send
     /// what they hold at once instead of letting it wait for fuller batches.
     client_waits: bool,
-    /// Released when the last holder is done (see [`AckRef::for_progress_holding`]).
+    /// Released when the last holder is done (see [`AckRef::holding`]).
     _held: Option<Box<dyn Send + Sync>>,
 }
 
@@ -51,10 +51,13 @@ impl AckRef {
         Self::with_client_waiting(false)
     }
 
-    /// [`AckRef::for_progress`] that also holds `held` until every holder is done with the
-    /// records (delivered or failed): the share of a source's read-ahead budget they use.
-    pub fn for_progress_holding(held: impl Send + Sync + 'static) -> (AckRef, AckWaiter) {
-        Self::new_inner(false, Some(Box::new(held)))
+    /// An acknowledgement that holds `held` until every holder is done with the records
+    /// (delivered or failed): the share of a source's read-ahead budget they use. With
+    /// `source_waits`, the source stops reading until the acknowledgement resolves (its budget
+    /// is nearly spent), and sinks treat it as a waiting client: they send what they hold once
+    /// nothing more is queued instead of waiting for `flush`.
+    pub fn holding(held: impl Send + Sync + 'static, source_waits: bool) -> (AckRef, AckWaiter) {
+        Self::new_inner(source_waits, Some(Box::new(held)))
     }
 
     fn with_client_waiting(client_waits: bool) -> (AckRef, AckWaiter) {
@@ -147,7 +150,7 @@ mod tests {
     async fn what_an_ack_holds_is_released_when_the_last_holder_is_done() {
         let budget = Arc::new(tokio::sync::Semaphore::new(10));
         let permit = budget.clone().try_acquire_many_owned(10).unwrap();
-        let (a, waiter) = AckRef::for_progress_holding(permit);
+        let (a, waiter) = AckRef::holding(permit, false);
         assert!(!a.client_waits());
         let b = a.clone();
         a.complete();

@@ -212,14 +212,15 @@ impl PutRecordsClient {
             .map_err(|e| signing_failed(&e))?
             .into_parts();
 
-        let mut request = http::Request::new(SdkBody::from(body.clone()));
+        let length = body.len();
+        let mut request = http::Request::new(SdkBody::from(body));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = inner.endpoint.clone();
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_1_1));
         headers.insert(HOST, inner.host.clone());
         headers.insert("x-amz-target", HeaderValue::from_static(TARGET));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
         headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
         instructions.apply_to_request_http1x(&mut request);
         HttpRequest::try_from(request).map_err(|e| signing_failed(&e))

@@ -772,17 +772,20 @@ impl Reader {
         // Their share of `read_ahead_limit`, held until every sink is done with them.
         let share = u32::try_from(weight.min(self.read_ahead_limit)).unwrap_or(u32::MAX);
         let budget = self.read_ahead.clone();
+        let half = self.read_ahead_limit / 2;
         let cp = self.cp.is_some();
         let routed = self.handle.block_on(async move {
             let permit = tokio::select! {
                 biased;
-                p = budget.acquire_many_owned(share) => match p {
+                p = budget.clone().acquire_many_owned(share) => match p {
                     Ok(permit) => permit,
                     Err(_) => return None,
                 },
                 _ = shutdown.cancelled() => return None,
             };
-            let (ack, waiter) = AckRef::for_progress_holding(permit);
+            // Past half the budget, reading is about to wait for these records: sinks are told
+            // so, or records held for fuller aggregates would stall the reading until `flush`.
+            let (ack, waiter) = AckRef::holding(permit, budget.available_permits() < half);
             tokio::select! {
                 biased;
                 r = router.submit(tag, events, weight, Some(ack)) => r.is_ok().then_some(waiter),
