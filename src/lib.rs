@@ -49,10 +49,11 @@
 //!   What every sink shares: `sink::settle` (per-record outcomes into the acknowledgement of
 //!   the batch they came in), `sink::undeliverable` (the one "dead-letter or drop, count and
 //!   log" step), `sink::dead_letter` (the dead-letter files and their replay), `sink::backoff`.
-//!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself.
+//!   `sink::kinesis::put_records` writes the PutRecords body and reads the answer itself, and
+//!   `sink::kinesis::direct` signs and sends the call without the SDK's orchestrator.
 //! - [`kafka`]: what the Kafka sink and source share: options, MSK IAM tokens and credentials.
 //! - [`aws`]: AWS credentials the sinks share (default chain, `role_arn` through STS
-//!   AssumeRole, stable session names).
+//!   AssumeRole, stable session names) and the SDK's HTTPS client and connector.
 //! - [`metrics`], [`health`], [`http`]: what operators see on `/metrics` and `/health`.
 //! - [`log_limit`]: at most one log line per interval for a repeated error.
 //! - [`tls`]: the one rustls crypto provider (*ring*) every TLS client and server uses.

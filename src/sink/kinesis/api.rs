@@ -257,7 +257,7 @@ impl CallError {
     }
 
     /// Credentials could not be had for a call: STS's answer when STS refused or failed them
-    /// (see [`sts_failure`]), else `credentials`.
+    /// (the STS action and its answer), else `credentials`.
     pub fn from_credentials(error: &CredentialsError) -> CallError {
         sts_failure(error).unwrap_or_else(|| {
             CallError::new(

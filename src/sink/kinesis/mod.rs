@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: the `type = "kinesis"` options.
 //! - [`client`]: the SDK client and its credentials (default chain, `role_arn`).
+//! - [`direct`]: PutRecords signed with aws-sigv4 and sent on the SDK's HTTPS connector,
+//!   without the SDK's per-call orchestrator (the endpoint and credentials stay the SDK's).
 //! - [`api`]: DescribeStreamSummary, ListShards, and what the API's errors mean.
 //! - [`put_records`]: the PutRecords request body and answer, written and read by logferry.
 //! - [`shard_map`]: the open shards' hash key ranges.
