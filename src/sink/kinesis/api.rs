@@ -426,6 +426,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn error_answers_are_read_as_the_sdk_reads_json_protocol_errors() {
+        // Kinesis: the code in `__type` with its namespace, the message in `message`.
+        let e = CallError::from_answer(
+            400,
+            None,
+            br#"{"__type":"com.amazonaws.kinesis.v20131202#ResourceNotFoundException","message":"Stream s under account 1 not found."}"#,
+        );
+        assert_eq!(e.code, "ResourceNotFoundException");
+        assert_eq!(e.status, Some(400));
+        assert_eq!(e.message, "Stream s under account 1 not found.");
+        assert_eq!(e.class, ErrorClass::Fatal);
+        // The header wins, without the URL after `:`; `Message` is read too.
+        let e = CallError::from_answer(
+            400,
+            Some("ProvisionedThroughputExceededException:http://internal.amazon.com/coral/"),
+            br#"{"__type":"Other","Message":"Rate exceeded"}"#,
+        );
+        assert_eq!(e.code, "ProvisionedThroughputExceededException");
+        assert_eq!(e.message, "Rate exceeded");
+        assert_eq!(e.class, ErrorClass::Retryable);
+        // An XML error document (moto, proxies).
+        let e = CallError::from_answer(
+            403,
+            None,
+            b"<ErrorResponse><Error><Code>AccessDenied</Code><Message>not allowed</Message></Error></ErrorResponse>",
+        );
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("AccessDenied", "not allowed")
+        );
+        assert_eq!(e.class, ErrorClass::Fatal);
+        assert!(e.is_access_denied());
+        // Nothing readable: the status, and the start of the body without secrets.
+        let e = CallError::from_answer(
+            503,
+            None,
+            b"upstream unavailable\nThe Canonical String for this request should have been",
+        );
+        assert_eq!(e.code, "HTTP503");
+        assert_eq!(e.message, "upstream unavailable");
+        assert_eq!(e.class, ErrorClass::Retryable);
+    }
+
+    #[test]
     fn call_classification() {
         assert_eq!(
             classify_call("AccessDeniedException", Some(400)),
