@@ -23,7 +23,7 @@
 //! credentials and EKS Pod Identity, web identity through STS, AssumeRole) take it from the
 //! loader's config.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
@@ -93,6 +93,16 @@ pub fn default_region_chain() -> RegionProviderChain {
                 .configure(&provider_config)
                 .build(),
         )
+}
+
+/// When credentials fetched at `fetched_at` that expire at `expiry` are due for renewal:
+/// `margin` before they expire, but not before half their life is over, so short-lived
+/// credentials are not fetched in a loop. Shared by the Kinesis PutRecords client and the MSK
+/// IAM token signer, which cache credentials outside the SDK.
+pub fn renew_at(fetched_at: SystemTime, expiry: SystemTime, margin: Duration) -> SystemTime {
+    let life = expiry.duration_since(fetched_at).unwrap_or(Duration::ZERO);
+    let early = expiry.checked_sub(margin).unwrap_or(fetched_at);
+    early.max(fetched_at + life / 2)
 }
 
 /// `logferry-<sink name>`, reduced to the characters and length STS accepts for a role session
@@ -321,6 +331,17 @@ impl ProvideCredentials for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_renewed_before_they_expire_but_not_in_a_loop() {
+        let margin = Duration::from_secs(60);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = now + Duration::from_secs(3600);
+        assert_eq!(renew_at(now, hour, margin), hour - margin);
+        let short = now + Duration::from_secs(40);
+        assert_eq!(renew_at(now, short, margin), now + Duration::from_secs(20));
+        assert_eq!(renew_at(now, now - Duration::from_secs(1), margin), now);
+    }
 
     #[test]
     fn client_options_are_checked_by_key() {

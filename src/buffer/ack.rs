@@ -42,13 +42,13 @@ impl AckRef {
     /// A new acknowledgement with its first reference and the waiter for the result; a client
     /// is blocked until it resolves.
     pub fn new() -> (AckRef, AckWaiter) {
-        Self::with_client_waiting(true)
+        Self::new_inner(true, None)
     }
 
     /// An acknowledgement nobody is blocked on: the source only records its progress when it
     /// resolves (a tail checkpoint), so sinks may keep filling batches meanwhile.
     pub fn for_progress() -> (AckRef, AckWaiter) {
-        Self::with_client_waiting(false)
+        Self::new_inner(false, None)
     }
 
     /// An acknowledgement that holds `held` until every holder is done with the records
@@ -58,10 +58,6 @@ impl AckRef {
     /// nothing more is queued instead of waiting for `flush`.
     pub fn holding(held: impl Send + Sync + 'static, source_waits: bool) -> (AckRef, AckWaiter) {
         Self::new_inner(source_waits, Some(Box::new(held)))
-    }
-
-    fn with_client_waiting(client_waits: bool) -> (AckRef, AckWaiter) {
-        Self::new_inner(client_waits, None)
     }
 
     fn new_inner(client_waits: bool, held: Option<Box<dyn Send + Sync>>) -> (AckRef, AckWaiter) {

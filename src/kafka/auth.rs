@@ -207,14 +207,9 @@ impl CredentialSource {
         let Some(expiry) = cached.credentials.expiry() else {
             return STATIC_RECHECK;
         };
-        let life = expiry
-            .duration_since(cached.fetched_at)
-            .unwrap_or(Duration::ZERO);
-        let due = (expiry
-            .checked_sub(CREDENTIALS_REFRESH_MARGIN)
-            .unwrap_or(cached.fetched_at))
-        .max(cached.fetched_at + life / 2);
-        due.duration_since(now).unwrap_or(Duration::ZERO)
+        crate::aws::renew_at(cached.fetched_at, expiry, CREDENTIALS_REFRESH_MARGIN)
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// Why no credentials are cached, for the token callback's error.

@@ -79,6 +79,8 @@ pub struct PutRecordsClient {
 struct Inner {
     connector: Connector,
     endpoint: http::Uri,
+    /// `endpoint` as text, as it is signed.
+    endpoint_text: String,
     host: HeaderValue,
     region: String,
     provider: SharedCredentialsProvider,
@@ -130,6 +132,7 @@ impl PutRecordsClient {
             inner: Arc::new(Inner {
                 connector: crate::aws::https_connector(Some(settings), sdk.sleep_impl()),
                 host,
+                endpoint_text: endpoint.uri.to_string(),
                 endpoint: endpoint.uri,
                 region: endpoint.signing_region.unwrap_or(region),
                 provider,
@@ -195,7 +198,6 @@ impl PutRecordsClient {
             .build()
             .map_err(|e| signing_failed(&e))?
             .into();
-        let uri = inner.endpoint.to_string();
         let signed_headers = [
             ("content-type", JSON_1_1),
             ("host", host),
@@ -203,7 +205,7 @@ impl PutRecordsClient {
         ];
         let signable = SignableRequest::new(
             "POST",
-            &uri,
+            &inner.endpoint_text,
             signed_headers.into_iter(),
             SignableBody::Bytes(&body),
         )
@@ -287,7 +289,7 @@ impl PutRecordsClient {
             .map_err(|e| CallError::from_credentials(&e))?;
         let renew_at = credentials
             .expiry()
-            .map(|expiry| renew_at(SystemTime::now(), expiry));
+            .map(|expiry| crate::aws::renew_at(SystemTime::now(), expiry, RENEW_BEFORE_EXPIRY));
         if let Ok(mut cached) = self.inner.cached.lock() {
             *cached = Some(Cached {
                 credentials: credentials.clone(),
@@ -311,15 +313,6 @@ impl PutRecordsClient {
             *cached = None;
         }
     }
-}
-
-/// When credentials fetched at `now` that expire at `expiry` are renewed:
-/// [`RENEW_BEFORE_EXPIRY`] before they expire, but not before half their life is over (so
-/// short-lived credentials are not fetched for every call).
-fn renew_at(now: SystemTime, expiry: SystemTime) -> SystemTime {
-    let life = expiry.duration_since(now).unwrap_or(Duration::ZERO);
-    let early = expiry.checked_sub(RENEW_BEFORE_EXPIRY).unwrap_or(now);
-    early.max(now + life / 2)
 }
 
 /// The service's clock minus ours, in whole seconds, from an HTTP `Date` header.
@@ -420,16 +413,6 @@ impl Intercept for LearnEndpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_are_renewed_before_they_expire_but_not_in_a_loop() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let hour = now + Duration::from_secs(3600);
-        assert_eq!(renew_at(now, hour), hour - RENEW_BEFORE_EXPIRY);
-        let short = now + Duration::from_secs(40);
-        assert_eq!(renew_at(now, short), now + Duration::from_secs(20));
-        assert_eq!(renew_at(now, now - Duration::from_secs(1)), now);
-    }
 
     #[test]
     fn the_skew_is_read_from_the_date_header() {
