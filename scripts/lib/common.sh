@@ -119,6 +119,22 @@ spawn() {
     register_pid "$SPAWNED_PID"
 }
 
+# start_fake_kinesis TOOLS_DIR WORK_DIR [ARGS...]: the bench's fake-kinesis (../shared/bench/tools,
+# built into TOOLS_DIR) over TLS with its CA written to WORK_DIR/ca.pem, stopped on exit. Sets
+# FK_PORT (its HTTP port: /stats) and FK_TLS_PORT (the endpoint logferry uses).
+start_fake_kinesis() {
+    local tools="$1" work="$2"
+    shift 2
+    [[ -x "$tools/fake-kinesis" ]] ||
+        die "no $tools/fake-kinesis: build ../shared/bench/tools as ../shared/bench/README.md says"
+    FK_PORT=$(free_port)
+    FK_TLS_PORT=$(free_port)
+    spawn "$work/fake-kinesis.log" "$tools/fake-kinesis" --port "$FK_PORT" \
+        --tls-port "$FK_TLS_PORT" --cert-out "$work/ca.pem" "$@"
+    wait_port 127.0.0.1 "$FK_PORT" 10 "$SPAWNED_PID"
+    wait_port 127.0.0.1 "$FK_TLS_PORT" 10 "$SPAWNED_PID"
+}
+
 # require_tool PATH: fails with a pointer to scripts/setup when a tool is not installed.
 require_tool() {
     [[ -x "$1" ]] || die "$1 is missing: run scripts/setup"
