@@ -5,6 +5,8 @@
 //! - `kpl_aggregation`: decoded, encoded, and packed into KPL aggregated records by shard
 //!   (4 shards), keyless records spread over the shards as the sink does.
 //! - `kafka_payload`: decoded and encoded as the JSON message payloads the Kafka sink produces.
+//! - `kafka_payload_iso8601_time`: the same with `timestamp_key` and `timestamp_format =
+//!   "iso8601"`, as `../shared/bench/kafka_side_by_side.py` configures both shippers.
 //! - `keyed_kpl_aggregation`: aggregation with a partition key read from a field (`seq`), the
 //!   one variant that parses records.
 //!
@@ -14,6 +16,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use logferry::encode::time_format::{Subsecond, TimeFormat};
 use logferry::encode::{EncodeOptions, Encoder};
 use logferry::event::Event;
 use logferry::kinesis_record::{PartitionKey, Record};
@@ -130,6 +133,12 @@ fn bench(c: &mut Criterion) {
     let frame = frame();
     let limits = Limits::default();
     let encoder = Encoder::new(&EncodeOptions::default()).unwrap();
+    let timed_encoder = Encoder::new(&EncodeOptions {
+        time_key: Some("@timestamp".into()),
+        time_format: TimeFormat::Iso8601(Subsecond::Micros),
+        ..EncodeOptions::default()
+    })
+    .unwrap();
     let mut aggregators = ShardAggregators::new(four_shards(), 1024 * 1024).unwrap();
     let mut buf = Vec::with_capacity(256 * 1024);
     let mut payload = Vec::with_capacity(512);
@@ -161,6 +170,18 @@ fn bench(c: &mut Criterion) {
             for event in &events {
                 payload.clear();
                 encoder.encode(event, &mut payload).expect("encodes");
+                bytes += payload.len();
+            }
+            black_box(bytes)
+        })
+    });
+    group.bench_function("kafka_payload_iso8601_time_1000x200B", |b| {
+        b.iter(|| {
+            let events = decode(black_box(&frame), &limits);
+            let mut bytes = 0;
+            for event in &events {
+                payload.clear();
+                timed_encoder.encode(event, &mut payload).expect("encodes");
                 bytes += payload.len();
             }
             black_box(bytes)

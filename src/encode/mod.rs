@@ -30,6 +30,7 @@
 //! - `append_newline`: `\n` after each record (before compression).
 //! - `compression`: `zlib` or `gzip` of the whole encoded record, one stream per record.
 
+mod civil;
 pub mod compress;
 pub mod json;
 pub mod options;

@@ -12,9 +12,10 @@
 //! we follow the Go plugins' (and Ruby's) milliseconds.
 //! The default format is `%Y-%m-%dT%H:%M:%S`, both AWS plugins' default.
 
-use chrono::format::{Item, StrftimeItems};
+use chrono::format::{Item, Numeric, Pad, StrftimeItems};
 use chrono::{DateTime, Utc};
 
+use super::civil::Civil;
 use super::{json, EncodeError};
 use crate::config::field::FieldError;
 use crate::event::EventTime;
@@ -96,8 +97,102 @@ impl TimeFormat {
 enum Piece {
     /// Parsed chrono items.
     Chrono(Vec<Item<'static>>),
+    /// A segment of only literal text and zero-padded `%Y %m %d %H %M %S` (so also `%F`, `%T`):
+    /// written from [`Civil`] fields, without chrono's formatter, for years 0 to 9999 (chrono
+    /// writes 4 digits there too). `items` is the same segment for chrono, used outside that
+    /// range and for leap seconds.
+    Civil {
+        fields: Vec<CivilField>,
+        items: Vec<Item<'static>>,
+    },
     /// The fraction of the second with this many digits.
     Fraction(u32),
+}
+
+/// One element of a [`Piece::Civil`] segment.
+#[derive(Debug)]
+enum CivilField {
+    Text(Box<[u8]>),
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+}
+
+impl Piece {
+    /// A chrono segment, as [`Piece::Civil`] when every item has a civil field.
+    fn of_items(items: Vec<Item<'static>>) -> Piece {
+        let field = |item: &Item<'_>| {
+            Some(match item {
+                Item::Literal(text) | Item::Space(text) => CivilField::Text(text.as_bytes().into()),
+                Item::OwnedLiteral(text) | Item::OwnedSpace(text) => {
+                    CivilField::Text(text.as_bytes().into())
+                }
+                Item::Numeric(numeric, Pad::Zero) => match numeric {
+                    Numeric::Year => CivilField::Year,
+                    Numeric::Month => CivilField::Month,
+                    Numeric::Day => CivilField::Day,
+                    Numeric::Hour => CivilField::Hour,
+                    Numeric::Minute => CivilField::Minute,
+                    Numeric::Second => CivilField::Second,
+                    _ => return None,
+                },
+                _ => return None,
+            })
+        };
+        match items.iter().map(field).collect::<Option<Vec<_>>>() {
+            Some(fields) => Piece::Civil { fields, items },
+            None => Piece::Chrono(items),
+        }
+    }
+}
+
+/// Appends `value` (below 10^`width`) as `width` zero-padded digits.
+fn write_padded(out: &mut Vec<u8>, value: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    let mut value = value;
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// "00" to "99", two bytes each: a field is written with one lookup instead of a division per
+/// digit.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Appends `value` (below 100) as two digits.
+fn push_pair(out: &mut Vec<u8>, value: u32) {
+    let at = (value as usize % 100) * 2;
+    out.extend_from_slice(&DIGIT_PAIRS[at..at + 2]);
+}
+
+/// Writes a [`Piece::Civil`] segment; the year is within 0..=9999.
+fn write_civil(fields: &[CivilField], civil: &Civil, out: &mut Vec<u8>) {
+    out.reserve(32);
+    for field in fields {
+        match field {
+            CivilField::Text(text) => out.extend_from_slice(text),
+            CivilField::Year => {
+                let year = civil.year as u32;
+                push_pair(out, year / 100);
+                push_pair(out, year % 100);
+            }
+            CivilField::Month => push_pair(out, civil.month),
+            CivilField::Day => push_pair(out, civil.day),
+            CivilField::Hour => push_pair(out, civil.hour),
+            CivilField::Minute => push_pair(out, civil.minute),
+            CivilField::Second => push_pair(out, civil.second),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -157,7 +252,7 @@ fn compile_pattern(pattern: &str, key: &str) -> Result<Vec<Piece>, FieldError> {
         }
         if let Some((spec, digits)) = FRACTIONS.iter().find(|(spec, _)| after.starts_with(spec)) {
             if !segment.is_empty() {
-                pieces.push(Piece::Chrono(parse_chrono(&segment, key, pattern)?));
+                pieces.push(Piece::of_items(parse_chrono(&segment, key, pattern)?));
                 segment.clear();
             }
             pieces.push(Piece::Fraction(*digits));
@@ -169,7 +264,7 @@ fn compile_pattern(pattern: &str, key: &str) -> Result<Vec<Piece>, FieldError> {
     }
     segment.push_str(rest);
     if !segment.is_empty() {
-        pieces.push(Piece::Chrono(parse_chrono(&segment, key, pattern)?));
+        pieces.push(Piece::of_items(parse_chrono(&segment, key, pattern)?));
     }
     Ok(pieces)
 }
@@ -185,13 +280,7 @@ impl std::fmt::Write for VecWriter<'_> {
 }
 
 fn write_fraction(out: &mut Vec<u8>, nanos: u32, digits: u32) {
-    let mut value = nanos / 10u32.pow(9 - digits);
-    let start = out.len();
-    out.resize(start + digits as usize, b'0');
-    for slot in out[start..].iter_mut().rev() {
-        *slot = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
+    write_padded(out, nanos / 10u32.pow(9 - digits), digits as usize);
 }
 
 impl TimeWriter {
@@ -203,16 +292,16 @@ impl TimeWriter {
                 Self::pattern(pieces, pattern, key)?
             }
             TimeFormat::Iso8601(sub) => {
-                let mut pieces = vec![Piece::Chrono(parse_chrono(
+                let mut pieces = vec![Piece::of_items(parse_chrono(
                     "%Y-%m-%dT%H:%M:%S",
                     key,
                     "iso8601",
                 )?)];
                 if *sub != Subsecond::None {
-                    pieces.push(Piece::Chrono(vec![Item::Literal(".")]));
+                    pieces.push(Piece::of_items(vec![Item::Literal(".")]));
                     pieces.push(Piece::Fraction(sub.digits()));
                 }
-                pieces.push(Piece::Chrono(vec![Item::Literal("Z")]));
+                pieces.push(Piece::of_items(vec![Item::Literal("Z")]));
                 Self::pattern(pieces, "iso8601", key)?
             }
             TimeFormat::Double => Compiled::Double,
@@ -359,14 +448,24 @@ fn write_pattern(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let out_of_range = || EncodeError::TimeOutOfRange { secs: t.secs };
-    let Some(utc) = DateTime::<Utc>::from_timestamp(t.secs, t.nanos) else {
-        return Err(out_of_range());
-    };
-    let naive = utc.naive_utc();
+    let civil = Civil::from_unix(t.secs);
+    let civil_fits = (0..=9999).contains(&civil.year) && t.nanos < 1_000_000_000;
+    // Built on the first chrono segment only: the usual patterns have none.
+    let mut chrono_time = None;
     for piece in pieces {
         match piece {
             Piece::Fraction(digits) => write_fraction(out, t.nanos, *digits),
-            Piece::Chrono(items) => {
+            Piece::Civil { fields, .. } if civil_fits => write_civil(fields, &civil, out),
+            Piece::Civil { items, .. } | Piece::Chrono(items) => {
+                let utc = match chrono_time {
+                    Some(utc) => utc,
+                    None => {
+                        let utc = DateTime::<Utc>::from_timestamp(t.secs, t.nanos)
+                            .ok_or_else(out_of_range)?;
+                        *chrono_time.insert(utc)
+                    }
+                };
+                let naive = utc.naive_utc();
                 let written = if with_offset {
                     utc.format_with_items(items.iter())
                         .write_to(&mut VecWriter(out))
@@ -434,6 +533,96 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// The usual patterns never reach chrono's formatter; the rest keep it.
+    #[test]
+    fn common_patterns_take_the_civil_path() {
+        let civil_only = |format: &TimeFormat| match TimeWriter::new(format, "k").unwrap().compiled
+        {
+            Compiled::Pattern { pieces, .. } => pieces
+                .iter()
+                .all(|p| matches!(p, Piece::Civil { .. } | Piece::Fraction(_))),
+            _ => unreachable!(),
+        };
+        for format in [
+            TimeFormat::default(),
+            TimeFormat::Iso8601(Subsecond::None),
+            TimeFormat::Iso8601(Subsecond::Micros),
+            TimeFormat::Strftime("%F %T.%L".into()),
+            TimeFormat::Strftime("[%d/%m/%Y:%H:%M:%S %%]".into()),
+        ] {
+            assert!(civil_only(&format), "{format:?}");
+        }
+        for pattern in ["%b %e %H:%M:%S", "%s", "%Y%z", "%-m/%d", "%y"] {
+            assert!(
+                !civil_only(&TimeFormat::Strftime(pattern.into())),
+                "{pattern}"
+            );
+        }
+    }
+
+    /// Rendered through the civil fields or through chrono, the text is the same: every pattern
+    /// is written once with its civil segments and once forced through chrono, over times from
+    /// year 1 to past 9999 (where the civil path hands over to chrono), negative times, and a
+    /// leap second.
+    #[test]
+    fn civil_segments_render_as_chrono_does() {
+        let patterns = [
+            DEFAULT_STRFTIME,
+            "%Y-%m-%dT%H:%M:%S.%fZ",
+            "%F %T",
+            "%d/%m/%Y %H.%M.%S %L%%",
+            "%H:%M:%S on %Y-%m-%d, %a",
+        ];
+        let mut times = vec![
+            EventTime::new(0, 0),
+            EventTime::new(-1, 999_999_999),
+            EventTime::new(-62_135_596_800, 1), // 0001-01-01
+            EventTime::new(-62_167_219_200, 0), // 0000-01-01
+            EventTime::new(253_402_300_799, 5), // 9999-12-31T23:59:59
+            EventTime::new(253_402_300_800, 5), // 10000-01-01: chrono's +10000
+            EventTime::new(1_483_228_799, 1_500_000_000), // a leap second
+        ];
+        let mut secs: i64 = -70_000_000_000;
+        while secs < 300_000_000_000 {
+            times.push(EventTime::new(
+                secs,
+                (secs.unsigned_abs() % 1_000_000_000) as u32,
+            ));
+            secs += 86_399 * 1_009;
+        }
+        for pattern in patterns {
+            let writer = TimeWriter::new(&TimeFormat::Strftime(pattern.into()), "k").unwrap();
+            let Compiled::Pattern {
+                pieces,
+                with_offset,
+            } = &writer.compiled
+            else {
+                unreachable!()
+            };
+            let through_chrono: Vec<Piece> = pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Civil { items, .. } => Piece::Chrono(items.clone()),
+                    Piece::Chrono(items) => Piece::Chrono(items.clone()),
+                    Piece::Fraction(d) => Piece::Fraction(*d),
+                })
+                .collect();
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            for &t in &times {
+                fast.clear();
+                slow.clear();
+                let a = write_pattern(pieces, *with_offset, t, &mut fast);
+                let b = write_pattern(&through_chrono, *with_offset, t, &mut slow);
+                assert_eq!(a.is_ok(), b.is_ok(), "{pattern} {t:?}");
+                assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    String::from_utf8_lossy(&slow),
+                    "{pattern} {t:?}"
+                );
+            }
+        }
     }
 
     #[test]
