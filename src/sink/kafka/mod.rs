@@ -296,8 +296,6 @@ async fn produce(
     }
     let mut full_attempts = 0u32;
     loop {
-        // Register interest before trying, so a delivery in between is not missed.
-        let progress = shared.progress.notified();
         match producer.send(record) {
             Ok(()) => {
                 if full_attempts > 0 {
@@ -307,7 +305,7 @@ async fn produce(
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                let _ = tokio::time::timeout(QUEUE_FULL_WAIT, progress).await;
+                shared.wait_for_room(QUEUE_FULL_WAIT).await;
                 full_attempts = full_attempts.saturating_add(1);
                 shared
                     .metrics

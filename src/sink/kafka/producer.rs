@@ -94,8 +94,14 @@ pub struct Shared {
     pub metrics: ComponentMetrics,
     health: Arc<Health>,
     problems: Mutex<Problems>,
-    /// Signalled whenever a batch completes or a record is delivered.
+    /// Signalled whenever a batch completes, a record is given up, or (while
+    /// `queue_full_waiters` is not zero) a record is delivered.
     pub progress: Notify,
+    /// Sends waiting for room in librdkafka's full local queue ([`Shared::wait_for_room`]). A
+    /// delivery report notifies `progress` only while this is not zero: notifying takes
+    /// `Notify`'s lock and writes a cache line the producing thread reads, which on every
+    /// report had cost the polling thread and the sink a cross-core transfer per record.
+    queue_full_waiters: AtomicUsize,
     pub inflight_batches: AtomicUsize,
     /// Records delivered so far (the retry backoff restarts when this moves).
     pub delivered: AtomicU64,
@@ -130,6 +136,7 @@ impl Shared {
             health,
             problems: Mutex::new(Problems::default()),
             progress: Notify::new(),
+            queue_full_waiters: AtomicUsize::new(0),
             inflight_batches: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
             token_refreshes: AtomicU64::new(0),
@@ -167,6 +174,24 @@ impl Shared {
             shared.progress.notify_waiters();
         };
         Tracker::build(done, records + 1, events, false, Some(Box::new(finished)))
+    }
+
+    /// Waits until a record is delivered or a batch settles, at most `limit`: room in
+    /// librdkafka's full local queue. A delivery reported between the failed send and this
+    /// call does not wake it (reports notify only while someone waits); with the queue full,
+    /// more reports follow at once, and `limit` bounds the wait in any case.
+    pub async fn wait_for_room(&self, limit: Duration) {
+        let progress = self.progress.notified();
+        self.queue_full_waiters.fetch_add(1, Ordering::SeqCst);
+        /// Counts the waiter out even if the send is cancelled mid-wait.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _waiting = Waiting(&self.queue_full_waiters);
+        let _ = tokio::time::timeout(limit, progress).await;
     }
 
     /// Gives up on the record of `tracker` (dead letter or counted drop, see
@@ -499,7 +524,9 @@ impl ProducerContext for KafkaContext {
                         .clear(&[Problem::Auth, Problem::Brokers, Problem::Delivery]);
                 }
                 tracker.settle(true);
-                self.shared.progress.notify_waiters();
+                if self.shared.queue_full_waiters.load(Ordering::SeqCst) > 0 {
+                    self.shared.progress.notify_waiters();
+                }
             }
             Err((error, message)) => match self.shared.dead_letter_reason(error, message.topic()) {
                 Some(why) => {
