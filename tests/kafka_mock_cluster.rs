@@ -94,6 +94,15 @@ async fn wait_acks(waiters: Vec<AckWaiter>, timeout: Duration) {
         .expect("every batch is acknowledged in time");
 }
 
+/// Reads the topic back until `count` records came (on a blocking thread: the consumer blocks).
+async fn read_back(bootstrap: String, count: u64) -> Vec<kafka::Consumed> {
+    tokio::task::spawn_blocking(move || {
+        consume(&bootstrap, TOPIC, count as usize, Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
+}
+
 async fn stop(running: Running) {
     drop(running.tx);
     tokio::time::timeout(Duration::from_secs(30), running.task)
@@ -156,11 +165,7 @@ async fn broker_outage_for_seconds_then_every_record_exactly_once() {
     );
     stop(running).await;
 
-    let records = tokio::task::spawn_blocking(move || {
-        consume(&bootstrap, TOPIC, next as usize, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let records = read_back(bootstrap, next).await;
     assert_exactly_once(&seqs(&records), 0..next);
 }
 
@@ -203,11 +208,7 @@ async fn injected_request_errors_are_retried_into_exactly_once_delivery() {
     assert_eq!(running.metrics.dropped_count("too_large"), 0);
     stop(running).await;
 
-    let records = tokio::task::spawn_blocking(move || {
-        consume(&bootstrap, TOPIC, next as usize, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let records = read_back(bootstrap, next).await;
     assert_exactly_once(&seqs(&records), 0..next);
     // One key's records stay in order on their partition despite the retries.
     let mut last_by_key = std::collections::HashMap::new();
@@ -283,10 +284,6 @@ async fn a_full_local_queue_makes_sends_wait_and_loses_nothing() {
     );
     stop(running).await;
 
-    let records = tokio::task::spawn_blocking(move || {
-        consume(&bootstrap, TOPIC, next as usize, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let records = read_back(bootstrap, next).await;
     assert_exactly_once(&seqs(&records), 0..next);
 }
