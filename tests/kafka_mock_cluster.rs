@@ -83,6 +83,24 @@ fn batch(first: u64, count: u64, log_len: usize) -> (Batch, AckWaiter) {
     )
 }
 
+/// Sends `batches` batches of `count` records (see [`batch`]), `seq` going on from `next`.
+async fn send_batches(
+    tx: &QueueSender,
+    next: &mut u64,
+    batches: usize,
+    count: u64,
+    log_len: usize,
+) -> Vec<AckWaiter> {
+    let mut waiters = Vec::new();
+    for _ in 0..batches {
+        let (b, w) = batch(*next, count, log_len);
+        *next += count;
+        tx.send(b).await.unwrap();
+        waiters.push(w);
+    }
+    waiters
+}
+
 async fn wait_acks(waiters: Vec<AckWaiter>, timeout: Duration) {
     let all = async {
         for (i, waiter) in waiters.into_iter().enumerate() {
@@ -118,24 +136,16 @@ async fn broker_outage_for_seconds_then_every_record_exactly_once() {
     let bootstrap = mock.bootstrap_servers();
     let running = start_sink(&bootstrap, "[rdkafka]\n\"statistics.interval.ms\" = 1000\n").await;
 
-    let mut waiters = Vec::new();
     let mut next = 0u64;
-    for _ in 0..20 {
-        let (b, w) = batch(next, 100, 100);
-        next += 100;
-        running.tx.send(b).await.unwrap();
-        waiters.push(w);
-    }
-    wait_acks(std::mem::take(&mut waiters), Duration::from_secs(30)).await;
+    let first = send_batches(&running.tx, &mut next, 20, 100, 100).await;
+    wait_acks(first, Duration::from_secs(30)).await;
 
     // Every broker goes away; records keep coming and must wait, unacknowledged.
     mock.broker_down(-1).unwrap();
     let down_at = Instant::now();
+    let mut waiters = Vec::new();
     for _ in 0..30 {
-        let (b, w) = batch(next, 100, 100);
-        next += 100;
-        running.tx.send(b).await.unwrap();
-        waiters.push(w);
+        waiters.extend(send_batches(&running.tx, &mut next, 1, 100, 100).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut saw_unhealthy = false;
@@ -195,12 +205,7 @@ async fn injected_request_errors_are_retried_into_exactly_once_delivery() {
                 &[RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT],
             );
         }
-        for _ in 0..5 {
-            let (b, w) = batch(next, 200, 60);
-            next += 200;
-            running.tx.send(b).await.unwrap();
-            waiters.push(w);
-        }
+        waiters.extend(send_batches(&running.tx, &mut next, 5, 200, 60).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_acks(waiters, Duration::from_secs(60)).await;
@@ -267,14 +272,8 @@ async fn a_full_local_queue_makes_sends_wait_and_loses_nothing() {
     )
     .await;
 
-    let mut waiters = Vec::new();
     let mut next = 0u64;
-    for _ in 0..10 {
-        let (b, w) = batch(next, 300, 60);
-        next += 300;
-        running.tx.send(b).await.unwrap();
-        waiters.push(w);
-    }
+    let waiters = send_batches(&running.tx, &mut next, 10, 300, 60).await;
     wait_acks(waiters, Duration::from_secs(60)).await;
     assert_eq!(running.metrics.records_out.get(), next);
     let waits = running.metrics.retry_count("queue_full");
