@@ -443,6 +443,8 @@ fn copytruncate_under_continuous_writes_delivers_every_line_once() {
 
 #[test]
 fn kill_9_mid_file_and_restart_with_db_loses_nothing() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
@@ -455,33 +457,74 @@ fn kill_9_mid_file_and_restart_with_db_loses_nothing() {
             writeln!(f, "line {seq}").unwrap();
         }
     }
-    let config = format!(
-        "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\ndb = \"{}\"\n{FAST}{}",
+    let source = format!(
+        "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\ndb = \"{}\"\nbuffer_max_size = \"16KiB\"\n{FAST}",
         logs.display(),
         db.display(),
-        sink(&out)
     );
-    let mut first = Tail::start(dir.path(), "first", &config, Run::default());
-    // Kill as soon as part of the file went through and a checkpoint was written.
-    let mut at_kill = 0;
+    // The first run writes into a FIFO that the test reads: the test, not the machine's speed,
+    // decides how far the first run gets, so the kill always lands mid-file. Reads of 16KiB
+    // make batches of ~1,400 lines, so checkpoints come long before the test stops reading.
+    let fifo = dir.path().join("out.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // O_NONBLOCK: opening for reading must not wait for the writer.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000)
+        .open(&fifo)
+        .unwrap();
+    let mut first = Tail::start(
+        dir.path(),
+        "first",
+        &format!(
+            "{source}[[sinks]]\ntype = \"file\"\nmatch = \"*\"\npath = \"{}\"\n",
+            fifo.display()
+        ),
+        Run::default(),
+    );
+    // Read a part of the file's lines, then stop reading and kill once a checkpoint is written.
+    let mut text = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let newlines = |t: &[u8]| t.iter().filter(|&&c| c == b'\n').count();
     wait_until("a checkpoint mid-file", Duration::from_secs(30), || {
-        let lines = std::fs::read(&out)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0);
+        if newlines(&text) < n as usize / 8 {
+            if let Ok(k) = reader.read(&mut chunk) {
+                text.extend_from_slice(&chunk[..k]);
+            }
+        }
         let checkpointed = std::fs::read_to_string(&db)
             .map(|t| t.contains("\"offset\": ") && !t.contains("\"offset\": 0"))
             .unwrap_or(false);
-        at_kill = lines;
-        checkpointed && lines > 0
+        checkpointed && !text.is_empty()
     });
+    eprintln!(
+        "DEBUG lines {} bytes {} db {:?}",
+        newlines(&text),
+        text.len(),
+        std::fs::read_to_string(&db)
+    );
     first.signal("-KILL");
-    let at_kill = std::fs::read(&out)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(at_kill);
+    // What the first run wrote before it died is delivered: drain the pipe to its end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => text.extend_from_slice(&chunk[..k]),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+        assert!(Instant::now() < deadline, "the FIFO did not reach its end");
+    }
+    std::fs::write(&out, &text).unwrap();
+    let at_kill = newlines(&text);
     assert!(
         (at_kill as u64) < n,
-        "the whole file was read before the kill; make it bigger"
+        "the whole file was delivered before the kill; the test reads too much of the FIFO"
     );
+    let config = format!("{source}{}", sink(&out));
     let db_text = std::fs::read_to_string(&db).unwrap();
     let mut second = Tail::start(dir.path(), "second", &config, Run::default());
     // Done when the checkpoint reaches the end of the file: everything was delivered.
