@@ -4,14 +4,12 @@
 //! record's ExplicitHashKey when given, else MD5 of the UTF-8 partition key read as an unsigned
 //! 128-bit big-endian integer.
 
-use md5::{Digest, Md5};
-
 /// Longest decimal form of a 128-bit hash key (2^128 - 1 has 39 digits).
 const MAX_HASH_KEY_DIGITS: usize = 39;
 
 /// The hash key Kinesis computes for a partition key: MD5 of its UTF-8 bytes, big-endian.
 pub fn hash_key(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+    u128::from_be_bytes(md5_many::md5(partition_key.as_bytes()))
 }
 
 /// The hash key a record is routed by: its explicit hash key if it has one, else the MD5 of its

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::batch::{random_partition_key, Entry, Rejected};
 use super::shard_map::ShardMap;
 use crate::kinesis_record::hash_key;
-use crate::kinesis_record::kpl::{self, AddError, Aggregator, KplError, OuterKeys};
+use crate::kinesis_record::kpl::{self, AddError, Aggregator, KplError, OuterKeys, Sealed};
 use crate::kinesis_record::{validate_record, PartitionKey, Record, RejectReason};
 
 /// A user record could not be re-routed out of an entry.
@@ -43,12 +43,9 @@ struct Open<T> {
 }
 
 impl<T> Open<T> {
-    fn finish(&mut self) -> Option<Entry<Vec<T>>> {
-        let record = self.aggregator.finish()?;
-        Some(Entry {
-            record,
-            token: std::mem::take(&mut self.tokens),
-        })
+    fn seal(&mut self) -> Option<(Sealed, Vec<T>)> {
+        let sealed = self.aggregator.seal()?;
+        Some((sealed, std::mem::take(&mut self.tokens)))
     }
 }
 
@@ -63,6 +60,8 @@ pub struct ShardAggregators<T> {
     map: ShardMap,
     max_record_size: usize,
     lanes: Vec<Lanes<T>>,
+    /// Finished containers whose digests are computed together when they are drained.
+    sealed: Vec<(Sealed, Vec<T>)>,
     ready: Vec<Entry<Vec<T>>>,
     /// Per shard, a random partition key that hashes into it, shared by the user records that
     /// have no key of their own ([`ShardAggregators::add_spread`]); made on first use.
@@ -83,6 +82,7 @@ impl<T> ShardAggregators<T> {
             map,
             max_record_size,
             lanes,
+            sealed: Vec::new(),
             ready: Vec::new(),
         })
     }
@@ -182,7 +182,7 @@ impl<T> ShardAggregators<T> {
                 return Ok(());
             }
             Err(AddError::Full(record)) => {
-                self.ready.extend(open.finish());
+                self.sealed.extend(open.seal());
                 record
             }
             Err(AddError::Rejected { record, reason }) => {
@@ -207,7 +207,19 @@ impl<T> ShardAggregators<T> {
 
     /// Finished entries, oldest first.
     pub fn drain_ready(&mut self) -> std::vec::Drain<'_, Entry<Vec<T>>> {
+        self.finish_sealed();
         self.ready.drain(..)
+    }
+
+    /// Moves the sealed containers to the ready entries, their digests computed together.
+    fn finish_sealed(&mut self) {
+        if self.sealed.is_empty() {
+            return;
+        }
+        let (sealed, tokens): (Vec<Sealed>, Vec<Vec<T>>) = self.sealed.drain(..).unzip();
+        let finished = kpl::finish_all(sealed).zip(tokens);
+        self.ready
+            .extend(finished.map(|(record, token)| Entry { record, token }));
     }
 
     /// Finishes every open container (on a flush interval, or at shutdown) and returns every
@@ -218,9 +230,10 @@ impl<T> ShardAggregators<T> {
                 .into_iter()
                 .flatten()
             {
-                self.ready.extend(open.finish());
+                self.sealed.extend(open.seal());
             }
         }
+        self.finish_sealed();
         std::mem::take(&mut self.ready)
     }
 
@@ -287,11 +300,13 @@ impl<T> ShardAggregators<T> {
             .open_containers()
             .map(|open| open.aggregator.record_size())
             .sum();
-        open + self
-            .ready
-            .iter()
-            .map(|entry| entry.record.size())
-            .sum::<usize>()
+        let sealed: usize = self.sealed.iter().map(|(sealed, _)| sealed.size()).sum();
+        open + sealed
+            + self
+                .ready
+                .iter()
+                .map(|entry| entry.record.size())
+                .sum::<usize>()
     }
 
     fn open_containers(&self) -> impl Iterator<Item = &Open<T>> {

@@ -66,6 +66,9 @@ impl Task {
                 Err(data) => self.spread(data, token, &tag),
             }
         }
+        // The containers this batch finished go on together: their digests are computed in one
+        // pass, several at once (`kpl::finish_all`).
+        self.drain_aggregators();
         self.accepting_at = None;
         if self.pending_since.is_none()
             && (self.batcher.pending_entries() > 0
@@ -136,13 +139,12 @@ impl Task {
         self.aggregated(refused, tag);
     }
 
-    /// After adding a user record to the aggregators: rejects what they refused, and moves
-    /// finished containers on.
+    /// After adding a user record to the aggregators: rejects what they refused. The containers
+    /// it finished move on once the whole input batch is in ([`Task::accept`]).
     pub(super) fn aggregated(&mut self, refused: Option<Rejected<Token>>, tag: &str) {
         if let Some(Rejected { entry, reason }) = refused {
             self.reject(entry.record.size(), vec![entry.token], &reason, tag);
         }
-        self.drain_aggregators();
     }
 
     pub(super) fn route(&mut self, record: Record, token: Token, tag: &str) {
