@@ -234,34 +234,56 @@ pub(crate) fn write_str_body(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// Length of the longest prefix of `s` made of bytes JSON takes as they are: ASCII from
-/// U+0020 up, except `"` and `\`. Eight bytes per step (SWAR), then byte by byte.
-fn plain_prefix_len(s: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    /// High bit set in each byte of `v` that is zero (exact when no byte of `v` is >= 0x80
-    /// before it; used only as "some byte matched", then located byte by byte).
-    const fn zero_bytes(v: u64) -> u64 {
-        v.wrapping_sub(ONES) & !v & HIGH
-    }
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `v` that is zero. Exact up to the first such byte (a borrow may
+/// flag bytes above it), which is all the scans below use: "some byte matched", then located
+/// byte by byte.
+const fn zero_bytes(v: u64) -> u64 {
+    v.wrapping_sub(ONES) & !v & HIGH
+}
+
+/// High bit set in the bytes of `w` JSON escapes: below 0x20, `"` and `\` (exact up to the
+/// first, as [`zero_bytes`]; bytes from 0x80 up are not flagged).
+const fn escaped_bytes(w: u64) -> u64 {
+    (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+        | zero_bytes(w ^ (ONES * b'"' as u64))
+        | zero_bytes(w ^ (ONES * b'\\' as u64))
+}
+
+/// Length of the longest prefix of `s` none of whose words has a byte `special` flags, eight
+/// bytes per step (SWAR), then of bytes that are `plain`.
+fn run_len(s: &[u8], special: impl Fn(u64) -> u64, plain: impl Fn(u8) -> bool) -> usize {
     let mut i = 0;
     while let Some(chunk) = s.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let special = (w & HIGH)
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
-            | zero_bytes(w ^ (ONES * u64::from(b'"')))
-            | zero_bytes(w ^ (ONES * u64::from(b'\\')));
-        if special != 0 {
+        if special(u64::from_le_bytes(word)) != 0 {
             break;
         }
         i += 8;
     }
-    while i < s.len() && s[i] < 0x80 && ESCAPE[s[i] as usize] == 0 {
+    while i < s.len() && plain(s[i]) {
         i += 1;
     }
     i
+}
+
+/// Length of the longest prefix of `s` made of bytes JSON takes as they are: ASCII from
+/// U+0020 up, except `"` and `\`.
+fn plain_prefix_len(s: &[u8]) -> usize {
+    run_len(
+        s,
+        |w| (w & HIGH) | escaped_bytes(w),
+        |b| b < 0x80 && ESCAPE[b as usize] == 0,
+    )
+}
+
+/// Length of the longest prefix of valid UTF-8 `s` that JSON takes as it is: no `"`, `\` or
+/// control character (multi-byte characters are written as they are).
+fn unescaped_run_len(s: &[u8]) -> usize {
+    run_len(s, escaped_bytes, |b| ESCAPE[b as usize] == 0)
 }
 
 /// True when `s` would be changed by [`write_str_body`].
@@ -269,15 +291,18 @@ pub(crate) fn needs_escaping(s: &[u8]) -> bool {
     s.iter().any(|&b| ESCAPE[b as usize] != 0) || std::str::from_utf8(s).is_err()
 }
 
-/// Escapes valid UTF-8, copying runs of plain bytes in one go.
+/// Escapes valid UTF-8, copying runs of plain bytes in one go (found eight bytes at a time:
+/// a log line's quotes each end a run, and the text between them is long).
 fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
-    let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
+    let mut i = 0;
+    loop {
+        let run = unescaped_run_len(&s[i..]);
+        out.extend_from_slice(&s[i..i + run]);
+        i += run;
+        let Some(&b) = s.get(i) else {
+            return;
+        };
         let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
-        }
-        out.extend_from_slice(&s[start..i]);
         if esc == b'u' {
             out.extend_from_slice(&[
                 b'\\',
@@ -290,9 +315,8 @@ fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
         } else {
             out.extend_from_slice(&[b'\\', esc]);
         }
-        start = i + 1;
+        i += 1;
     }
-    out.extend_from_slice(&s[start..]);
 }
 
 pub(crate) fn write_u64(out: &mut Vec<u8>, mut u: u64) {
@@ -416,6 +440,32 @@ mod tests {
             "bin": "\u{0}a", "ext": "AQIDBA==", "m": {"k\"ey": [null]}
         });
         assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn escaping_finds_every_special_byte_past_the_first() {
+        // After a first quote, runs are found eight bytes at a time: every special character at
+        // every position of a string of ASCII and multi-byte text, twice, escapes exactly like
+        // serde_json.
+        for special in ['\0', '\u{1f}', '\n', '"', '\\'] {
+            for at in 0..24 {
+                for filler in ["a", "é", "€a", "😀"] {
+                    let mut s = String::from("\"");
+                    for k in 0..24 {
+                        s.push_str(filler);
+                        if k == at || k == (at * 7) % 24 {
+                            s.push(special);
+                        }
+                    }
+                    assert_eq!(
+                        json(&Value::from(s.as_str())),
+                        serde_json::to_string(&s).unwrap()
+                    );
+                }
+            }
+        }
+        assert_eq!(unescaped_run_len("é€😀abcdefgh\u{7f}".as_bytes()), 18);
+        assert_eq!(unescaped_run_len(b"abcdefgh\\"), 8);
     }
 
     #[test]
