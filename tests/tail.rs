@@ -444,7 +444,6 @@ fn copytruncate_under_continuous_writes_delivers_every_line_once() {
 #[test]
 fn kill_9_mid_file_and_restart_with_db_loses_nothing() {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
@@ -465,18 +464,7 @@ fn kill_9_mid_file_and_restart_with_db_loses_nothing() {
     // The first run writes into a FIFO that the test reads: the test, not the machine's speed,
     // decides how far the first run gets, so the kill always lands mid-file. Reads of 16KiB
     // make batches of ~1,400 lines, so checkpoints come long before the test stops reading.
-    let fifo = dir.path().join("out.fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
-    // O_NONBLOCK: opening for reading must not wait for the writer.
-    let mut reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(0o4000)
-        .open(&fifo)
-        .unwrap();
+    let (fifo, mut reader) = fifo(dir.path());
     let mut first = Tail::start(
         dir.path(),
         "first",
@@ -810,27 +798,33 @@ fn reading_stops_at_read_ahead_limit_whatever_the_sink_would_queue() {
     );
 }
 
-/// Tails a 200,000-line file into a file sink writing to a FIFO nobody reads yet, checks what
-/// was read after 1.5 s with `bounded(read, file size)`, then drains the FIFO: every line
-/// arrives once.
-fn stalled_sink_run(source: &str, sink: &str, bounded: fn(usize, usize) -> bool) {
-    use std::io::Read;
+/// A FIFO `out.fifo` in `dir` for a file sink to write into, and its read end, opened without
+/// waiting for the writer (O_NONBLOCK): the test reads at the pace it chooses.
+fn fifo(dir: &Path) -> (PathBuf, std::fs::File) {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let fifo = dir.path().join("out.fifo");
+    let fifo = dir.join("out.fifo");
     assert!(Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap()
         .success());
-    // O_NONBLOCK: opening for reading must not wait for the writer.
-    let mut reader = std::fs::OpenOptions::new()
+    let reader = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(0o4000)
         .open(&fifo)
         .unwrap();
+    (fifo, reader)
+}
+
+/// Tails a 200,000-line file into a file sink writing to a FIFO nobody reads yet, checks what
+/// was read after 1.5 s with `bounded(read, file size)`, then drains the FIFO: every line
+/// arrives once.
+fn stalled_sink_run(source: &str, sink: &str, bounded: fn(usize, usize) -> bool) {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let (fifo, mut reader) = fifo(dir.path());
     let n = 200_000u64;
     let mut size = 0;
     {
