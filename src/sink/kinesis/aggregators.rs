@@ -51,11 +51,12 @@ impl<T> Open<T> {
 
 /// One open KPL container per predicted shard, so a container never mixes shards.
 ///
-/// Finished containers queue up in [`ShardAggregators::drain_ready`]; drain it after adding and
-/// feed the entries to a [`super::batch::Batcher`]. Each finished entry's token lists the tokens
-/// of its user records in order. A container is sent with the shard's StartingHashKey as
-/// explicit hash key and the shard id as partition key; a container holding a single user
-/// record is sent as that plain record.
+/// Finished containers queue up in [`ShardAggregators::drain_ready`]; drain it after adding (after
+/// a batch of adds rather than each: the digests of the containers drained together are computed
+/// together, [`kpl::finish_all`]) and feed the entries to a [`super::batch::Batcher`]. Each
+/// finished entry's token lists the tokens of its user records in order. A container is sent
+/// with the shard's StartingHashKey as explicit hash key and the shard id as partition key; a
+/// container holding a single user record is sent as that plain record.
 pub struct ShardAggregators<T> {
     map: ShardMap,
     max_record_size: usize,
