@@ -36,10 +36,15 @@ struct Running {
 }
 
 async fn start_sink(bootstrap: &str, extra: &str) -> Running {
-    let text = format!(
+    start_sink_with(&format!(
         "brokers = \"{bootstrap}\"\ntopics = \"{TOPIC}\"\nmessage_key_field = \"key\"\n{extra}"
-    );
-    let config: KafkaConfig = toml::from_str(&text).unwrap();
+    ))
+    .await
+}
+
+/// The sink with this whole configuration.
+async fn start_sink_with(text: &str) -> Running {
+    let config: KafkaConfig = toml::from_str(text).unwrap();
     let health = Arc::new(Health::default());
     let metrics = ComponentMetrics::detached("kafka.mock", "sink");
     let cx = SinkContext {
@@ -62,25 +67,31 @@ async fn start_sink(bootstrap: &str, extra: &str) -> Running {
 
 /// A batch of `count` records with `seq` from `first`, 8 keys spread over them.
 fn batch(first: u64, count: u64, log_len: usize) -> (Batch, AckWaiter) {
-    let events = (first..first + count)
-        .map(|seq| {
-            let mut record = Map::new();
-            record.push(Bytes::from("seq"), Value::UInt(seq));
-            record.push(Bytes::from("key"), Value::from(format!("k{}", seq % 8)));
-            record.push(Bytes::from("log"), Value::from("y".repeat(log_len)));
-            Event::new("mock".into(), EventTime::now(), record)
-        })
+    batch_of(
+        (first..first + count)
+            .map(|seq| record(seq, log_len))
+            .collect(),
+    )
+}
+
+/// Record `seq`: its key (one of 8) and a `log` of `log_len` bytes.
+fn record(seq: u64, log_len: usize) -> Map {
+    let mut record = Map::new();
+    record.push(Bytes::from("seq"), Value::UInt(seq));
+    record.push(Bytes::from("key"), Value::from(format!("k{}", seq % 8)));
+    record.push(Bytes::from("log"), Value::from("y".repeat(log_len)));
+    record
+}
+
+/// A batch of these records, acknowledged through the waiter.
+fn batch_of(records: Vec<Map>) -> (Batch, AckWaiter) {
+    let size = records.len() * 64;
+    let events = records
+        .into_iter()
+        .map(|record| Event::new("mock".into(), EventTime::now(), record))
         .collect();
     let (ack, waiter) = AckRef::new();
-    (
-        Batch::new(
-            "mock".into(),
-            events,
-            (count as usize) * (log_len + 40),
-            Some(ack),
-        ),
-        waiter,
-    )
+    (Batch::new("mock".into(), events, size, Some(ack)), waiter)
 }
 
 /// Sends `batches` batches of `count` records (see [`batch`]), `seq` going on from `next`.
@@ -251,6 +262,83 @@ async fn a_record_too_large_is_dropped_and_counted_without_blocking_the_rest() {
     got.sort_unstable();
     let expected: Vec<u64> = (0..50).chain(51..101).collect();
     assert_eq!(got, expected);
+}
+
+/// A batch's records go to librdkafka in one call; the ones it refuses there (too large, in
+/// the middle of the batch) are dropped and counted one by one, and every other record of the
+/// batch arrives once, in order (one partition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_refused_inside_a_batch_leave_the_rest_once_and_in_order() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(TOPIC, 1, 1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let running = start_sink(&bootstrap, "[rdkafka]\n\"message.max.bytes\" = 10000\n").await;
+
+    let too_large = [0, 25, 26, 70, 99];
+    let records = (0..100)
+        .map(|seq| {
+            record(
+                seq,
+                if too_large.contains(&seq) {
+                    20_000
+                } else {
+                    100
+                },
+            )
+        })
+        .collect();
+    let (b, ack) = batch_of(records);
+    running.tx.send(b).await.unwrap();
+    wait_acks(vec![ack], Duration::from_secs(30)).await;
+    assert_eq!(running.metrics.dropped_count("too_large"), 5);
+    assert_eq!(running.metrics.records_out.get(), 95);
+    stop(running).await;
+
+    let records = read_back(bootstrap, 95, Duration::from_secs(30)).await;
+    let expected: Vec<u64> = (0..100).filter(|seq| !too_large.contains(seq)).collect();
+    assert_eq!(seqs(&records), expected);
+}
+
+/// Records of one batch routed to two topics (`topic_key`, interleaved) reach each topic once
+/// and in their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_routed_to_two_topics_reaches_each_in_order() {
+    const AUDIT: &str = "audit";
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(TOPIC, 1, 1).unwrap();
+    mock.create_topic(AUDIT, 1, 1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let running = start_sink_with(&format!(
+        "brokers = \"{bootstrap}\"\ntopics = \"{TOPIC},{AUDIT}\"\ntopic_key = \"to\"\n"
+    ))
+    .await;
+
+    let audit = |seq: u64| seq.is_multiple_of(3);
+    let records = (0..300)
+        .map(|seq| {
+            let mut record = record(seq, 50);
+            let to = if audit(seq) { AUDIT } else { TOPIC };
+            record.push(Bytes::from("to"), Value::from(to));
+            record
+        })
+        .collect();
+    let (b, ack) = batch_of(records);
+    running.tx.send(b).await.unwrap();
+    wait_acks(vec![ack], Duration::from_secs(30)).await;
+    assert_eq!(running.metrics.records_out.get(), 300);
+    stop(running).await;
+
+    let (logs, audited): (Vec<u64>, Vec<u64>) = (0..300).partition(|seq| !audit(*seq));
+    for (topic, expected) in [(TOPIC, logs), (AUDIT, audited)] {
+        let bootstrap = bootstrap.clone();
+        let count = expected.len();
+        let records = tokio::task::spawn_blocking(move || {
+            consume(&bootstrap, topic, count, Duration::from_secs(30))
+        })
+        .await
+        .unwrap();
+        assert_eq!(seqs(&records), expected, "topic {topic}");
+    }
 }
 
 /// librdkafka's local queue holds 20 records here, so most sends find it full and wait for

@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: options (Fluent Bit `out_kafka` names), validation, librdkafka properties.
 //! - [`producer`]: the librdkafka context: delivery reports, errors, health, token refresh.
+//! - [`enqueue`]: a batch's records handed to librdkafka in one call per topic, on kept topic
+//!   handles.
 //! - [`auth`]: AWS credentials and MSK IAM tokens at run time; `logferry msk-token`.
 //! - [`msk_iam`]: the MSK IAM token itself (a SigV4 presigned URL) and region resolution.
 //!
@@ -18,6 +20,7 @@
 pub mod avro;
 mod avro_options;
 pub mod config;
+mod enqueue;
 pub mod payload;
 pub mod producer;
 pub mod schema_registry;
@@ -44,6 +47,7 @@ use crate::encode::Encoder;
 use crate::event::{Event, Value};
 use auth::MskTokenProvider;
 use config::{is_valid_topic, KafkaConfig, KafkaSettings};
+use enqueue::{Producer as BatchProducer, Staged};
 use payload::PayloadEncoder;
 use producer::{KafkaContext, Problem, Retry, Shared};
 
@@ -67,12 +71,13 @@ pub struct KafkaSink {
     settings: Box<KafkaSettings>,
     encoder: PayloadEncoder,
     shared: Arc<Shared>,
-    producer: KafkaProducer,
+    producer: BatchProducer,
     tokens: Option<Arc<MskTokenProvider>>,
     retry_tx: mpsc::UnboundedSender<Retry>,
     retries: mpsc::UnboundedReceiver<Retry>,
-    /// Scratch buffers reused for every record.
-    payload: Vec<u8>,
+    /// The encoded records of the input batch being sent (reused).
+    staged: Staged,
+    /// Scratch buffer of the record's message key.
     key: Vec<u8>,
 }
 
@@ -120,11 +125,11 @@ impl KafkaSink {
             settings: Box::new(settings),
             encoder,
             shared,
-            producer,
+            producer: BatchProducer::new(producer),
             tokens,
             retry_tx,
             retries,
-            payload: Vec::with_capacity(4096),
+            staged: Staged::default(),
             key: Vec::with_capacity(64),
         })
     }
@@ -178,7 +183,7 @@ impl KafkaSink {
         // Every batch is settled; the flush only waits for librdkafka's own bookkeeping. It
         // runs off the async threads: flushing polls, and polling may call back into us.
         let flushed = tokio::task::spawn_blocking(move || {
-            let result = producer.flush(FINAL_FLUSH);
+            let result = producer.inner().flush(FINAL_FLUSH);
             drop(producer);
             result
         })
@@ -193,7 +198,7 @@ impl KafkaSink {
     async fn replace_producer(&mut self) {
         match create_producer(&self.settings, &self.shared, &self.retry_tx, &self.tokens) {
             Ok(new) => {
-                let old = std::mem::replace(&mut self.producer, new);
+                let old = std::mem::replace(&mut self.producer, BatchProducer::new(new));
                 let _ = tokio::task::spawn_blocking(move || drop(old)).await;
                 tracing::warn!(sink = %self.shared.name, "replaced the Kafka producer after a fatal error");
             }
@@ -216,23 +221,40 @@ impl KafkaSink {
             let tracker = self.shared.track(done, records, Some(events));
             for index in 0..records {
                 let record = tracker.record(index);
-                self.send_record(&tracker.events()[index], record).await;
+                self.stage_record(&tracker.events()[index], record);
             }
+            self.enqueue_staged().await;
             self.shared.metrics.records_in.inc_by(records as u64);
             tracker.settle(true);
             return;
         }
         let tracker = self.shared.track(done, records, None);
         for event in &events {
-            self.send_record(event, tracker.clone()).await;
+            self.stage_record(event, tracker.clone());
         }
+        self.enqueue_staged().await;
         self.shared.metrics.records_in.inc_by(records as u64);
         tracker.settle(true);
     }
 
-    async fn send_record(&mut self, event: &Event, tracker: Arc<Tracker>) {
-        self.payload.clear();
-        if let Err(e) = self.encoder.encode(event, &mut self.payload) {
+    /// Hands the staged records to librdkafka.
+    async fn enqueue_staged(&mut self) {
+        self.producer
+            .enqueue(
+                &mut self.staged,
+                &self.shared,
+                self.settings.queue_full_retries,
+            )
+            .await;
+    }
+
+    /// Encodes one record into the staged batch (see [`enqueue`]), or gives it up when it
+    /// cannot be encoded.
+    fn stage_record(&mut self, event: &Event, tracker: Arc<Tracker>) {
+        let buffer = self.staged.payload_buffer();
+        let start = buffer.len();
+        if let Err(e) = self.encoder.encode(event, buffer) {
+            buffer.truncate(start);
             self.shared.give_up(
                 tracker,
                 &Why::new(
@@ -248,16 +270,7 @@ impl KafkaSink {
         let has_key = select_key(&self.settings, event, &mut self.key);
         let topic = select_topic(&self.settings, event, &self.shared);
         let key = has_key.then_some(self.key.as_slice());
-        produce(
-            &self.producer,
-            &self.shared,
-            self.settings.queue_full_retries,
-            topic,
-            key,
-            &self.payload,
-            tracker,
-        )
-        .await;
+        self.staged.push(topic, start, key, tracker);
     }
 
     async fn produce_retry(&mut self, retry: Retry) {
@@ -268,7 +281,7 @@ impl KafkaSink {
             tracker,
         } = retry;
         produce(
-            &self.producer,
+            self.producer.inner(),
             &self.shared,
             self.settings.queue_full_retries,
             &topic,
