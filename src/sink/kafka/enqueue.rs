@@ -41,6 +41,10 @@ const PARTITION_UA: i32 = -1;
 /// topic state either way).
 const MAX_TOPIC_HANDLES: usize = 256;
 
+/// Bytes of staged payloads (and keys) kept between batches: a batch of 200-byte records from
+/// a forward chunk fits many times over, and one unusually large batch is not held for good.
+const STAGED_KEEP_BYTES: usize = 1 << 20;
+
 /// The librdkafka producer and the topic handles made on it.
 ///
 /// The handles are declared first so that they are dropped first: librdkafka requires every
@@ -220,7 +224,10 @@ impl Staged {
 
     fn clear(&mut self) {
         self.payloads.clear();
+        // An unusually large batch does not keep its buffer for good.
+        self.payloads.shrink_to(STAGED_KEEP_BYTES);
         self.keys.clear();
+        self.keys.shrink_to(STAGED_KEEP_BYTES);
         self.topics.clear();
         self.records.clear();
     }
