@@ -95,10 +95,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// message it allocates, ~400 bytes, and frees once delivered). By default glibc gives the
 /// free top of its heaps back to the OS as soon as 128 KiB are free, and maps every block
 /// over a (moving) threshold afresh: under a steady Kafka flow that returned and faulted in
-/// the same pages over and over (45-53k page faults per 500k records). Kept up to 64 MiB of
+/// the same pages over and over (42-58k page faults per 500k records). Kept up to 64 MiB of
 /// free heap, and blocks up to 4 MiB served from the heap (librdkafka's largest are its
-/// ~1 MB message sets): page faults -45%, CPU per record -10% on the Kafka bench
-/// (docs/performance.md). The bound still returns a burst's memory beyond 64 MiB.
+/// ~1 MB message sets): page faults about halved (22-28k), CPU -4% on the Kafka bench (medians
+/// of 9 runs, docs/performance.md). The bound still returns a burst's memory beyond 64 MiB.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_c_heap() {
     // SAFETY: mallopt only sets malloc's parameters; called first thing in `main`, before any
