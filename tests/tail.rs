@@ -1125,3 +1125,119 @@ fn an_unwritable_db_stops_start_up_with_a_clear_error_and_a_corrupt_one_is_set_a
         .unwrap()
         .contains("\"offset\": 7"));
 }
+
+/// Lines of `n` characters after `"line <i> "` (varied lengths, some longer than a 1KiB read).
+fn varied_lines(from: usize, to: usize) -> Vec<String> {
+    (from..to)
+        .map(|i| {
+            let pad = match i % 7 {
+                0 => 3_000,
+                3 => 20_000,
+                _ => i % 200,
+            };
+            format!("line {i} {}", "p".repeat(pad))
+        })
+        .collect()
+}
+
+fn logs_in_order(out: &Path) -> Vec<String> {
+    read_jsonl(out)
+        .iter()
+        .map(|r| r["log"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Reads ask for `buffer_chunk_size` bytes; a line longer than that (and not longer than
+/// `buffer_max_size`) is still one record, and one longer than `buffer_max_size` is split there.
+#[test]
+fn lines_longer_than_one_read_arrive_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let app = logs.join("app.log");
+    let mut expected = varied_lines(0, 200);
+    let mut text = expected.join("\n");
+    text.push('\n');
+    append(&app, text.as_bytes());
+    let mut lf = Tail::start(
+        dir.path(),
+        "lf",
+        &format!(
+            "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\n\
+             buffer_chunk_size = \"1KiB\"\nbuffer_max_size = \"32KiB\"\n{FAST}{}",
+            logs.display(),
+            sink(&out)
+        ),
+        Run::default(),
+    );
+    wait_lines_soft(&out, expected.len(), Duration::from_secs(30));
+    // Appended while followed: a line longer than buffer_max_size (split at it), then more.
+    let huge = format!("line 200 {}", "h".repeat(40_000));
+    let more = varied_lines(201, 260);
+    append(&app, format!("{huge}\n{}\n", more.join("\n")).as_bytes());
+    let (head, rest) = huge.split_at(32 * 1024);
+    expected.push(head.to_string());
+    expected.push(rest.to_string());
+    expected.extend(more);
+    wait_lines_soft(&out, expected.len(), Duration::from_secs(30));
+    assert!(lf.signal("-TERM").success());
+    let got = logs_in_order(&out);
+    assert_eq!(got.len(), expected.len(), "{}", lf.stderr());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            g == e,
+            "record {i}: {} bytes, expected {} bytes",
+            g.len(),
+            e.len()
+        );
+    }
+}
+
+/// A rotated file is finished read after read: a read that ends inside the file ends inside
+/// a line, which must wait for the next read, not be passed on as a line of its own.
+#[test]
+fn a_rotated_file_finished_over_many_reads_keeps_its_lines_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let db = dir.path().join("tail.db");
+    let config = format!(
+        "[[sources]]\ntype = \"tail\"\npath = \"{}/*.log\"\nread_from_head = true\n\
+         rotate_wait = \"1ms\"\ndb = \"{}\"\nbuffer_chunk_size = \"1KiB\"\n\
+         buffer_max_size = \"32KiB\"\n{FAST}{}",
+        logs.display(),
+        db.display(),
+        sink(&out)
+    );
+    let app = logs.join("app.log");
+    append(&app, b"line first\n");
+    let mut first = Tail::start(dir.path(), "first", &config, Run::default());
+    wait_for_lines(&out, 1, Duration::from_secs(10));
+    assert!(first.signal("-TERM").success());
+    // While down: hundreds of reads' worth of lines, then the file is rotated away. At start-up
+    // it is known rotated, so after one read it is finished: the rest in the finishing reads.
+    let lines = varied_lines(0, 700);
+    append(&app, format!("{}\n", lines.join("\n")).as_bytes());
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    let mut second = Tail::start(dir.path(), "second", &config, Run::default());
+    wait_lines_soft(&out, 1 + lines.len(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(second.signal("-TERM").success());
+    let got = logs_in_order(&out);
+    assert!(
+        second.stderr().contains("finished a rotated file"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(got.len(), 1 + lines.len(), "{}", second.stderr());
+    for (i, (g, e)) in got[1..].iter().zip(&lines).enumerate() {
+        assert!(
+            g == e,
+            "record {i}: {} bytes, expected {} bytes",
+            g.len(),
+            e.len()
+        );
+    }
+}

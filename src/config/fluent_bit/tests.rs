@@ -909,3 +909,32 @@ fn kafka_avro_schema_str_and_schema_id_map_across() {
     ));
     assert!(p.iter().any(|m| m.contains("schema_id")), "{p:?}");
 }
+
+#[test]
+fn tail_input_keeps_its_read_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fluent-bit.conf",
+        "[INPUT]\n    Name tail\n    Path /var/log/containers/*.log\n    Buffer_Chunk_Size 32k\n\
+         \x20   Buffer_Max_Size 256k\n\
+         [INPUT]\n    Name tail\n    Path /var/log/other/*.log\n\
+         [OUTPUT]\n    Name null\n    Match *\n",
+    );
+    let config = parse(&path, &|_| None).unwrap();
+    let tail = |i: usize| match &config.sources[i].config {
+        crate::source::SourceConfig::Tail(c) => c.clone(),
+        _ => panic!("tail expected"),
+    };
+    assert_eq!(tail(0).buffer_chunk_size.bytes(), 32_000);
+    assert_eq!(tail(0).buffer_max_size.bytes(), 256_000);
+    let defaults = crate::source::tail::TailConfig::default();
+    assert_eq!(
+        tail(1).buffer_chunk_size.bytes(),
+        defaults.buffer_chunk_size.bytes()
+    );
+    assert_eq!(
+        tail(1).buffer_max_size.bytes(),
+        defaults.buffer_max_size.bytes()
+    );
+}

@@ -852,7 +852,7 @@ fn tail(keys: &mut Keys, native: &mut Native, default_tag: &str) {
     string(keys, native, "path_key", "path_key");
     string(keys, native, "key", "key");
     string(keys, native, "buffer_max_size", "buffer_max_size");
-    keys.no_op("buffer_chunk_size");
+    string(keys, native, "buffer_chunk_size", "buffer_chunk_size");
     if let Some(e) = keys.one("parser") {
         match e.value.to_ascii_lowercase().as_str() {
             p @ ("json" | "docker" | "cri") => native.set("parser", Val::Str(p.to_string()), at(e)),

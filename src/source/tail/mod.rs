@@ -102,6 +102,10 @@ pub struct TailConfig {
     /// Longest line. A longer line is split into pieces of this size, or skipped with
     /// `skip_long_lines`. Also the longest joined multiline record. Default 1MiB.
     pub buffer_max_size: ByteSize,
+    /// Bytes asked for by one read of a file, grown (doubling) up to `buffer_max_size` while a
+    /// line is longer. One read's lines are records in memory at once before they are packed,
+    /// so this, not `buffer_max_size`, sets what a backlog costs per read. Default 128KiB.
+    pub buffer_chunk_size: ByteSize,
     /// Skip lines longer than `buffer_max_size` (counted and logged) instead of splitting them.
     pub skip_long_lines: bool,
     /// Join split lines: `cri` (`P` pieces up to the `F` line), `docker` (`log` pieces up to
@@ -140,6 +144,7 @@ impl Default for TailConfig {
             key: "log".to_string(),
             path_key: None,
             buffer_max_size: ByteSize::mib(1),
+            buffer_chunk_size: ByteSize::kib(128),
             skip_long_lines: false,
             multiline: None,
             multiline_flush: Duration::from_secs(4),
@@ -279,6 +284,13 @@ impl TailConfig {
                 "must be between 1KiB and 64MiB (the default is 1MiB)",
             ));
         }
+        if self.buffer_chunk_size.bytes() < 1024 || self.buffer_chunk_size.bytes() > 64 << 20 {
+            problems.push(FieldError::new(
+                "buffer_chunk_size",
+                "must be between 1KiB and 64MiB (the default is 128KiB; reads never ask for more \
+                 than buffer_max_size)",
+            ));
+        }
         let read_ahead = self.read_ahead_limit.bytes();
         if read_ahead < self.buffer_max_size.bytes() || read_ahead > 1 << 30 {
             problems.push(FieldError::new(
@@ -394,6 +406,17 @@ mod tests {
             "path = \"/a\"\nread_ahead_limit = \"512KiB\"\nbuffer_max_size = \"64KiB\""
         ))
         .is_empty());
+        assert_eq!(
+            keys(parse("path = \"/a\"\nbuffer_chunk_size = \"512\"")),
+            ["buffer_chunk_size"]
+        );
+        assert!(
+            keys(parse(
+                "path = \"/a\"\nbuffer_chunk_size = \"2MiB\"\nbuffer_max_size = \"64KiB\""
+            ))
+            .is_empty(),
+            "a chunk larger than the longest line is used as the longest line"
+        );
         assert!(parse("path = \"/a\"\nbogus = 1").is_err());
     }
 }

@@ -91,11 +91,11 @@ pub async fn start(
         Some((tx, task)) => (Some(tx), Some(task)),
         None => (None, None),
     };
-    let window = config
-        .buffer_max_size
-        .as_usize()
-        .saturating_add(1)
-        .max(64 * 1024);
+    // Reads are `buffer_chunk_size` long; one that holds no line end grows (doubling) up to
+    // the longest line plus one byte, so a long line is still found whole or split at
+    // `buffer_max_size`.
+    let max_window = config.buffer_max_size.as_usize().saturating_add(1);
+    let window = config.buffer_chunk_size.as_usize().clamp(1, max_window);
     let read_ahead_limit = config.read_ahead_limit.as_usize();
     let reader = Reader {
         max_line: config.buffer_max_size.as_usize(),
@@ -117,6 +117,7 @@ pub async fn start(
         open_active: 0,
         warned: HashSet::new(),
         window,
+        max_window,
         read_ahead_limit,
         read_ahead: Arc::new(tokio::sync::Semaphore::new(read_ahead_limit)),
         stopped: false,
@@ -183,6 +184,8 @@ struct Tracked {
     open_warned: bool,
     /// A split long line was already reported.
     split_warned: bool,
+    /// Bytes the next read asks for: `window`, or more while a line longer than that is read.
+    window: usize,
 }
 
 struct Reader {
@@ -204,7 +207,11 @@ struct Reader {
     last_scan: Option<Instant>,
     open_active: usize,
     warned: HashSet<String>,
+    /// Bytes asked for by a read (`buffer_chunk_size`): what one read turns into records at once,
+    /// so what it costs in memory before the records are packed.
     window: usize,
+    /// The largest read: the longest line (`buffer_max_size`) and one byte to see it is longer.
+    max_window: usize,
     /// `read_ahead_limit`, and the budget of bytes routed and not yet settled by every sink.
     read_ahead_limit: usize,
     read_ahead: Arc<tokio::sync::Semaphore>,
@@ -431,6 +438,7 @@ impl Reader {
             last_active: Instant::now(),
             open_warned: false,
             split_warned: false,
+            window: self.window,
         };
         self.by_id.insert(id, uid);
         self.files.insert(uid, t);
@@ -625,7 +633,7 @@ impl Reader {
         }
         let fp_len = t.fp.len();
         let start = t.offset - fp_len as u64;
-        let want = fp_len + ((size - t.offset) as usize).min(self.window);
+        let want = fp_len + ((size - t.offset) as usize).min(t.window);
         let mut buf = vec![0u8; want];
         let n = match read_fully_at(file, &mut buf, start) {
             Ok(n) => n,
@@ -647,14 +655,25 @@ impl Reader {
         if n == fp_len {
             return ReadOutcome::Idle;
         }
+        // An unterminated last line is passed on only when the read reached the end of a file
+        // that will not grow: a read that ends inside the file ends inside a line.
+        let at_end = start + n as u64 >= size;
+        let full = n == want;
         let buf = Bytes::from(buf);
         let before = t.offset;
-        self.consume(uid, buf, start, last);
+        self.consume(uid, buf, start, last && at_end);
+        let (chunk, max_window) = (self.window, self.max_window);
         let Some(t) = self.files.get_mut(&uid) else {
             return ReadOutcome::Idle;
         };
         t.last_active = Instant::now();
         if t.offset > before {
+            t.window = chunk;
+            ReadOutcome::Progress
+        } else if full && !at_end && t.window < max_window {
+            // No line ends in this read and the file holds more: the line is longer than the
+            // read. Read again, twice as much, up to the longest line.
+            t.window = t.window.saturating_mul(2).min(max_window);
             ReadOutcome::Progress
         } else {
             ReadOutcome::Idle
