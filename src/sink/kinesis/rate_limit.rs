@@ -144,7 +144,7 @@ impl<T> ShardLimiter<T> {
     /// The entry back if its shard takes it now (its tokens are taken), else `None`: it is
     /// held until [`ShardLimiter::release`] lets it go.
     pub fn admit(&mut self, entry: Entry<T>, now: Instant) -> Option<Entry<T>> {
-        if !self.engaged.contains(&true) {
+        if !self.is_engaged() {
             return Some(entry);
         }
         let Some(index) = self.shard_of(&entry.record) else {

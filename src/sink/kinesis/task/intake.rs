@@ -213,8 +213,10 @@ impl Task {
     /// Queues an entry for sending: into the batcher, once the per-shard rate limiter (if
     /// any) lets it go.
     pub(super) fn push(&mut self, entry: Entry<Tokens>, tag: &str) {
+        // Asked first, so that while no shard is throttled (the usual case) the entry is not
+        // moved through `admit` and back: that copy was 1.4% of a no-ack run's CPU.
         let entry = match self.limiter.as_mut() {
-            Some(limiter) => {
+            Some(limiter) if limiter.is_engaged() => {
                 match limiter.admit(entry, self.accepting_at.unwrap_or_else(Instant::now)) {
                     Some(entry) => entry,
                     None => {
@@ -223,7 +225,7 @@ impl Task {
                     }
                 }
             }
-            None => entry,
+            _ => entry,
         };
         self.batch(entry, tag);
     }
