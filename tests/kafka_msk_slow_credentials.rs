@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use kafka::{assert_exactly_once, consume_msk, seqs, TansuBehindProxy, AKID, SECRET};
 use logferry_test_kit::logferry::Logferry;
+use logferry_test_kit::net::connect_when_listening;
 use logferry_test_kit::wait::wait_until_or;
 
 /// Acks normally take milliseconds; a callback that waits for the 4 s fetch delays them by up to
@@ -142,7 +143,7 @@ fn slow_credentials_do_not_stall_delivery_reports() {
             ("RUST_LOG", "info"),
         ],
     );
-    let mut client = TcpStream::connect(lf.forward).unwrap();
+    let mut client = connect_when_listening(lf.forward, Duration::from_secs(20));
     client
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();

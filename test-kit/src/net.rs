@@ -73,6 +73,21 @@ pub fn wait_listening(
     Err(format!("did not listen on {addr} within {timeout:?}"))
 }
 
+/// Connects to `addr`, retrying for up to `timeout` while it refuses: logferry's HTTP port (what
+/// a launch waits for) comes up before its sources listen, so a test that connects to the
+/// forward source right after start can be refused on a loaded machine. Unlike
+/// [`wait_port`], no probe connection is made first.
+pub fn connect_when_listening(addr: SocketAddr, timeout: Duration) -> TcpStream {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(stream) => return stream,
+            Err(e) if Instant::now() >= deadline => panic!("connect to {addr}: {e}"),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Waits until `addr` accepts TCP connections; false after `timeout`.
 pub fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
