@@ -272,9 +272,43 @@ fn run_len(s: &[u8], special: impl Fn(u64) -> u64, plain: impl Fn(u8) -> bool) -
 
 /// Length of the longest prefix of `s` made of bytes JSON takes as they are: ASCII from
 /// U+0020 up, except `"` and `\`.
+///
+/// Every string of every record goes through here: on x86_64, sixteen bytes per step with
+/// SSE2 (part of the architecture's baseline), the rest eight at a time.
 fn plain_prefix_len(s: &[u8]) -> usize {
-    run_len(
-        s,
+    #[cfg(target_arch = "x86_64")]
+    let done = {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        let mut i = 0;
+        // SAFETY: SSE2 is always present on x86_64; each unaligned load reads 16 bytes that
+        // lie inside `s` (`i + 16 <= s.len()`).
+        unsafe {
+            // Signed compare: bytes 0x80-0xff are negative, so "below 0x20" also flags them.
+            let space = _mm_set1_epi8(0x20);
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            while i + 16 <= s.len() {
+                let v = _mm_loadu_si128(s.as_ptr().add(i).cast::<__m128i>());
+                let special = _mm_or_si128(
+                    _mm_cmplt_epi8(v, space),
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                );
+                let mask = _mm_movemask_epi8(special);
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+        i
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    done + run_len(
+        &s[done..],
         |w| (w & HIGH) | escaped_bytes(w),
         |b| b < 0x80 && ESCAPE[b as usize] == 0,
     )
@@ -476,6 +510,19 @@ mod tests {
                 let mut s = vec![b'a'; 20];
                 s[at] = special;
                 assert_eq!(plain_prefix_len(&s), at, "byte {special:#x} at {at}");
+            }
+        }
+        // Every byte value at every position of strings across the 16- and 8-byte steps and
+        // their tails, against the definition.
+        let plain = |b: u8| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\';
+        for len in [1, 7, 8, 15, 16, 17, 31, 33, 47, 70] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut s = vec![b'x'; len];
+                    s[at] = byte;
+                    let expected = if plain(byte) { len } else { at };
+                    assert_eq!(plain_prefix_len(&s), expected, "{byte:#x} at {at} of {len}");
+                }
             }
         }
         assert_eq!(plain_prefix_len(b" !#~[]{}0123456789"), 18);
