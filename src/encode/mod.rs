@@ -654,6 +654,15 @@ mod tests {
         let format = TimeFormat::Strftime("\"%Y\"\t\\".into());
         let parsed = json_of(&with_time(format.clone()), &event(sample_time()));
         assert_eq!(parsed["@timestamp"], "\"2024\"\t\\");
+        // A quote in the literal text after a fraction (a text-only segment) too.
+        let after_fraction = TimeFormat::Strftime("%Y.%L\"".into());
+        let parsed = json_of(&with_time(after_fraction), &event(sample_time()));
+        assert!(
+            parsed["@timestamp"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("2024.") && t.ends_with('"')),
+            "{parsed}"
+        );
         let options = EncodeOptions {
             format: Format::Msgpack,
             data_keys: vec!["source".into()],

@@ -108,6 +108,8 @@ enum Piece {
         fields: Vec<CivilField>,
         items: Vec<Item<'static>>,
     },
+    /// A segment of literal text only (`.` and `Z` of `iso8601`), written as it is.
+    Text(Box<[u8]>),
     /// The fraction of the second with this many digits.
     Fraction(u32),
 }
@@ -122,12 +124,6 @@ enum CivilField {
     Hour,
     Minute,
     Second,
-}
-
-impl CivilField {
-    fn is_text(&self) -> bool {
-        matches!(self, CivilField::Text(_))
-    }
 }
 
 impl Piece {
@@ -152,8 +148,38 @@ impl Piece {
             })
         };
         match items.iter().map(field).collect::<Option<Vec<_>>>() {
-            Some(fields) => Piece::Civil { fields, items },
+            Some(fields) => {
+                let text: Option<Vec<u8>> = fields.iter().try_fold(Vec::new(), |mut all, f| {
+                    match f {
+                        CivilField::Text(text) => all.extend_from_slice(text),
+                        _ => return None,
+                    }
+                    Some(all)
+                });
+                match text {
+                    Some(text) => Piece::Text(text.into()),
+                    None => Piece::Civil { fields, items },
+                }
+            }
             None => Piece::Chrono(items),
+        }
+    }
+
+    /// True when what the piece writes never needs JSON escaping: digits, and literal text
+    /// that is printable ASCII without `"` or `\`. Chrono's output is not looked at.
+    fn writes_plain_json(&self) -> bool {
+        let plain = |text: &[u8]| {
+            text.iter()
+                .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        };
+        match self {
+            Piece::Chrono(_) => false,
+            Piece::Civil { fields, .. } => fields.iter().all(|f| match f {
+                CivilField::Text(text) => plain(text),
+                _ => true,
+            }),
+            Piece::Text(text) => plain(text),
+            Piece::Fraction(_) => true,
         }
     }
 }
@@ -254,6 +280,9 @@ enum Compiled {
 #[derive(Debug)]
 pub struct TimeWriter {
     compiled: Compiled,
+    /// The pattern's text never needs JSON escaping, so [`TimeWriter::write_json`] does not
+    /// look at what it wrote.
+    plain_json: bool,
 }
 
 /// The sub-second conversions we handle ourselves, longest first.
@@ -355,7 +384,14 @@ impl TimeWriter {
             TimeFormat::Epoch => Compiled::Epoch,
             TimeFormat::EpochMillis => Compiled::EpochMillis,
         };
-        Ok(TimeWriter { compiled })
+        let plain_json = match &compiled {
+            Compiled::Pattern { pieces, .. } => pieces.iter().all(Piece::writes_plain_json),
+            _ => true,
+        };
+        Ok(TimeWriter {
+            compiled,
+            plain_json,
+        })
     }
 
     /// Decides between the naive and the offset-aware path by formatting a sample time: the
@@ -408,7 +444,7 @@ impl TimeWriter {
             return Err(e);
         }
         // Literal text of a pattern may hold quotes or control characters.
-        if json::needs_escaping(&out[start..]) {
+        if !self.plain_json && json::needs_escaping(&out[start..]) {
             let raw = out.split_off(start);
             json::write_str_body(out, &raw);
         }
@@ -543,9 +579,7 @@ fn write_pattern(
     for piece in rest {
         match piece {
             Piece::Fraction(digits) => write_fraction(out, t.nanos, *digits),
-            Piece::Civil { fields, .. } if fields.iter().all(CivilField::is_text) => {
-                write_civil(fields, &Civil::EPOCH, out)
-            }
+            Piece::Text(text) => out.extend_from_slice(text),
             Piece::Civil { fields, .. } if civil_of().1 => write_civil(fields, &civil_of().0, out),
             Piece::Civil { items, .. } | Piece::Chrono(items) => {
                 let utc = match chrono_time {
@@ -633,7 +667,7 @@ mod tests {
         {
             Compiled::Pattern { pieces, .. } => pieces
                 .iter()
-                .all(|p| matches!(p, Piece::Civil { .. } | Piece::Fraction(_))),
+                .all(|p| matches!(p, Piece::Civil { .. } | Piece::Text(_) | Piece::Fraction(_))),
             _ => unreachable!(),
         };
         for format in [
@@ -697,6 +731,7 @@ mod tests {
                 .iter()
                 .map(|p| match p {
                     Piece::Civil { items, .. } => Piece::Chrono(items.clone()),
+                    Piece::Text(text) => Piece::Text(text.clone()),
                     Piece::Chrono(items) => Piece::Chrono(items.clone()),
                     Piece::Fraction(d) => Piece::Fraction(*d),
                 })
@@ -716,6 +751,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Only patterns whose literal text is plain skip the escaping check of `write_json`.
+    #[test]
+    fn plain_patterns_are_known_at_compile_time() {
+        let plain = |format: TimeFormat| TimeWriter::new(&format, "k").unwrap().plain_json;
+        assert!(plain(TimeFormat::Iso8601(Subsecond::Millis)));
+        assert!(plain(TimeFormat::default()));
+        assert!(plain(TimeFormat::Epoch));
+        assert!(!plain(TimeFormat::Strftime("%Y.%L\"".into())));
+        assert!(!plain(TimeFormat::Strftime("\t%Y".into())));
+        assert!(
+            !plain(TimeFormat::Strftime("%a %Y".into())),
+            "chrono's text"
+        );
     }
 
     /// The per-thread cache of the last second is per pattern: writers taking turns on the
