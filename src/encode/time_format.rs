@@ -166,12 +166,9 @@ impl Piece {
     }
 
     /// True when what the piece writes never needs JSON escaping: digits, and literal text
-    /// that is printable ASCII without `"` or `\`. Chrono's output is not looked at.
+    /// that JSON takes as it is ([`json::needs_escaping`]). Chrono's output is not looked at.
     fn writes_plain_json(&self) -> bool {
-        let plain = |text: &[u8]| {
-            text.iter()
-                .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        };
+        let plain = |text: &[u8]| !json::needs_escaping(text);
         match self {
             Piece::Chrono(_) => false,
             Piece::Civil { fields, .. } => fields.iter().all(|f| match f {
