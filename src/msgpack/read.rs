@@ -338,13 +338,18 @@ pub fn check_value(buf: &[u8], pos: usize, depth: usize) -> Result<usize, ReadEr
             let is_map = matches!(head, Head::Map(_));
             for _ in 0..n {
                 if is_map {
-                    if let (Head::Array(_) | Head::Map(_), _) = parse_head(buf, end)? {
+                    // A key is a scalar: skipped here from its one parsed header.
+                    let (key, key_head_len) = parse_head(buf, end)?;
+                    if let Head::Array(_) | Head::Map(_) = key {
                         return Err(ReadError::malformed(
                             end,
                             "a map key is an array or a map; keys must be strings or scalars",
                         ));
                     }
-                    end = check_value(buf, end, depth + 1)?;
+                    end += key_head_len + key.payload_len();
+                    if end > buf.len() {
+                        return Err(ReadError::Incomplete { needed: end });
+                    }
                 }
                 end = check_value(buf, end, depth + 1)?;
             }
@@ -423,6 +428,20 @@ impl Reader {
         Ok(bytes)
     }
 
+    /// The next `N` bytes, copied (no reference to the buffer taken, unlike
+    /// [`Reader::read_payload`]).
+    pub fn read_array<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
+        let Some(bytes) = self.buf.get(self.pos..self.pos + N) else {
+            return Err(ReadError::Incomplete {
+                needed: self.pos.saturating_add(N),
+            });
+        };
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        self.pos += N;
+        Ok(out)
+    }
+
     /// The payload of a `str` or `bin` value; `Ok(None)` (without moving) for anything else.
     pub fn read_str_or_bin(&mut self) -> Result<Option<Bytes>, ReadError> {
         let start = self.pos;
@@ -461,19 +480,17 @@ impl Reader {
         self.value(0).inspect_err(|_| self.pos = start)
     }
 
-    /// Decodes the next value, which must be a map.
+    /// Reads the next value, which must be a map: checked whole and kept undecoded, as
+    /// [`Reader::read_value`] keeps a map (one header parse fewer than going through it: this
+    /// runs once per forward record).
     pub fn read_map(&mut self) -> Result<Map, ReadError> {
         let start = self.pos;
-        if !matches!(self.peek()?, Head::Map(_)) {
+        let (Head::Map(_), _) = parse_head(&self.buf, start)? else {
             return Err(ReadError::malformed(start, "expected a map"));
-        }
-        match self.read_value()? {
-            Value::Map(map) => Ok(map),
-            _ => {
-                self.pos = start;
-                Err(ReadError::malformed(start, "expected a map"))
-            }
-        }
+        };
+        let end = check_value(&self.buf, start, 0)?;
+        self.pos = end;
+        Ok(Map::from_checked_msgpack(self.buf.slice(start..end)))
     }
 
     /// Fails with `Incomplete` unless `count` values (one byte each at least) can still follow:
@@ -810,6 +827,38 @@ mod tests {
             matches!(err, ReadError::Malformed { offset: 1, .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn read_map_refuses_every_truncation_and_other_types_without_moving() {
+        // {"key": "value", 7: [1, {"in": nil}]}
+        let mut full = vec![0x82, 0xa3];
+        full.extend_from_slice(b"key");
+        full.push(0xa5);
+        full.extend_from_slice(b"value");
+        full.extend_from_slice(&[0x07, 0x92, 0x01, 0x81, 0xa2]);
+        full.extend_from_slice(b"in");
+        full.push(0xc0);
+        for cut in 0..full.len() {
+            let mut r = Reader::new(Bytes::copy_from_slice(&full[..cut]));
+            match r.read_map() {
+                Err(ReadError::Incomplete { needed }) => {
+                    assert!(needed > cut && needed <= full.len(), "cut {cut}: {needed}");
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+            assert_eq!(r.position(), 0, "cut {cut}");
+        }
+        let mut r = Reader::new(Bytes::from(full.clone()));
+        let map = r.read_map().unwrap();
+        assert_eq!(r.position(), full.len());
+        assert_eq!(
+            map.get(b"key"),
+            Some(&Value::Str(Bytes::from_static(b"value")))
+        );
+        let mut r = Reader::new(Bytes::from_static(&[0x92, 0x01, 0x02]));
+        assert!(matches!(r.read_map(), Err(ReadError::Malformed { .. })));
+        assert_eq!(r.position(), 0);
     }
 
     #[test]

@@ -168,7 +168,13 @@ pub struct Decoder {
     last_tag: Option<Tag>,
     /// Where Fluent Bit's per-event metadata goes in the record; `None` drops it.
     metadata_key: Option<Bytes>,
+    /// Entries of the last packed message: the next one's list is sized for as many (a
+    /// client sends batches of a similar size), instead of growing from empty by copies.
+    last_packed_entries: usize,
 }
+
+/// Most entries a packed message's list is sized for from the last message's count.
+const PACKED_ENTRIES_HINT_MAX: usize = 4096;
 
 /// The option map's fields we act on.
 #[derive(Default)]
@@ -183,6 +189,7 @@ impl Decoder {
             limits,
             last_tag: None,
             metadata_key: None,
+            last_packed_entries: 0,
         }
     }
 
@@ -301,13 +308,21 @@ impl Decoder {
                 };
                 let entries_len = entries.len();
                 let mut pr = Reader::new(entries);
-                let mut events = Vec::new();
+                // An entry takes 3 bytes at least (`[0, {}]`): the hint never reserves more
+                // entries than the payload could hold, nor more than `PACKED_ENTRIES_HINT_MAX`
+                // (a message of many tiny entries must not make the next one reserve much).
+                let hint = self
+                    .last_packed_entries
+                    .min(entries_len / 3)
+                    .min(PACKED_ENTRIES_HINT_MAX);
+                let mut events = Vec::with_capacity(hint);
                 while !pr.is_empty() {
                     events.push(
                         self.entry(&mut pr, &tag)
                             .map_err(|e| truncated(e, entries_len))?,
                     );
                 }
+                self.last_packed_entries = events.len();
                 Ok(Message::Events {
                     mode,
                     events,
@@ -371,10 +386,10 @@ impl Decoder {
             }
             _ => (read_time(r)?, None),
         };
-        if !matches!(r.peek()?, Head::Map(_)) {
-            return Err(ProtocolError::Shape("a record must be a map"));
-        }
-        let mut record = r.read_map()?;
+        let mut record = match r.peek()? {
+            Head::Map(_) => r.read_map()?,
+            _ => return Err(ProtocolError::Shape("a record must be a map")),
+        };
         if let (Some(key), Some(metadata)) = (&self.metadata_key, metadata) {
             if record.get(key).is_none() {
                 record.push(key.clone(), metadata);
@@ -417,7 +432,7 @@ fn read_time(r: &mut Reader) -> Result<EventTime, ProtocolError> {
         Head::Int(secs) => EventTime::new(secs, 0),
         Head::Float(secs) => EventTime::from_f64(secs),
         Head::Ext { ty: 0, len: 8 } => {
-            let raw = r.read_payload(8)?;
+            let raw: [u8; 8] = r.read_array()?;
             let secs = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
             let nanos = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
             EventTime::new(i64::from(secs), nanos)

@@ -61,17 +61,17 @@ impl Task {
         let mut stale_shard = false;
         let outcome = match batch::split_results(batch, results, |entry, shard_id| {
             let tokens = &entry.token;
-            let elsewhere = tokens.landed_elsewhere(&shard_id);
+            let elsewhere = tokens.landed_elsewhere(shard_id);
             stale_shard |= elsewhere;
             if elsewhere && tokens.users.len() > 1 {
-                // Accepted, but a KCL consumer may drop the whole aggregate: it is acknowledged
-                // or sent again once the refreshed map tells (`resend_misplaced`).
+                // Accepted, but a KCL consumer may drop the whole aggregate: it is kept, and
+                // acknowledged or sent again once the refreshed map tells (`resend_misplaced`).
                 self.sink.metrics.misplaced(tokens.size);
-                self.misplaced.push((entry, shard_id));
-                return;
+                return true;
             }
             self.sink.metrics.sent(tokens.size, tokens.users.len());
             self.acknowledge(tokens);
+            false
         }) {
             Ok(outcome) => outcome,
             Err(mismatch) => {
@@ -86,6 +86,7 @@ impl Task {
             }
         };
         self.sink.metrics.update_ratio();
+        self.misplaced.extend(outcome.kept);
         if stale_shard && !self.refresh_wanted {
             // Listed again at once, or SHARD_REFRESH_MIN_GAP after the last listing: a reshard
             // noticed right after one is remembered, not dropped.
