@@ -308,12 +308,13 @@ impl Decoder {
                 };
                 let entries_len = entries.len();
                 let mut pr = Reader::new(entries);
-                // An entry takes 3 bytes at least (`[0, {}]`): the hint never reserves more
-                // entries than the payload could hold, nor more than `PACKED_ENTRIES_HINT_MAX`
-                // (a message of many tiny entries must not make the next one reserve much).
+                // Queued events are counted by their payload's bytes (`buffer_limit`), so the
+                // room reserved stays in proportion to the payload: at most one entry per 16
+                // bytes, at most `PACKED_ENTRIES_HINT_MAX`, and given back below when the
+                // message had far fewer entries than the last.
                 let hint = self
                     .last_packed_entries
-                    .min(entries_len / 3)
+                    .min(entries_len / 16)
                     .min(PACKED_ENTRIES_HINT_MAX);
                 let mut events = Vec::with_capacity(hint);
                 while !pr.is_empty() {
@@ -321,6 +322,9 @@ impl Decoder {
                         self.entry(&mut pr, &tag)
                             .map_err(|e| truncated(e, entries_len))?,
                     );
+                }
+                if hint > 2 * events.len() {
+                    events.shrink_to_fit();
                 }
                 self.last_packed_entries = events.len();
                 Ok(Message::Events {
