@@ -94,14 +94,20 @@ impl Head {
 
 /// Reads `N` bytes right after the marker at `pos`.
 fn after_marker<const N: usize>(buf: &[u8], pos: usize) -> Result<[u8; N], ReadError> {
-    let start = pos + 1;
+    array_at(buf, pos + 1)
+}
+
+/// The `N` bytes at `start`, copied.
+fn array_at<const N: usize>(buf: &[u8], start: usize) -> Result<[u8; N], ReadError> {
     match buf.get(start..start + N) {
         Some(b) => {
             let mut out = [0u8; N];
             out.copy_from_slice(b);
             Ok(out)
         }
-        None => Err(ReadError::Incomplete { needed: start + N }),
+        None => Err(ReadError::Incomplete {
+            needed: start.saturating_add(N),
+        }),
     }
 }
 
@@ -346,20 +352,22 @@ pub fn check_value(buf: &[u8], pos: usize, depth: usize) -> Result<usize, ReadEr
                             "a map key is an array or a map; keys must be strings or scalars",
                         ));
                     }
-                    end += key_head_len + key.payload_len();
-                    if end > buf.len() {
-                        return Err(ReadError::Incomplete { needed: end });
-                    }
+                    end = scalar_end(buf, end + key_head_len, &key)?;
                 }
                 end = check_value(buf, end, depth + 1)?;
             }
         }
-        _ => {
-            end += head.payload_len();
-            if end > buf.len() {
-                return Err(ReadError::Incomplete { needed: end });
-            }
-        }
+        _ => end = scalar_end(buf, end, &head)?,
+    }
+    Ok(end)
+}
+
+/// Where the scalar `head`, whose header ends at `after_head`, ends: its payload must be in
+/// `buf`.
+fn scalar_end(buf: &[u8], after_head: usize, head: &Head) -> Result<usize, ReadError> {
+    let end = after_head + head.payload_len();
+    if end > buf.len() {
+        return Err(ReadError::Incomplete { needed: end });
     }
     Ok(end)
 }
@@ -431,13 +439,7 @@ impl Reader {
     /// The next `N` bytes, copied (no reference to the buffer taken, unlike
     /// [`Reader::read_payload`]).
     pub fn read_array<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
-        let Some(bytes) = self.buf.get(self.pos..self.pos + N) else {
-            return Err(ReadError::Incomplete {
-                needed: self.pos.saturating_add(N),
-            });
-        };
-        let mut out = [0u8; N];
-        out.copy_from_slice(bytes);
+        let out = array_at(&self.buf, self.pos)?;
         self.pos += N;
         Ok(out)
     }
@@ -488,7 +490,13 @@ impl Reader {
         let (Head::Map(_), _) = parse_head(&self.buf, start)? else {
             return Err(ReadError::malformed(start, "expected a map"));
         };
-        let end = check_value(&self.buf, start, 0)?;
+        self.checked_map(start, 0)
+    }
+
+    /// The map starting at `start` (`depth` containers around it), checked whole and kept as
+    /// a slice: parsed only if something reads it. Moves past it when it passes.
+    fn checked_map(&mut self, start: usize, depth: usize) -> Result<Map, ReadError> {
+        let end = check_value(&self.buf, start, depth)?;
         self.pos = end;
         Ok(Map::from_checked_msgpack(self.buf.slice(start..end)))
     }
@@ -525,12 +533,7 @@ impl Reader {
                 }
                 Value::Array(items)
             }
-            Head::Map(_) => {
-                // Checked whole, then kept as a slice: parsed only if something reads it.
-                let end = check_value(&self.buf, start, depth)?;
-                self.pos = end;
-                Value::Map(Map::from_checked_msgpack(self.buf.slice(start..end)))
-            }
+            Head::Map(_) => Value::Map(self.checked_map(start, depth)?),
         })
     }
 
