@@ -202,7 +202,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&config.service) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -249,7 +249,7 @@ fn replay_dead_letters(args: &logferry::sink::dead_letter::replay::ReplayArgs) -
         }
     };
     init_logging(&config.service);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&config.service) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -275,6 +275,16 @@ fn replay_dead_letters(args: &logferry::sink::dead_letter::replay::ReplayArgs) -
             ExitCode::from(2)
         }
     }
+}
+
+/// The async runtime `[service] worker_threads` asks for (multi-threaded even with one worker:
+/// blocking threads such as the tail readers enter it with `Handle::block_on`).
+fn runtime_for(service: &ServiceConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = service.workers() {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build()
 }
 
 fn init_logging(service: &ServiceConfig) {

@@ -405,3 +405,26 @@ fn health_buffer_threshold_defaults_and_is_checked() {
     assert_eq!(p[0].line, Some(2));
     assert!(p[0].message.contains("at most 1"), "{p:?}");
 }
+
+#[test]
+fn worker_threads_default_to_one_and_zero_means_one_per_core() {
+    let service = parse(GOOD).unwrap().service;
+    assert_eq!(service.workers(), Some(1));
+    let with = |threads: &str| {
+        let text = GOOD.replacen(
+            "[service]\n",
+            &format!("[service]\nworker_threads = {threads}\n"),
+            1,
+        );
+        parse(&text).unwrap().service.workers()
+    };
+    assert_eq!(with("0"), None);
+    assert_eq!(with("4"), Some(4));
+    let p = problems(
+        "[service]\nworker_threads = 100000\n\n[[sources]]\ntype = \"stdin\"\n\n\
+         [[sinks]]\ntype = \"stdout\"\nmatch = \"*\"\n",
+    );
+    assert_eq!(p[0].key.as_deref(), Some("worker_threads"));
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("0 for one per CPU core"), "{p:?}");
+}
