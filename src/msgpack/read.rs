@@ -112,7 +112,32 @@ fn array_at<const N: usize>(buf: &[u8], start: usize) -> Result<[u8; N], ReadErr
 }
 
 /// Parses the header at `pos`, returning it and its length in bytes.
+///
+/// The headers of nearly every log record (fixmaps, short keys, small integers, strings under
+/// 256 bytes) are read inline here, where the caller's `match` on the result folds into the
+/// parse; the rest go through [`parse_any_head`]. This runs a dozen times per record.
+#[inline]
 pub fn parse_head(buf: &[u8], pos: usize) -> Result<(Head, usize), ReadError> {
+    if let Some(&marker) = buf.get(pos) {
+        match marker {
+            0x00..=0x7f => return Ok((Head::Int(i64::from(marker)), 1)),
+            0x80..=0x8f => return Ok((Head::Map(u32::from(marker & 0x0f)), 1)),
+            0x90..=0x9f => return Ok((Head::Array(u32::from(marker & 0x0f)), 1)),
+            0xa0..=0xbf => return Ok((Head::Str(u32::from(marker & 0x1f)), 1)),
+            0xd9 => {
+                if let Some(&len) = buf.get(pos + 1) {
+                    return Ok((Head::Str(u32::from(len)), 2));
+                }
+            }
+            _ => {}
+        }
+    }
+    parse_any_head(buf, pos)
+}
+
+/// [`parse_head`] for every marker, out of line.
+#[inline(never)]
+fn parse_any_head(buf: &[u8], pos: usize) -> Result<(Head, usize), ReadError> {
     let Some(&marker) = buf.get(pos) else {
         return Err(ReadError::Incomplete { needed: pos + 1 });
     };
@@ -326,6 +351,17 @@ impl Scanner {
 /// then cannot fail.
 pub fn check_value(buf: &[u8], pos: usize, depth: usize) -> Result<usize, ReadError> {
     let (head, head_len) = parse_head(buf, pos)?;
+    check_after_head(buf, pos, head, head_len, depth)
+}
+
+/// [`check_value`] for a value whose header (`head`, `head_len` bytes at `pos`) is parsed.
+fn check_after_head(
+    buf: &[u8],
+    pos: usize,
+    head: Head,
+    head_len: usize,
+    depth: usize,
+) -> Result<usize, ReadError> {
     let mut end = pos + head_len;
     match head {
         Head::Array(n) | Head::Map(n) => {
@@ -411,6 +447,17 @@ impl Reader {
         self.remaining() == 0
     }
 
+    /// The header of the next value and its length, without moving: [`Reader::advance`] past
+    /// it once the caller has decided (one parse where `peek` then `read_head` would do two).
+    pub fn peek_head(&self) -> Result<(Head, usize), ReadError> {
+        parse_head(&self.buf, self.pos)
+    }
+
+    /// Moves `len` bytes on: past a header [`Reader::peek_head`] returned.
+    pub fn advance(&mut self, len: usize) {
+        self.pos = (self.pos + len).min(self.buf.len());
+    }
+
     /// The header of the next value, without moving.
     pub fn peek(&self) -> Result<Head, ReadError> {
         parse_head(&self.buf, self.pos).map(|(head, _)| head)
@@ -487,16 +534,23 @@ impl Reader {
     /// runs once per forward record).
     pub fn read_map(&mut self) -> Result<Map, ReadError> {
         let start = self.pos;
-        let (Head::Map(_), _) = parse_head(&self.buf, start)? else {
+        let (head @ Head::Map(_), head_len) = parse_head(&self.buf, start)? else {
             return Err(ReadError::malformed(start, "expected a map"));
         };
-        self.checked_map(start, 0)
+        self.checked_map(start, head, head_len, 0)
     }
 
-    /// The map starting at `start` (`depth` containers around it), checked whole and kept as
-    /// a slice: parsed only if something reads it. Moves past it when it passes.
-    fn checked_map(&mut self, start: usize, depth: usize) -> Result<Map, ReadError> {
-        let end = check_value(&self.buf, start, depth)?;
+    /// The map starting at `start` with its header parsed (`head`, `head_len` bytes; `depth`
+    /// containers around it), checked whole and kept as a slice: parsed only if something
+    /// reads it. Moves past it when it passes.
+    fn checked_map(
+        &mut self,
+        start: usize,
+        head: Head,
+        head_len: usize,
+        depth: usize,
+    ) -> Result<Map, ReadError> {
+        let end = check_after_head(&self.buf, start, head, head_len, depth)?;
         self.pos = end;
         Ok(Map::from_checked_msgpack(self.buf.slice(start..end)))
     }
@@ -533,7 +587,7 @@ impl Reader {
                 }
                 Value::Array(items)
             }
-            Head::Map(_) => Value::Map(self.checked_map(start, depth)?),
+            Head::Map(_) => Value::Map(self.checked_map(start, head, self.pos - start, depth)?),
         })
     }
 

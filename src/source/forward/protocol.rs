@@ -366,9 +366,10 @@ impl Decoder {
 
     /// The time (with or without metadata) and record of an entry or a Message-mode message.
     fn entry_body(&self, r: &mut Reader, tag: &Tag) -> Result<Event, ProtocolError> {
-        let (time, metadata) = match r.peek()? {
+        let (head, head_len) = r.peek_head()?;
+        let (time, metadata) = match head {
             Head::Array(2) => {
-                r.read_head()?;
+                r.advance(head_len);
                 let time = read_time(r)?;
                 let metadata =
                     match r.peek()? {
@@ -388,8 +389,13 @@ impl Decoder {
                     "an event's header must be a time or [time, metadata]",
                 ))
             }
-            _ => (read_time(r)?, None),
+            _ => {
+                r.advance(head_len);
+                (time_from(head, r)?, None)
+            }
         };
+        // The record's header is parsed inline here and again in `read_map` (a few
+        // instructions): this check keeps the error's text about records.
         let mut record = match r.peek()? {
             Head::Map(_) => r.read_map()?,
             _ => return Err(ProtocolError::Shape("a record must be a map")),
@@ -432,7 +438,13 @@ fn truncated(e: ProtocolError, input_len: usize) -> ProtocolError {
 }
 
 fn read_time(r: &mut Reader) -> Result<EventTime, ProtocolError> {
-    Ok(match r.read_head()? {
+    let head = r.read_head()?;
+    time_from(head, r)
+}
+
+/// The time whose header `head` was read; an EventTime's 8 bytes follow in `r`.
+fn time_from(head: Head, r: &mut Reader) -> Result<EventTime, ProtocolError> {
+    Ok(match head {
         Head::Int(secs) => EventTime::new(secs, 0),
         Head::Float(secs) => EventTime::from_f64(secs),
         Head::Ext { ty: 0, len: 8 } => {
