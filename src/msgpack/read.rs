@@ -390,7 +390,15 @@ fn check_after_head(
                     }
                     end = scalar_end(buf, end + key_head_len, &key)?;
                 }
-                end = check_value(buf, end, depth + 1)?;
+                // Scalars (most values of a log record) are skipped here; only containers
+                // recurse, so a flat record is checked in one call.
+                let (child, child_head_len) = parse_head(buf, end)?;
+                end = match child {
+                    Head::Array(_) | Head::Map(_) => {
+                        check_after_head(buf, end, child, child_head_len, depth + 1)?
+                    }
+                    _ => scalar_end(buf, end + child_head_len, &child)?,
+                };
             }
         }
         _ => end = scalar_end(buf, end, &head)?,
