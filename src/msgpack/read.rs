@@ -135,6 +135,47 @@ pub fn parse_head(buf: &[u8], pos: usize) -> Result<(Head, usize), ReadError> {
     parse_any_head(buf, pos)
 }
 
+/// Total length (marker and payload) of the scalar each marker starts when that length is
+/// fixed: integers, floats, nil, booleans, fixext. 0 for strings, binaries, ext 8/16/32,
+/// containers and the unused 0xc1, whose length (or refusal) needs the header parsed.
+const FIXED_SCALAR_LEN: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut marker = 0;
+    while marker < 256 {
+        table[marker] = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => 1,
+            0xcc | 0xd0 => 2,
+            0xcd | 0xd1 | 0xd4 => 3,
+            0xd5 => 4,
+            0xca | 0xce | 0xd2 => 5,
+            0xd6 => 6,
+            0xcb | 0xcf | 0xd3 => 9,
+            0xd7 => 10,
+            0xd8 => 18,
+            _ => 0,
+        };
+        marker += 1;
+    }
+    table
+};
+
+/// Where the value at `pos` ends when it is a scalar of fixed length (see
+/// [`FIXED_SCALAR_LEN`]): a table lookup instead of a parsed header, for the numbers and times
+/// that [`check_value`] skips. `None` for anything else.
+#[inline]
+fn fixed_scalar_end(buf: &[u8], pos: usize) -> Option<Result<usize, ReadError>> {
+    let len = usize::from(FIXED_SCALAR_LEN[usize::from(*buf.get(pos)?)]);
+    if len == 0 {
+        return None;
+    }
+    let end = pos + len;
+    Some(if end > buf.len() {
+        Err(ReadError::Incomplete { needed: end })
+    } else {
+        Ok(end)
+    })
+}
+
 /// [`parse_head`] for every marker, out of line.
 #[inline(never)]
 fn parse_any_head(buf: &[u8], pos: usize) -> Result<(Head, usize), ReadError> {
@@ -390,20 +431,29 @@ fn check_after_head(
                     }
                     end = scalar_end(buf, end + key_head_len, &key)?;
                 }
-                // Scalars (most values of a log record) are skipped here; only containers
-                // recurse, so a flat record is checked in one call.
-                let (child, child_head_len) = parse_head(buf, end)?;
-                end = match child {
-                    Head::Array(_) | Head::Map(_) => {
-                        check_after_head(buf, end, child, child_head_len, depth + 1)?
-                    }
-                    _ => scalar_end(buf, end + child_head_len, &child)?,
-                };
+                end = check_child(buf, end, depth)?;
             }
         }
         _ => end = scalar_end(buf, end, &head)?,
     }
     Ok(end)
+}
+
+/// [`check_value`] for an element or map value at `pos` inside a container `depth` deep.
+/// Scalars (most values of a log record) are skipped here, numbers without a parsed header;
+/// only containers recurse, so a flat record is checked in one call.
+#[inline]
+fn check_child(buf: &[u8], pos: usize, depth: usize) -> Result<usize, ReadError> {
+    if let Some(end) = fixed_scalar_end(buf, pos) {
+        return end;
+    }
+    let (child, child_head_len) = parse_head(buf, pos)?;
+    match child {
+        Head::Array(_) | Head::Map(_) => {
+            check_after_head(buf, pos, child, child_head_len, depth + 1)
+        }
+        _ => scalar_end(buf, pos + child_head_len, &child),
+    }
 }
 
 /// Where the scalar `head`, whose header ends at `after_head`, ends: its payload must be in
@@ -497,6 +547,20 @@ impl Reader {
         let out = array_at(&self.buf, self.pos)?;
         self.pos += N;
         Ok(out)
+    }
+
+    /// The payload of the next value if it is a fixext 8 of type `ty` (moving past it), else
+    /// `None` without moving: a forward entry's EventTime, read without a parsed header.
+    #[inline]
+    pub fn read_fixext8(&mut self, ty: i8) -> Option<[u8; 8]> {
+        let value: [u8; 10] = array_at(&self.buf, self.pos).ok()?;
+        if value[0] != 0xd7 || value[1] as i8 != ty {
+            return None;
+        }
+        self.pos += value.len();
+        let mut payload = [0u8; 8];
+        payload.copy_from_slice(&value[2..]);
+        Some(payload)
     }
 
     /// The payload of a `str` or `bin` value; `Ok(None)` (without moving) for anything else.
@@ -892,6 +956,61 @@ mod tests {
             matches!(err, ReadError::Malformed { offset: 1, .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn fixed_scalar_lengths_agree_with_the_header_parser_for_every_marker() {
+        for marker in 0..=255u8 {
+            let mut buf = vec![marker];
+            buf.extend_from_slice(&[0u8; 20]);
+            let fixed = usize::from(FIXED_SCALAR_LEN[usize::from(marker)]);
+            match parse_head(&buf, 0) {
+                Ok((head @ (Head::Array(_) | Head::Map(_)), _)) => {
+                    assert_eq!(fixed, 0, "{marker:#x} is a container: {head:?}")
+                }
+                Ok((head @ (Head::Str(_) | Head::Bin(_)), _)) => {
+                    assert_eq!(fixed, 0, "{marker:#x}: {head:?} has a variable length")
+                }
+                Ok((Head::Ext { .. }, _)) if (0xc7..=0xc9).contains(&marker) => {
+                    assert_eq!(fixed, 0, "{marker:#x}: ext 8/16/32 have a length field")
+                }
+                Ok((head, head_len)) => {
+                    assert_eq!(
+                        fixed,
+                        head_len + head.payload_len(),
+                        "{marker:#x}: {head:?}"
+                    );
+                    assert_eq!(fixed_scalar_end(&buf, 0), Some(Ok(fixed)));
+                    if fixed > 1 {
+                        assert_eq!(
+                            fixed_scalar_end(&buf[..fixed - 1], 0),
+                            Some(Err(ReadError::Incomplete { needed: fixed }))
+                        );
+                    }
+                }
+                Err(_) => assert_eq!(fixed, 0, "{marker:#x} is never used"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_time_is_read_as_a_fixext8_of_its_type_only() {
+        let mut b = Vec::new();
+        rmp::encode::write_ext_meta(&mut b, 8, 0).unwrap();
+        b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+        b.push(0xc0);
+        let mut r = Reader::new(Bytes::from(b.clone()));
+        assert_eq!(r.read_fixext8(5), None);
+        assert_eq!(r.position(), 0);
+        assert_eq!(r.read_fixext8(0), Some([0, 0, 0, 1, 0, 0, 0, 2]));
+        assert_eq!(r.position(), 10);
+        assert_eq!(r.read_fixext8(0), None, "nil is not an EventTime");
+        // Cut short, or a fixext of another size: left for the header parser.
+        let mut r = Reader::new(Bytes::from(b[..9].to_vec()));
+        assert_eq!(r.read_fixext8(0), None);
+        assert_eq!(r.position(), 0);
+        let mut r = Reader::new(Bytes::from_static(&[0xd6, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(r.read_fixext8(0), None);
     }
 
     #[test]

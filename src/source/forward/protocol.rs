@@ -366,13 +366,17 @@ impl Decoder {
 
     /// The time (with or without metadata) and record of an entry or a Message-mode message.
     fn entry_body(&self, r: &mut Reader, tag: &Tag) -> Result<Event, ProtocolError> {
-        let (head, head_len) = r.peek_head()?;
-        let (time, metadata) = match head {
-            Head::Array(2) => {
-                r.advance(head_len);
-                let time = read_time(r)?;
-                let metadata =
-                    match r.peek()? {
+        let (time, metadata) = if let Some(raw) = r.read_fixext8(EVENT_TIME) {
+            // The usual case (Fluent Bit, Docker, fluent-logger): an EventTime, read without
+            // a parsed header.
+            (event_time(raw), None)
+        } else {
+            let (head, head_len) = r.peek_head()?;
+            match head {
+                Head::Array(2) => {
+                    r.advance(head_len);
+                    let time = read_time(r)?;
+                    let metadata = match r.peek()? {
                         Head::Map(_) if self.metadata_key.is_some() => Some(r.read_value()?),
                         Head::Map(_) | Head::Nil => {
                             r.skip_value()?;
@@ -382,16 +386,17 @@ impl Decoder {
                             "the metadata of an event `[[time, metadata], record]` must be a map",
                         )),
                     };
-                (time, metadata)
-            }
-            Head::Array(_) => {
-                return Err(ProtocolError::Shape(
-                    "an event's header must be a time or [time, metadata]",
-                ))
-            }
-            _ => {
-                r.advance(head_len);
-                (time_from(head, r)?, None)
+                    (time, metadata)
+                }
+                Head::Array(_) => {
+                    return Err(ProtocolError::Shape(
+                        "an event's header must be a time or [time, metadata]",
+                    ))
+                }
+                _ => {
+                    r.advance(head_len);
+                    (time_from(head, r)?, None)
+                }
             }
         };
         // The record's header is parsed inline here and again in `read_map` (a few
@@ -437,6 +442,16 @@ fn truncated(e: ProtocolError, input_len: usize) -> ProtocolError {
     }
 }
 
+/// The msgpack extension type of Fluentd's EventTime (8 bytes: seconds, nanoseconds).
+const EVENT_TIME: i8 = 0;
+
+/// An EventTime's payload: big-endian seconds and nanoseconds.
+fn event_time(raw: [u8; 8]) -> EventTime {
+    let secs = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let nanos = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    EventTime::new(i64::from(secs), nanos)
+}
+
 fn read_time(r: &mut Reader) -> Result<EventTime, ProtocolError> {
     let head = r.read_head()?;
     time_from(head, r)
@@ -447,12 +462,10 @@ fn time_from(head: Head, r: &mut Reader) -> Result<EventTime, ProtocolError> {
     Ok(match head {
         Head::Int(secs) => EventTime::new(secs, 0),
         Head::Float(secs) => EventTime::from_f64(secs),
-        Head::Ext { ty: 0, len: 8 } => {
-            let raw: [u8; 8] = r.read_array()?;
-            let secs = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
-            let nanos = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-            EventTime::new(i64::from(secs), nanos)
-        }
+        Head::Ext {
+            ty: EVENT_TIME,
+            len: 8,
+        } => event_time(r.read_array()?),
         Head::UInt(_) => return Err(ProtocolError::Shape("the time is out of range")),
         Head::Ext { .. } => {
             return Err(ProtocolError::Shape(
