@@ -168,12 +168,7 @@ fn fixed_scalar_end(buf: &[u8], pos: usize) -> Option<Result<usize, ReadError>> 
     if len == 0 {
         return None;
     }
-    let end = pos + len;
-    Some(if end > buf.len() {
-        Err(ReadError::Incomplete { needed: end })
-    } else {
-        Ok(end)
-    })
+    Some(within(buf, pos + len))
 }
 
 /// [`parse_head`] for every marker, out of line.
@@ -459,7 +454,12 @@ fn check_child(buf: &[u8], pos: usize, depth: usize) -> Result<usize, ReadError>
 /// Where the scalar `head`, whose header ends at `after_head`, ends: its payload must be in
 /// `buf`.
 fn scalar_end(buf: &[u8], after_head: usize, head: &Head) -> Result<usize, ReadError> {
-    let end = after_head + head.payload_len();
+    within(buf, after_head + head.payload_len())
+}
+
+/// `end` when a value ending there lies inside `buf`, else how much input it needs.
+#[inline]
+fn within(buf: &[u8], end: usize) -> Result<usize, ReadError> {
     if end > buf.len() {
         return Err(ReadError::Incomplete { needed: end });
     }
@@ -505,17 +505,6 @@ impl Reader {
         self.remaining() == 0
     }
 
-    /// The header of the next value and its length, without moving: [`Reader::advance`] past
-    /// it once the caller has decided (one parse where `peek` then `read_head` would do two).
-    pub fn peek_head(&self) -> Result<(Head, usize), ReadError> {
-        parse_head(&self.buf, self.pos)
-    }
-
-    /// Moves `len` bytes on: past a header [`Reader::peek_head`] returned.
-    pub fn advance(&mut self, len: usize) {
-        self.pos = (self.pos + len).min(self.buf.len());
-    }
-
     /// The header of the next value, without moving.
     pub fn peek(&self) -> Result<Head, ReadError> {
         parse_head(&self.buf, self.pos).map(|(head, _)| head)
@@ -553,13 +542,12 @@ impl Reader {
     /// `None` without moving: a forward entry's EventTime, read without a parsed header.
     #[inline]
     pub fn read_fixext8(&mut self, ty: i8) -> Option<[u8; 8]> {
-        let value: [u8; 10] = array_at(&self.buf, self.pos).ok()?;
-        if value[0] != 0xd7 || value[1] as i8 != ty {
+        let [marker, ext_type] = array_at(&self.buf, self.pos).ok()?;
+        if marker != 0xd7 || ext_type as i8 != ty {
             return None;
         }
-        self.pos += value.len();
-        let mut payload = [0u8; 8];
-        payload.copy_from_slice(&value[2..]);
+        let payload = array_at(&self.buf, self.pos + 2).ok()?;
+        self.pos += 10;
         Some(payload)
     }
 

@@ -371,10 +371,9 @@ impl Decoder {
             // a parsed header.
             (event_time(raw), None)
         } else {
-            let (head, head_len) = r.peek_head()?;
-            match head {
+            match r.peek()? {
                 Head::Array(2) => {
-                    r.advance(head_len);
+                    r.read_head()?;
                     let time = read_time(r)?;
                     let metadata = match r.peek()? {
                         Head::Map(_) if self.metadata_key.is_some() => Some(r.read_value()?),
@@ -393,10 +392,7 @@ impl Decoder {
                         "an event's header must be a time or [time, metadata]",
                     ))
                 }
-                _ => {
-                    r.advance(head_len);
-                    (time_from(head, r)?, None)
-                }
+                _ => (read_time(r)?, None),
             }
         };
         // The record's header is parsed inline here and again in `read_map` (a few
@@ -453,13 +449,7 @@ fn event_time(raw: [u8; 8]) -> EventTime {
 }
 
 fn read_time(r: &mut Reader) -> Result<EventTime, ProtocolError> {
-    let head = r.read_head()?;
-    time_from(head, r)
-}
-
-/// The time whose header `head` was read; an EventTime's 8 bytes follow in `r`.
-fn time_from(head: Head, r: &mut Reader) -> Result<EventTime, ProtocolError> {
-    Ok(match head {
+    Ok(match r.read_head()? {
         Head::Int(secs) => EventTime::new(secs, 0),
         Head::Float(secs) => EventTime::from_f64(secs),
         Head::Ext {
