@@ -202,21 +202,12 @@ impl<K: Borrow<str> + Hash + Eq + Clone> KeyTable<K> {
     }
 }
 
+/// A user record in a container: its table indexes, and where its data is in the buffer.
 #[derive(Debug)]
 struct Pending {
     partition_key_index: u64,
     explicit_hash_key_index: Option<u64>,
-    data: Bytes,
-}
-
-impl Pending {
-    fn body_len(&self) -> usize {
-        record_body_len(
-            self.partition_key_index,
-            self.explicit_hash_key_index,
-            self.data.len(),
-        )
-    }
+    data: std::ops::Range<usize>,
 }
 
 /// Bytes of a length-delimited field with a one-byte key.
@@ -235,10 +226,18 @@ fn record_body_len(
         + delimited_len(data_len)
 }
 
-fn put_delimited(buf: &mut Vec<u8>, key: u8, payload: &[u8]) {
-    buf.push(key);
-    encode_varint(payload.len() as u64, buf);
-    buf.extend_from_slice(payload);
+/// Writes `payload` as a length-delimited field ending at `end` in `buf`; returns where it
+/// starts.
+fn put_delimited_before(buf: &mut [u8], end: usize, key: u8, payload: &[u8]) -> usize {
+    let start = end - delimited_len(payload.len());
+    buf[start] = key;
+    let mut len = [0u8; 10];
+    let mut slot = &mut len[..];
+    encode_varint(payload.len() as u64, &mut slot);
+    let varint_len = encoded_len_varint(payload.len() as u64);
+    buf[start + 1..start + 1 + varint_len].copy_from_slice(&len[..varint_len]);
+    buf[start + 1 + varint_len..end].copy_from_slice(payload);
+    start
 }
 
 /// Where a user record would go and what it would cost.
@@ -248,12 +247,24 @@ struct Placement {
     added_len: usize,
 }
 
+/// Room kept in front of a fresh container's records for the magic and the key tables (one
+/// spread key, or a shard's few partition keys, take a few dozen bytes); a container whose
+/// tables need more leaves that much room in the next.
+const MIN_TABLE_ROOM: usize = 256;
+/// Capacity of the first container's buffer; later ones start at their predecessor's size.
+const FIRST_CAPACITY: usize = 64 << 10;
+
 /// One aggregated record being filled.
 ///
 /// Its size is tracked exactly as records go in, so it is filled to the record limit (data +
 /// outer partition key) and never over it. A container holding one user record is sent as that
 /// plain record, so any record Kinesis would accept alone is accepted into an empty container.
-/// The aggregator is reused after [`Aggregator::finish`], keeping its allocations.
+/// The aggregator is reused after [`Aggregator::finish`], keeping its key tables' allocations.
+///
+/// Each user record is written into the container's buffer as a protobuf `Record` when it is
+/// added, while its data is still in cache; the key tables, which must come first, are written
+/// at sealing into room left in front of the records. Sealing thus copies no record again, and
+/// the sent data is a slice of that one buffer.
 ///
 /// Mixing user records with and without an explicit hash key in one container is valid (the KCL
 /// reads it right), but aws-kinesis-agg's deaggregator then reports the table's first explicit
@@ -265,6 +276,15 @@ pub struct Aggregator {
     partition_keys: KeyTable<PartitionKey>,
     explicit_hash_keys: KeyTable<Box<str>>,
     records: Vec<Pending>,
+    /// The first user record's data as given: sent as is when it stays alone.
+    first: Option<Bytes>,
+    /// `table_room` bytes kept for magic and key tables, then the `Record` fields; empty (no
+    /// allocation) between containers.
+    buf: Vec<u8>,
+    table_room: usize,
+    /// The last sealed container's length: the next buffer's capacity, so a container filled
+    /// to the limit as its predecessor was grows without copying.
+    capacity_hint: usize,
     /// Length of the aggregated form: magic + protobuf + digest.
     aggregated_len: usize,
 }
@@ -281,6 +301,10 @@ impl Aggregator {
             partition_keys: KeyTable::default(),
             explicit_hash_keys: KeyTable::default(),
             records: Vec::new(),
+            first: None,
+            buf: Vec::new(),
+            table_room: MIN_TABLE_ROOM,
+            capacity_hint: FIRST_CAPACITY,
             aggregated_len: FRAMING_LEN,
         })
     }
@@ -300,9 +324,9 @@ impl Aggregator {
     /// Length of the data [`Aggregator::finish`] would produce now: 0 when empty, the user
     /// record's own data when it holds one, else the aggregated bytes.
     pub fn data_len(&self) -> usize {
-        match self.records.as_slice() {
-            [] => 0,
-            [only] => only.data.len(),
+        match (self.records.len(), &self.first) {
+            (0, _) => 0,
+            (1, Some(only)) => only.len(),
             _ => self.aggregated_len,
         }
     }
@@ -310,9 +334,9 @@ impl Aggregator {
     /// What Kinesis would count for the record [`Aggregator::finish`] would produce now: its
     /// data plus its partition key.
     pub fn record_size(&self) -> usize {
-        match self.records.as_slice() {
-            [] => 0,
-            [only] => only.data.len() + self.partition_keys.keys[0].len(),
+        match (self.records.len(), &self.first) {
+            (0, _) => 0,
+            (1, Some(only)) => only.len() + self.partition_keys.keys[0].len(),
             _ => self.aggregated_len + self.outer.partition_key.len(),
         }
     }
@@ -332,6 +356,8 @@ impl Aggregator {
         if !self.is_empty() && !self.fits(placement.added_len) {
             return Err(AddError::Full(record));
         }
+        let partition_key_index = placement.partition_key.index();
+        let explicit_hash_key_index = placement.explicit_hash_key.map(Slot::index);
         if let Slot::New(_) = placement.partition_key {
             self.partition_keys.push(record.partition_key);
         }
@@ -340,11 +366,38 @@ impl Aggregator {
         {
             self.explicit_hash_keys.push(key);
         }
+        if self.buf.capacity() == 0 {
+            let capacity = self.capacity_hint.min(self.max_record_size) + self.table_room;
+            self.buf = Vec::with_capacity(capacity);
+            self.buf.resize(self.table_room, 0);
+        }
+        let buf = &mut self.buf;
+        buf.push(RECORDS);
+        let body_len = record_body_len(
+            partition_key_index,
+            explicit_hash_key_index,
+            record.data.len(),
+        );
+        encode_varint(body_len as u64, buf);
+        buf.push(RECORD_PARTITION_KEY_INDEX);
+        encode_varint(partition_key_index, buf);
+        if let Some(index) = explicit_hash_key_index {
+            buf.push(RECORD_EXPLICIT_HASH_KEY_INDEX);
+            encode_varint(index, buf);
+        }
+        buf.push(RECORD_DATA);
+        encode_varint(record.data.len() as u64, buf);
+        let data_start = buf.len();
+        buf.extend_from_slice(&record.data);
         self.records.push(Pending {
-            partition_key_index: placement.partition_key.index(),
-            explicit_hash_key_index: placement.explicit_hash_key.map(Slot::index),
-            data: record.data,
+            partition_key_index,
+            explicit_hash_key_index,
+            data: data_start..buf.len(),
         });
+        self.first = match self.records.len() {
+            1 => Some(record.data),
+            _ => None,
+        };
         self.aggregated_len += placement.added_len;
         Ok(())
     }
@@ -359,42 +412,95 @@ impl Aggregator {
     /// As [`Aggregator::finish`], without the digest yet: [`finish_all`] computes the digests of
     /// several containers at once.
     pub fn seal(&mut self) -> Option<Sealed> {
-        let sealed = match self.records.len() {
-            0 => return None,
-            1 => {
-                let only = self.records.pop()?;
+        let sealed = match (self.records.len(), self.first.take()) {
+            (0, _) => return None,
+            (1, Some(only)) => Sealed {
+                partition_key: std::mem::take(&mut self.partition_keys.keys[0]),
+                explicit_hash_key: self.explicit_hash_keys.keys.first_mut().map(std::mem::take),
+                form: Form::Plain(only),
+            },
+            _ => {
+                let (buf, start) = self.frame();
                 Sealed {
-                    partition_key: std::mem::take(&mut self.partition_keys.keys[0]),
-                    explicit_hash_key: only
-                        .explicit_hash_key_index
-                        .map(|_| std::mem::take(&mut self.explicit_hash_keys.keys[0])),
-                    form: Form::Plain(only.data),
+                    partition_key: PartitionKey::from(&self.outer.partition_key),
+                    explicit_hash_key: self.outer.explicit_hash_key.as_deref().map(Box::from),
+                    form: Form::Aggregated { buf, start },
                 }
             }
-            _ => Sealed {
-                partition_key: PartitionKey::from(&self.outer.partition_key),
-                explicit_hash_key: self.outer.explicit_hash_key.as_deref().map(Box::from),
-                form: Form::Aggregated(self.encode_without_digest()),
-            },
         };
         self.clear();
         Some(sealed)
     }
 
+    /// Takes the buffer of a container of two or more records, with magic and key tables
+    /// written in front of its records and room for the digest at its end; returns it with
+    /// where the aggregated record starts in it.
+    fn frame(&mut self) -> (Vec<u8>, usize) {
+        let tables: usize = self
+            .partition_keys
+            .keys
+            .iter()
+            .map(|key| delimited_len(key.len()))
+            .chain(
+                self.explicit_hash_keys
+                    .keys
+                    .iter()
+                    .map(|key| delimited_len(key.len())),
+            )
+            .sum();
+        let head = MAGIC.len() + tables;
+        let mut buf = std::mem::take(&mut self.buf);
+        let records = self.table_room;
+        let start = match records.checked_sub(head) {
+            Some(start) => start,
+            None => {
+                // Tables larger than the room: move the records once, and leave the next
+                // container as much room.
+                let mut moved = Vec::with_capacity(head + buf.len() - records + DIGEST_LEN);
+                moved.resize(head, 0);
+                moved.extend_from_slice(&buf[records..]);
+                buf = moved;
+                0
+            }
+        };
+        let mut at = start + head;
+        for key in self.explicit_hash_keys.keys.iter().rev() {
+            at = put_delimited_before(&mut buf, at, EXPLICIT_HASH_KEY_TABLE, key.as_bytes());
+        }
+        for key in self.partition_keys.keys.iter().rev() {
+            at = put_delimited_before(&mut buf, at, PARTITION_KEY_TABLE, key.as_bytes());
+        }
+        debug_assert_eq!(at, start + MAGIC.len());
+        buf[start..at].copy_from_slice(&MAGIC);
+        buf.resize(buf.len() + DIGEST_LEN, 0);
+        debug_assert_eq!(buf.len() - start, self.aggregated_len);
+        self.table_room = head.max(MIN_TABLE_ROOM);
+        self.capacity_hint = self.aggregated_len;
+        (buf, start)
+    }
+
     /// Empties the container, handing back its user records in order (to route them again).
     pub fn take_records(&mut self) -> Vec<Record> {
-        let records = self
-            .records
-            .drain(..)
-            .map(|pending| Record {
-                partition_key: self.partition_keys.keys[pending.partition_key_index as usize]
-                    .clone(),
-                explicit_hash_key: pending
-                    .explicit_hash_key_index
-                    .map(|index| self.explicit_hash_keys.keys[index as usize].clone()),
-                data: pending.data,
-            })
-            .collect();
+        let records = match (self.records.len(), self.first.take()) {
+            (0, _) => Vec::new(),
+            (1, Some(only)) => vec![Record {
+                partition_key: std::mem::take(&mut self.partition_keys.keys[0]),
+                explicit_hash_key: self.explicit_hash_keys.keys.first_mut().map(std::mem::take),
+                data: only,
+            }],
+            _ => self
+                .records
+                .iter()
+                .map(|pending| Record {
+                    partition_key: self.partition_keys.keys[pending.partition_key_index as usize]
+                        .clone(),
+                    explicit_hash_key: pending
+                        .explicit_hash_key_index
+                        .map(|index| self.explicit_hash_keys.keys[index as usize].clone()),
+                    data: Bytes::copy_from_slice(&self.buf[pending.data.clone()]),
+                })
+                .collect(),
+        };
         self.clear();
         records
     }
@@ -403,6 +509,8 @@ impl Aggregator {
         self.partition_keys.clear();
         self.explicit_hash_keys.clear();
         self.records.clear();
+        self.first = None;
+        self.buf.truncate(self.table_room.min(self.buf.len()));
         self.aggregated_len = FRAMING_LEN;
     }
 
@@ -435,33 +543,6 @@ impl Aggregator {
             added_len,
         }
     }
-
-    /// Writes magic and protobuf into one buffer of exactly the predicted size, the digest's
-    /// place at its end left zero.
-    fn encode_without_digest(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.aggregated_len);
-        buf.extend_from_slice(&MAGIC);
-        for key in &self.partition_keys.keys {
-            put_delimited(&mut buf, PARTITION_KEY_TABLE, key.as_bytes());
-        }
-        for key in &self.explicit_hash_keys.keys {
-            put_delimited(&mut buf, EXPLICIT_HASH_KEY_TABLE, key.as_bytes());
-        }
-        for record in &self.records {
-            buf.push(RECORDS);
-            encode_varint(record.body_len() as u64, &mut buf);
-            buf.push(RECORD_PARTITION_KEY_INDEX);
-            encode_varint(record.partition_key_index, &mut buf);
-            if let Some(index) = record.explicit_hash_key_index {
-                buf.push(RECORD_EXPLICIT_HASH_KEY_INDEX);
-                encode_varint(index, &mut buf);
-            }
-            put_delimited(&mut buf, RECORD_DATA, &record.data);
-        }
-        buf.resize(buf.len() + DIGEST_LEN, 0);
-        debug_assert_eq!(buf.len(), self.aggregated_len);
-        buf
-    }
 }
 
 /// A finished container whose digest is not written yet (see [`Aggregator::seal`]).
@@ -476,8 +557,8 @@ pub struct Sealed {
 enum Form {
     /// A container of one user record: that record, as is.
     Plain(Bytes),
-    /// Magic, protobuf, and room for the digest.
-    Aggregated(Vec<u8>),
+    /// From `start`: magic, protobuf, and room for the digest.
+    Aggregated { buf: Vec<u8>, start: usize },
 }
 
 impl Sealed {
@@ -485,7 +566,7 @@ impl Sealed {
     pub fn size(&self) -> usize {
         let data = match &self.form {
             Form::Plain(data) => data.len(),
-            Form::Aggregated(buf) => buf.len(),
+            Form::Aggregated { buf, start } => buf.len() - start,
         };
         data + self.partition_key.len()
     }
@@ -499,11 +580,11 @@ impl Sealed {
     fn into_record(self, digest: Option<[u8; DIGEST_LEN]>) -> Record {
         let data = match self.form {
             Form::Plain(data) => data,
-            Form::Aggregated(mut buf) => {
-                let digest = digest.unwrap_or_else(|| md5_many::md5(digested_part(&buf)));
+            Form::Aggregated { mut buf, start } => {
+                let digest = digest.unwrap_or_else(|| md5_many::md5(digested_part(&buf[start..])));
                 let at = buf.len() - DIGEST_LEN;
                 buf[at..].copy_from_slice(&digest);
-                Bytes::from(buf)
+                Bytes::from(buf).slice(start..)
             }
         };
         Record {
@@ -528,7 +609,7 @@ pub fn finish_all(sealed: Vec<Sealed>) -> impl Iterator<Item = Record> {
     let parts: Vec<&[u8]> = sealed
         .iter()
         .filter_map(|s| match &s.form {
-            Form::Aggregated(buf) => Some(digested_part(buf)),
+            Form::Aggregated { buf, start } => Some(digested_part(&buf[*start..])),
             Form::Plain(_) => None,
         })
         .collect();
@@ -542,7 +623,7 @@ pub fn finish_all(sealed: Vec<Sealed>) -> impl Iterator<Item = Record> {
     let mut digests = digests.into_iter();
     sealed.into_iter().map(move |s| {
         let digest = match s.form {
-            Form::Aggregated(_) => digests.next(),
+            Form::Aggregated { .. } => digests.next(),
             Form::Plain(_) => None,
         };
         s.into_record(digest)
@@ -1012,6 +1093,24 @@ pub(crate) mod tests {
         let body = oracle_message(members).encode_to_vec();
         assert_eq!(&record.data[4..record.data.len() - 16], &body[..]);
         assert_eq!(deaggregate(record.clone()).unwrap(), members);
+    }
+
+    #[test]
+    fn key_tables_of_any_size_go_in_front_of_the_records() {
+        // The tables are written into room left before the records: too little room (many
+        // keys after few), much more than needed (few after many), and exactly enough.
+        let outer_keys = outer("o", None);
+        let mut aggregator = Aggregator::new(1 << 20, outer_keys.clone()).unwrap();
+        for keys in [1usize, 300, 2, 300, 300, 7, 1] {
+            let members: Vec<Record> = (0..keys.max(2))
+                .map(|i| Record::new(format!("key-{:04}", i % keys), format!("data {i}")))
+                .collect();
+            for record in &members {
+                aggregator.try_add(record.clone()).unwrap();
+            }
+            let done = aggregator.finish().unwrap();
+            check_finished(&done, &members, &outer_keys, 1 << 20);
+        }
     }
 
     #[test]
