@@ -577,18 +577,25 @@ impl Server {
             // it is reserved, and a buffer too small for its message is grown by copying: 1.9%
             // of the CPU of a no-ack forward -> Kinesis run. So a read that a message's size is
             // known for stops at its end, and a new buffer has room for a message as large as
-            // the last one (at most 4 reads).
+            // the last one (at most 4 reads) plus `EXACT_READ_MIN`: a message's size is known
+            // exactly only once its entries are in (the options map after them is read next),
+            // and without that room its last bytes would not fit and the whole message would
+            // be copied to a larger buffer (a copy of nearly every message of the bench's
+            // no-ack run).
             let rest = needed.saturating_sub(buf.len());
             let limit = if rest >= EXACT_READ_MIN {
-                buf.reserve(rest);
+                buf.reserve(rest + EXACT_READ_MIN);
                 rest
             } else {
-                let room = if buf.is_empty() {
-                    self.chunk.max(last_len.min(4 * self.chunk))
-                } else {
-                    self.chunk.max(rest)
-                };
-                buf.reserve(room);
+                if buf.is_empty() {
+                    buf.reserve(
+                        self.chunk
+                            .max(last_len.min(4 * self.chunk) + EXACT_READ_MIN),
+                    );
+                } else if buf.capacity() - buf.len() < rest.max(1) {
+                    // Grown (copied) only when the missing bytes do not fit.
+                    buf.reserve(self.chunk.max(rest));
+                }
                 usize::MAX
             };
             let before = buf.len();
