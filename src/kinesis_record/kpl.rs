@@ -600,12 +600,23 @@ fn digested_part(buf: &[u8]) -> &[u8] {
     &buf[MAGIC.len()..buf.len() - DIGEST_LEN]
 }
 
+/// The MD5 engine of this CPU, detected once.
+fn digest_engine() -> md5_many::Md5Many {
+    static ENGINE: OnceLock<md5_many::Md5Many> = OnceLock::new();
+    *ENGINE.get_or_init(md5_many::Md5Many::new)
+}
+
+/// How many digests [`finish_all`] computes for the price of one: the SIMD lanes of this CPU
+/// (16 with AVX-512, 8 with AVX2, 4 with SSE or NEON).
+pub fn digest_lanes() -> usize {
+    digest_engine().lanes()
+}
+
 /// The records of `sealed`, in order, the digests of the aggregated ones computed together:
 /// MD5 has one chain of dependent steps per message, so one message leaves most of a core's
 /// SIMD width idle, and several take each a lane (8 with AVX2, 16 with AVX-512). Five 1 MiB
 /// aggregates hash about 4x as fast together as one after another (docs/performance.md).
 pub fn finish_all(sealed: Vec<Sealed>) -> impl Iterator<Item = Record> {
-    static ENGINE: OnceLock<md5_many::Md5Many> = OnceLock::new();
     let parts: Vec<&[u8]> = sealed
         .iter()
         .filter_map(|s| match &s.form {
@@ -615,9 +626,7 @@ pub fn finish_all(sealed: Vec<Sealed>) -> impl Iterator<Item = Record> {
         .collect();
     let mut digests = vec![[0u8; DIGEST_LEN]; parts.len()];
     if !parts.is_empty() {
-        ENGINE
-            .get_or_init(md5_many::Md5Many::new)
-            .hash_many(&parts, &mut digests);
+        digest_engine().hash_many(&parts, &mut digests);
     }
     drop(parts);
     let mut digests = digests.into_iter();

@@ -29,6 +29,10 @@ pub struct RerouteFailed<T> {
     pub error: RerouteError,
 }
 
+/// Most sealed containers that wait to have their digests computed together (bounds the
+/// memory they hold: 8 × `aggregation_max_size`).
+pub const MAX_WAITING_SEALED: usize = 8;
+
 /// The containers being filled for one shard: user records with and without an explicit hash
 /// key are kept apart, because the official Python deaggregator reports the first explicit hash
 /// key of the table for every user record of a container that has one.
@@ -212,6 +216,20 @@ impl<T> ShardAggregators<T> {
         self.ready.drain(..)
     }
 
+    /// As [`ShardAggregators::drain_ready`], but sealed containers stay sealed until there are
+    /// as many as the digest's SIMD lanes ([`kpl::digest_lanes`]: 8 with AVX2, and at most
+    /// [`MAX_WAITING_SEALED`]): MD5 costs the
+    /// same for one message as for a full set of lanes, and the sink's shards tend to fill
+    /// their containers together, fewer than 8 at a time with fewer shards. Whoever calls this
+    /// must also call [`ShardAggregators::flush_all`] or `drain_ready` later (a deadline), as
+    /// for open containers: [`ShardAggregators::pending_records`] counts sealed ones too.
+    pub fn drain_full_lanes(&mut self) -> std::vec::Drain<'_, Entry<Vec<T>>> {
+        if self.sealed.len() >= kpl::digest_lanes().min(MAX_WAITING_SEALED) {
+            self.finish_sealed();
+        }
+        self.ready.drain(..)
+    }
+
     /// Moves the sealed containers to the ready entries, their digests computed together.
     fn finish_sealed(&mut self) {
         if self.sealed.is_empty() {
@@ -242,6 +260,9 @@ impl<T> ShardAggregators<T> {
     /// containers are routed again by the new map, so no container is sent for a closed shard.
     pub fn replace_shard_map(&mut self, map: ShardMap) -> Result<Vec<Rejected<T>>, KplError> {
         check_outer_keys(&map, self.max_record_size)?;
+        // Sealed containers are sent as they are (the caller drains them first, to predict
+        // their shards by the old map).
+        self.finish_sealed();
         let old_lanes = std::mem::replace(&mut self.lanes, empty_lanes(map.len()));
         self.spread_keys = vec![None; map.len()];
         self.map = map;
@@ -290,9 +311,14 @@ impl<T> ShardAggregators<T> {
         Ok(rejected)
     }
 
-    /// User records waiting in open containers.
+    /// User records waiting in open and sealed containers.
     pub fn pending_records(&self) -> usize {
-        self.open_containers().map(|open| open.tokens.len()).sum()
+        let open: usize = self.open_containers().map(|open| open.tokens.len()).sum();
+        open + self
+            .sealed
+            .iter()
+            .map(|(_, tokens)| tokens.len())
+            .sum::<usize>()
     }
 
     /// Bytes waiting in open containers and queued entries (data + partition keys).
@@ -404,6 +430,43 @@ mod tests {
                 (record, i)
             })
             .collect()
+    }
+
+    #[test]
+    fn sealed_containers_wait_for_a_full_set_of_digest_lanes() {
+        let map = map(&FOUR);
+        let sent = sample_records(3000);
+        let lanes = kpl::digest_lanes().min(MAX_WAITING_SEALED);
+        let mut aggregators = ShardAggregators::new(map.clone(), 1000).unwrap();
+        let mut entries = Vec::new();
+        let mut most_waiting = 0;
+        for (record, token) in sent.clone() {
+            aggregators.add(record, token).unwrap();
+            let drained: Vec<_> = aggregators.drain_full_lanes().collect();
+            let aggregated = drained.iter().filter(|e| e.token.len() > 1).count();
+            assert!(
+                aggregated == 0 || aggregated >= lanes,
+                "{aggregated} drained"
+            );
+            entries.extend(drained);
+            most_waiting = most_waiting.max(aggregators.sealed.len());
+            // Every record added is either sent or counted as pending.
+            let out: usize = entries.iter().map(|e| e.token.len()).sum();
+            assert_eq!(out + aggregators.pending_records(), token as usize + 1);
+        }
+        assert!(
+            most_waiting == lanes - 1 || lanes == 1,
+            "{most_waiting} waited"
+        );
+        entries.extend(aggregators.flush_all());
+        assert_eq!(aggregators.pending_records(), 0);
+        let mut seen: Vec<u32> = Vec::new();
+        for entry in &entries {
+            check_entry(&map, entry, &sent);
+            seen.extend(&entry.token);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..3000).collect::<Vec<u32>>());
     }
 
     #[test]

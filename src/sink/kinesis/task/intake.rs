@@ -67,8 +67,9 @@ impl Task {
             }
         }
         // The containers this batch finished go on together: their digests are computed in one
-        // pass, several at once (`kpl::finish_all`).
-        self.drain_aggregators();
+        // pass, several at once (`kpl::finish_all`), once there are enough to fill the SIMD
+        // lanes (a waiting client or the flush deadline takes the rest: `flush_all`).
+        self.drain_full_digest_lanes();
         self.accepting_at = None;
         if self.pending_since.is_none()
             && (self.batcher.pending_entries() > 0
@@ -178,6 +179,20 @@ impl Task {
             return;
         };
         let finished: Vec<Entry<Vec<Token>>> = aggregators.drain_ready().collect();
+        self.push_finished(finished);
+    }
+
+    /// As [`Task::drain_aggregators`], but sealed containers wait until they fill the digest's
+    /// SIMD lanes ([`crate::sink::kinesis::aggregators::ShardAggregators::drain_full_lanes`]).
+    fn drain_full_digest_lanes(&mut self) {
+        let Some(aggregators) = self.aggregators.as_mut() else {
+            return;
+        };
+        let finished: Vec<Entry<Vec<Token>>> = aggregators.drain_full_lanes().collect();
+        self.push_finished(finished);
+    }
+
+    fn push_finished(&mut self, finished: Vec<Entry<Vec<Token>>>) {
         for entry in finished {
             let entry = self.with_expected_shard(entry);
             self.push(entry, "");

@@ -268,6 +268,11 @@ impl Task {
         if *aggregators.shard_map() == map {
             return;
         }
+        // Containers sealed under the old map go on first, expected on its shards.
+        self.drain_aggregators();
+        let Some(aggregators) = self.aggregators.as_mut() else {
+            return;
+        };
         match aggregators.replace_shard_map(map) {
             Ok(rejected) => {
                 self.epoch += 1;
