@@ -217,12 +217,12 @@ impl<T> ShardAggregators<T> {
     }
 
     /// As [`ShardAggregators::drain_ready`], but sealed containers stay sealed until there are
-    /// as many as the digest's SIMD lanes ([`kpl::digest_lanes`]: 8 with AVX2, and at most
-    /// [`MAX_WAITING_SEALED`]): MD5 costs the
-    /// same for one message as for a full set of lanes, and the sink's shards tend to fill
-    /// their containers together, fewer than 8 at a time with fewer shards. Whoever calls this
-    /// must also call [`ShardAggregators::flush_all`] or `drain_ready` later (a deadline), as
-    /// for open containers: [`ShardAggregators::pending_records`] counts sealed ones too.
+    /// as many as the digest's SIMD lanes ([`kpl::digest_lanes`]: 8 with AVX2; at most
+    /// [`MAX_WAITING_SEALED`]). Digesting one message costs as much as digesting a full set of
+    /// lanes, and a stream of four shards seals about four containers at a time: waiting for
+    /// two such rounds halves the MD5 work. Whoever calls this must also call
+    /// [`ShardAggregators::flush_all`] or `drain_ready` later (by a deadline), as for open
+    /// containers: [`ShardAggregators::pending_records`] counts sealed ones too.
     pub fn drain_full_lanes(&mut self) -> std::vec::Drain<'_, Entry<Vec<T>>> {
         if self.sealed.len() >= kpl::digest_lanes().min(MAX_WAITING_SEALED) {
             self.finish_sealed();
