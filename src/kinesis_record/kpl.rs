@@ -251,7 +251,8 @@ struct Placement {
 /// spread key, or a shard's few partition keys, take a few dozen bytes); a container whose
 /// tables need more leaves that much room in the next.
 const MIN_TABLE_ROOM: usize = 256;
-/// Capacity of the first container's buffer; later ones start at their predecessor's size.
+/// Capacity of the first container's buffer; later ones start at their predecessor's size, or
+/// this if that was smaller (a container the flush deadline sealed early).
 const FIRST_CAPACITY: usize = 64 << 10;
 
 /// One aggregated record being filled.
@@ -475,7 +476,7 @@ impl Aggregator {
         buf.resize(buf.len() + DIGEST_LEN, 0);
         debug_assert_eq!(buf.len() - start, self.aggregated_len);
         self.table_room = head.max(MIN_TABLE_ROOM);
-        self.capacity_hint = self.aggregated_len;
+        self.capacity_hint = self.aggregated_len.max(FIRST_CAPACITY);
         (buf, start)
     }
 
