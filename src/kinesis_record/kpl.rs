@@ -437,21 +437,10 @@ impl Aggregator {
     /// written in front of its records and room for the digest at its end; returns it with
     /// where the aggregated record starts in it.
     fn frame(&mut self) -> (Vec<u8>, usize) {
-        let tables: usize = self
-            .partition_keys
-            .keys
-            .iter()
-            .map(|key| delimited_len(key.len()))
-            .chain(
-                self.explicit_hash_keys
-                    .keys
-                    .iter()
-                    .map(|key| delimited_len(key.len())),
-            )
-            .sum();
-        let head = MAGIC.len() + tables;
         let mut buf = std::mem::take(&mut self.buf);
         let records = self.table_room;
+        // Magic and key tables: what the tracked length holds besides the records and digest.
+        let head = self.aggregated_len - DIGEST_LEN - (buf.len() - records);
         let start = match records.checked_sub(head) {
             Some(start) => start,
             None => {
