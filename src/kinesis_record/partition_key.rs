@@ -21,12 +21,17 @@ pub struct PartitionKey(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_CAPACITY],
-    },
+    Inline { len: u8, bytes: InlineBytes },
     Owned(String),
 }
+
+/// An inline key's bytes, aligned to 8: a key is moved several times on its way into a
+/// request (made, put in its record, the record in its entry, the entry in its batch), and at
+/// an odd offset each move read words that had just been written at other offsets, which the
+/// CPU cannot forward from its store buffer (a stall per word; ~1% of a no-ack run's CPU).
+#[derive(Clone, Copy)]
+#[repr(align(8))]
+struct InlineBytes([u8; INLINE_CAPACITY]);
 
 impl PartitionKey {
     /// A key of at most [`INLINE_CAPACITY`] bytes of text, stored inline; `None` if it is longer.
@@ -35,8 +40,8 @@ impl PartitionKey {
         if len > INLINE_CAPACITY {
             return None;
         }
-        let mut bytes = [0u8; INLINE_CAPACITY];
-        bytes[..len].copy_from_slice(key.as_bytes());
+        let mut bytes = InlineBytes([0; INLINE_CAPACITY]);
+        bytes.0[..len].copy_from_slice(key.as_bytes());
         Some(PartitionKey(Repr::Inline {
             len: len as u8,
             bytes,
@@ -51,8 +56,8 @@ impl PartitionKey {
         if len > INLINE_CAPACITY || !key.is_ascii() {
             return None;
         }
-        let mut bytes = [0u8; INLINE_CAPACITY];
-        bytes[..len].copy_from_slice(key);
+        let mut bytes = InlineBytes([0; INLINE_CAPACITY]);
+        bytes.0[..len].copy_from_slice(key);
         Some(PartitionKey(Repr::Inline {
             len: len as u8,
             bytes,
@@ -63,7 +68,7 @@ impl PartitionKey {
     /// body and the record's size read them for every record.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
-            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Inline { len, bytes } => &bytes.0[..*len as usize],
             Repr::Owned(key) => key.as_bytes(),
         }
     }
@@ -83,7 +88,7 @@ impl PartitionKey {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, bytes } => {
-                let text = &bytes[..*len as usize];
+                let text = &bytes.0[..*len as usize];
                 debug_assert!(std::str::from_utf8(text).is_ok());
                 // SAFETY: an inline key is only ever made by `inline` (or empty, by `default`),
                 // which copies a whole `&str` of exactly `len` bytes: `text` is that string; or
@@ -101,7 +106,7 @@ impl Default for PartitionKey {
     fn default() -> Self {
         PartitionKey(Repr::Inline {
             len: 0,
-            bytes: [0; INLINE_CAPACITY],
+            bytes: InlineBytes([0; INLINE_CAPACITY]),
         })
     }
 }

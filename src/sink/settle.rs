@@ -112,10 +112,24 @@ impl Tracker {
     /// One share is settled: delivered, dead-lettered or dropped for a counted reason (`ok`),
     /// or given up on (`!ok`, which fails the batch's acknowledgement).
     pub fn settle(&self, ok: bool) {
+        self.settle_many(1, ok);
+    }
+
+    /// `shares` shares are settled at once, all `ok` or all not: one atomic update instead of
+    /// one per record (see [`Settlement`]).
+    pub fn settle_many(&self, shares: usize, ok: bool) {
+        if shares == 0 {
+            return;
+        }
         if !ok {
             self.failed.store(true, Ordering::Release);
         }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.remaining.fetch_sub(shares, Ordering::AcqRel);
+        debug_assert!(
+            before >= shares,
+            "more shares settled than the tracker holds"
+        );
+        if before == shares {
             match &self.parent {
                 Some(parent) => parent.settle(!self.failed.load(Ordering::Acquire)),
                 None => self.finish(),
@@ -201,6 +215,33 @@ impl Tracked {
     /// The token of record `index`.
     pub fn token(&self, index: usize) -> Token {
         Token::new(&self.tracker, index)
+    }
+}
+
+/// Tokens settled together: consecutive tokens of the same tracker (a sink's request holds
+/// the records of one or two input batches, in order) become one [`Tracker::settle_many`].
+///
+/// Why: settling record by record cost an atomic read-modify-write per record on the answer
+/// path, which at a few nanoseconds each was a measurable share of a no-ack run's CPU.
+#[derive(Default)]
+pub struct Settlement {
+    runs: smallvec::SmallVec<[(Arc<Tracker>, usize); 2]>,
+}
+
+impl Settlement {
+    /// Adds `token` to the settlement (nothing is settled before [`Settlement::settle`]).
+    pub fn add(&mut self, token: &Token) {
+        match self.runs.last_mut() {
+            Some((tracker, shares)) if Arc::ptr_eq(tracker, &token.tracker) => *shares += 1,
+            _ => self.runs.push((token.tracker.clone(), 1)),
+        }
+    }
+
+    /// Settles every token added, as delivered (`ok`) or given up on.
+    pub fn settle(self, ok: bool) {
+        for (tracker, shares) in self.runs {
+            tracker.settle_many(shares, ok);
+        }
     }
 }
 
@@ -295,6 +336,38 @@ mod tests {
         drop(tracker);
         assert!(!waiter.wait().await);
         assert_eq!(finished.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_settlement_settles_runs_of_tokens_together_and_completes_each_batch_once() {
+        let (events, done, first) = batch(3);
+        let one = Tracker::new(done, events.len(), None);
+        let (events, done, second) = batch(2);
+        let two = Tracker::new(done, events.len(), None);
+        let mut settlement = Settlement::default();
+        for token in [
+            Token::new(&one, 0),
+            Token::new(&one, 1),
+            Token::new(&two, 0),
+            Token::new(&one, 2),
+        ] {
+            settlement.add(&token);
+        }
+        assert_eq!(settlement.runs.len(), 3, "one run per change of tracker");
+        let mut first = Box::pin(first.wait());
+        let mut second = Box::pin(second.wait());
+        still_open(&mut first).await;
+        settlement.settle(true);
+        assert!(
+            first.await,
+            "all three records of the first batch are settled"
+        );
+        still_open(&mut second).await;
+        let mut rest = Settlement::default();
+        rest.add(&Token::new(&two, 1));
+        rest.settle(false);
+        assert!(!second.await, "a record given up on fails its batch");
+        Settlement::default().settle(true);
     }
 
     #[tokio::test]

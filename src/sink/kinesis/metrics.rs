@@ -35,6 +35,30 @@ use crate::metrics::Metrics;
 /// One PUT payload unit: 25 KB.
 pub const PAYLOAD_UNIT: usize = 25 * 1024;
 
+/// The PUT payload units a Kinesis record of `size` bytes is billed.
+fn payload_units(size: usize) -> u64 {
+    size.div_ceil(PAYLOAD_UNIT).max(1) as u64
+}
+
+/// Accepted Kinesis records counted for [`KinesisMetrics::sent`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SentTally {
+    pub records: u64,
+    pub user_records: u64,
+    pub bytes: u64,
+    pub payload_units: u64,
+}
+
+impl SentTally {
+    /// One accepted Kinesis record of `size` bytes holding `user_records` log records.
+    pub fn add(&mut self, size: usize, user_records: usize) {
+        self.records += 1;
+        self.user_records += user_records as u64;
+        self.bytes += size as u64;
+        self.payload_units += payload_units(size);
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Component {
     component: String,
@@ -177,10 +201,13 @@ impl KinesisMetrics {
             .inc();
     }
 
-    /// Counts one accepted Kinesis record of `size` bytes holding `user_records` log records.
-    pub fn sent(&self, size: usize, user_records: usize) {
-        self.sent_after_check(size, user_records);
-        self.billed(size);
+    /// Counts the accepted Kinesis records of `tally` (one answer's): each counter is updated
+    /// once per answer, not once per record.
+    pub fn sent(&self, tally: &SentTally) {
+        self.records_sent.inc_by(tally.records);
+        self.user_records_sent.inc_by(tally.user_records);
+        self.bytes_sent.inc_by(tally.bytes);
+        self.payload_units.inc_by(tally.payload_units);
     }
 
     /// Counts an aggregate of `size` bytes Kinesis accepted on another shard than predicted:
@@ -199,8 +226,7 @@ impl KinesisMetrics {
     }
 
     fn billed(&self, size: usize) {
-        self.payload_units
-            .inc_by(size.div_ceil(PAYLOAD_UNIT).max(1) as u64);
+        self.payload_units.inc_by(payload_units(size));
     }
 
     /// Recomputes the aggregation ratio gauge.
@@ -222,7 +248,9 @@ mod tests {
         let registry = Metrics::new();
         let a = KinesisMetrics::new(&registry, "a");
         let b = KinesisMetrics::new(&registry, "b");
-        a.sent(30 * 1024, 10);
+        let mut tally = SentTally::default();
+        tally.add(30 * 1024, 10);
+        a.sent(&tally);
         a.update_ratio();
         b.failed_entry("ProvisionedThroughputExceededException");
         let text = registry.render();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::sink::settle::Token;
+use super::metrics::SentTally;
+use crate::sink::settle::{Settlement, Token};
 
 /// The tokens of an entry's user records: inline for one (an unaggregated record), on the heap
 /// for an aggregate's.
@@ -52,4 +53,22 @@ impl Tokens {
 pub(super) struct Expected {
     pub(super) epoch: u64,
     pub(super) shard_id: Arc<str>,
+}
+
+/// The entries one answer delivered: counted and settled together once the whole answer is
+/// read ([`SentTally`], [`Settlement`]), so the counters and the trackers take one atomic update
+/// per answer instead of several per entry.
+#[derive(Default)]
+pub(super) struct Delivered {
+    pub(super) tally: SentTally,
+    pub(super) settlement: Settlement,
+}
+
+impl Delivered {
+    pub(super) fn add(&mut self, tokens: &Tokens) {
+        self.tally.add(tokens.size, tokens.users.len());
+        for user in &tokens.users {
+            self.settlement.add(user);
+        }
+    }
 }

@@ -11,7 +11,7 @@ use super::super::batch::{self, Batch, EntryResult, Failed};
 use super::super::put_records;
 use super::super::retry_policy::{self, auth_reason, retry_reason, ErrorClass};
 use super::super::retry_policy::{slow_delay, RETRY_BACKOFF, UNHEALTHY_AFTER};
-use super::super::settle::Tokens;
+use super::super::settle::{Delivered, Tokens};
 use crate::sink::dead_letter;
 use crate::sink::undeliverable::Why;
 
@@ -59,6 +59,7 @@ impl Task {
             self.call_succeeded();
         }
         let mut stale_shard = false;
+        let mut delivered = Delivered::default();
         let outcome = match batch::split_results(batch, results, |entry, shard_id| {
             let tokens = &entry.token;
             let elsewhere = tokens.landed_elsewhere(shard_id);
@@ -69,8 +70,7 @@ impl Task {
                 self.sink.metrics.misplaced(tokens.size);
                 return true;
             }
-            self.sink.metrics.sent(tokens.size, tokens.users.len());
-            self.acknowledge(tokens);
+            delivered.add(tokens);
             false
         }) {
             Ok(outcome) => outcome,
@@ -85,6 +85,7 @@ impl Task {
                 return self.call_failed(mismatch.batch, error);
             }
         };
+        self.acknowledge_delivered(delivered);
         self.sink.metrics.update_ratio();
         self.misplaced.extend(outcome.kept);
         if stale_shard && !self.refresh_wanted {
@@ -165,6 +166,17 @@ impl Task {
         metrics.records_out.inc_by(tokens.users.len() as u64);
         metrics.bytes_out.inc_by(tokens.size as u64);
         tokens.settle(true);
+    }
+
+    /// The entries of an answer are delivered: counted (sent, and as the sink's records out),
+    /// then their acknowledgements settle.
+    pub(super) fn acknowledge_delivered(&self, delivered: Delivered) {
+        let Delivered { tally, settlement } = delivered;
+        self.sink.metrics.sent(&tally);
+        let metrics = &self.sink.cx.metrics;
+        metrics.records_out.inc_by(tally.user_records);
+        metrics.bytes_out.inc_by(tally.bytes);
+        settlement.settle(true);
     }
 
     /// Counts what an accepted entry cost, before its tokens are settled.
