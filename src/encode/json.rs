@@ -191,6 +191,70 @@ pub(crate) fn msgpack_key(buf: &[u8], pos: usize) -> Result<(Cow<'_, [u8]>, usiz
     Ok((Cow::Owned(text), end))
 }
 
+/// A map key at `pos` of `buf` that JSON takes as it is: a msgpack fixstr (up to 31 bytes, how
+/// nearly every log record's keys come) of plain ASCII (see [`plain_prefix_len`]). Returns the
+/// key and where it ends; `None` for any other key, which [`msgpack_key`] and [`write_key`]
+/// then read and write.
+///
+/// Why: keys are short, and the general path (a parsed header, a `Cow`, the scan built for long
+/// text, a push per quote) cost ~200 instructions per key (callgrind), a third of encoding a
+/// record of three fields.
+#[inline]
+pub(crate) fn plain_fixstr_key(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let head = *buf.get(pos)?;
+    if head & 0xe0 != 0xa0 {
+        return None;
+    }
+    let start = pos + 1;
+    let end = start + usize::from(head & 0x1f);
+    let key = buf.get(start..end)?;
+    short_plain(buf, start, key.len())
+        .unwrap_or_else(|| plain_prefix_len(key) == key.len())
+        .then_some((key, end))
+}
+
+/// Whether the `len` bytes at `start` of `buf` are plain (as [`plain_prefix_len`] counts them),
+/// checked with one 16-byte load when `len` is at most 16 and `buf` holds 16 bytes from `start`
+/// (a key is followed by its value, so it nearly always does); `None` otherwise.
+#[inline]
+fn short_plain(buf: &[u8], start: usize, len: usize) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        if len > 16 || buf.len().checked_sub(start)? < 16 {
+            return None;
+        }
+        // SAFETY: SSE2 is always present on x86_64; the load reads `buf[start..start + 16]`,
+        // inside `buf` (checked above).
+        let special = unsafe {
+            let v = _mm_loadu_si128(buf.as_ptr().add(start).cast::<__m128i>());
+            // Signed compare: bytes 0x80-0xff are negative, so "below 0x20" flags them too.
+            let below_space = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            _mm_movemask_epi8(_mm_or_si128(below_space, _mm_or_si128(quote, backslash))) as u32
+        };
+        Some(special & ((1u32 << len) - 1) == 0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (buf, start, len);
+        None
+    }
+}
+
+/// `"key":` for a key [`plain_fixstr_key`] found plain (nothing to escape or replace).
+#[inline]
+pub(crate) fn write_plain_key(out: &mut Vec<u8>, key: &[u8]) {
+    out.reserve(key.len() + 3);
+    out.push(b'"');
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\":");
+}
+
 /// A quoted key, with `.` replaced by `dots` when given.
 pub(crate) fn write_key(out: &mut Vec<u8>, key: &[u8], dots: Option<&[u8]>) {
     out.push(b'"');
@@ -535,6 +599,41 @@ mod tests {
         ] {
             assert_eq!(json(&Value::from(s)), serde_json::to_string(s).unwrap());
         }
+    }
+
+    #[test]
+    fn plain_fixstr_keys_are_exactly_the_plain_ones() {
+        let plain = |b: u8| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\';
+        for len in 0..=31usize {
+            // Followed by a value of 20 bytes (room for the 16-byte check), or by nothing.
+            for tail in [20usize, 0] {
+                for at in 0..len.max(1) {
+                    for byte in [0u8, 0x1f, b' ', b'"', b'\\', b'a', 0x7f, 0x80, 0xc3, 0xff] {
+                        let mut buf = vec![0xa0 | len as u8];
+                        let mut key = vec![b'k'; len];
+                        if len > 0 {
+                            key[at] = byte;
+                        }
+                        buf.extend_from_slice(&key);
+                        buf.extend(std::iter::repeat_n(b'"', tail));
+                        let expected = key.iter().all(|&b| plain(b)).then_some((&key[..], len + 1));
+                        assert_eq!(
+                            plain_fixstr_key(&buf, 0),
+                            expected,
+                            "{byte:#x} at {at} of {len}, {tail} bytes after"
+                        );
+                    }
+                }
+            }
+        }
+        // Not a fixstr (str8, an integer), or cut short: the general path takes it.
+        assert_eq!(plain_fixstr_key(&[0xd9, 3, b'a', b'b', b'c'], 0), None);
+        assert_eq!(plain_fixstr_key(&[0x07], 0), None);
+        assert_eq!(plain_fixstr_key(&[0xa3, b'a', b'b'], 0), None);
+        assert_eq!(plain_fixstr_key(&[], 0), None);
+        let mut out = Vec::new();
+        write_plain_key(&mut out, b"container_id");
+        assert_eq!(out, b"\"container_id\":");
     }
 
     #[test]

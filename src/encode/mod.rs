@@ -36,6 +36,7 @@ pub mod json;
 pub mod options;
 pub mod time_format;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::config::field::FieldError;
@@ -243,9 +244,12 @@ impl Encoder {
             // The lean path: JSON straight from the received msgpack. It cannot fail on a
             // checked map; should it, the parsed path below writes the record.
             let start = out.len();
+            // Ok written out, not moved as `done => return done`: moving the whole result
+            // (an error is 40 bytes) stalled on store-to-load forwarding once per record.
             match self.json_record_from_msgpack(event, raw, out) {
+                Ok(()) => return Ok(()),
                 Err(EncodeError::Msgpack(_)) => out.truncate(start),
-                done => return done,
+                Err(e) => return Err(e),
             }
         }
         out.push(b'{');
@@ -301,7 +305,14 @@ impl Encoder {
         let mut first = true;
         out.push(b'{');
         for _ in 0..count {
-            let (key, key_end) = json::msgpack_key(raw, pos)?;
+            // Nearly every key is short plain text, written as it is without the general path.
+            let (key, key_end, plain) = match json::plain_fixstr_key(raw, pos) {
+                Some((key, end)) => (Cow::Borrowed(key), end, true),
+                None => {
+                    let (key, end) = json::msgpack_key(raw, pos)?;
+                    (key, end, false)
+                }
+            };
             if filtered && !self.keeps(&key) {
                 pos = check_value(raw, key_end, 1)?;
                 continue;
@@ -310,10 +321,14 @@ impl Encoder {
                 out.push(b',');
             }
             first = false;
-            json::write_key(out, &key, self.dots());
-            pos = key_end;
-            out.push(b':');
-            pos = json::write_msgpack_with(out, raw, pos, self.dots())?;
+            let dotted = self.dots().is_some() && key.contains(&b'.');
+            if plain && !dotted {
+                json::write_plain_key(out, &key);
+            } else {
+                json::write_key(out, &key, self.dots());
+                out.push(b':');
+            }
+            pos = json::write_msgpack_with(out, raw, key_end, self.dots())?;
         }
         self.close_json_record(event, first, out)
     }
