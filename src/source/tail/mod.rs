@@ -121,8 +121,32 @@ pub struct TailConfig {
     /// Most bytes of records read from the files and not yet delivered (or written to a disk
     /// buffer) by every sink they went to; reading pauses above it, and the files hold the
     /// rest. Keeps a node agent that finds a backlog at the size of this window instead of
-    /// its sinks' `buffer_limit` (measured in docs/performance.md, "Memory"). Default 4MiB.
-    pub read_ahead_limit: ByteSize,
+    /// its sinks' `buffer_limit` (measured in docs/performance.md, "Memory"). Default
+    /// [`DEFAULT_READ_AHEAD_LIMIT`], or `buffer_max_size` when that is larger (one line must
+    /// fit): see [`TailConfig::effective_read_ahead_limit`].
+    pub read_ahead_limit: Option<ByteSize>,
+}
+
+/// The default `read_ahead_limit`: 2 MiB. Each byte of the window costs about 2.2 bytes of
+/// memory when the sinks send records as they come, and about 4 when an aggregating Kinesis
+/// sink holds them in its aggregates until they are sent; at 4 MiB the aggregated 500k-line
+/// backlog of `tail_side_by_side.py` peaked at 40-45 MiB, at 2 MiB at 31-33 MiB, for ~40%
+/// more wall time when aggregating (the same CPU per line; docs/performance.md, "Memory").
+pub const DEFAULT_READ_AHEAD_LIMIT: ByteSize = ByteSize::mib(2);
+
+impl TailConfig {
+    /// `read_ahead_limit`, or the default: [`DEFAULT_READ_AHEAD_LIMIT`], raised to
+    /// `buffer_max_size` so that the longest line always fits (a Fluent Bit config with a
+    /// large `Buffer_Max_Size` then needs no window of its own).
+    pub fn effective_read_ahead_limit(&self) -> ByteSize {
+        self.read_ahead_limit.unwrap_or_else(|| {
+            if self.buffer_max_size.bytes() > DEFAULT_READ_AHEAD_LIMIT.bytes() {
+                self.buffer_max_size
+            } else {
+                DEFAULT_READ_AHEAD_LIMIT
+            }
+        })
+    }
 }
 
 impl Default for TailConfig {
@@ -149,7 +173,7 @@ impl Default for TailConfig {
             multiline: None,
             multiline_flush: Duration::from_secs(4),
             max_open_files: 1024,
-            read_ahead_limit: ByteSize::mib(4),
+            read_ahead_limit: None,
         }
     }
 }
@@ -291,12 +315,12 @@ impl TailConfig {
                  than buffer_max_size)",
             ));
         }
-        let read_ahead = self.read_ahead_limit.bytes();
+        let read_ahead = self.effective_read_ahead_limit().bytes();
         if read_ahead < self.buffer_max_size.bytes() || read_ahead > 1 << 30 {
             problems.push(FieldError::new(
                 "read_ahead_limit",
                 "must be between buffer_max_size (one line must fit) and 1GiB (the default is \
-                 4MiB)",
+                 2MiB, or buffer_max_size when that is larger)",
             ));
         }
         if self.key.is_empty() {
@@ -406,6 +430,26 @@ mod tests {
             "path = \"/a\"\nread_ahead_limit = \"512KiB\"\nbuffer_max_size = \"64KiB\""
         ))
         .is_empty());
+        // Not given: 2 MiB, or buffer_max_size when that is larger (a long line must fit).
+        let window = |text: &str| {
+            toml::from_str::<TailConfig>(text)
+                .unwrap()
+                .effective_read_ahead_limit()
+                .bytes()
+        };
+        assert_eq!(window("path = \"/a\""), 2 << 20);
+        assert_eq!(window("path = \"/a\"\nbuffer_max_size = \"5MiB\""), 5 << 20);
+        assert_eq!(
+            window("path = \"/a\"\nbuffer_max_size = \"5MiB\"\nread_ahead_limit = \"8MiB\""),
+            8 << 20
+        );
+        assert!(keys(parse("path = \"/a\"\nbuffer_max_size = \"5MiB\"")).is_empty());
+        assert_eq!(
+            keys(parse(
+                "path = \"/a\"\nbuffer_max_size = \"5MiB\"\nread_ahead_limit = \"2MiB\""
+            )),
+            ["read_ahead_limit"]
+        );
         assert_eq!(
             keys(parse("path = \"/a\"\nbuffer_chunk_size = \"512\"")),
             ["buffer_chunk_size"]

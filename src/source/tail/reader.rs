@@ -96,7 +96,7 @@ pub async fn start(
     // `buffer_max_size`.
     let max_window = config.buffer_max_size.as_usize().saturating_add(1);
     let window = config.buffer_chunk_size.as_usize().clamp(1, max_window);
-    let read_ahead_limit = config.read_ahead_limit.as_usize();
+    let read_ahead_limit = config.effective_read_ahead_limit().as_usize();
     let reader = Reader {
         max_line: config.buffer_max_size.as_usize(),
         tag_template: config.tag.clone(),
