@@ -130,8 +130,8 @@ pub struct TailConfig {
 /// The default `read_ahead_limit`: 2 MiB. Each byte of the window costs about 2.2 bytes of
 /// memory when the sinks send records as they come, and about 4 when an aggregating Kinesis
 /// sink holds them in its aggregates until they are sent; at 4 MiB the aggregated 500k-line
-/// backlog of `tail_side_by_side.py` peaked at 40-45 MiB, at 2 MiB at 31-33 MiB, for ~40%
-/// more wall time when aggregating (the same CPU per line; docs/performance.md, "Memory").
+/// backlog of `tail_side_by_side.py` peaked at 40-45 MiB, at 2 MiB at 31-33 MiB, at the same
+/// CPU per line and a wall time from the same to ~40% longer (docs/performance.md, "Memory").
 pub const DEFAULT_READ_AHEAD_LIMIT: ByteSize = ByteSize::mib(2);
 
 impl TailConfig {
