@@ -246,6 +246,21 @@ fn short_plain(buf: &[u8], start: usize, len: usize) -> Option<bool> {
     }
 }
 
+/// A `str` value at `pos` of `buf` written as a fixstr or str8 (up to 255 bytes: most values of
+/// a log record) and where it ends; `None` for anything else, or a string cut short, which
+/// [`write_msgpack_with`] then writes or refuses. Read without a parsed header: the general
+/// path's header, payload lookup and result cost ~60 instructions per value.
+#[inline]
+pub(crate) fn short_str_value(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let (start, len) = match *buf.get(pos)? {
+        marker @ 0xa0..=0xbf => (pos + 1, usize::from(marker & 0x1f)),
+        0xd9 => (pos + 2, usize::from(*buf.get(pos + 1)?)),
+        _ => return None,
+    };
+    let end = start + len;
+    Some((buf.get(start..end)?, end))
+}
+
 /// `"key":` for a key [`plain_fixstr_key`] found plain (nothing to escape or replace).
 #[inline]
 pub(crate) fn write_plain_key(out: &mut Vec<u8>, key: &[u8]) {
@@ -634,6 +649,39 @@ mod tests {
         let mut out = Vec::new();
         write_plain_key(&mut out, b"container_id");
         assert_eq!(out, b"\"container_id\":");
+    }
+
+    #[test]
+    fn short_str_values_are_read_like_the_general_path_reads_them() {
+        for len in [0usize, 1, 31, 32, 200, 255] {
+            let text = vec![b'v'; len];
+            let mut buf = Vec::new();
+            rmp::encode::write_str_len(&mut buf, len as u32).unwrap();
+            buf.extend_from_slice(&text);
+            buf.push(0xc0); // what follows the value
+            let expected_end = buf.len() - 1;
+            assert_eq!(
+                short_str_value(&buf, 0),
+                Some((&text[..], expected_end)),
+                "{len}"
+            );
+            let mut general = Vec::new();
+            assert_eq!(
+                write_msgpack_with(&mut general, &buf, 0, None).unwrap(),
+                expected_end
+            );
+            let mut fast = Vec::new();
+            write_str(&mut fast, &text);
+            assert_eq!(fast, general, "{len}");
+            // Cut short: left to the general path, which refuses it.
+            assert_eq!(short_str_value(&buf[..expected_end - 1], 0), None);
+        }
+        // str16 and longer, binaries, other types: the general path.
+        assert_eq!(short_str_value(&[0xda, 0, 1, b'a'], 0), None);
+        assert_eq!(short_str_value(&[0xc4, 1, b'a'], 0), None);
+        assert_eq!(short_str_value(&[0x07], 0), None);
+        assert_eq!(short_str_value(&[0xd9], 0), None);
+        assert_eq!(short_str_value(&[], 0), None);
     }
 
     #[test]

@@ -328,7 +328,13 @@ impl Encoder {
                 json::write_key(out, &key, self.dots());
                 out.push(b':');
             }
-            pos = json::write_msgpack_with(out, raw, key_end, self.dots())?;
+            pos = match json::short_str_value(raw, key_end) {
+                Some((text, end)) => {
+                    json::write_str(out, text);
+                    end
+                }
+                None => json::write_msgpack_with(out, raw, key_end, self.dots())?,
+            };
         }
         self.close_json_record(event, first, out)
     }
