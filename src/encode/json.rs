@@ -201,13 +201,11 @@ pub(crate) fn msgpack_key(buf: &[u8], pos: usize) -> Result<(Cow<'_, [u8]>, usiz
 /// record of three fields.
 #[inline]
 pub(crate) fn plain_fixstr_key(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let head = *buf.get(pos)?;
-    if head & 0xe0 != 0xa0 {
+    if *buf.get(pos)? & 0xe0 != 0xa0 {
         return None;
     }
-    let start = pos + 1;
-    let end = start + usize::from(head & 0x1f);
-    let key = buf.get(start..end)?;
+    let (key, end) = short_str_value(buf, pos)?;
+    let start = end - key.len();
     short_plain(buf, start, key.len())
         .unwrap_or_else(|| plain_prefix_len(key) == key.len())
         .then_some((key, end))
