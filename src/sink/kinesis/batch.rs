@@ -149,6 +149,7 @@ impl<T> Batcher<T> {
     /// Adds an entry. Returns a batch when one is complete: either the entry did not fit (the
     /// returned batch holds the entries before it, the entry starts the next batch) or it filled
     /// the batch to the entry limit (the returned batch includes it).
+    #[inline(always)]
     pub fn push(&mut self, entry: Entry<T>) -> Result<Option<Batch<T>>, Rejected<T>> {
         let size = match validate_record(&entry.record, self.limits.max_record_size) {
             Ok(size) => size,
