@@ -593,11 +593,20 @@ impl Reader {
     /// [`Reader::read_value`] keeps a map (one header parse fewer than going through it: this
     /// runs once per forward record).
     pub fn read_map(&mut self) -> Result<Map, ReadError> {
+        self.read_map_bytes().map(Map::from_checked_msgpack)
+    }
+
+    /// [`Reader::read_map`]'s bytes, checked, for a caller that builds the [`Map`] where it
+    /// is to stay: a `Result<Map, _>` handed through a few frames was copied at each, and the
+    /// forward decoder's copies (misaligned) stalled on store-to-load forwarding.
+    pub fn read_map_bytes(&mut self) -> Result<Bytes, ReadError> {
         let start = self.pos;
         let (head @ Head::Map(_), head_len) = parse_head(&self.buf, start)? else {
             return Err(ReadError::malformed(start, "expected a map"));
         };
-        self.checked_map(start, head, head_len, 0)
+        let end = check_after_head(&self.buf, start, head, head_len, 0)?;
+        self.pos = end;
+        Ok(self.buf.slice(start..end))
     }
 
     /// The map starting at `start` with its header parsed (`head`, `head_len` bytes; `depth`
