@@ -604,9 +604,7 @@ impl Reader {
         let (head @ Head::Map(_), head_len) = parse_head(&self.buf, start)? else {
             return Err(ReadError::malformed(start, "expected a map"));
         };
-        let end = check_after_head(&self.buf, start, head, head_len, 0)?;
-        self.pos = end;
-        Ok(self.buf.slice(start..end))
+        self.checked_map_bytes(start, head, head_len, 0)
     }
 
     /// The map starting at `start` with its header parsed (`head`, `head_len` bytes; `depth`
@@ -619,9 +617,21 @@ impl Reader {
         head_len: usize,
         depth: usize,
     ) -> Result<Map, ReadError> {
+        self.checked_map_bytes(start, head, head_len, depth)
+            .map(Map::from_checked_msgpack)
+    }
+
+    /// [`Reader::checked_map`]'s bytes, before they become a [`Map`].
+    fn checked_map_bytes(
+        &mut self,
+        start: usize,
+        head: Head,
+        head_len: usize,
+        depth: usize,
+    ) -> Result<Bytes, ReadError> {
         let end = check_after_head(&self.buf, start, head, head_len, depth)?;
         self.pos = end;
-        Ok(Map::from_checked_msgpack(self.buf.slice(start..end)))
+        Ok(self.buf.slice(start..end))
     }
 
     /// Fails with `Incomplete` unless `count` values (one byte each at least) can still follow:

@@ -401,7 +401,7 @@ impl Decoder {
                 _ => (read_time(r)?, None),
             }
         };
-        // The record's header is parsed inline here and again in `read_map` (a few
+        // The record's header is parsed inline here and again in `read_map_bytes` (a few
         // instructions): this check keeps the error's text about records.
         let raw = match r.peek()? {
             Head::Map(_) => r.read_map_bytes()?,
